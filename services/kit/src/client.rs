@@ -1,0 +1,278 @@
+//! Calls to other services: connect and request timeouts, bounded retries within a retry budget,
+//! a circuit breaker per upstream, and the request id carried along.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::http::{Method, StatusCode};
+use failsafe::backoff::{self, EqualJittered};
+use failsafe::failure_policy::{self, ConsecutiveFailures};
+use failsafe::{Config, StateMachine};
+use serde::de::DeserializeOwned;
+
+use crate::config::env_parse;
+use crate::context::{REQUEST_ID_HEADER, current_request_id};
+use crate::problem::Problem;
+
+/// Tuning for one upstream; every field has a sensible default and an environment override.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Retries for one call, on top of the first attempt.
+    pub max_retries: u32,
+    /// Retries may add at most this fraction of extra load (0.2 = 20 %).
+    pub retry_budget: f32,
+    /// Consecutive failures that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit first stays open (doubling, jittered, up to 30 s).
+    pub breaker_open: Duration,
+}
+
+impl UpstreamOptions {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            connect_timeout: Duration::from_millis(env_parse(
+                "SHOP_UPSTREAM_CONNECT_TIMEOUT_MS",
+                500,
+            )?),
+            request_timeout: Duration::from_millis(env_parse("SHOP_UPSTREAM_TIMEOUT_MS", 3_000)?),
+            max_retries: env_parse("SHOP_UPSTREAM_MAX_RETRIES", 2)?,
+            retry_budget: env_parse("SHOP_UPSTREAM_RETRY_BUDGET", 0.2)?,
+            breaker_failures: env_parse("SHOP_UPSTREAM_BREAKER_FAILURES", 5)?,
+            breaker_open: Duration::from_millis(env_parse("SHOP_UPSTREAM_BREAKER_OPEN_MS", 1_000)?),
+        })
+    }
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(3),
+            max_retries: 2,
+            retry_budget: 0.2,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(1),
+        }
+    }
+}
+
+type Breaker = StateMachine<ConsecutiveFailures<EqualJittered>, ()>;
+
+/// Why a call to another service did not produce a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the {upstream} service is unavailable (circuit open)")]
+    CircuitOpen { upstream: Arc<str> },
+    #[error("the {upstream} service did not answer in time")]
+    Timeout { upstream: Arc<str> },
+    #[error("the {upstream} service cannot be reached")]
+    Unreachable {
+        upstream: Arc<str>,
+        source: reqwest::Error,
+    },
+    /// The upstream answered with an error; its problem body is kept when it sent one.
+    #[error("the {upstream} service answered {status}")]
+    Status {
+        upstream: Arc<str>,
+        status: StatusCode,
+        problem: Option<Problem>,
+    },
+    #[error("the {upstream} service sent a response that could not be read")]
+    Malformed {
+        upstream: Arc<str>,
+        source: reqwest::Error,
+    },
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl From<UpstreamError> for Problem {
+    fn from(err: UpstreamError) -> Self {
+        match err {
+            UpstreamError::Status {
+                status, problem, ..
+            } if status.is_client_error() => {
+                problem.unwrap_or_else(|| Problem::new(status, "the request was rejected"))
+            }
+            UpstreamError::Timeout { .. } => Problem::typed(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                err.to_string(),
+            ),
+            UpstreamError::Malformed { .. } => {
+                tracing::warn!(error = %err, "bad upstream response");
+                Problem::new(StatusCode::BAD_GATEWAY, err.to_string())
+            }
+            _ => Problem::typed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream-unavailable",
+                err.to_string(),
+            ),
+        }
+    }
+}
+
+/// A client for one upstream service. Cheap to clone; clones share the pool, budget and breaker.
+#[derive(Clone)]
+pub struct Upstream {
+    name: Arc<str>,
+    base_url: Arc<str>,
+    client: reqwest::Client,
+    breaker: Breaker,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+impl Upstream {
+    pub fn new(name: &str, base_url: &str, options: &UpstreamOptions) -> Result<Self> {
+        let base_url = base_url.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base_url)
+            .with_context(|| format!("the {name} service URL {base_url:?} is not a URL"))?;
+        let host = parsed.host_str().unwrap_or_default().to_owned();
+        // reqwest's retry layer draws from a token budget (tower's TpsBudget), so retries can
+        // never multiply load on a struggling upstream. Connection failures are always safe to
+        // retry (nothing was sent); 502/503 only for idempotent methods. Timeouts are not
+        // retried: the caller's deadline is already spent.
+        let retry = reqwest::retry::for_host(host)
+            .max_retries_per_request(options.max_retries)
+            .max_extra_load(options.retry_budget)
+            .classify_fn(|attempt| {
+                let connect_failed = attempt
+                    .error()
+                    .and_then(|e| e.downcast_ref::<reqwest::Error>())
+                    .is_some_and(reqwest::Error::is_connect);
+                let transient = matches!(
+                    attempt.status(),
+                    Some(StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE)
+                ) && is_idempotent(attempt.method());
+                if connect_failed || transient {
+                    attempt.retryable()
+                } else {
+                    attempt.success()
+                }
+            });
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .retry(retry)
+            .build()
+            .context("building an HTTP client")?;
+        let breaker = Config::new()
+            .failure_policy(failure_policy::consecutive_failures(
+                options.breaker_failures,
+                backoff::equal_jittered(options.breaker_open, Duration::from_secs(30)),
+            ))
+            .build();
+        Ok(Self {
+            name: name.into(),
+            base_url: base_url.into(),
+            client,
+            breaker,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Starts a request to `path` (which begins with `/`), carrying the current request id.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .client
+            .request(method, format!("{}{}", self.base_url, path));
+        if let Some(id) = current_request_id() {
+            builder = builder.header(REQUEST_ID_HEADER, id);
+        }
+        builder
+    }
+
+    /// Sends through the circuit breaker. Any answer comes back, including 4xx and 5xx; 5xx,
+    /// timeouts and connection failures count against the breaker.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if !self.breaker.is_call_permitted() {
+            return Err(UpstreamError::CircuitOpen {
+                upstream: self.name.clone(),
+            });
+        }
+        match request.send().await {
+            Ok(response) => {
+                if response.status().is_server_error() {
+                    self.breaker.on_error();
+                } else {
+                    self.breaker.on_success();
+                }
+                Ok(response)
+            }
+            Err(source) => {
+                self.breaker.on_error();
+                let upstream = self.name.clone();
+                Err(if source.is_timeout() {
+                    UpstreamError::Timeout { upstream }
+                } else {
+                    UpstreamError::Unreachable { upstream, source }
+                })
+            }
+        }
+    }
+
+    /// Sends and decodes a 2xx JSON answer; anything else becomes an [`UpstreamError`].
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, UpstreamError> {
+        let response = self.send(request).await?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<T>()
+                .await
+                .map_err(|source| UpstreamError::Malformed {
+                    upstream: self.name.clone(),
+                    source,
+                });
+        }
+        let problem = response.json::<Problem>().await.ok();
+        Err(UpstreamError::Status {
+            upstream: self.name.clone(),
+            status,
+            problem,
+        })
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, UpstreamError> {
+        self.json(self.request(Method::GET, path)).await
+    }
+}

@@ -1,0 +1,61 @@
+//! Configuration from the environment, with the same variable names in every service.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// Reads `key`, or `default` when it is unset or empty.
+pub fn env_or(key: &str, default: &str) -> String {
+    match std::env::var(key) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => default.to_string(),
+    }
+}
+
+/// Reads and parses `key`, or `default` when it is unset; a value that does not parse is an error
+/// naming the variable, so a typo fails at start instead of silently using the default.
+pub fn env_parse<T>(key: &str, default: T) -> Result<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(key) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{key}={value:?} is not valid: {e}")),
+        _ => Ok(default),
+    }
+}
+
+/// What every service needs to start.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The address to listen on (`SHOP_LISTEN`, default `0.0.0.0:8080`).
+    pub listen: SocketAddr,
+    /// `DATABASE_URL`: `sqlite://…` (default, a file in the working directory) or `postgres://…`.
+    pub database_url: String,
+    /// How long in-flight requests may take to finish after SIGTERM (`SHOP_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
+    /// Upper bound for handling one request (`SHOP_REQUEST_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// Largest accepted request body in bytes (`SHOP_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+}
+
+impl ServiceConfig {
+    pub fn from_env(service: &str) -> Result<Self> {
+        let listen = env_or("SHOP_LISTEN", "0.0.0.0:8080");
+        Ok(Self {
+            listen: listen
+                .parse()
+                .with_context(|| format!("SHOP_LISTEN={listen:?} is not a socket address"))?,
+            database_url: env_or("DATABASE_URL", &format!("sqlite://{service}.db")),
+            shutdown_grace: Duration::from_secs(env_parse("SHOP_SHUTDOWN_GRACE_SECS", 20)?),
+            request_timeout: Duration::from_millis(env_parse("SHOP_REQUEST_TIMEOUT_MS", 10_000)?),
+            max_body_bytes: env_parse("SHOP_MAX_BODY_BYTES", 64 * 1024)?,
+        })
+    }
+}

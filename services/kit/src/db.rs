@@ -1,0 +1,151 @@
+//! One database layer for SQLite (the embedded default) and PostgreSQL, chosen by `DATABASE_URL`.
+//!
+//! Services write portable SQL (`$1` placeholders, `BIGINT`/`TEXT` columns, ids as text) and run it
+//! through sqlx's `Any` driver, so one storage module and one migration set serve both backends.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{Executor, Transaction};
+
+use crate::config::env_parse;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            let scheme = url.split(':').next().unwrap_or_default();
+            bail!("DATABASE_URL must start with sqlite:// or postgres://, not {scheme:?}")
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+pub type Tx = Transaction<'static, sqlx::Any>;
+
+/// A connection pool with its backend. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects without running migrations. The URL is never logged or put in errors: it may
+    /// hold a password.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_owned();
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        match backend {
+            Backend::Sqlite => {
+                if !url.contains("mode=") {
+                    // Create the file on first start.
+                    url.push_str(if url.contains('?') {
+                        "&mode=rwc"
+                    } else {
+                        "?mode=rwc"
+                    });
+                }
+                options = options
+                    .max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 4)?)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the one writer; busy_timeout makes
+                            // writers queue instead of failing with "database is locked".
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                                 PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    });
+            }
+            Backend::Postgres => {
+                options = options.max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 8)?);
+            }
+        }
+        let pool = options.connect(&url).await.with_context(|| {
+            format!("could not connect to the {backend} database in DATABASE_URL")
+        })?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn connect_and_migrate(url: &str, migrator: &Migrator) -> Result<Self> {
+        let db = Self::connect(url).await?;
+        db.migrate(migrator).await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self, migrator: &Migrator) -> Result<()> {
+        migrator
+            .run(&self.pool)
+            .await
+            .with_context(|| format!("running migrations on the {} database", self.backend))
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// For `/readyz`: the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether an error is a unique-constraint violation (for 409 responses), on either backend.
+    pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+        match err {
+            sqlx::Error::Database(db) => {
+                db.code()
+                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+                    || db.message().contains("UNIQUE constraint failed")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Current time as RFC 3339 in UTC with fixed precision, so text order is time order.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    now.format(&format)
+        .expect("formatting a UTC time cannot fail")
+}

@@ -1,0 +1,32 @@
+//! The service kit: what every shop service needs, written once.
+//!
+//! - [`config`]: configuration from the environment.
+//! - [`telemetry`]: JSON logs through `tracing`.
+//! - [`metrics`]: Prometheus `/metrics` with per-route request counts and latencies.
+//! - [`problem`]: RFC 9457 `application/problem+json` errors and request validation.
+//! - [`extract`]: axum extractors whose rejections are problems too.
+//! - [`context`]: request ids and the caller's identity, carried across services.
+//! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
+//! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
+//! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
+
+pub mod client;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod extract;
+pub mod metrics;
+pub mod problem;
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use client::{Upstream, UpstreamError, UpstreamOptions};
+pub use config::ServiceConfig;
+pub use context::{Caller, MaybeCaller};
+pub use db::{Database, now_rfc3339};
+pub use extract::{Json, Path, Query};
+pub use metrics::Metrics;
+pub use problem::{ApiResult, FieldError, Problem, Validator};
+pub use server::Service;

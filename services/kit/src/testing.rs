@@ -1,0 +1,105 @@
+//! Test support shared by every service: databases for both backends and a server on a free port.
+//!
+//! PostgreSQL comes from `SHOP_TEST_POSTGRES_URL` (an admin URL; `tests/run.sh` starts a server and
+//! sets it). Without it the PostgreSQL half of a test is skipped with a loud message, except under
+//! `CI=true`, where it fails: CI must never pass a test it did not run.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::db::Backend;
+
+/// A fresh, empty database for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A SQLite database in its own temporary folder, removed on drop.
+pub fn sqlite() -> TestDatabase {
+    let dir = std::env::temp_dir().join(format!("shop-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("creating a temporary folder");
+    TestDatabase {
+        url: format!("sqlite://{}", dir.join("test.db").display()),
+        backend: Backend::Sqlite,
+        dir: Some(dir),
+    }
+}
+
+/// A new database on the test PostgreSQL server, or `None` (with a message) when there is none
+/// outside CI.
+pub async fn postgres() -> Option<TestDatabase> {
+    let Ok(admin_url) = std::env::var("SHOP_TEST_POSTGRES_URL") else {
+        assert!(
+            !in_ci(),
+            "SHOP_TEST_POSTGRES_URL is not set: under CI=true the PostgreSQL tests must run (use tests/run.sh)"
+        );
+        eprintln!(
+            "SKIPPED the PostgreSQL half: SHOP_TEST_POSTGRES_URL is not set (tests/run.sh sets it)"
+        );
+        return None;
+    };
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let db = crate::db::Database::connect(&admin_url)
+        .await
+        .expect("connecting to the test PostgreSQL server in SHOP_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(db.pool())
+        .await
+        .expect("creating a test database");
+    db.pool().close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("SHOP_TEST_POSTGRES_URL names a database");
+    Some(TestDatabase {
+        url: format!("{base}/{name}"),
+        backend: Backend::Postgres,
+        dir: None,
+    })
+}
+
+/// SQLite always, PostgreSQL when available: run a test body over each.
+pub async fn all_backends() -> Vec<TestDatabase> {
+    let mut dbs = vec![sqlite()];
+    dbs.extend(postgres().await);
+    dbs
+}
+
+/// A server on a free loopback port, stopped when dropped.
+pub struct TestServer {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn spawn(router: Router) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    TestServer { url, task }
+}
