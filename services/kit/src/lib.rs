@@ -30,3 +30,4 @@ pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
 pub use problem::{ApiResult, FieldError, Problem, Validator};
 pub use server::Service;
+pub mod auth;

@@ -1,1 +1,66 @@
+//! The user service: accounts, sign-in, and the keys that verify access tokens.
+//!
+//! `routes` (HTTP) → `domain` (rules, hashing, signing; no I/O) → `storage` (SQL).
 
+pub mod domain;
+pub mod routes;
+pub mod storage;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use shop_kit::config::{env_or, env_parse};
+use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The user service's own settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Accounts registered with these emails get the admin role (`SHOP_ADMIN_EMAILS`, comma-separated).
+    pub admin_emails: HashSet<String>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub login_attempts_per_minute: u32,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            admin_emails: env_or("SHOP_ADMIN_EMAILS", "")
+                .split(',')
+                .map(domain::normalise_email)
+                .filter(|e| !e.is_empty())
+                .collect(),
+            access_ttl: Duration::from_secs(env_parse("SHOP_ACCESS_TOKEN_TTL_SECS", 900)?),
+            refresh_ttl: Duration::from_secs(env_parse("SHOP_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
+            login_attempts_per_minute: env_parse("SHOP_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
+        })
+    }
+}
+
+/// Connects, migrates, loads the signing keys, and returns the service to serve.
+pub async fn build(config: &ServiceConfig, settings: Settings, _metrics: &Metrics) -> Result<Service> {
+    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+    let store = storage::Store::new(db.clone());
+    let signer = domain::Signer::new(&store.signing_keys().await?, settings.access_ttl)?;
+    let state = routes::AppState::new(store, signer, settings);
+    let limiter = state.login_limiter.clone();
+    // The limiter remembers every account it saw; forget the idle ones now and then.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.retain_recent();
+        }
+    });
+    Ok(Service {
+        name: "user",
+        router: routes::router(state),
+        openapi: routes::ApiDoc::openapi(),
+        ready: shop_kit::server::database_ready(db),
+    })
+}

@@ -1,0 +1,254 @@
+//! HTTP handlers of the user service.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use shop_kit::db::now_rfc3339;
+use shop_kit::{ApiResult, Caller, Database, Json, Problem, Validator};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::Settings;
+use crate::domain::{self, Signer};
+use crate::storage::{Store, UserRow};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub signer: Arc<Signer>,
+    pub settings: Arc<Settings>,
+    pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, signer: Signer, settings: Settings) -> Self {
+        let per_minute = NonZeroU32::new(settings.login_attempts_per_minute.max(1)).expect("at least one");
+        Self {
+            store,
+            signer: Arc::new(signer),
+            settings: Arc::new(settings),
+            login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Registration {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Profile {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub created_at: String,
+}
+
+impl From<UserRow> for Profile {
+    fn from(row: UserRow) -> Self {
+        Self {
+            roles: domain::roles_from_column(&row.roles),
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Login {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Refresh {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProfileUpdate {
+    pub name: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Tokens {
+    pub access_token: String,
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shop user service", description = "Accounts, sign-in and token keys."),
+    paths(register, login, refresh, me, update_me, jwks),
+    components(schemas(Registration, Profile, Login, Refresh, ProfileUpdate, Tokens, Problem))
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/users", post(register))
+        .route("/api/users/me", get(me).patch(update_me))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route(shop_kit::auth::JWKS_PATH, get(jwks))
+        .with_state(state)
+}
+
+/// Register a new account.
+#[utoipa::path(post, path = "/api/users", request_body = Registration, responses(
+    (status = 201, body = Profile), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn register(State(state): State<AppState>, Json(body): Json<Registration>) -> ApiResult<impl IntoResponse> {
+    let email = domain::normalise_email(&body.email);
+    domain::validate_registration(&email, &body.password, &body.name)?;
+    let password = body.password;
+    let password_hash = tokio::task::spawn_blocking(move || domain::hash_password(&password))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let now = now_rfc3339();
+    let roles = if state.settings.admin_emails.contains(&email) { "admin" } else { "" };
+    let user = UserRow {
+        id: shop_kit::context::new_id().to_string(),
+        email,
+        name: body.name.trim().to_owned(),
+        password_hash,
+        roles: roles.into(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    match state.store.insert_user(&user).await {
+        Ok(()) => {
+            tracing::info!(user_id = %user.id, "user registered");
+            Ok((StatusCode::CREATED, Json(Profile::from(user))))
+        }
+        Err(e) if Database::is_unique_violation(&e) => {
+            Err(Problem::conflict("an account with this email already exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sign in with email and password.
+#[utoipa::path(post, path = "/api/auth/login", request_body = Login, responses(
+    (status = 200, body = Tokens), (status = 401, body = Problem), (status = 429, body = Problem)))]
+async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiResult<Json<Tokens>> {
+    let email = domain::normalise_email(&body.email);
+    let mut v = Validator::new();
+    v.text("email", &email, domain::MAX_EMAIL)
+        .check(body.password.chars().count() <= domain::MAX_PASSWORD, "password", "is too long");
+    v.finish()?;
+    if state.login_limiter.check_key(&email).is_err() {
+        tracing::warn!("login rate limit reached for an account");
+        return Err(Problem::too_many_requests(
+            "too many sign-in attempts for this account; wait a minute and try again",
+        ));
+    }
+    let user = state.store.user_by_email(&email).await?;
+    let hash = user.as_ref().map_or_else(|| domain::decoy_hash().to_owned(), |u| u.password_hash.clone());
+    let password = body.password;
+    let matches = tokio::task::spawn_blocking(move || domain::verify_password(&hash, &password))
+        .await
+        .map_err(Problem::internal)?;
+    match user {
+        Some(user) if matches => Ok(Json(issue_tokens(&state, &user).await?)),
+        _ => Err(Problem::unauthorized("the email or password is wrong")),
+    }
+}
+
+/// Trade a refresh token for new tokens. Each refresh token works once.
+#[utoipa::path(post, path = "/api/auth/refresh", request_body = Refresh, responses(
+    (status = 200, body = Tokens), (status = 401, body = Problem)))]
+async fn refresh(State(state): State<AppState>, Json(body): Json<Refresh>) -> ApiResult<Json<Tokens>> {
+    let invalid = || Problem::unauthorized("the refresh token is invalid, expired or already used");
+    if body.refresh_token.is_empty() || body.refresh_token.len() > 128 {
+        return Err(invalid());
+    }
+    let hash = domain::hash_refresh_token(&body.refresh_token);
+    let user_id = state
+        .store
+        .consume_refresh_token(&hash, domain::unix_now())
+        .await?
+        .ok_or_else(invalid)?;
+    let user = state.store.user_by_id(&user_id).await?.ok_or_else(invalid)?;
+    Ok(Json(issue_tokens(&state, &user).await?))
+}
+
+async fn issue_tokens(state: &AppState, user: &UserRow) -> ApiResult<Tokens> {
+    let now = domain::unix_now();
+    let access_token = state
+        .signer
+        .issue(&user.id, domain::roles_from_column(&user.roles), now)
+        .map_err(Problem::internal)?;
+    let (refresh_token, refresh_hash) = domain::new_refresh_token();
+    let expires_at = now + state.settings.refresh_ttl.as_secs() as i64;
+    state.store.insert_refresh_token(&refresh_hash, &user.id, expires_at).await?;
+    Ok(Tokens {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: state.signer.access_ttl.as_secs(),
+        refresh_token,
+    })
+}
+
+/// The caller's profile.
+#[utoipa::path(get, path = "/api/users/me", responses((status = 200, body = Profile), (status = 401, body = Problem)))]
+async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Profile>> {
+    let user = state
+        .store
+        .user_by_id(&caller.user_id.to_string())
+        .await?
+        .ok_or_else(|| Problem::not_found("this account no longer exists"))?;
+    Ok(Json(user.into()))
+}
+
+/// Change the caller's name or password.
+#[utoipa::path(patch, path = "/api/users/me", request_body = ProfileUpdate, responses(
+    (status = 200, body = Profile), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn update_me(State(state): State<AppState>, caller: Caller, Json(body): Json<ProfileUpdate>) -> ApiResult<Json<Profile>> {
+    let mut v = Validator::new();
+    if let Some(name) = &body.name {
+        v.text("name", name, domain::MAX_NAME);
+    }
+    if let Some(password) = &body.password {
+        domain::validate_password(&mut v, password);
+    }
+    v.finish()?;
+    let password_hash = match body.password {
+        Some(password) => Some(
+            tokio::task::spawn_blocking(move || domain::hash_password(&password))
+                .await
+                .map_err(Problem::internal)?
+                .map_err(Problem::internal)?,
+        ),
+        None => None,
+    };
+    let name = body.name.as_deref().map(str::trim);
+    let user = state
+        .store
+        .update_user(&caller.user_id.to_string(), name, password_hash.as_deref())
+        .await?
+        .ok_or_else(|| Problem::not_found("this account no longer exists"))?;
+    Ok(Json(user.into()))
+}
+
+/// The public keys that verify access tokens (JWKS).
+#[utoipa::path(get, path = "/.well-known/jwks.json", responses((status = 200, description = "A JSON Web Key Set")))]
+async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.signer.jwks().clone())
+}

@@ -1,0 +1,135 @@
+//! The user service's tables. Portable SQL over the kit's database.
+
+use shop_kit::Database;
+use shop_kit::db::now_rfc3339;
+
+use crate::domain::KeyMaterial;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub roles: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, roles, created_at, updated_at";
+
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Inserts a user; a duplicate email surfaces as a unique violation.
+    pub async fn insert_user(&self, user: &UserRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO users (id, email, name, password_hash, roles, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(&user.roles)
+        .bind(&user.created_at)
+        .bind(&user.updated_at)
+        .execute(self.db.pool())
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(self.db.pool())
+            .await
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await
+    }
+
+    pub async fn update_user(&self, id: &str, name: Option<&str>, password_hash: Option<&str>) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query(
+            "UPDATE users SET name = COALESCE($2, name), password_hash = COALESCE($3, password_hash), \
+             updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(password_hash)
+        .bind(now_rfc3339())
+        .execute(self.db.pool())
+        .await?;
+        self.user_by_id(id).await
+    }
+
+    pub async fn insert_refresh_token(&self, hash: &str, user_id: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(user_id)
+            .bind(expires_at)
+            .execute(self.db.pool())
+            .await
+            .map(|_| ())
+    }
+
+    /// Marks a refresh token used and returns its user, in one statement so two concurrent
+    /// refreshes with the same token cannot both succeed.
+    pub async fn consume_refresh_token(&self, hash: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0 AND expires_at > $2 \
+             RETURNING user_id",
+        )
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(self.db.pool())
+        .await
+    }
+
+    /// Every signing key, newest first; creates the first one on a fresh database.
+    pub async fn signing_keys(&self) -> anyhow::Result<Vec<KeyMaterial>> {
+        let keys = self.load_keys().await?;
+        if !keys.is_empty() {
+            return Ok(keys);
+        }
+        let key = crate::domain::generate_key()?;
+        // Replicas starting together may each insert a key; all of them end up in the JWKS.
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(&key.kid)
+        .bind(&key.pkcs8)
+        .bind(&key.public_key)
+        .bind(now_rfc3339())
+        .execute(self.db.pool())
+        .await?;
+        Ok(self.load_keys().await?)
+    }
+
+    async fn load_keys(&self) -> Result<Vec<KeyMaterial>, sqlx::Error> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT kid, pkcs8, public_key FROM signing_keys ORDER BY created_at DESC, kid")
+                .fetch_all(self.db.pool())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kid, pkcs8, public_key)| KeyMaterial { kid, pkcs8, public_key })
+            .collect())
+    }
+}
