@@ -1,1 +1,30 @@
+//! The catalog service: products and categories.
+//!
+//! `routes` (HTTP) → `domain` (rules, cursors, the seed; no I/O) → `storage` (SQL).
 
+pub mod domain;
+pub mod routes;
+pub mod storage;
+
+use anyhow::Result;
+use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Connects, migrates, seeds an empty catalog, and returns the service to serve.
+pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
+    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+    let store = storage::Store::new(db.clone());
+    let seeded = store.seed_if_empty().await?;
+    if seeded > 0 {
+        tracing::info!(products = seeded, "loaded the seed catalog");
+    }
+    Ok(Service {
+        name: "catalog",
+        router: routes::router(routes::AppState { store }),
+        openapi: routes::ApiDoc::openapi(),
+        ready: shop_kit::server::database_ready(db),
+    })
+}

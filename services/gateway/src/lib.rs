@@ -1,1 +1,194 @@
+//! The gateway: the shop's single entry point.
+//!
+//! `domain` (the route table, pure) → `keys` (token verification against the user service's JWKS)
+//! → `routes` (the proxy and aggregate readiness).
 
+pub mod domain;
+pub mod keys;
+pub mod routes;
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use governor::{Quota, RateLimiter};
+use prometheus_client::metrics::family::Family;
+use shop_kit::config::{env_or, env_parse};
+use shop_kit::{Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
+
+use crate::domain::RouteTable;
+use crate::routes::{Gateway, Snapshot};
+
+/// Where the route table comes from.
+#[derive(Debug, Clone)]
+pub enum RouteSource {
+    /// A JSON file, re-read when it changes (a mounted ConfigMap in Kubernetes).
+    File(PathBuf),
+    /// Fixed JSON, from `SHOP_ROUTES`.
+    Inline(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub routes: RouteSource,
+    pub reload_every: Duration,
+    /// The user service, whose JWKS verifies tokens (`USER_URL`).
+    pub user_url: String,
+    /// Requests per second per client address; 0 switches the limit off.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        let routes = match (
+            std::env::var("SHOP_ROUTES_FILE"),
+            std::env::var("SHOP_ROUTES"),
+        ) {
+            (Ok(path), _) if !path.is_empty() => RouteSource::File(path.into()),
+            (_, Ok(json)) if !json.is_empty() => RouteSource::Inline(json),
+            _ => bail!(
+                "the gateway needs a route table: set SHOP_ROUTES_FILE (a JSON file) or SHOP_ROUTES (JSON)"
+            ),
+        };
+        Ok(Self {
+            routes,
+            reload_every: Duration::from_millis(env_parse("SHOP_ROUTES_RELOAD_MS", 2_000)?),
+            user_url: env_or("USER_URL", "http://127.0.0.1:8081"),
+            rate_limit_per_second: env_parse("SHOP_RATE_LIMIT_PER_SECOND", 200)?,
+            rate_limit_burst: env_parse("SHOP_RATE_LIMIT_BURST", 400)?,
+        })
+    }
+}
+
+fn read_routes(source: &RouteSource) -> Result<(String, RouteTable)> {
+    let raw = match source {
+        RouteSource::File(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the route table {}", path.display()))?,
+        RouteSource::Inline(json) => json.clone(),
+    };
+    let table = RouteTable::parse(&raw)?;
+    Ok((raw, table))
+}
+
+pub async fn build(
+    config: &ServiceConfig,
+    settings: Settings,
+    metrics: &Metrics,
+) -> Result<Service> {
+    let options = UpstreamOptions::from_env()?;
+    let (mut current_raw, table) = read_routes(&settings.routes)?;
+    tracing::info!(routes = table.routes.len(), "route table loaded");
+    let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::new(table, None, &options)?)));
+
+    let keys = Arc::new(keys::KeyCache::new(Upstream::new(
+        "user",
+        &settings.user_url,
+        &options,
+    )?));
+    if let Err(e) = keys.refresh().await {
+        // Not fatal: the gateway serves anonymous traffic and fetches keys on first use.
+        tracing::warn!(error = %e, "token keys not loaded yet");
+    }
+
+    let limiter = NonZeroU32::new(settings.rate_limit_per_second).map(|rate| {
+        let burst = NonZeroU32::new(settings.rate_limit_burst).unwrap_or(rate);
+        Arc::new(RateLimiter::keyed(
+            Quota::per_second(rate).allow_burst(burst),
+        ))
+    });
+    let upstream_responses = Family::default();
+    metrics.register(
+        "gateway_upstream_responses",
+        "Responses from upstream services, by service and status",
+        upstream_responses.clone(),
+    );
+
+    let gateway = Gateway {
+        snapshot: snapshot.clone(),
+        keys: keys.clone(),
+        limiter: limiter.clone(),
+        max_body_bytes: config.max_body_bytes,
+        upstream_responses,
+    };
+
+    // Background upkeep: reload the route table when its file changes, refresh keys, and let the
+    // rate limiter forget idle clients.
+    let reload_source = settings.routes.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.reload_every);
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            match read_routes(&reload_source) {
+                Ok((raw, table)) if raw != current_raw => {
+                    let previous = snapshot.read().expect("route table lock").clone();
+                    match Snapshot::new(table, Some(&previous), &options) {
+                        Ok(next) => {
+                            tracing::info!(
+                                routes = next.table.routes.len(),
+                                "route table reloaded"
+                            );
+                            *snapshot.write().expect("route table lock") = Arc::new(next);
+                            current_raw = raw;
+                        }
+                        Err(e) => tracing::error!(error = %e, "route table not applied"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "route table not reloaded; keeping the previous one")
+                }
+            }
+            if ticks % 150 == 0 {
+                if let Err(e) = keys.refresh().await {
+                    tracing::warn!(error = %e, "token keys not refreshed");
+                }
+                if let Some(limiter) = &limiter {
+                    limiter.retain_recent();
+                }
+            }
+        }
+    });
+
+    let ready_snapshot = gateway.snapshot.clone();
+    Ok(Service {
+        name: "gateway",
+        router: routes::router(gateway),
+        openapi: openapi(),
+        ready: Arc::new(move || {
+            let empty = ready_snapshot
+                .read()
+                .expect("route table lock")
+                .table
+                .routes
+                .is_empty();
+            Box::pin(async move {
+                if empty {
+                    Err("the route table is empty".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }),
+    })
+}
+
+fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("shop gateway")
+                .description(Some(
+                    "Routes /api/... to the services by its route table; each service publishes its own \
+                     document at /openapi.json. Bearer tokens are verified here.",
+                ))
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .build()
+}

@@ -172,7 +172,12 @@ pub async fn serve_with(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutting_down = app.shutting_down.clone();
     let service_name = name.to_owned();
-    let server = axum::serve(listener, app.router).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         shutdown.await;
         shutting_down.store(true, Ordering::Relaxed);
         tracing::info!(service = %service_name, "shutting down: draining in-flight requests");

@@ -11,7 +11,8 @@ pub fn init(service: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = if env_or("SHOP_LOG_FORMAT", "json") == "text" {
         builder.try_init()
     } else {

@@ -99,7 +99,11 @@ pub async fn spawn(router: Router) -> TestServer {
         .expect("binding a loopback port");
     let url = format!("http://{}", listener.local_addr().expect("a bound address"));
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
     });
     TestServer { url, task }
 }

@@ -1,1 +1,119 @@
-fn main() {}
+//! `shop`: serve one service, run the whole shop locally, migrate a database, drive load.
+
+mod load;
+mod up;
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use shop_kit::{Metrics, Service, ServiceConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "shop",
+    version,
+    about = "The shop: an e-commerce system of microservices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one service (configured by environment variables; see the README).
+    Serve { service: ServiceName },
+    /// Run every service on this machine: SQLite files in a data folder, nothing else to install.
+    Up(up::UpArgs),
+    /// Bring a service's database schema up to date (DATABASE_URL) and exit.
+    Migrate { service: ServiceName },
+    /// Drive load through the gateway and print throughput and latency.
+    Load(load::LoadArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceName {
+    Gateway,
+    User,
+    Catalog,
+    Cart,
+}
+
+impl ServiceName {
+    pub const ALL: [Self; 4] = [Self::Gateway, Self::User, Self::Catalog, Self::Cart];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::User => "user",
+            Self::Catalog => "catalog",
+            Self::Cart => "cart",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { service } => serve(service, started).await,
+            Command::Up(args) => up::run(args).await,
+            Command::Migrate { service } => migrate(service).await,
+            Command::Load(args) => load::run(args).await,
+        }
+    })
+}
+
+async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) -> Result<Service> {
+    match service {
+        ServiceName::Gateway => {
+            shop_gateway::build(config, shop_gateway::Settings::from_env()?, metrics).await
+        }
+        ServiceName::User => {
+            shop_user::build(config, shop_user::Settings::from_env()?, metrics).await
+        }
+        ServiceName::Catalog => shop_catalog::build(config, metrics).await,
+        ServiceName::Cart => shop_cart::build(config, metrics).await,
+    }
+}
+
+async fn serve(service: ServiceName, started: Instant) -> Result<()> {
+    let name = service.as_str();
+    shop_kit::telemetry::init(name);
+    let result = async {
+        let config = ServiceConfig::from_env(name)?;
+        let metrics = Metrics::new(name);
+        let built = build(service, &config, &metrics).await?;
+        tracing::info!(
+            service = name,
+            startup_ms = started.elapsed().as_millis() as u64,
+            "started"
+        );
+        shop_kit::server::run(built, &config, &metrics).await
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::error!(service = name, error = format!("{e:#}"), "failed");
+    }
+    result
+}
+
+async fn migrate(service: ServiceName) -> Result<()> {
+    let name = service.as_str();
+    shop_kit::telemetry::init(name);
+    let migrator = match service {
+        ServiceName::User => &shop_user::MIGRATOR,
+        ServiceName::Catalog => &shop_catalog::MIGRATOR,
+        ServiceName::Cart => &shop_cart::MIGRATOR,
+        ServiceName::Gateway => bail!("the gateway has no database"),
+    };
+    let config = ServiceConfig::from_env(name)?;
+    shop_kit::Database::connect_and_migrate(&config.database_url, migrator).await?;
+    tracing::info!(service = name, "database schema is up to date");
+    Ok(())
+}

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -60,8 +60,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 }
 
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// A hash to verify against when the account does not exist, so a login for an unknown email
@@ -82,8 +85,10 @@ pub struct KeyMaterial {
 
 pub fn generate_key() -> Result<KeyMaterial> {
     let rng = SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("generating an Ed25519 key"))?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("reading a new key"))?;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow::anyhow!("generating an Ed25519 key"))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("reading a new key"))?;
     let public_key = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
     Ok(KeyMaterial {
         kid: uuid::Uuid::new_v4().simple().to_string(),
@@ -104,7 +109,9 @@ impl Signer {
     /// `keys` newest first; the first signs.
     pub fn new(keys: &[KeyMaterial], access_ttl: Duration) -> Result<Self> {
         let newest = keys.first().context("no signing key")?;
-        let der = STANDARD.decode(&newest.pkcs8).context("a stored key is not base64")?;
+        let der = STANDARD
+            .decode(&newest.pkcs8)
+            .context("a stored key is not base64")?;
         let jwks = serde_json::json!({
             "keys": keys.iter().map(|k| serde_json::json!({
                 "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
@@ -141,18 +148,27 @@ impl Signer {
 /// A new opaque refresh token and the hash stored for it.
 pub fn new_refresh_token() -> (String, String) {
     let mut bytes = [0u8; 32];
-    SystemRandom::new().fill(&mut bytes).expect("the system random source works");
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source works");
     let token = URL_SAFE_NO_PAD.encode(bytes);
     let hash = hash_refresh_token(&token);
     (token, hash)
 }
 
 pub fn hash_refresh_token(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()))
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 pub fn roles_from_column(roles: &str) -> Vec<String> {
-    roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect()
+    roles
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn unix_now() -> i64 {
@@ -187,8 +203,11 @@ mod tests {
     fn issued_tokens_verify_with_the_published_key() {
         let key = generate_key().unwrap();
         let signer = Signer::new(&[key], Duration::from_secs(60)).unwrap();
-        let token = signer.issue("u1", vec!["admin".into()], unix_now()).unwrap();
-        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(signer.jwks().clone()).unwrap();
+        let token = signer
+            .issue("u1", vec!["admin".into()], unix_now())
+            .unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(signer.jwks().clone()).unwrap();
         let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
         let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[AUDIENCE]);

@@ -36,14 +36,21 @@ impl Settings {
                 .filter(|e| !e.is_empty())
                 .collect(),
             access_ttl: Duration::from_secs(env_parse("SHOP_ACCESS_TOKEN_TTL_SECS", 900)?),
-            refresh_ttl: Duration::from_secs(env_parse("SHOP_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
+            refresh_ttl: Duration::from_secs(env_parse(
+                "SHOP_REFRESH_TOKEN_TTL_SECS",
+                30 * 24 * 3600,
+            )?),
             login_attempts_per_minute: env_parse("SHOP_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
         })
     }
 }
 
 /// Connects, migrates, loads the signing keys, and returns the service to serve.
-pub async fn build(config: &ServiceConfig, settings: Settings, _metrics: &Metrics) -> Result<Service> {
+pub async fn build(
+    config: &ServiceConfig,
+    settings: Settings,
+    _metrics: &Metrics,
+) -> Result<Service> {
     let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
     let store = storage::Store::new(db.clone());
     let signer = domain::Signer::new(&store.signing_keys().await?, settings.access_ttl)?;

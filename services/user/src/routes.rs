@@ -28,7 +28,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, signer: Signer, settings: Settings) -> Self {
-        let per_minute = NonZeroU32::new(settings.login_attempts_per_minute.max(1)).expect("at least one");
+        let per_minute =
+            NonZeroU32::new(settings.login_attempts_per_minute.max(1)).expect("at least one");
         Self {
             store,
             signer: Arc::new(signer),
@@ -94,7 +95,10 @@ pub struct Tokens {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "shop user service", description = "Accounts, sign-in and token keys."),
+    info(
+        title = "shop user service",
+        description = "Accounts, sign-in and token keys."
+    ),
     paths(register, login, refresh, me, update_me, jwks),
     components(schemas(Registration, Profile, Login, Refresh, ProfileUpdate, Tokens, Problem))
 )]
@@ -113,7 +117,10 @@ pub fn router(state: AppState) -> Router {
 /// Register a new account.
 #[utoipa::path(post, path = "/api/users", request_body = Registration, responses(
     (status = 201, body = Profile), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn register(State(state): State<AppState>, Json(body): Json<Registration>) -> ApiResult<impl IntoResponse> {
+async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Registration>,
+) -> ApiResult<impl IntoResponse> {
     let email = domain::normalise_email(&body.email);
     domain::validate_registration(&email, &body.password, &body.name)?;
     let password = body.password;
@@ -122,7 +129,11 @@ async fn register(State(state): State<AppState>, Json(body): Json<Registration>)
         .map_err(Problem::internal)?
         .map_err(Problem::internal)?;
     let now = now_rfc3339();
-    let roles = if state.settings.admin_emails.contains(&email) { "admin" } else { "" };
+    let roles = if state.settings.admin_emails.contains(&email) {
+        "admin"
+    } else {
+        ""
+    };
     let user = UserRow {
         id: shop_kit::context::new_id().to_string(),
         email,
@@ -137,9 +148,9 @@ async fn register(State(state): State<AppState>, Json(body): Json<Registration>)
             tracing::info!(user_id = %user.id, "user registered");
             Ok((StatusCode::CREATED, Json(Profile::from(user))))
         }
-        Err(e) if Database::is_unique_violation(&e) => {
-            Err(Problem::conflict("an account with this email already exists"))
-        }
+        Err(e) if Database::is_unique_violation(&e) => Err(Problem::conflict(
+            "an account with this email already exists",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -150,8 +161,11 @@ async fn register(State(state): State<AppState>, Json(body): Json<Registration>)
 async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiResult<Json<Tokens>> {
     let email = domain::normalise_email(&body.email);
     let mut v = Validator::new();
-    v.text("email", &email, domain::MAX_EMAIL)
-        .check(body.password.chars().count() <= domain::MAX_PASSWORD, "password", "is too long");
+    v.text("email", &email, domain::MAX_EMAIL).check(
+        body.password.chars().count() <= domain::MAX_PASSWORD,
+        "password",
+        "is too long",
+    );
     v.finish()?;
     if state.login_limiter.check_key(&email).is_err() {
         tracing::warn!("login rate limit reached for an account");
@@ -160,7 +174,10 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiRes
         ));
     }
     let user = state.store.user_by_email(&email).await?;
-    let hash = user.as_ref().map_or_else(|| domain::decoy_hash().to_owned(), |u| u.password_hash.clone());
+    let hash = user.as_ref().map_or_else(
+        || domain::decoy_hash().to_owned(),
+        |u| u.password_hash.clone(),
+    );
     let password = body.password;
     let matches = tokio::task::spawn_blocking(move || domain::verify_password(&hash, &password))
         .await
@@ -174,7 +191,10 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiRes
 /// Trade a refresh token for new tokens. Each refresh token works once.
 #[utoipa::path(post, path = "/api/auth/refresh", request_body = Refresh, responses(
     (status = 200, body = Tokens), (status = 401, body = Problem)))]
-async fn refresh(State(state): State<AppState>, Json(body): Json<Refresh>) -> ApiResult<Json<Tokens>> {
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<Refresh>,
+) -> ApiResult<Json<Tokens>> {
     let invalid = || Problem::unauthorized("the refresh token is invalid, expired or already used");
     if body.refresh_token.is_empty() || body.refresh_token.len() > 128 {
         return Err(invalid());
@@ -185,7 +205,11 @@ async fn refresh(State(state): State<AppState>, Json(body): Json<Refresh>) -> Ap
         .consume_refresh_token(&hash, domain::unix_now())
         .await?
         .ok_or_else(invalid)?;
-    let user = state.store.user_by_id(&user_id).await?.ok_or_else(invalid)?;
+    let user = state
+        .store
+        .user_by_id(&user_id)
+        .await?
+        .ok_or_else(invalid)?;
     Ok(Json(issue_tokens(&state, &user).await?))
 }
 
@@ -197,7 +221,10 @@ async fn issue_tokens(state: &AppState, user: &UserRow) -> ApiResult<Tokens> {
         .map_err(Problem::internal)?;
     let (refresh_token, refresh_hash) = domain::new_refresh_token();
     let expires_at = now + state.settings.refresh_ttl.as_secs() as i64;
-    state.store.insert_refresh_token(&refresh_hash, &user.id, expires_at).await?;
+    state
+        .store
+        .insert_refresh_token(&refresh_hash, &user.id, expires_at)
+        .await?;
     Ok(Tokens {
         access_token,
         token_type: "Bearer".into(),
@@ -220,7 +247,11 @@ async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Pro
 /// Change the caller's name or password.
 #[utoipa::path(patch, path = "/api/users/me", request_body = ProfileUpdate, responses(
     (status = 200, body = Profile), (status = 401, body = Problem), (status = 422, body = Problem)))]
-async fn update_me(State(state): State<AppState>, caller: Caller, Json(body): Json<ProfileUpdate>) -> ApiResult<Json<Profile>> {
+async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<ProfileUpdate>,
+) -> ApiResult<Json<Profile>> {
     let mut v = Validator::new();
     if let Some(name) = &body.name {
         v.text("name", name, domain::MAX_NAME);

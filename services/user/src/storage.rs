@@ -51,10 +51,12 @@ impl Store {
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(self.db.pool())
-            .await
+        sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(self.db.pool())
+        .await
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
@@ -64,7 +66,12 @@ impl Store {
             .await
     }
 
-    pub async fn update_user(&self, id: &str, name: Option<&str>, password_hash: Option<&str>) -> Result<Option<UserRow>, sqlx::Error> {
+    pub async fn update_user(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        password_hash: Option<&str>,
+    ) -> Result<Option<UserRow>, sqlx::Error> {
         sqlx::query(
             "UPDATE users SET name = COALESCE($2, name), password_hash = COALESCE($3, password_hash), \
              updated_at = $4 WHERE id = $1",
@@ -78,19 +85,30 @@ impl Store {
         self.user_by_id(id).await
     }
 
-    pub async fn insert_refresh_token(&self, hash: &str, user_id: &str, expires_at: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(hash)
-            .bind(user_id)
-            .bind(expires_at)
-            .execute(self.db.pool())
-            .await
-            .map(|_| ())
+    pub async fn insert_refresh_token(
+        &self,
+        hash: &str,
+        user_id: &str,
+        expires_at: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(expires_at)
+        .execute(self.db.pool())
+        .await
+        .map(|_| ())
     }
 
     /// Marks a refresh token used and returns its user, in one statement so two concurrent
     /// refreshes with the same token cannot both succeed.
-    pub async fn consume_refresh_token(&self, hash: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
+    pub async fn consume_refresh_token(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar(
             "UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0 AND expires_at > $2 \
              RETURNING user_id",
@@ -123,13 +141,18 @@ impl Store {
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyMaterial>, sqlx::Error> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT kid, pkcs8, public_key FROM signing_keys ORDER BY created_at DESC, kid")
-                .fetch_all(self.db.pool())
-                .await?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT kid, pkcs8, public_key FROM signing_keys ORDER BY created_at DESC, kid",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|(kid, pkcs8, public_key)| KeyMaterial { kid, pkcs8, public_key })
+            .map(|(kid, pkcs8, public_key)| KeyMaterial {
+                kid,
+                pkcs8,
+                public_key,
+            })
             .collect())
     }
 }

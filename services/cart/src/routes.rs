@@ -1,0 +1,129 @@
+//! HTTP handlers of the cart service.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, put};
+use serde::{Deserialize, Serialize};
+use shop_kit::{ApiResult, Caller, Json, Money, Path, Problem, Upstream, UpstreamError};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::domain::{self, Cart, CartLine};
+use crate::storage::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub catalog: Upstream,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SetQuantity {
+    pub quantity: i64,
+}
+
+/// The part of a catalog product the cart needs.
+#[derive(Debug, Deserialize, Serialize)]
+struct CatalogProduct {
+    id: String,
+    name: String,
+    price: Money,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shop cart service",
+        description = "The caller's shopping cart."
+    ),
+    paths(get_cart, set_item, remove_item, clear_cart),
+    components(schemas(Cart, CartLine, SetQuantity, Problem, Money))
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/cart", get(get_cart).delete(clear_cart))
+        .route("/api/cart/items/{product_id}", put(set_item))
+        .route("/api/cart/items/{product_id}", delete(remove_item))
+        .with_state(state)
+}
+
+/// The caller's cart. Served from the cart's own database: works while the catalog is down.
+#[utoipa::path(get, path = "/api/cart", responses((status = 200, body = Cart), (status = 401, body = Problem)))]
+async fn get_cart(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Cart>> {
+    Ok(Json(state.store.cart(&caller.user_id.to_string()).await?))
+}
+
+/// Put a product in the cart with this quantity (replacing any earlier quantity).
+#[utoipa::path(put, path = "/api/cart/items/{product_id}", request_body = SetQuantity, responses(
+    (status = 200, body = Cart), (status = 401, body = Problem), (status = 422, body = Problem),
+    (status = 503, body = Problem, description = "the catalog is unavailable")))]
+async fn set_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(product_id): Path<uuid::Uuid>,
+    Json(body): Json<SetQuantity>,
+) -> ApiResult<Json<Cart>> {
+    domain::validate_quantity(body.quantity)?;
+    let user_id = caller.user_id.to_string();
+    let product: CatalogProduct = match state
+        .catalog
+        .get_json(&format!("/api/products/{product_id}"))
+        .await
+    {
+        Ok(product) => product,
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+            return Err(Problem::typed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-product",
+                format!("there is no product {product_id}"),
+            ));
+        }
+        Err(e @ UpstreamError::Status { .. }) => {
+            tracing::warn!(error = %e, "catalog error");
+            return Err(Problem::unavailable(
+                "the catalog cannot check this product right now; try again shortly",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cart = state.store.cart(&user_id).await?;
+    domain::check_currency(&cart, &product.price)?;
+    let is_new = !cart.items.iter().any(|l| l.product_id == product.id);
+    if is_new && cart.items.len() >= domain::MAX_LINES {
+        return Err(Problem::typed(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cart-full",
+            format!(
+                "a cart holds at most {} different products",
+                domain::MAX_LINES
+            ),
+        ));
+    }
+    let line = domain::line(product.id, product.name, body.quantity, product.price);
+    state.store.set_line(&user_id, &line).await?;
+    Ok(Json(state.store.cart(&user_id).await?))
+}
+
+/// Take a product out of the cart.
+#[utoipa::path(delete, path = "/api/cart/items/{product_id}", responses((status = 200, body = Cart), (status = 401, body = Problem)))]
+async fn remove_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(product_id): Path<uuid::Uuid>,
+) -> ApiResult<Json<Cart>> {
+    let user_id = caller.user_id.to_string();
+    state
+        .store
+        .remove_line(&user_id, &product_id.to_string())
+        .await?;
+    Ok(Json(state.store.cart(&user_id).await?))
+}
+
+/// Empty the cart.
+#[utoipa::path(delete, path = "/api/cart", responses((status = 204), (status = 401, body = Problem)))]
+async fn clear_cart(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
+    state.store.clear(&caller.user_id.to_string()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

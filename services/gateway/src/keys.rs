@@ -1,0 +1,106 @@
+//! Verifying access tokens with the user service's public keys, fetched from its JWKS and cached.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use shop_kit::auth::{AUDIENCE, Claims, ISSUER, JWKS_PATH};
+use shop_kit::{Problem, Upstream};
+
+/// Unknown key ids trigger a refetch at most this often, so garbage tokens cannot hammer the
+/// user service.
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct KeyCache {
+    user: Upstream,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    validation: Validation,
+}
+
+impl KeyCache {
+    pub fn new(user: Upstream) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 5;
+        Self {
+            user,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: tokio::sync::Mutex::new(None),
+            validation,
+        }
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().expect("key cache lock").get(kid).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.read().expect("key cache lock").is_empty()
+    }
+
+    /// Fetches the JWKS now, replacing the cached keys.
+    pub async fn refresh(&self) -> Result<usize, shop_kit::UpstreamError> {
+        let set: JwkSet = self.user.get_json(JWKS_PATH).await?;
+        let keys: HashMap<_, _> = set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect();
+        let count = keys.len();
+        *self.keys.write().expect("key cache lock") = keys;
+        Ok(count)
+    }
+
+    /// Refetches unless another caller did so recently; concurrent callers wait for one fetch.
+    async fn refresh_for_unknown_key(&self) -> Result<(), Problem> {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL) && !self.is_empty() {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        match self.refresh().await {
+            Ok(count) => {
+                tracing::info!(keys = count, "refreshed token keys");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fetch token keys");
+                if self.is_empty() {
+                    Err(Problem::unavailable(
+                        "sign-in cannot be checked right now; try again shortly",
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Checks a bearer token's signature, issuer, audience and expiry.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Problem> {
+        let invalid = |why: &str| Problem::unauthorized(format!("the access token is {why}"));
+        let header = decode_header(token).map_err(|_| invalid("malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(invalid("signed with an unsupported algorithm"));
+        }
+        let kid = header.kid.ok_or_else(|| invalid("missing its key id"))?;
+        let key = match self.key(&kid) {
+            Some(key) => key,
+            None => {
+                self.refresh_for_unknown_key().await?;
+                self.key(&kid)
+                    .ok_or_else(|| invalid("signed by an unknown key"))?
+            }
+        };
+        decode::<Claims>(token, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => invalid("expired; refresh it"),
+                _ => invalid("invalid"),
+            })
+    }
+}

@@ -1,0 +1,5 @@
+pub async fn run(_args: LoadArgs) -> anyhow::Result<()> {
+    Ok(())
+}
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {}
