@@ -107,3 +107,48 @@ pub async fn spawn(router: Router) -> TestServer {
     });
     TestServer { url, task }
 }
+
+/// The configuration a service gets in tests: a loopback port chosen later, short deadlines.
+pub fn config(database_url: &str) -> crate::ServiceConfig {
+    crate::ServiceConfig {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        database_url: database_url.to_owned(),
+        shutdown_grace: std::time::Duration::from_secs(5),
+        request_timeout: std::time::Duration::from_secs(10),
+        max_body_bytes: 64 * 1024,
+    }
+}
+
+/// Serves a built service with the full middleware stack, as `shop serve` would.
+pub async fn spawn_service(
+    service: crate::Service,
+    config: &crate::ServiceConfig,
+    metrics: &crate::Metrics,
+) -> TestServer {
+    spawn(crate::server::app(service, config, metrics).router).await
+}
+
+/// Asserts that a response is a problem+json with this status, and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> crate::Problem {
+    let actual = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(actual, status, "expected {status}, got {actual}: {body}");
+    assert_eq!(
+        content_type,
+        crate::problem::PROBLEM_JSON,
+        "problem responses are problem+json: {body}"
+    );
+    let problem: crate::Problem = serde_json::from_str(&body).expect("a problem body");
+    assert_eq!(problem.status, status);
+    assert!(
+        problem.detail.as_deref().is_some_and(|d| !d.is_empty()),
+        "a problem says what is wrong: {body}"
+    );
+    problem
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server on 127.0.0.1 for the tests.
+#   tests/postgres.sh start   installs PostgreSQL from Debian if missing, starts a server, prints
+#                             `export SHOP_TEST_POSTGRES_URL=...` (eval it)
+#   tests/postgres.sh stop    stops it and removes its data
+set -euo pipefail
+
+state_dir=${SHOP_PG_DIR:-${TMPDIR:-/tmp}/shop-test-postgres}
+port=${SHOP_PG_PORT:-55432}
+
+say() { printf 'postgres: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    say "need root to install packages (run as root or install postgresql yourself)"; exit 1
+  fi
+}
+
+pg_bin() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+install() {
+  if [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; then return; fi
+  say "installing PostgreSQL from Debian packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+}
+
+# Runs a PostgreSQL binary as an unprivileged user: the server refuses to run as root.
+run_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  install
+  local bin; bin=$(pg_bin)
+  stop_quietly
+  mkdir -p "$state_dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$state_dir"
+  run_pg "$bin/initdb" -D "$state_dir/data" -U shop -A trust --no-sync >/dev/null
+  # Loopback only; fsync off because test data is disposable and the disk is shared.
+  run_pg "$bin/pg_ctl" -D "$state_dir/data" -l "$state_dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $state_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    start >/dev/null
+  say "running on 127.0.0.1:$port (log: $state_dir/server.log)"
+  echo "export SHOP_TEST_POSTGRES_URL=postgres://shop@127.0.0.1:$port/postgres"
+}
+
+stop_quietly() {
+  local bin; bin=$(pg_bin)
+  if [ -f "$state_dir/data/postmaster.pid" ]; then
+    run_pg "$bin/pg_ctl" -D "$state_dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$state_dir"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop_quietly; say "stopped" ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
