@@ -140,13 +140,6 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-    )
-}
-
 impl Upstream {
     pub fn new(name: &str, base_url: &str, options: &UpstreamOptions) -> Result<Self> {
         let base_url = base_url.trim_end_matches('/');
@@ -154,9 +147,9 @@ impl Upstream {
             .with_context(|| format!("the {name} service URL {base_url:?} is not a URL"))?;
         let host = parsed.host_str().unwrap_or_default().to_owned();
         // reqwest's retry layer draws from a token budget (tower's TpsBudget), so retries can
-        // never multiply load on a struggling upstream. Connection failures are always safe to
-        // retry (nothing was sent); 502/503 only for idempotent methods. Timeouts are not
-        // retried: the caller's deadline is already spent.
+        // never multiply load on a struggling upstream. Only failed connections are retried:
+        // nothing was sent, so it is safe for any method. An upstream's error answer is not
+        // retried; its problem goes back to the caller.
         let retry = reqwest::retry::for_host(host)
             .max_retries_per_request(options.max_retries)
             .max_extra_load(options.retry_budget)
@@ -165,11 +158,7 @@ impl Upstream {
                     .error()
                     .and_then(|e| e.downcast_ref::<reqwest::Error>())
                     .is_some_and(reqwest::Error::is_connect);
-                let transient = matches!(
-                    attempt.status(),
-                    Some(StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE)
-                ) && is_idempotent(attempt.method());
-                if connect_failed || transient {
+                if connect_failed {
                     attempt.retryable()
                 } else {
                     attempt.success()
@@ -216,8 +205,12 @@ impl Upstream {
         builder
     }
 
-    /// Sends through the circuit breaker. Any answer comes back, including 4xx and 5xx; 5xx,
-    /// timeouts and connection failures count against the breaker.
+    /// Sends through the circuit breaker. Any answer comes back, including 4xx and 5xx.
+    ///
+    /// Failed connections, timeouts and 500/502/504 count against the breaker. A 503 does not:
+    /// it is a service answering quickly that it cannot do this now (typically because one of
+    /// *its* dependencies is down), and opening this breaker would spread that outage to every
+    /// other thing the service can still do.
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
@@ -229,7 +222,9 @@ impl Upstream {
         }
         match request.send().await {
             Ok(response) => {
-                if response.status().is_server_error() {
+                if response.status().is_server_error()
+                    && response.status() != StatusCode::SERVICE_UNAVAILABLE
+                {
                     self.breaker.on_error();
                 } else {
                     self.breaker.on_success();

@@ -39,6 +39,10 @@ pub struct ServiceConfig {
     pub database_url: String,
     /// How long in-flight requests may take to finish after SIGTERM (`SHOP_SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long to keep serving (unready, closing each connection after its
+    /// response) before the listener closes, so clients and load balancers move away first
+    /// (`SHOP_SHUTDOWN_DELAY_MS`).
+    pub shutdown_delay: Duration,
     /// Upper bound for handling one request (`SHOP_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
     /// Largest accepted request body in bytes (`SHOP_MAX_BODY_BYTES`).
@@ -54,6 +58,7 @@ impl ServiceConfig {
                 .with_context(|| format!("SHOP_LISTEN={listen:?} is not a socket address"))?,
             database_url: env_or("DATABASE_URL", &format!("sqlite://{service}.db")),
             shutdown_grace: Duration::from_secs(env_parse("SHOP_SHUTDOWN_GRACE_SECS", 20)?),
+            shutdown_delay: Duration::from_millis(env_parse("SHOP_SHUTDOWN_DELAY_MS", 1_000)?),
             request_timeout: Duration::from_millis(env_parse("SHOP_REQUEST_TIMEOUT_MS", 10_000)?),
             max_body_bytes: env_parse("SHOP_MAX_BODY_BYTES", 64 * 1024)?,
         })

@@ -84,10 +84,29 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
     }
 }
 
+/// While draining, every response asks the client to close its connection. Clients then close
+/// their own connections instead of reusing one the server is about to close, which is what
+/// would otherwise reset a request sent at the wrong moment.
+async fn close_when_draining(
+    State(draining): State<Arc<AtomicBool>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// A service ready to be served, with its shutdown switch.
 pub struct App {
     pub router: Router,
     shutting_down: Arc<AtomicBool>,
+    shutdown_delay: Duration,
 }
 
 /// Wraps a service's routes with the operational endpoints and the common middleware.
@@ -120,6 +139,7 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(metrics.clone(), metrics::track))
         .layer(middleware::from_fn(scope_request_id))
+        .layer(middleware::from_fn_with_state(shutting_down.clone(), close_when_draining))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let id = request
@@ -135,6 +155,7 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
     App {
         router,
         shutting_down,
+        shutdown_delay: config.shutdown_delay,
     }
 }
 
@@ -160,8 +181,14 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish, and
-/// returns once they have or once `grace` has passed, whichever is first.
+/// Serves until `shutdown` resolves; then reports unready and keeps serving for the app's
+/// shutdown delay (closing connections after each response), stops accepting, lets in-flight
+/// requests finish, and returns once they have or once `grace` has passed, whichever is first.
+///
+/// The accept loop is our own rather than `axum::serve`: that one uses hyper-util's
+/// version-sniffing connection, whose graceful shutdown drops a connection that is still reading
+/// its first request, resetting a request the client already sent. hyper's HTTP/1 connection
+/// finishes such a request instead (see docs/decisions.md).
 pub async fn serve_with(
     name: &str,
     listener: TcpListener,
@@ -169,33 +196,113 @@ pub async fn serve_with(
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Connection tasks hold a receiver each: when the sender sees none left, all are done.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let router = app.router;
     let shutting_down = app.shutting_down.clone();
+    let delay = app.shutdown_delay;
     let service_name = name.to_owned();
-    let server = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let shutdown = async move {
         shutdown.await;
         shutting_down.store(true, Ordering::Relaxed);
-        tracing::info!(service = %service_name, "shutting down: draining in-flight requests");
-        let _ = stop_tx.send(true);
-    });
-    let drain_limit = async move {
-        if stop_rx.wait_for(|stopping| *stopping).await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
+        tracing::info!(service = %service_name, ?delay, "shutting down: unready, closing connections after each response");
+        tokio::time::sleep(delay).await;
+        tracing::info!(service = %service_name, "no longer accepting; finishing in-flight requests");
     };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(service = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        serve_connection(stream, peer, router.clone(), stop_rx.clone());
+    }
+    // Connections the kernel has completed but we have not accepted yet would be reset when the
+    // listener closes; accept and serve every one of them first.
+    let listener = listener
+        .into_std()
+        .context("taking the listener back from tokio")?;
+    while let Ok((stream, peer)) = listener.accept() {
+        if stream.set_nonblocking(true).is_ok()
+            && let Ok(stream) = tokio::net::TcpStream::from_std(stream)
+        {
+            serve_connection(stream, peer, router.clone(), stop_rx.clone());
+        }
+    }
+    drop(listener);
+    tracing::debug!(
+        service = name,
+        open_connections = stop_tx.receiver_count() - 1,
+        "listener closed"
+    );
+    let _ = stop_tx.send(());
+    drop(stop_rx);
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
-        () = drain_limit => tracing::warn!(service = name, ?grace, "requests still in flight after the grace period; exiting"),
+        () = stop_tx.closed() => {},
+        () = tokio::time::sleep(grace) => tracing::warn!(service = name, ?grace, "requests still in flight after the grace period; exiting"),
     }
     tracing::info!(service = name, "stopped");
     Ok(())
+}
+
+/// How long a connection that has not sent its first request yet may take to send it once
+/// shutdown has begun. A client that connected just before the listener closed has almost
+/// always sent its request already; closing such a connection at once would reset it. (Go's
+/// `http.Server.Shutdown` treats new connections the same way.)
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one connection on its own task until it closes, or until `stop` says to finish the
+/// request in progress and close.
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    tokio::spawn(async move {
+        let first_request = Arc::new(tokio::sync::Notify::new());
+        let started = first_request.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                started.notify_one();
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), request.map(axum::body::Body::new))
+            },
+        );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let finished = |result: hyper::Result<()>| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => return finished(result),
+            _ = stop.changed() => {}
+        }
+        // `notified` completes at once if a request has started (Notify keeps the permit).
+        tokio::select! {
+            result = connection.as_mut() => return finished(result),
+            () = first_request.notified() => {}
+            () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        finished(connection.await);
+    });
 }
 
 /// Binds `config.listen` and serves until SIGTERM or Ctrl-C.

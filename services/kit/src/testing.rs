@@ -114,6 +114,7 @@ pub fn config(database_url: &str) -> crate::ServiceConfig {
         listen: "127.0.0.1:0".parse().expect("a socket address"),
         database_url: database_url.to_owned(),
         shutdown_grace: std::time::Duration::from_secs(5),
+        shutdown_delay: std::time::Duration::ZERO,
         request_timeout: std::time::Duration::from_secs(10),
         max_body_bytes: 64 * 1024,
     }

@@ -1,0 +1,171 @@
+//! Running the real `shop` binary in tests: whole shops, single services, signals.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const SHOP: &str = env!("CARGO_BIN_EXE_shop");
+
+/// A base port with `count` free ports after it. Each call in a process gets its own range, so
+/// tests running side by side never pick the same ports.
+pub fn free_ports(count: u16) -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id() % 400 * 100;
+    for _ in 0..200 {
+        let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = 20_000 + ((start + slot * 10) % 40_000) as u16;
+        let listeners: Vec<_> = (0..count)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if listeners.len() == count as usize {
+            return base;
+        }
+    }
+    panic!("no {count} free consecutive ports on 127.0.0.1");
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("shop-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process started by a test; SIGKILLed on drop unless it already exited.
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Process {
+    pub fn start(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(SHOP);
+        command
+            .args(args)
+            .env(
+                "SHOP_LOG",
+                std::env::var("SHOP_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("SHOP_LOG_FORMAT", "text")
+            .stdout(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            name: name.into(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap_or_else(|e| panic!("signalling {}: {e}", self.name));
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Process {
+    /// Like [`Process::wait`], without blocking the async runtime the test runs on.
+    pub async fn wait_async(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `url` until it answers 2xx.
+pub async fn wait_ready(url: &str, limit: Duration) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not ready within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One service as its own process, listening on `port`, with its SQLite file in `dir`.
+pub async fn serve(service: &str, port: u16, dir: &TempDir, extra: &[(&str, String)]) -> Process {
+    let mut env = vec![
+        ("SHOP_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.0.join(format!("{service}.db")).display()),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    let process = Process::start(service, &["serve", service], &env);
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await;
+    process
+}
