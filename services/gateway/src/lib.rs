@@ -143,7 +143,7 @@ pub async fn build(
                     tracing::error!(error = %e, "route table not reloaded; keeping the previous one")
                 }
             }
-            if ticks % 150 == 0 {
+            if ticks.is_multiple_of(150) {
                 if let Err(e) = keys.refresh().await {
                     tracing::warn!(error = %e, "token keys not refreshed");
                 }

@@ -184,7 +184,9 @@ async fn forward(gw: &Gateway, peer: SocketAddr, request: Request) -> Result<Res
 /// them: one service down must not take the entry point out of rotation.
 async fn upstream_readiness(State(gw): State<Gateway>) -> Response {
     let mut checks = tokio::task::JoinSet::new();
-    for upstream in gw.snapshot().upstreams.values().cloned() {
+    let snapshot = gw.snapshot();
+    for upstream in snapshot.upstreams.values() {
+        let upstream = upstream.clone();
         checks.spawn(async move {
             let state = match upstream
                 .send(upstream.request(axum::http::Method::GET, "/readyz"))

@@ -178,7 +178,7 @@ fn print_summary(running: &[Running], data_dir: &Path, took: Duration) {
         .find(|r| r.service == ServiceName::Gateway)
         .map_or("", |r| r.url.as_str());
     println!("\nshop is up ({} ms to ready)\n", took.as_millis());
-    println!("  {:<10} {:<24} {}", "service", "address", "data");
+    println!("  {:<10} {:<24} data", "service", "address");
     for r in running {
         let data = if r.service == ServiceName::Gateway {
             "routes.json (edit it: reloaded live)".to_owned()
