@@ -1,5 +1,6 @@
 //! `shop`: serve one service, run the whole shop locally, migrate a database, drive load.
 
+mod bench;
 mod load;
 mod up;
 
@@ -30,6 +31,14 @@ enum Command {
     Migrate { service: ServiceName },
     /// Drive load through the gateway and print throughput and latency.
     Load(load::LoadArgs),
+    /// Start a shop and a bare axum endpoint, load both, print throughput, latency, memory, start-up.
+    Bench(bench::BenchArgs),
+    /// The bare axum endpoint `shop bench` measures as its ceiling.
+    #[command(hide = true)]
+    Ceiling {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +74,8 @@ fn main() -> Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Migrate { service } => migrate(service).await,
             Command::Load(args) => load::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Ceiling { listen } => bench::ceiling(listen).await,
         }
     })
 }
