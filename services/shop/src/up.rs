@@ -194,14 +194,14 @@ fn print_summary(running: &[Running], data_dir: &Path, took: Duration) {
         .find(|r| r.service == ServiceName::Gateway)
         .map_or("", |r| r.url.as_str());
     println!("\nshop is up ({} ms to ready)\n", took.as_millis());
-    println!("  {:<10} {:<24} data", "service", "address");
+    println!("  {:<10} {:<24} {:<8} data", "service", "address", "pid");
     for r in running {
         let data = if r.service == ServiceName::Gateway {
             "routes.json (edit it: reloaded live)".to_owned()
         } else {
             format!("{}.db", r.service.as_str())
         };
-        println!("  {:<10} {:<24} {}", r.service.as_str(), r.url, data);
+        println!("  {:<10} {:<24} {:<8} {}", r.service.as_str(), r.url, r.pid, data);
     }
     println!("\n  data folder: {}", data_dir.display());
     println!("  the public API is the gateway's: try  curl '{gateway}/api/products?q=kettle'");

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite: the README's test command, and what CI runs (.ci/run calls this).
+#
+# Installs and starts what the tests need (PostgreSQL from Debian packages; the Kubernetes tools,
+# built once into ~/.cache/shop), runs every test, and stops everything it started, also when a
+# test fails. Under CI=true a test whose component is missing fails; it never skips.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
+
+# Build output lives outside the checkout, keyed by compiler version, so clean clones reuse it.
+rust_version=$(rustc --version | cut -d' ' -f2)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/shop/cargo-target-$rust_version}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+cleanup() {
+  status=$?
+  step "cleaning up"
+  tests/cluster/cluster.sh down || true
+  tests/postgres.sh stop || true
+  exit "$status"
+}
+trap cleanup EXIT
+
+step "format and lint"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "PostgreSQL on 127.0.0.1"
+eval "$(tests/postgres.sh start)"
+
+step "unit, service and process tests (SQLite and PostgreSQL)"
+cargo test --workspace --locked --exclude shop-e2e
+
+step "local Kubernetes cluster (real control plane, kwok nodes)"
+tests/cluster/cluster.sh up
+eval "$(tests/cluster/cluster.sh env)"
+
+step "end-to-end tests against the cluster"
+cargo test --locked -p shop-e2e
+
+step "all tests passed"
