@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::http::{Method, StatusCode};
-use failsafe::backoff::{self, EqualJittered};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Config, StateMachine};
 use serde::de::DeserializeOwned;
@@ -59,9 +58,72 @@ impl Default for UpstreamOptions {
     }
 }
 
-type Breaker = StateMachine<ConsecutiveFailures<EqualJittered>, ()>;
+type Breaker = StateMachine<ConsecutiveFailures<OpenBackoff>, ()>;
+
+const BREAKER_MAX_OPEN: Duration = Duration::from_secs(30);
+
+/// How long the breaker stays open each time: doubling from the first period up to 30 s, half of
+/// it fixed and half random ("equal jitter"), so callers do not all come back at once.
+///
+/// Our own rather than failsafe's: its backoffs count whole seconds, so a 1 s start gives a first
+/// period of 0 s, and they panic below 1 s.
+#[derive(Debug, Clone)]
+pub struct OpenBackoff {
+    next: Duration,
+}
+
+impl OpenBackoff {
+    pub fn new(first: Duration) -> Self {
+        Self { next: first }
+    }
+}
+
+impl Iterator for OpenBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (current * 2).min(BREAKER_MAX_OPEN);
+        let half = current / 2;
+        Some(half + half.mul_f64(random_fraction()))
+    }
+}
+
+/// A number in [0, 1) from the standard library's randomly seeded hasher; plenty for jitter.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// Why a call to another service did not produce a usable answer.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_periods_double_with_jitter_up_to_the_cap() {
+        let periods: Vec<_> = OpenBackoff::new(Duration::from_millis(400))
+            .take(10)
+            .collect();
+        let mut base = Duration::from_millis(400);
+        for period in &periods {
+            assert!(
+                *period >= base / 2 && *period <= base,
+                "{period:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
+            base = (base * 2).min(BREAKER_MAX_OPEN);
+        }
+        assert!(periods[9] >= BREAKER_MAX_OPEN / 2);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("the {upstream} service is unavailable (circuit open)")]
@@ -143,6 +205,11 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     pub fn new(name: &str, base_url: &str, options: &UpstreamOptions) -> Result<Self> {
         let base_url = base_url.trim_end_matches('/');
+        anyhow::ensure!(
+            !options.breaker_open.is_zero() && options.breaker_open <= BREAKER_MAX_OPEN,
+            "the circuit breaker's open time (SHOP_UPSTREAM_BREAKER_OPEN_MS) must be between 1 ms and 30 s, not {:?}",
+            options.breaker_open
+        );
         let parsed = reqwest::Url::parse(base_url)
             .with_context(|| format!("the {name} service URL {base_url:?} is not a URL"))?;
         let host = parsed.host_str().unwrap_or_default().to_owned();
@@ -175,7 +242,7 @@ impl Upstream {
         let breaker = Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 options.breaker_failures,
-                backoff::equal_jittered(options.breaker_open, Duration::from_secs(30)),
+                OpenBackoff::new(options.breaker_open),
             ))
             .build();
         Ok(Self {

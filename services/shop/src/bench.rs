@@ -35,19 +35,30 @@ pub async fn ceiling(listen: std::net::SocketAddr) -> Result<()> {
     });
     let app = Router::new().route("/product", get(move || async move { axum::Json(product) }));
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    axum::serve(listener, app).with_graceful_shutdown(shop_kit::server::shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shop_kit::server::shutdown_signal())
+        .await?;
     Ok(())
 }
 
 /// Resident memory of a process in MiB, from /proc (Linux).
 fn rss_mib(pid: Pid) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib / 1024.0)
 }
 
 /// Runs `work` while sampling the peak memory of each process.
-async fn with_peak_memory<T>(pids: &[Pid], work: impl std::future::Future<Output = T>) -> (T, Vec<f64>) {
+async fn with_peak_memory<T>(
+    pids: &[Pid],
+    work: impl std::future::Future<Output = T>,
+) -> (T, Vec<f64>) {
     let peaks = Arc::new(std::sync::Mutex::new(vec![0.0f64; pids.len()]));
     let sampler = {
         let (pids, peaks) = (pids.to_vec(), peaks.clone());
@@ -77,7 +88,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         port: args.port,
         host: [127, 0, 0, 1].into(),
         // Quiet services and no rate limit: the benchmark is one client sending flat out.
-        env: vec![("SHOP_LOG".into(), "warn".into()), ("SHOP_RATE_LIMIT_PER_SECOND".into(), "0".into())],
+        env: vec![
+            ("SHOP_LOG".into(), "warn".into()),
+            ("SHOP_RATE_LIMIT_PER_SECOND".into(), "0".into()),
+        ],
     })
     .await?;
     let ceiling_port = args.port - 1;
@@ -90,8 +104,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let ceiling_url = format!("http://127.0.0.1:{ceiling_port}");
     let client = load::client(args.connections)?;
     let ready_deadline = Instant::now() + Duration::from_secs(10);
-    while client.get(format!("{ceiling_url}/product")).send().await.is_err() {
-        anyhow::ensure!(Instant::now() < ready_deadline, "the ceiling server did not start");
+    while client
+        .get(format!("{ceiling_url}/product"))
+        .send()
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            Instant::now() < ready_deadline,
+            "the ceiling server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -107,12 +129,32 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     );
     // Warm both paths (connection pools, SQLite page cache) before measuring.
     let fixed: PathFn = Arc::new(|_| "/product".to_owned());
-    load::drive(&client, "warm-up", &ceiling_url, fixed.clone(), args.connections, warmup).await;
+    load::drive(
+        &client,
+        "warm-up",
+        &ceiling_url,
+        fixed.clone(),
+        args.connections,
+        warmup,
+    )
+    .await;
     load::read_scenarios(&client, &gateway, args.connections, warmup).await?;
 
-    let ceiling_outcome: Outcome = load::drive(&client, "bare axum JSON (ceiling)", &ceiling_url, fixed, args.connections, duration).await;
+    let ceiling_outcome: Outcome = load::drive(
+        &client,
+        "bare axum JSON (ceiling)",
+        &ceiling_url,
+        fixed,
+        args.connections,
+        duration,
+    )
+    .await;
     let pids: Vec<Pid> = shop.running.iter().map(|r| r.pid).collect();
-    let (outcomes, peaks) = with_peak_memory(&pids, load::read_scenarios(&client, &gateway, args.connections, duration)).await;
+    let (outcomes, peaks) = with_peak_memory(
+        &pids,
+        load::read_scenarios(&client, &gateway, args.connections, duration),
+    )
+    .await;
     let outcomes = outcomes?;
 
     load::print_header();
@@ -120,9 +162,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     for outcome in &outcomes {
         load::print_row(outcome, Some(&ceiling_outcome));
     }
-    println!("\n  {:<10} {:>16} {:>22}", "service", "peak RSS (MiB)", "ready after start (ms)");
+    println!(
+        "\n  {:<10} {:>16} {:>22}",
+        "service", "peak RSS (MiB)", "ready after start (ms)"
+    );
     for (running, peak) in shop.running.iter().zip(&peaks) {
-        println!("  {:<10} {:>16.1} {:>22}", running.service.as_str(), peak, running.ready_after.as_millis());
+        println!(
+            "  {:<10} {:>16.1} {:>22}",
+            running.service.as_str(),
+            peak,
+            running.ready_after.as_millis()
+        );
     }
     println!();
 
@@ -134,4 +184,3 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
-

@@ -50,7 +50,10 @@ pub struct Shop {
 
 impl Shop {
     pub fn url(&self, service: ServiceName) -> &str {
-        self.running.iter().find(|r| r.service == service).map_or("", |r| r.url.as_str())
+        self.running
+            .iter()
+            .find(|r| r.service == service)
+            .map_or("", |r| r.url.as_str())
     }
 
     /// Stops every service (SIGTERM, then SIGKILL for any that outstay their grace).
@@ -99,10 +102,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
 /// Starts every service, one after another, each once the previous one is ready.
 pub async fn start(args: &UpArgs) -> Result<Shop> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let url_of = |s: ServiceName| format!("http://{}:{}", args.host, port_of(args.port, s));
-    let ports: Vec<_> = ServiceName::ALL.iter().map(|s| (s.as_str(), port_of(args.port, *s))).collect();
+    let ports: Vec<_> = ServiceName::ALL
+        .iter()
+        .map(|s| (s.as_str(), port_of(args.port, *s)))
+        .collect();
     let mut routes = shop_gateway::domain::local_table(&ports);
     for route in &mut routes.routes {
         route.upstream = route.upstream.replace("127.0.0.1", &args.host.to_string());
@@ -118,20 +125,31 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
         let mut command = Command::new(&exe);
         command
             .args(["serve", name])
-            .env("SHOP_LISTEN", format!("{}:{}", args.host, port_of(args.port, service)))
-            .env("DATABASE_URL", format!("sqlite://{}", data_dir.join(format!("{name}.db")).display()))
+            .env(
+                "SHOP_LISTEN",
+                format!("{}:{}", args.host, port_of(args.port, service)),
+            )
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", data_dir.join(format!("{name}.db")).display()),
+            )
             .env("USER_URL", url_of(ServiceName::User))
             .env("CATALOG_URL", url_of(ServiceName::Catalog))
             .env("SHOP_ROUTES_FILE", &routes_file)
             .kill_on_drop(true)
             .envs(args.env.iter().map(|(k, v)| (k, v)));
-        for (key, default) in [("SHOP_LOG_FORMAT", "text"), ("SHOP_ADMIN_EMAILS", "admin@shop.local")] {
+        for (key, default) in [
+            ("SHOP_LOG_FORMAT", "text"),
+            ("SHOP_ADMIN_EMAILS", "admin@shop.local"),
+        ] {
             if std::env::var_os(key).is_none() && !args.env.iter().any(|(k, _)| k == key) {
                 command.env(key, default);
             }
         }
         let spawned = Instant::now();
-        let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
         let pid = Pid::from_raw(child.id().context("a started child has a pid")? as i32);
         let tx = exited_tx.clone();
         tokio::spawn(async move {
@@ -147,7 +165,11 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             ready_after: spawned.elapsed(),
         });
     }
-    Ok(Shop { running, data_dir, exits })
+    Ok(Shop {
+        running,
+        data_dir,
+        exits,
+    })
 }
 
 fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
@@ -201,7 +223,13 @@ fn print_summary(running: &[Running], data_dir: &Path, took: Duration) {
         } else {
             format!("{}.db", r.service.as_str())
         };
-        println!("  {:<10} {:<24} {:<8} {}", r.service.as_str(), r.url, r.pid, data);
+        println!(
+            "  {:<10} {:<24} {:<8} {}",
+            r.service.as_str(),
+            r.url,
+            r.pid,
+            data
+        );
     }
     println!("\n  data folder: {}", data_dir.display());
     println!("  the public API is the gateway's: try  curl '{gateway}/api/products?q=kettle'");
