@@ -18,6 +18,22 @@ struct ProductRow {
     image_url: String,
 }
 
+/// Binds a product's columns, in the order both INSERT and UPDATE list them after the id:
+/// sku, name, description, price, currency, image URL, search text.
+fn bind_product<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    input: &'q ProductInput,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&input.sku)
+        .bind(input.name.trim())
+        .bind(&input.description)
+        .bind(input.price.amount)
+        .bind(&input.price.currency)
+        .bind(&input.image_url)
+        .bind(search_text(&input.sku, &input.name, &input.description))
+}
+
 const PRODUCT_COLUMNS: &str =
     "p.id, p.sku, p.name, p.description, p.price_minor, p.currency, p.image_url";
 
@@ -110,17 +126,26 @@ impl Store {
         })
     }
 
+    /// One product with its categories, in one query (the hottest read in the shop).
     pub async fn get(&self, id: &str) -> Result<Option<Product>, sqlx::Error> {
-        let row = sqlx::query_as::<_, ProductRow>(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.id = $1"
-        ))
+        let rows: Vec<(String, String, String, String, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT p.id, p.sku, p.name, p.description, p.price_minor, p.currency, p.image_url, pc.category \
+             FROM products p LEFT JOIN product_categories pc ON pc.product_id = p.id \
+             WHERE p.id = $1 ORDER BY pc.category",
+        )
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_all(self.db.pool())
         .await?;
-        Ok(match row {
-            Some(row) => self.with_categories(vec![row]).await?.pop(),
-            None => None,
-        })
+        let categories = rows.iter().filter_map(|row| row.7.clone()).collect();
+        Ok(rows.into_iter().next().map(|(id, sku, name, description, amount, currency, image_url, _)| Product {
+            id,
+            sku,
+            name,
+            description,
+            price: Money::new(amount, &currency),
+            categories,
+            image_url,
+        }))
     }
 
     async fn with_categories(&self, rows: Vec<ProductRow>) -> Result<Vec<Product>, sqlx::Error> {
@@ -236,21 +261,14 @@ impl Store {
         } else {
             ""
         };
-        let inserted = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO products (id, sku, name, description, price_minor, currency, image_url, search_text, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9){conflict}"
-        ))
-        .bind(id)
-        .bind(&input.sku)
-        .bind(input.name.trim())
-        .bind(&input.description)
-        .bind(input.price.amount)
-        .bind(&input.price.currency)
-        .bind(&input.image_url)
-        .bind(search_text(&input.sku, &input.name, &input.description))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        );
+        let inserted = bind_product(sqlx::query(&sql).bind(id), input)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
         if inserted.rows_affected() == 1 {
             Self::write_categories(tx, id, &input.categories).await?;
         }
@@ -261,21 +279,12 @@ impl Store {
     pub async fn update(&self, id: &str, input: &ProductInput) -> Result<bool, WriteError> {
         let mut tx = self.db.begin().await?;
         Self::check_categories(&mut tx, &input.categories).await?;
-        let updated = sqlx::query(
-            "UPDATE products SET sku = $2, name = $3, description = $4, price_minor = $5, currency = $6, \
-             image_url = $7, search_text = $8, updated_at = $9 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&input.sku)
-        .bind(input.name.trim())
-        .bind(&input.description)
-        .bind(input.price.amount)
-        .bind(&input.price.currency)
-        .bind(&input.image_url)
-        .bind(search_text(&input.sku, &input.name, &input.description))
-        .bind(now_rfc3339())
-        .execute(&mut *tx)
-        .await?;
+        let sql = "UPDATE products SET sku = $2, name = $3, description = $4, price_minor = $5, currency = $6, \
+                   image_url = $7, search_text = $8, updated_at = $9 WHERE id = $1";
+        let updated = bind_product(sqlx::query(sql).bind(id), input)
+            .bind(now_rfc3339())
+            .execute(&mut *tx)
+            .await?;
         if updated.rows_affected() == 0 {
             return Ok(false);
         }

@@ -247,5 +247,5 @@ async fn register_login_browse_and_fill_a_cart() {
 
     // Ctrl-C (SIGINT) stops the whole shop cleanly.
     shop.process.signal(Signal::SIGINT);
-    assert!(shop.process.wait(Duration::from_secs(30)).success());
+    assert!(shop.process.wait(Duration::from_secs(30)).await.success());
 }

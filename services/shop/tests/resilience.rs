@@ -85,7 +85,7 @@ async fn with_the_catalog_down_the_cart_still_reads_and_adding_fails_fast() {
     assert_eq!(set(first).await.unwrap().status(), StatusCode::OK);
 
     catalog_process.signal(Signal::SIGKILL);
-    catalog_process.wait(Duration::from_secs(5));
+    catalog_process.wait(Duration::from_secs(5)).await;
 
     let cart_read = client
         .get(api("/cart"))
@@ -188,7 +188,7 @@ async fn sigterm_under_load_finishes_every_accepted_request() {
     signalled_at.set(Instant::now()).unwrap();
     catalog.signal(Signal::SIGTERM);
     // Waiting must not block the runtime: the clients keep running through the shutdown.
-    let status = catalog.wait_async(Duration::from_secs(15)).await;
+    let status = catalog.wait(Duration::from_secs(15)).await;
 
     let (mut ok, mut in_flight, mut failures) = (0, 0, Vec::new());
     while let Some(result) = workers.join_next().await {

@@ -83,26 +83,9 @@ impl Process {
         kill(self.pid(), signal).unwrap_or_else(|e| panic!("signalling {}: {e}", self.name));
     }
 
-    /// Waits for the process to exit, at most `limit`.
-    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {limit:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Process {
-    /// Like [`Process::wait`], without blocking the async runtime the test runs on.
-    pub async fn wait_async(&mut self, limit: Duration) -> std::process::ExitStatus {
+    /// Waits for the process to exit, at most `limit`, without blocking the test's runtime (the
+    /// test's own clients may need to keep running meanwhile).
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# A local Kubernetes cluster for the end-to-end tests: a real kube-apiserver, etcd,
+# kube-controller-manager and kube-scheduler run as local processes (kwokctl's binary
+# runtime), with kwok simulating the nodes. No container engine is needed, and every
+# component listens on 127.0.0.1 only.
+#
+# Usage: tests/cluster/cluster.sh up       build/reuse the tools, start the cluster, wait until ready
+#        tests/cluster/cluster.sh down     stop every process of the cluster and remove its state
+#        tests/cluster/cluster.sh env      print export lines: eval "$(tests/cluster/cluster.sh env)"
+#        tests/cluster/cluster.sh status   show whether it runs, its nodes and its listening sockets
+#
+# Environment: SHOP_CLUSTER_DIR (state, default ~/.cache/shop/cluster), SHOP_CLUSTER_NAME
+# (default shop-e2e), SHOP_CLUSTER_NODES (default 3), SHOP_TOOLS_DIR (see install.sh).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=install.sh
+source "$HERE/install.sh" # the pinned versions and tool paths; builds nothing when sourced
+
+CLUSTER_NAME=${SHOP_CLUSTER_NAME:-shop-e2e}
+CLUSTER_DIR=${SHOP_CLUSTER_DIR:-$HOME/.cache/shop/cluster}
+NODES=${SHOP_CLUSTER_NODES:-3}
+KUBECONFIG_PATH=$CLUSTER_DIR/kubeconfig.yaml
+KWOKCTL_CONFIG=$CLUSTER_DIR/kwokctl.yaml
+EGRESS_CONFIG=$CLUSTER_DIR/egress-selector.yaml
+# kubectl's discovery cache is keyed by host:port, and kwokctl reuses ports between
+# clusters: keep it with the cluster so a new cluster never sees an old one's APIs.
+KUBECTL_CACHE=$CLUSTER_DIR/kubectl-cache
+# kwokctl keeps each cluster's processes, pids, logs and certificates under its workdir.
+export KWOK_WORKDIR=$CLUSTER_DIR/kwok
+KWOK_CLUSTER_DIR=$KWOK_WORKDIR/clusters/$CLUSTER_NAME
+READY_TIMEOUT=120s
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() {
+	printf '[cluster] ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+# kwokctl logs JSON lines; they go to a file, shown only when kwokctl fails.
+kwokctl() {
+	if ! "$SHOP_TOOLS_BIN/kwokctl" --name "$CLUSTER_NAME" "$@" >>"$CLUSTER_DIR/kwokctl.log" 2>&1; then
+		tail -n 20 "$CLUSTER_DIR/kwokctl.log" >&2
+		return 1
+	fi
+}
+kubectl() { KUBECACHEDIR=$KUBECTL_CACHE "$SHOP_TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# PIDs of the cluster's processes, from the pid files kwokctl writes.
+cluster_pids() {
+	local f
+	for f in "$KWOK_CLUSTER_DIR"/pids/*.pid; do
+		[[ -f $f ]] && printf '%s\n' "$(<"$f")" # the files have no trailing newline
+	done
+	return 0
+}
+
+# True while `$1` is a process started from this cluster's folder.
+ours() { grep -qF "$KWOK_CLUSTER_DIR/" "/proc/$1/cmdline" 2>/dev/null; }
+
+api_ready() { [[ -f $KUBECONFIG_PATH ]] && kubectl get --raw /readyz >/dev/null 2>&1; }
+
+# Every listening TCP/UDP socket of the cluster's processes must be on loopback; prints
+# them and fails otherwise. This is what makes "nothing listens beyond 127.0.0.1" checked,
+# not assumed.
+check_loopback_only() {
+	local pids pattern sockets bad
+	pids=$(cluster_pids | paste -sd'|')
+	[[ -n $pids ]] || die "no pid files under $KWOK_CLUSTER_DIR/pids"
+	pattern="pid=($pids),"
+	sockets=$(ss -ltunpH | grep -E "$pattern" || true)
+	printf '%s\n' "$sockets" | awk '{ printf "[cluster]   %-4s %-22s %s\n", $1, $5, $7 }' >&2
+	bad=$(printf '%s\n' "$sockets" | awk 'NF && $5 !~ /^(127\.[0-9.]+|\[::1\]):[0-9]+$/')
+	[[ -z $bad ]] || die "cluster processes listen beyond loopback:
+$bad"
+	# And a snapshot of their connections: every peer must be on loopback too.
+	bad=$(ss -tunpH | grep -E "$pattern" | awk '$6 !~ /^(127\.[0-9.]+|\[::1\]):[0-9]+$/' || true)
+	[[ -z $bad ]] || die "cluster processes are connected beyond loopback:
+$bad"
+	log "every listening socket and connection of the cluster is on loopback"
+}
+
+# PodSecurity admission is on by default; make sure nothing switched it off, and that the
+# controller manager runs every default controller (garbage collector and HPA included).
+check_components() {
+	local pid args
+	for pid in $(cluster_pids); do
+		args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+		case $args in
+		*kube-apiserver*)
+			[[ $args != *--disable-admission-plugins* && $args != *--admission-control=\ * ]] ||
+				die "kube-apiserver runs with admission plugins disabled: $args"
+			;;
+		*kube-controller-manager*)
+			[[ $args != *--controllers=* ]] || die "kube-controller-manager runs a restricted controller list: $args"
+			;;
+		esac
+	done
+	# Controllers start right after leader election, a few seconds after the API is ready;
+	# these are the lines kube-controller-manager 1.36 logs when they do.
+	local kcm_log=$KWOK_CLUSTER_DIR/logs/kube-controller-manager.log started
+	for started in '"Starting controller" controller="garbagecollector"' '"Starting HPA controller"'; do
+		local tries=0
+		until grep -qF "$started" "$kcm_log" 2>/dev/null; do
+			((++tries <= 60)) || die "kube-controller-manager did not log $started (see $kcm_log)"
+			sleep 0.5
+		done
+	done
+	log "PodSecurity admission enabled; garbage collector and HPA controllers started"
+}
+
+write_config() {
+	local bin=$SHOP_TOOLS_BIN
+	# The API server is the only component that would ever dial a node, pod or service
+	# address (logs, exec, port-forward, the proxy subresources). kwok's fake addresses are
+	# not on this machine (its default node IPs 192.0.2.x can even be the machine's own
+	# network), so that "cluster" egress goes to a proxy socket that does not exist: such
+	# requests fail at once instead of sending packets off the machine.
+	cat >"$EGRESS_CONFIG" <<EOF
+apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+  - name: cluster
+    connection:
+      proxyProtocol: HTTPConnect
+      transport:
+        uds:
+          udsName: $CLUSTER_DIR/no-cluster-egress.sock
+EOF
+	# Every binary is a local path, so kwokctl never downloads anything; bindAddress keeps
+	# all components on loopback (kwokctl's default is 0.0.0.0); QPS limits are off so
+	# scale tests are not throttled to a few objects per second. The API server advertises
+	# loopback instead of the machine's address and publishes no endpoints for the
+	# `kubernetes` Service (loopback endpoints are invalid, and no pod runs to use them).
+	cat >"$KWOKCTL_CONFIG" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  disableQPSLimits: true
+  kubeVersion: $KUBERNETES_VERSION
+  etcdVersion: ${ETCD_VERSION#v}
+  kwokVersion: $KWOK_VERSION
+  kubeApiserverBinary: $bin/kube-apiserver
+  kubeControllerManagerBinary: $bin/kube-controller-manager
+  kubeSchedulerBinary: $bin/kube-scheduler
+  kubectlBinary: $bin/kubectl
+  etcdBinary: $bin/etcd
+  kwokControllerBinary: $bin/kwok
+componentsPatches:
+  - name: kube-apiserver
+    extraArgs:
+      - key: advertise-address
+        value: 127.0.0.1
+      - key: endpoint-reconciler-type
+        value: none
+      - key: egress-selector-config-file
+        value: $EGRESS_CONFIG
+EOF
+}
+
+cmd_up() {
+	local start=$SECONDS tools_start=$SECONDS
+	"$HERE/install.sh" >/dev/null
+	local tools_secs=$((SECONDS - tools_start))
+
+	if [[ -d $KWOK_CLUSTER_DIR ]]; then
+		if api_ready; then
+			log "cluster $CLUSTER_NAME is already up: reusing it"
+			wait_ready
+			print_summary "$start"
+			return
+		fi
+		log "cluster $CLUSTER_NAME exists but does not answer: recreating it"
+		cmd_down
+	fi
+
+	mkdir -p "$CLUSTER_DIR"
+	write_config
+	log "creating cluster $CLUSTER_NAME (state in $CLUSTER_DIR)"
+	# --kubeconfig "" keeps kwokctl away from ~/.kube/config; tests get their own file.
+	kwokctl --config "$KWOKCTL_CONFIG" create cluster --kubeconfig "" --wait "$READY_TIMEOUT" ||
+		die "kwokctl create cluster failed; component logs: $KWOK_CLUSTER_DIR/logs"
+	cp "$KWOK_CLUSTER_DIR/kubeconfig.yaml" "$KUBECONFIG_PATH"
+	# Node addresses on loopback too, so that no address in the cluster names the machine's
+	# network (kwok's default 192.0.2.x is a documentation range that this VM may use).
+	kwokctl scale node --replicas "$NODES" --param '.nodeIPs=["127.0.0.1"]' || die "kwokctl scale node failed"
+	wait_ready
+	check_components
+	check_loopback_only
+	print_summary "$start" "$tools_secs"
+}
+
+wait_ready() {
+	local tries=0
+	until api_ready; do
+		((++tries <= 240)) || die "the API server did not become ready"
+		sleep 0.5
+	done
+	# Nodes appear as kwok registers them; wait for all of them, then for Ready.
+	tries=0
+	until (($(kubectl get nodes --no-headers 2>/dev/null | wc -l) >= NODES)); do
+		((++tries <= 240)) || die "fewer than $NODES nodes registered"
+		sleep 0.5
+	done
+	kubectl wait --for=condition=Ready node --all --timeout="$READY_TIMEOUT" >/dev/null
+}
+
+print_summary() {
+	local start=$1 tools_secs=${2:-}
+	kubectl get nodes >&2
+	log "cluster $CLUSTER_NAME ready in $((SECONDS - start))s${tools_secs:+ (tools: ${tools_secs}s of it)}"
+	log "kubeconfig: $KUBECONFIG_PATH"
+	log "use it with: eval \"\$($HERE/cluster.sh env)\""
+}
+
+cmd_down() {
+	if [[ ! -d $CLUSTER_DIR ]]; then
+		log "cluster $CLUSTER_NAME is not up; nothing to do"
+		return
+	fi
+	local pids
+	pids=$(cluster_pids)
+	if [[ -d $KWOK_CLUSTER_DIR ]]; then
+		log "stopping cluster $CLUSTER_NAME"
+		# kwokctl removes the cluster's context from the kubeconfig it is given: give it ours.
+		kwokctl delete cluster --kubeconfig "$KUBECONFIG_PATH" || log "kwokctl delete cluster failed"
+	fi
+	# Make sure every process of the cluster is gone, even if kwokctl failed: only these
+	# PIDs, and only while they still run from this cluster's folder (PIDs get reused).
+	local pid tries
+	for pid in $pids; do
+		ours "$pid" || continue
+		kill "$pid" 2>/dev/null || true
+		for ((tries = 0; tries < 40; tries++)); do
+			ours "$pid" || continue 2
+			sleep 0.25
+		done
+		log "process $pid did not stop within 10s of SIGTERM; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	rm -rf "$CLUSTER_DIR"
+	log "cluster $CLUSTER_NAME removed"
+}
+
+cmd_env() {
+	printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_PATH"
+	printf 'export KUBECACHEDIR=%q\n' "$KUBECTL_CACHE"
+	# shellcheck disable=SC2016 # $PATH is expanded by whoever evaluates the line
+	printf 'export PATH=%q:"$PATH"\n' "$SHOP_TOOLS_BIN"
+}
+
+cmd_status() {
+	if ! [[ -d $KWOK_CLUSTER_DIR ]]; then
+		log "cluster $CLUSTER_NAME: down"
+		return 1
+	fi
+	if ! api_ready; then
+		log "cluster $CLUSTER_NAME: exists but the API server does not answer (logs: $KWOK_CLUSTER_DIR/logs)"
+		return 1
+	fi
+	log "cluster $CLUSTER_NAME: up; kubeconfig $KUBECONFIG_PATH"
+	kubectl version >&2
+	kubectl get nodes >&2
+	check_components
+	check_loopback_only
+}
+
+case ${1:-} in
+up) cmd_up ;;
+down) cmd_down ;;
+env) cmd_env ;;
+status) cmd_status ;;
+*)
+	sed -n '7,10p' "$0" | sed 's/^# //' >&2
+	exit 2
+	;;
+esac
