@@ -15,7 +15,7 @@ set -euo pipefail
 
 # --- Pinned versions: the one place to change them. ---------------------------------
 # Kubernetes: the newest 1.36 patch whose checksum the Go checksum database verifies (the
-# proxy also serves v1.36.5, but sum.golang.org does not know it yet); kwok v0.8.0 is
+# proxy also serves v1.36.5, but the Go checksum database does not know it yet); kwok v0.8.0 is
 # built against 1.36.
 KUBERNETES_VERSION=v1.36.4
 ETCD_VERSION=v3.6.16
@@ -54,7 +54,12 @@ go_env() {
 	export GOTOOLCHAIN=local CGO_ENABLED=0
 	export GOMODCACHE=$SHOP_TOOLS_DIR/.go/mod GOCACHE=$SHOP_TOOLS_DIR/.go/build
 	export GOFLAGS="-modcacherw -buildvcs=false"
-	export GOPROXY=${SHOP_GOPROXY:-https://proxy.golang.org}
+	# Go's configured proxy, minus any `direct` fallback.
+	local proxy
+	proxy=$(GOTOOLCHAIN=local "$GO" env GOPROXY)
+	proxy=${proxy%,direct}
+	proxy=${proxy%|direct}
+	export GOPROXY=${SHOP_GOPROXY:-$proxy}
 }
 
 # Downloads (and checksum-verifies) module `$1` and prints the path of its go.mod file.
