@@ -34,6 +34,28 @@ fn bind_product<'q>(
         .bind(search_text(&input.sku, &input.name, &input.description))
 }
 
+impl ProductRow {
+    fn into_product(self, categories: Vec<String>) -> Product {
+        Product {
+            id: self.id,
+            sku: self.sku,
+            name: self.name,
+            description: self.description,
+            price: Money::new(self.price_minor, &self.currency),
+            categories,
+            image_url: self.image_url,
+        }
+    }
+}
+
+/// A product row joined with one of its categories (none when it has none).
+#[derive(sqlx::FromRow)]
+struct ProductCategoryRow {
+    #[sqlx(flatten)]
+    product: ProductRow,
+    category: Option<String>,
+}
+
 const PRODUCT_COLUMNS: &str =
     "p.id, p.sku, p.name, p.description, p.price_minor, p.currency, p.image_url";
 
@@ -128,24 +150,18 @@ impl Store {
 
     /// One product with its categories, in one query (the hottest read in the shop).
     pub async fn get(&self, id: &str) -> Result<Option<Product>, sqlx::Error> {
-        let rows: Vec<(String, String, String, String, i64, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT p.id, p.sku, p.name, p.description, p.price_minor, p.currency, p.image_url, pc.category \
-             FROM products p LEFT JOIN product_categories pc ON pc.product_id = p.id \
-             WHERE p.id = $1 ORDER BY pc.category",
-        )
+        let rows: Vec<ProductCategoryRow> = sqlx::query_as(&format!(
+            "SELECT {PRODUCT_COLUMNS}, pc.category FROM products p \
+             LEFT JOIN product_categories pc ON pc.product_id = p.id WHERE p.id = $1 ORDER BY pc.category"
+        ))
         .bind(id)
         .fetch_all(self.db.pool())
         .await?;
-        let categories = rows.iter().filter_map(|row| row.7.clone()).collect();
-        Ok(rows.into_iter().next().map(|(id, sku, name, description, amount, currency, image_url, _)| Product {
-            id,
-            sku,
-            name,
-            description,
-            price: Money::new(amount, &currency),
-            categories,
-            image_url,
-        }))
+        let categories = rows.iter().filter_map(|row| row.category.clone()).collect();
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|row| row.product.into_product(categories)))
     }
 
     async fn with_categories(&self, rows: Vec<ProductRow>) -> Result<Vec<Product>, sqlx::Error> {
@@ -167,14 +183,9 @@ impl Store {
         }
         Ok(rows
             .into_iter()
-            .map(|row| Product {
-                categories: categories.remove(&row.id).unwrap_or_default(),
-                id: row.id,
-                sku: row.sku,
-                name: row.name,
-                description: row.description,
-                price: Money::new(row.price_minor, &row.currency),
-                image_url: row.image_url,
+            .map(|row| {
+                let categories = categories.remove(&row.id).unwrap_or_default();
+                row.into_product(categories)
             })
             .collect())
     }

@@ -95,7 +95,7 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
 
 async fn serve(service: ServiceName, started: Instant) -> Result<()> {
     let name = service.as_str();
-    shop_kit::telemetry::init(name);
+    let telemetry = shop_kit::telemetry::init(name);
     let result = async {
         let config = ServiceConfig::from_env(name)?;
         let metrics = Metrics::new(name);
@@ -111,12 +111,13 @@ async fn serve(service: ServiceName, started: Instant) -> Result<()> {
     if let Err(e) = &result {
         tracing::error!(service = name, error = format!("{e:#}"), "failed");
     }
+    telemetry.shutdown().await;
     result
 }
 
 async fn migrate(service: ServiceName) -> Result<()> {
     let name = service.as_str();
-    shop_kit::telemetry::init(name);
+    let _telemetry = shop_kit::telemetry::init(name);
     let migrator = match service {
         ServiceName::User => &shop_user::MIGRATOR,
         ServiceName::Catalog => &shop_catalog::MIGRATOR,
