@@ -75,35 +75,27 @@ impl RouteTable {
     }
 }
 
-/// Headers that belong to one connection and must not be forwarded (RFC 9110 §7.6.1), plus the
-/// identity headers only the gateway may set.
+/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1), plus the length,
+/// which the next hop sets for itself.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Whether a client's header goes on to the service: not hop-by-hop, not `host`, and not one of
+/// the identity headers only the gateway may set.
 pub fn is_forwardable_request_header(name: &str) -> bool {
-    !matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    ) && !name.starts_with("x-shop-user-")
+    !HOP_BY_HOP.contains(&name) && name != "host" && !name.starts_with("x-shop-user-")
 }
 
 pub fn is_forwardable_response_header(name: &str) -> bool {
-    !matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-    )
+    !HOP_BY_HOP.contains(&name)
 }
 
 /// The table `shop up` uses: every bundled service on its local port.
