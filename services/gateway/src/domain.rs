@@ -75,9 +75,8 @@ impl RouteTable {
     }
 }
 
-/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1), plus the length,
-/// which the next hop sets for itself.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -85,15 +84,20 @@ const HOP_BY_HOP: [&str; 8] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "content-length",
 ];
 
-/// Whether a client's header goes on to the service: not hop-by-hop, not `host`, and not one of
-/// the identity headers only the gateway may set.
+/// Whether a client's header goes on to the service: not hop-by-hop, not `host` or the length
+/// (the gateway re-sends the buffered body and its client sets both), and not one of the
+/// identity headers only the gateway may set.
 pub fn is_forwardable_request_header(name: &str) -> bool {
-    !HOP_BY_HOP.contains(&name) && name != "host" && !name.starts_with("x-shop-user-")
+    !HOP_BY_HOP.contains(&name)
+        && name != "host"
+        && name != "content-length"
+        && !name.starts_with("x-shop-user-")
 }
 
+/// Whether a service's header goes back to the client. The length is kept: the body is passed
+/// through unchanged, and a known length spares the client chunked decoding.
 pub fn is_forwardable_response_header(name: &str) -> bool {
     !HOP_BY_HOP.contains(&name)
 }
@@ -174,6 +178,9 @@ mod tests {
         assert!(!is_forwardable_request_header("x-shop-user-id"));
         assert!(!is_forwardable_request_header("x-shop-user-roles"));
         assert!(!is_forwardable_request_header("connection"));
+        assert!(!is_forwardable_request_header("content-length"));
+        assert!(is_forwardable_response_header("content-length"));
+        assert!(!is_forwardable_response_header("transfer-encoding"));
         assert!(is_forwardable_request_header("authorization"));
         assert!(is_forwardable_request_header("idempotency-key"));
     }

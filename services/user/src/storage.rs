@@ -66,12 +66,15 @@ impl Store {
             .await
     }
 
+    /// Changes the name and/or password. A new password also signs the account out everywhere:
+    /// its refresh tokens are revoked in the same transaction.
     pub async fn update_user(
         &self,
         id: &str,
         name: Option<&str>,
         password_hash: Option<&str>,
     ) -> Result<Option<UserRow>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "UPDATE users SET name = COALESCE($2, name), password_hash = COALESCE($3, password_hash), \
              updated_at = $4 WHERE id = $1",
@@ -80,8 +83,15 @@ impl Store {
         .bind(name)
         .bind(password_hash)
         .bind(now_rfc3339())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        if password_hash.is_some() {
+            sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         self.user_by_id(id).await
     }
 

@@ -142,6 +142,14 @@ async fn accounts_and_tokens() {
             updated.json::<Value>().await.unwrap()["name"],
             "Ann Renamed"
         );
+        // The new password signed the account out everywhere: earlier refresh tokens are dead.
+        let after_change = client
+            .post(format!("{url}/api/auth/refresh"))
+            .json(&json!({"refresh_token": refreshed["refresh_token"]}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(after_change, 401).await;
         assert_eq!(
             login(&client, url, "ann@example.com", "another long password")
                 .await
