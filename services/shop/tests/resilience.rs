@@ -113,6 +113,23 @@ async fn with_the_catalog_down_the_cart_still_reads_and_adding_fails_fast() {
     }
     let browse = client.get(api("/products")).send().await.unwrap();
     expect_problem(browse, 503).await;
+    // Readiness: the gateway stays in rotation; its aggregate view names what is down.
+    let gateway_ready = client
+        .get(format!("{}/readyz", url(gateway)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gateway_ready.status(), StatusCode::OK);
+    let all = client
+        .get(format!("{}/readyz/upstreams", url(gateway)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let all: Value = all.json().await.unwrap();
+    assert_eq!(all["ready"], false);
+    assert_eq!(all["services"]["cart"], "ready");
+    assert_ne!(all["services"]["catalog"], "ready");
     assert_eq!(
         client
             .get(api("/cart"))
@@ -211,5 +228,79 @@ async fn sigterm_under_load_finishes_every_accepted_request() {
     assert!(
         in_flight > 0,
         "requests in flight at SIGTERM completed ({in_flight})"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_limits_each_client() {
+    let dir = TempDir::new();
+    let base = free_ports(2);
+    let _catalog = serve("catalog", base + 1, &dir, &[]).await;
+    let routes = json!({"routes": [{"prefix": "/api/products", "service": "catalog", "upstream": format!("http://127.0.0.1:{}", base + 1)}]});
+    let _gateway = serve(
+        "gateway",
+        base,
+        &dir,
+        &[
+            ("SHOP_ROUTES", routes.to_string()),
+            ("SHOP_RATE_LIMIT_PER_SECOND", "1".into()),
+            ("SHOP_RATE_LIMIT_BURST", "5".into()),
+        ],
+    )
+    .await;
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = client
+            .get(format!("http://127.0.0.1:{base}/api/products?limit=1"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            response.status(),
+            response.headers().get("retry-after").cloned(),
+        ));
+    }
+    let allowed = statuses
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .count();
+    assert!(
+        (5..=6).contains(&allowed),
+        "a burst of 5 (plus at most one refill) passes: {statuses:?}"
+    );
+    let (status, retry_after) = statuses.last().unwrap();
+    assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after.is_some(), "429 says when to retry");
+}
+
+#[tokio::test]
+async fn migrate_brings_a_database_up_to_date_and_refuses_the_gateway() {
+    let dir = TempDir::new();
+    let db = format!("sqlite://{}", dir.0.join("catalog.db").display());
+    let mut migrate = common::Process::start(
+        "migrate",
+        &["migrate", "catalog"],
+        &[("DATABASE_URL", db.clone())],
+    );
+    assert!(migrate.wait(Duration::from_secs(30)).await.success());
+    let pool = shop_kit::Database::connect(&db).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(pool.pool())
+            .await
+            .unwrap();
+    assert!(
+        tables.contains(&"products".to_owned()) && tables.contains(&"_sqlx_migrations".to_owned()),
+        "{tables:?}"
+    );
+    // Running it again is a no-op, not an error.
+    let mut again =
+        common::Process::start("migrate", &["migrate", "catalog"], &[("DATABASE_URL", db)]);
+    assert!(again.wait(Duration::from_secs(30)).await.success());
+    let mut gateway = common::Process::start("migrate", &["migrate", "gateway"], &[]);
+    assert!(
+        !gateway.wait(Duration::from_secs(30)).await.success(),
+        "the gateway has no database to migrate"
     );
 }
