@@ -1,0 +1,520 @@
+//! The status of a ShopService, computed from what the apply step got back from the API
+//! server. Pure: the clock comes in as an argument, so the same observations give the same
+//! status and the operator writes it only when something really changed.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::build::Owner;
+use crate::build::common::names;
+use crate::build::database::DatabaseLogin;
+use crate::crd::{DatabaseMode, DatabasePhase, DatabaseStatus, ShopService, ShopServiceStatus};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const DATABASE_READY: &str = "DatabaseReady";
+
+/// What the operator saw of the children after applying them.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    pub deployment: &'a Deployment,
+    /// The StatefulSet of a Dedicated database.
+    pub database: Option<&'a StatefulSet>,
+    /// `dependsOn` entries that name no ShopService in the namespace.
+    pub missing_dependencies: &'a [&'a str],
+}
+
+/// A condition before it is merged with the one already in the status.
+struct Computed {
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl Computed {
+    fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Computed {
+        Computed {
+            type_,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The status of `owner`'s ShopService given what was observed.
+pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStatus {
+    let shop = owner.shop;
+    let rollout = Rollout::of(observed.deployment);
+    let database = database_state(owner, observed.database);
+    let database_ready = database
+        .as_ref()
+        .is_none_or(|db| db.0 == DatabasePhase::Ready);
+
+    let ready = if rollout.desired == 0 {
+        Computed::new(
+            READY,
+            false,
+            "ScaledToZero",
+            "no pods are running: spec.replicas is 0".into(),
+        )
+    } else if rollout.available < rollout.desired {
+        Computed::new(
+            READY,
+            false,
+            "PodsUnavailable",
+            format!(
+                "{} of {} pods available",
+                rollout.available, rollout.desired
+            ),
+        )
+    } else if !database_ready {
+        Computed::new(
+            READY,
+            false,
+            "DatabaseNotReady",
+            "the pods are available but the database is not ready".into(),
+        )
+    } else {
+        Computed::new(
+            READY,
+            true,
+            "Available",
+            format!(
+                "{} of {} pods available",
+                rollout.available, rollout.desired
+            ),
+        )
+    };
+
+    let progressing = match &rollout.deadline_exceeded {
+        Some(message) => Computed::new(
+            PROGRESSING,
+            false,
+            "ProgressDeadlineExceeded",
+            message.clone(),
+        ),
+        None if rollout.complete => Computed::new(
+            PROGRESSING,
+            false,
+            "RolloutComplete",
+            format!("{} pods run the current version", rollout.updated),
+        ),
+        None => Computed::new(
+            PROGRESSING,
+            true,
+            "RollingOut",
+            format!(
+                "{} of {} pods updated, {} available",
+                rollout.updated, rollout.desired, rollout.available
+            ),
+        ),
+    };
+
+    let degraded = if let Some(message) = &rollout.deadline_exceeded {
+        Computed::new(DEGRADED, true, "ProgressDeadlineExceeded", message.clone())
+    } else if let Some(message) = &rollout.replica_failure {
+        Computed::new(DEGRADED, true, "ReplicaFailure", message.clone())
+    } else if let Some((DatabasePhase::Failed, _, message)) = &database {
+        Computed::new(DEGRADED, true, "DatabaseFailed", message.clone())
+    } else if !observed.missing_dependencies.is_empty() {
+        Computed::new(
+            DEGRADED,
+            true,
+            "DependencyMissing",
+            format!(
+                "spec.dependsOn names ShopServices that do not exist in this namespace: {}; their URLs point at nothing until they are created",
+                observed.missing_dependencies.join(", ")
+            ),
+        )
+    } else {
+        Computed::new(
+            DEGRADED,
+            false,
+            "AsExpected",
+            "nothing needs attention".into(),
+        )
+    };
+
+    let database_condition = match &database {
+        None => Computed::new(
+            DATABASE_READY,
+            true,
+            "NoDatabase",
+            "spec.database.mode is None".into(),
+        ),
+        Some((phase, reason, message)) => Computed::new(
+            DATABASE_READY,
+            *phase == DatabasePhase::Ready,
+            reason,
+            message.clone(),
+        ),
+    };
+
+    let generation = shop.metadata.generation;
+    let previous = shop.status.as_ref();
+    ShopServiceStatus {
+        observed_generation: generation,
+        conditions: [ready, progressing, degraded, database_condition]
+            .into_iter()
+            .map(|computed| merge(previous, computed, generation, now))
+            .collect(),
+        replicas: Some(rollout.total),
+        ready_replicas: Some(rollout.ready),
+        url: Some(names::service_url(
+            owner.name,
+            owner.namespace,
+            shop.spec.port,
+        )),
+        database: database.map(|(phase, _, _)| database_status(owner, phase)),
+        selector: Some(owner.selector_string()),
+    }
+}
+
+/// The status of a paused ShopService: what it was, with `Progressing` saying why nothing
+/// moves.
+pub fn paused(shop: &ShopService, now: &Time) -> ShopServiceStatus {
+    let previous = shop.status.as_ref();
+    let generation = shop.metadata.generation;
+    let condition = merge(
+        previous,
+        Computed::new(
+            PROGRESSING,
+            false,
+            "Paused",
+            "spec.paused is true: the operator leaves this ShopService's objects as they are"
+                .into(),
+        ),
+        generation,
+        now,
+    );
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == PROGRESSING)
+    {
+        Some(existing) => *existing = condition,
+        None => status.conditions.push(condition),
+    }
+    status
+}
+
+/// The condition as it should be stored: `lastTransitionTime` stays as it was unless the
+/// condition's status changed, so rewriting the same facts changes nothing.
+fn merge(
+    previous: Option<&ShopServiceStatus>,
+    computed: Computed,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if computed.status { "True" } else { "False" };
+    let last_transition_time = previous
+        .into_iter()
+        .flat_map(|previous| &previous.conditions)
+        .find(|c| c.type_ == computed.type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: computed.type_.into(),
+        status: status.into(),
+        reason: computed.reason.into(),
+        message: computed.message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The rollout of the Deployment, in numbers.
+struct Rollout {
+    desired: i32,
+    total: i32,
+    updated: i32,
+    ready: i32,
+    available: i32,
+    /// The rollout reached its goal: the Deployment controller saw the current spec, every
+    /// pod runs it and is available, and no old pod is left.
+    complete: bool,
+    /// The Deployment controller gave up waiting for the rollout (`progressDeadlineSeconds`).
+    deadline_exceeded: Option<String>,
+    /// Pods could not be created (for example, refused by admission).
+    replica_failure: Option<String>,
+}
+
+impl Rollout {
+    fn of(deployment: &Deployment) -> Rollout {
+        let status = deployment.status.clone().unwrap_or_default();
+        let desired = deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.replicas)
+            .unwrap_or(1);
+        let seen = status.observed_generation >= deployment.metadata.generation;
+        let updated = status.updated_replicas.unwrap_or(0);
+        let available = status.available_replicas.unwrap_or(0);
+        let total = status.replicas.unwrap_or(0);
+        let conditions = status.conditions.as_deref().unwrap_or_default();
+        let condition = |type_: &str| -> Option<&DeploymentCondition> {
+            conditions.iter().find(|c| c.type_ == type_)
+        };
+        Rollout {
+            desired,
+            total,
+            updated,
+            ready: status.ready_replicas.unwrap_or(0),
+            available,
+            complete: seen && updated >= desired && available >= desired && total == updated,
+            deadline_exceeded: condition("Progressing")
+                .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                .map(|c| c.message.clone().unwrap_or_default()),
+            replica_failure: condition("ReplicaFailure")
+                .filter(|c| c.status == "True")
+                .map(|c| c.message.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// The phase of the database, with the reason and message of `DatabaseReady`; `None` when
+/// the ShopService has no database.
+fn database_state(
+    owner: &Owner,
+    stateful_set: Option<&StatefulSet>,
+) -> Option<(DatabasePhase, &'static str, String)> {
+    match owner.spec().database.mode {
+        DatabaseMode::None => None,
+        DatabaseMode::Shared => Some((
+            DatabasePhase::Failed,
+            "SharedNotSupported",
+            "this version of the operator does not provision Shared databases yet; use Dedicated or None".into(),
+        )),
+        DatabaseMode::Dedicated => {
+            let name = names::database(owner.name);
+            let Some(stateful_set) = stateful_set else {
+                return Some((
+                    DatabasePhase::Provisioning,
+                    "Provisioning",
+                    format!("StatefulSet {name} is being created"),
+                ));
+            };
+            let status = stateful_set.status.clone().unwrap_or_default();
+            let seen = status.observed_generation >= stateful_set.metadata.generation;
+            let ready = status.ready_replicas.unwrap_or(0) >= 1;
+            let current = status.update_revision.is_none()
+                || status.current_revision == status.update_revision;
+            Some(if seen && ready && current {
+                (
+                    DatabasePhase::Ready,
+                    "Ready",
+                    format!("PostgreSQL ({name}-0) is ready"),
+                )
+            } else {
+                (
+                    DatabasePhase::Provisioning,
+                    "Provisioning",
+                    format!("waiting for PostgreSQL ({name}-0) to become ready"),
+                )
+            })
+        }
+    }
+}
+
+fn database_status(owner: &Owner, phase: DatabasePhase) -> DatabaseStatus {
+    let dedicated = owner.spec().database.mode == DatabaseMode::Dedicated;
+    DatabaseStatus {
+        phase,
+        secret_name: dedicated.then(|| names::credentials_secret(owner.name)),
+        // The host is all of the login that status may show; the password is never read here.
+        host: dedicated.then(|| DatabaseLogin::dedicated(owner, "").host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, StatefulSetStatus};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::build::fixtures::shop;
+    use crate::crd::Component;
+
+    fn time(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn deployment(desired: i32, status: DeploymentStatus) -> Deployment {
+        let mut deployment = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(desired),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(1),
+                ..status
+            }),
+            ..Default::default()
+        };
+        deployment.metadata.generation = Some(1);
+        deployment
+    }
+
+    fn available(replicas: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            replicas: Some(replicas),
+            updated_replicas: Some(replicas),
+            ready_replicas: Some(replicas),
+            available_replicas: Some(replicas),
+            ..Default::default()
+        }
+    }
+
+    fn condition<'a>(status: &'a ShopServiceStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn observe(deployment: &Deployment) -> Observed<'_> {
+        Observed {
+            deployment,
+            database: None,
+            missing_dependencies: &[],
+        }
+    }
+
+    #[test]
+    fn an_available_deployment_is_ready_with_the_url_and_selector() {
+        let cart = shop("cart", Some(Component::Cart));
+        let owner = Owner::new(&cart).unwrap();
+        let deployment = deployment(2, available(2));
+        let status = compute(&owner, observe(&deployment), &time(100));
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(condition(&status, PROGRESSING).reason, "RolloutComplete");
+        assert_eq!(condition(&status, DEGRADED).status, "False");
+        assert_eq!(condition(&status, DATABASE_READY).reason, "NoDatabase");
+        assert_eq!(status.url.as_deref(), Some("http://cart.shop.svc:8080"));
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("app.kubernetes.io/component=server,app.kubernetes.io/instance=cart")
+        );
+        assert_eq!((status.replicas, status.ready_replicas), (Some(2), Some(2)));
+        assert!(status.database.is_none());
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_flips() {
+        let mut cart = shop("cart", Some(Component::Cart));
+        let rolling = deployment(
+            2,
+            DeploymentStatus {
+                available_replicas: Some(1),
+                ..available(2)
+            },
+        );
+        let first = compute(&Owner::new(&cart).unwrap(), observe(&rolling), &time(100));
+        cart.status = Some(first.clone());
+
+        let again = compute(&Owner::new(&cart).unwrap(), observe(&rolling), &time(200));
+        assert_eq!(again, first, "the same observations give the same status");
+
+        let done = deployment(2, available(2));
+        let later = compute(&Owner::new(&cart).unwrap(), observe(&done), &time(300));
+        assert_eq!(condition(&later, READY).last_transition_time, time(300));
+        assert_eq!(
+            condition(&later, DEGRADED).last_transition_time,
+            time(100),
+            "Degraded stayed False"
+        );
+    }
+
+    #[test]
+    fn a_rollout_past_its_deadline_is_degraded() {
+        let cart = shop("cart", Some(Component::Cart));
+        let stuck = deployment(
+            1,
+            DeploymentStatus {
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    message: Some("ReplicaSet \"cart-1\" has timed out progressing.".into()),
+                    ..Default::default()
+                }]),
+                updated_replicas: Some(1),
+                replicas: Some(2),
+                available_replicas: Some(1),
+                ready_replicas: Some(1),
+                ..Default::default()
+            },
+        );
+        let status = compute(&Owner::new(&cart).unwrap(), observe(&stuck), &time(1));
+        let degraded = condition(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ProgressDeadlineExceeded")
+        );
+        assert!(degraded.message.contains("timed out"));
+        assert_eq!(condition(&status, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn missing_dependencies_are_reported_without_blocking_readiness() {
+        let cart = shop("cart", Some(Component::Cart));
+        let deployment = deployment(1, available(1));
+        let observed = Observed {
+            missing_dependencies: &["catalog"],
+            ..observe(&deployment)
+        };
+        let status = compute(&Owner::new(&cart).unwrap(), observed, &time(1));
+        assert_eq!(condition(&status, READY).status, "True");
+        let degraded = condition(&status, DEGRADED);
+        assert_eq!(degraded.reason, "DependencyMissing");
+        assert!(degraded.message.contains("catalog"));
+    }
+
+    #[test]
+    fn a_dedicated_database_holds_readiness_until_postgres_is_ready() {
+        let mut cart = shop("cart", Some(Component::Cart));
+        cart.spec.database.mode = DatabaseMode::Dedicated;
+        let owner = Owner::new(&cart).unwrap();
+        let deployment = deployment(1, available(1));
+        let mut stateful_set = StatefulSet::default();
+        let observed = Observed {
+            database: Some(&stateful_set),
+            ..observe(&deployment)
+        };
+        let status = compute(&owner, observed, &time(1));
+        assert_eq!(condition(&status, READY).reason, "DatabaseNotReady");
+        assert_eq!(condition(&status, DATABASE_READY).status, "False");
+        let database = status.database.unwrap();
+        assert_eq!(database.phase, DatabasePhase::Provisioning);
+        assert_eq!(database.secret_name.as_deref(), Some("cart-db-credentials"));
+        assert_eq!(database.host.as_deref(), Some("cart-db.shop.svc"));
+
+        stateful_set.status = Some(StatefulSetStatus {
+            ready_replicas: Some(1),
+            current_revision: Some("r1".into()),
+            update_revision: Some("r1".into()),
+            ..Default::default()
+        });
+        let observed = Observed {
+            database: Some(&stateful_set),
+            ..observe(&deployment)
+        };
+        let status = compute(&owner, observed, &time(1));
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(status.database.unwrap().phase, DatabasePhase::Ready);
+    }
+
+    #[test]
+    fn pausing_keeps_the_status_and_says_so_in_progressing() {
+        let mut cart = shop("cart", Some(Component::Cart));
+        let deployment = deployment(1, available(1));
+        let before = compute(&Owner::new(&cart).unwrap(), observe(&deployment), &time(1));
+        cart.status = Some(before.clone());
+        cart.metadata.generation = Some(2);
+        let status = paused(&cart, &time(5));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(condition(&status, PROGRESSING).reason, "Paused");
+        assert_eq!(condition(&status, READY), condition(&before, READY));
+    }
+}

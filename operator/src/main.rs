@@ -1,0 +1,112 @@
+//! `shop-operator`: the operator's command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shop_operator::controller::leader::{self, LeaderElection};
+use shop_operator::controller::{self, Settings};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "shop-operator", about = "The Kubernetes operator of the shop")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the ShopService CustomResourceDefinition as YAML (for `kubectl apply -f -`).
+    Crd,
+    /// Run the operator: reconcile ShopServices until SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch ShopServices in this namespace only (default: every namespace).
+    #[arg(long, env = "SHOP_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// The image of the bundled services, for ShopServices without `spec.image`.
+    #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/shop-dev/shop:", env!("CARGO_PKG_VERSION")))]
+    default_image: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(
+        long,
+        env = "SHOP_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+    /// Reconcile only while holding the Lease `shop-operator`, so that several replicas can
+    /// run: the others stand by.
+    #[arg(long, env = "SHOP_OPERATOR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The namespace of the leader Lease: the operator's own (the downward API's
+    /// `metadata.namespace`).
+    #[arg(long, env = "POD_NAMESPACE", required_if_eq("leader_elect", "true"))]
+    leader_election_namespace: Option<String>,
+    /// How long a leader's lease lasts without renewal before a standby takes over.
+    #[arg(long, default_value = "15", value_name = "SECONDS")]
+    lease_duration: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => std::io::stdout().write_all(shop_operator::crd_yaml()?.as_bytes())?,
+        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args))?,
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // JSON lines; the reconcile span puts the ShopService's name and namespace on each.
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let client = kube::Client::try_default().await?;
+    let http_listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    let leader_election = match (args.leader_elect, args.leader_election_namespace) {
+        (true, Some(namespace)) => {
+            // The pod's name (downward API, or the hostname Kubernetes gives the pod).
+            let identity = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "--leader-elect needs POD_NAME or HOSTNAME to name this replica"
+                    )
+                })?;
+            Some(Arc::new(LeaderElection::new(
+                kube::Api::namespaced(client.clone(), &namespace),
+                leader::LEASE_NAME,
+                identity,
+                Duration::from_secs(args.lease_duration),
+            )))
+        }
+        _ => None,
+    };
+    let settings = Settings {
+        namespace: args.namespace,
+        default_image: args.default_image,
+        http_listener,
+        leader_election,
+    };
+    controller::run(client, settings, terminated()).await
+}
+
+/// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn terminated() {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
