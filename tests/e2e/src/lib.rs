@@ -1,1 +1,33 @@
-//! End-to-end tests live in `tests/`; this crate has no library code.
+//! What the end-to-end tests in `tests/` share: paths into the repository and the ShopService CRD.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::wait::conditions::is_crd_established;
+use kube_harness::{Harness, Result, wait_for};
+
+pub const CRD_NAME: &str = "shopservices.shop.dev";
+
+/// A file of the repository, by its path from the top (`crds/…`, `examples/…`).
+pub fn repository_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// Installs (or updates) the checked-in ShopService CRD and waits until the API server serves it.
+pub async fn install_crd(harness: &Harness) -> Result<()> {
+    harness
+        .apply_file(repository_file("crds/shopservices.shop.dev.yaml"), None)
+        .await?;
+    wait_for(
+        &harness.api::<CustomResourceDefinition>(),
+        CRD_NAME,
+        "Established",
+        Duration::from_secs(60),
+        is_crd_established(),
+    )
+    .await?;
+    Ok(())
+}

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,11 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::conditions::is_crd_established;
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion, wait_for_none};
 use serde_json::json;
+use shop_e2e::{install_crd, repository_file};
 use shop_operator::controller::leader::LeaderElection;
 use shop_operator::controller::{self, Settings};
 use shop_operator::crd::{DatabaseMode, ShopService};
@@ -35,7 +33,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
-const CRD_NAME: &str = "shopservices.shop.dev";
 /// Long enough for a namespace's worth of rollouts on a busy two-core machine.
 const TIMEOUT: Duration = Duration::from_secs(120);
 const FIELD_MANAGER: &str = "shop-e2e";
@@ -44,12 +41,6 @@ const OPERATOR_USER: &str = "system:serviceaccount:shop-system:shop-operator";
 const OPERATOR_NAMESPACE: &str = "shop-system";
 /// Short, so that a takeover after a crash is quick to test.
 const LEASE_DURATION: Duration = Duration::from_secs(3);
-
-fn repository_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
 
 /// The operator, running on this test's runtime until [`Operator::stop`].
 struct Operator {
@@ -72,17 +63,7 @@ impl Operator {
         namespace: &str,
         election: Option<(&str, &str)>,
     ) -> Result<Operator> {
-        harness
-            .apply_file(repository_file("crds/shopservices.shop.dev.yaml"), None)
-            .await?;
-        wait_for(
-            &harness.api::<CustomResourceDefinition>(),
-            CRD_NAME,
-            "Established",
-            TIMEOUT,
-            is_crd_established(),
-        )
-        .await?;
+        install_crd(harness).await?;
         let client = operator_client(harness).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

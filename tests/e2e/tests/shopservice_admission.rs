@@ -12,42 +12,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
-use kube::runtime::wait::conditions::is_crd_established;
-use kube_harness::{Harness, Result, TestNamespace, parse_manifests, wait_for};
+use kube_harness::{Harness, Result, TestNamespace, parse_manifests};
+use shop_e2e::{install_crd, repository_file};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const CRD_NAME: &str = "shopservices.shop.dev";
 const FIELD_MANAGER: &str = "shop-e2e";
-
-fn repository_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// Installs (or updates) the checked-in CRD and waits until the API server serves it.
-async fn install_crd(harness: &Harness) -> Result<()> {
-    harness
-        .apply_file(repository_file("crds/shopservices.shop.dev.yaml"), None)
-        .await?;
-    wait_for(
-        &harness.api::<CustomResourceDefinition>(),
-        CRD_NAME,
-        "Established",
-        TIMEOUT,
-        is_crd_established(),
-    )
-    .await?;
-    Ok(())
 }
 
 fn shop_services(ns: &TestNamespace) -> Api<DynamicObject> {
