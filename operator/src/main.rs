@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use shop_operator::controller::leader::{self, LeaderElection};
 use shop_operator::controller::{self, Settings};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "shop-operator", about = "The Kubernetes operator of the shop")]
@@ -62,15 +61,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    // JSON lines; the reconcile span puts the ShopService's name and namespace on each.
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    // The same logs as every shop service (JSON lines, `SHOP_LOG`, `SHOP_LOG_FORMAT`, OTLP traces
+    // with OTEL_EXPORTER_OTLP_ENDPOINT); the reconcile span puts the ShopService's name and
+    // namespace on each line.
+    let telemetry = shop_kit::telemetry::init("shop-operator");
+    let result = operate(args).await;
+    if let Err(e) = &result {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "the operator stopped with an error"
+        );
+    }
+    telemetry.shutdown().await;
+    result
+}
+
+async fn operate(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let http_listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     let leader_election = match (args.leader_elect, args.leader_election_namespace) {
@@ -98,15 +104,5 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         http_listener,
         leader_election,
     };
-    controller::run(client, settings, terminated()).await
-}
-
-/// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-async fn terminated() {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    controller::run(client, settings, shop_kit::server::shutdown_signal()).await
 }

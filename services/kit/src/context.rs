@@ -88,18 +88,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The caller when signed in, for endpoints that also serve anonymous callers.
-#[derive(Debug, Clone)]
-pub struct MaybeCaller(pub Option<Caller>);
-
-impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(Caller::from_parts(parts)?))
-    }
-}
-
 /// A fresh time-ordered id for a new entity.
 pub fn new_id() -> Uuid {
     Uuid::now_v7()

@@ -6,6 +6,8 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` errors and request validation.
 //! - [`extract`]: axum extractors whose rejections are problems too.
 //! - [`context`]: request ids and the caller's identity, carried across services.
+//! - [`auth`]: the access-token claims the user service signs and the gateway verifies.
+//! - [`money`]: amounts in minor units with an ISO 4217 currency.
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
 //! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
@@ -25,7 +27,7 @@ pub mod testing;
 
 pub use client::{Upstream, UpstreamError, UpstreamOptions};
 pub use config::ServiceConfig;
-pub use context::{Caller, MaybeCaller};
+pub use context::Caller;
 pub use db::{Database, now_rfc3339};
 pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
