@@ -46,6 +46,10 @@ tests/cluster/cluster.sh up
 eval "$(tests/cluster/cluster.sh env)"
 
 step "end-to-end tests against the cluster"
+# Some tests run the operator as a process of its own (to kill it; to run it as the chart's
+# ServiceAccount).
+cargo build --locked -p shop-operator
+export SHOP_OPERATOR_BIN=$CARGO_TARGET_DIR/debug/shop-operator
 cargo test --locked -p shop-e2e
 
 step "all tests passed"

@@ -31,3 +31,26 @@ pub async fn install_crd(harness: &Harness) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// The `shop-operator` binary, for tests that run the operator as a process of its own (to
+/// kill it, or to run it with another identity). `tests/run.sh` builds it and sets
+/// `SHOP_OPERATOR_BIN`; without it, the binary next to this test's own build is used
+/// (`cargo build -p shop-operator` makes it).
+pub fn operator_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHOP_OPERATOR_BIN") {
+        return PathBuf::from(path);
+    }
+    // The test runs as target/<profile>/deps/<test>-<hash>; binaries are in target/<profile>.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps")
+        .join("shop-operator");
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `cargo build -p shop-operator` first, or set SHOP_OPERATOR_BIN",
+        path.display()
+    );
+    path
+}
