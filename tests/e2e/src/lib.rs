@@ -54,3 +54,25 @@ pub fn operator_binary() -> PathBuf {
     );
     path
 }
+
+/// Writes a copy of the test cluster's kubeconfig (`KUBECONFIG`) that acts as the
+/// ServiceAccount `namespace/name` (impersonation), and returns its path. A process given it
+/// (the operator binary) gets exactly the permissions of that ServiceAccount's RBAC: how the
+/// tests prove the RBAC manifests suffice, on a cluster that cannot run the operator's pod.
+pub fn kubeconfig_as_service_account(namespace: &str, name: &str) -> PathBuf {
+    let source = std::env::var_os("KUBECONFIG").expect("KUBECONFIG names the test cluster");
+    let mut config = kube::config::Kubeconfig::read_from(&source).expect("read KUBECONFIG");
+    for named in &mut config.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+        }
+    }
+    // JSON is YAML, so every kubeconfig reader takes it.
+    let text = serde_json::to_string_pretty(&config).expect("serialize the kubeconfig");
+    let path = std::env::temp_dir().join(format!(
+        "shop-e2e-kubeconfig-{namespace}-{name}-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).expect("write the kubeconfig");
+    path
+}
