@@ -50,6 +50,10 @@ struct RunArgs {
     /// How long a leader's lease lasts without renewal before a standby takes over.
     #[arg(long, default_value = "15", value_name = "SECONDS")]
     lease_duration: u64,
+    /// How long the cleanup of a deleted ShopService waits for an unreachable shared database
+    /// server before it lets go, leaving the database and role behind.
+    #[arg(long, default_value_t = controller::DEFAULT_SHARED_CLEANUP_TIMEOUT.as_secs(), value_name = "SECONDS")]
+    shared_cleanup_timeout: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,6 +107,7 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
         default_image: args.default_image,
         http_listener,
         leader_election,
+        shared_cleanup_timeout: Duration::from_secs(args.shared_cleanup_timeout),
     };
     controller::run(client, settings, shop_kit::server::shutdown_signal()).await
 }

@@ -454,8 +454,14 @@ mod tests {
 
     #[test]
     fn database_url_comes_from_the_secret_and_a_migration_runs_first() {
+        for mode in [DatabaseMode::Dedicated, DatabaseMode::Shared] {
+            database_url_from_the_secret_with_a_migration(mode);
+        }
+    }
+
+    fn database_url_from_the_secret_with_a_migration(mode: DatabaseMode) {
         let mut order = shop("order", Some(Component::Order));
-        order.spec.database.mode = DatabaseMode::Dedicated;
+        order.spec.database.mode = mode;
         let built = build(&order, &[]);
         let pod = pod(&built);
         let migrate = &pod.init_containers.as_ref().unwrap()[0];

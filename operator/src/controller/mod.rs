@@ -11,6 +11,7 @@
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod shared_database;
 pub mod status;
 
 use std::collections::HashMap;
@@ -76,7 +77,13 @@ pub struct Settings {
     pub http_listener: TcpListener,
     /// Reconcile only while holding the leader lease; always when `None` (one replica).
     pub leader_election: Option<Arc<LeaderElection>>,
+    /// How long after its deletion a ShopService with a Shared database and `deletionPolicy:
+    /// Delete` waits for the shared server before letting go, leaving its database behind.
+    pub shared_cleanup_timeout: Duration,
 }
+
+/// [`Settings::shared_cleanup_timeout`] unless told otherwise.
+pub const DEFAULT_SHARED_CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -94,6 +101,14 @@ pub enum Error {
         "Secret {secret_name} exists but has no valid key `password`; the operator will not replace it (that would lock the service out of its data): restore the key or delete the Secret"
     )]
     CredentialsWithoutPassword { secret_name: String },
+    #[error(
+        "could not clean up the Shared database: {problem}; left for now: {left}; retrying until {give_up_at}, then giving up and leaving them behind"
+    )]
+    SharedCleanupPending {
+        problem: String,
+        left: String,
+        give_up_at: String,
+    },
     #[error("the operating system's random number generator failed")]
     Random,
     #[error(transparent)]
@@ -112,6 +127,8 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub default_image: String,
+    /// See [`Settings::shared_cleanup_timeout`].
+    pub shared_cleanup_timeout: Duration,
     recorder: Recorder,
     random: ring::rand::SystemRandom,
     metrics: Arc<Metrics>,
@@ -181,6 +198,7 @@ pub async fn run(
         ),
         client: client.clone(),
         default_image: settings.default_image,
+        shared_cleanup_timeout: settings.shared_cleanup_timeout,
         random: ring::rand::SystemRandom::new(),
         metrics: metrics.clone(),
         failures: Mutex::default(),

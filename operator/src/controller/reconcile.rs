@@ -20,15 +20,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
 
+use super::shared_database::{self, AdminServer, Problem, SharedState};
 use super::status::{self, Observed};
 use super::{Context, Error};
 use crate::build::common::{MANAGER, Role, names};
+use crate::build::database;
 use crate::build::{self, Children, Owner};
 use crate::crd::{DatabaseMode, DeletionPolicy, ShopService, ShopServiceStatus};
 
 /// How often a settled ShopService is reconciled anyway, to repair drift that no watch event
 /// reports (an edit by hand to a field the operator does not own, say).
 const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+/// How often a Shared database that is not ready is tried again. The shared server's Secret
+/// is not watched (it is not the operator's), so a fix to it is noticed within this time.
+const SHARED_RETRY_PERIOD: Duration = Duration::from_secs(30);
 
 /// The length of a generated database password: 32 characters of 64 possible ones, 192 bits.
 const PASSWORD_LENGTH: usize = 32;
@@ -51,7 +56,10 @@ pub async fn apply(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Erro
         .await
         .map_err(Error::kube("list the ShopServices of the namespace"))?
         .items;
-    let password = database_password(&shop, &namespace, ctx).await?;
+    let password = match shop.spec.database.mode {
+        DatabaseMode::Dedicated => Some(database_password(&shop, &namespace, ctx).await?),
+        DatabaseMode::Shared | DatabaseMode::None => None,
+    };
 
     let build_context = build::Context {
         default_image: &ctx.default_image,
@@ -60,6 +68,11 @@ pub async fn apply(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Erro
     };
     let children = build::children(&shop, &build_context)?;
     let owner = Owner::new(&shop)?;
+    // Before the Deployment, whose pods need the credentials Secret.
+    let shared = match shop.spec.database.mode {
+        DatabaseMode::Shared => Some(provision_shared(&owner, ctx).await?),
+        DatabaseMode::Dedicated | DatabaseMode::None => None,
+    };
     let applied = apply_children(ctx, &children).await?;
     prune(ctx, &owner, &children).await?;
 
@@ -74,10 +87,87 @@ pub async fn apply(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Erro
         deployment: &applied.deployment,
         database: applied.database.as_ref(),
         missing_dependencies: &missing_dependencies,
+        shared: shared.as_ref(),
     };
     let now = Time(Timestamp::now());
     write_status(&shops, &shop, status::compute(&owner, observed, &now), ctx).await?;
+    // A problem with the shared server is in the status, not an error: retried at a steady
+    // pace without an event on every attempt.
+    if shared.is_some_and(|shared| shared.outcome.is_err()) {
+        return Ok(Action::requeue(SHARED_RETRY_PERIOD));
+    }
     Ok(Action::requeue(RESYNC_PERIOD))
+}
+
+/// The role and database of a Shared database, in the order that survives a crash at any
+/// point: the credentials Secret (whose password is generated once), then the role with that
+/// password, then the database, then a login as the service. Problems with the shared server
+/// or its Secret are returned in the state for the status; only API errors are errors.
+async fn provision_shared(owner: &Owner<'_>, ctx: &Context) -> Result<SharedState, Error> {
+    let identifier = shared_database::identifier(owner.namespace, owner.name);
+    let server = match admin_server(owner.shop, owner.namespace, ctx).await? {
+        Ok(server) => server,
+        Err(problem) => {
+            return Ok(SharedState {
+                host: None,
+                identifier,
+                outcome: Err(problem),
+            });
+        }
+    };
+    let password = database_password(owner.shop, owner.namespace, ctx).await?;
+    let login = server.login(&identifier, &password);
+    apply_one(ctx, &database::credentials_secret(owner, &login)).await?;
+    let outcome = match server.provision(&login).await {
+        Ok(()) => server.verify(&login).await,
+        Err(problem) => Err(problem),
+    };
+    Ok(SharedState {
+        host: Some(server.host),
+        identifier,
+        outcome,
+    })
+}
+
+/// The shared server named by `spec.database.sharedServerSecret`, or why it cannot be used.
+async fn admin_server(
+    shop: &ShopService,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Result<AdminServer, Problem>, Error> {
+    let Some(secret_name) = shop.spec.database.shared_server_secret.as_deref() else {
+        return Ok(Err(Problem::new(
+            shared_database::SECRET_MISSING,
+            "spec.database.sharedServerSecret is not set: name the Secret that holds the shared server's admin URL",
+        )));
+    };
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(Error::kube(format!("read Secret {secret_name}")))?;
+    let Some(secret) = secret else {
+        return Ok(Err(Problem::new(
+            shared_database::SECRET_MISSING,
+            format!(
+                "Secret {secret_name} (spec.database.sharedServerSecret) does not exist in namespace {namespace}"
+            ),
+        )));
+    };
+    let url = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get("url"))
+        .and_then(|bytes| std::str::from_utf8(&bytes.0).ok());
+    Ok(match url {
+        Some(url) => AdminServer::parse(url, secret_name),
+        None => Err(Problem::new(
+            shared_database::URL_INVALID,
+            format!(
+                "Secret {secret_name} (spec.database.sharedServerSecret) has no key `url` with the shared server's admin URL (postgres://user:password@host:port/database)"
+            ),
+        )),
+    })
 }
 
 /// What the `Delete` or `Retain` policy of the database asks for once the ShopService is
@@ -91,6 +181,9 @@ pub async fn cleanup(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Er
     let name = shop.name_any();
     let secret_name = names::credentials_secret(&name);
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    if database.mode == DatabaseMode::Shared && database.deletion_policy == DeletionPolicy::Delete {
+        return cleanup_shared(&shop, &namespace, ctx).await;
+    }
     match database.deletion_policy {
         DeletionPolicy::Retain => {
             // The builder leaves a retained Secret unowned; this also covers one that was
@@ -108,13 +201,20 @@ pub async fn cleanup(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Er
                 Err(kube::Error::Api(status)) if status.is_not_found() => {}
                 Err(e) => return Err(Error::kube(format!("release Secret {secret_name}"))(e)),
             }
+            let kept = match database.mode {
+                DatabaseMode::Shared => format!(
+                    "role and database {} on the shared server",
+                    shared_database::identifier(&namespace, &name)
+                ),
+                _ => "the database's volume".to_owned(),
+            };
             ctx.publish(
                 &shop,
                 EventType::Normal,
                 "RetainedData",
                 "Cleanup",
                 format!(
-                    "deletionPolicy is Retain: kept Secret {secret_name} and the database's volume; a ShopService created again with the name {name} finds them"
+                    "deletionPolicy is Retain: kept Secret {secret_name} and {kept}; a ShopService created again with the name {name} finds them"
                 ),
             )
             .await;
@@ -155,16 +255,82 @@ pub async fn cleanup(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Er
     Ok(Action::await_change())
 }
 
-/// The Dedicated database's password: read back from its Secret, or generated once when the
-/// Secret does not exist yet. `None` for other database modes.
+/// `deletionPolicy: Delete` of a Shared database: drop its database and role on the shared
+/// server, then its Secret. While the server or its Secret is unavailable this fails (an
+/// error, so a Warning event and a retry with backoff) until the bound after the deletion;
+/// then it lets go with a Warning event naming what was left behind, so that a shared server
+/// that is gone for good never holds a deletion forever.
+async fn cleanup_shared(
+    shop: &ShopService,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let name = shop.name_any();
+    let identifier = shared_database::identifier(namespace, &name);
+    let secret_name = names::credentials_secret(&name);
+    let dropped = match admin_server(shop, namespace, ctx).await? {
+        Ok(server) => server
+            .drop_database_and_role(&identifier)
+            .await
+            .map(|()| server.host),
+        Err(problem) => Err(problem),
+    };
+    let left = format!("database and role {identifier} on the shared server");
+    let (type_, reason, note) = match dropped {
+        Ok(host) => (
+            EventType::Normal,
+            "DeletedData",
+            format!(
+                "deletionPolicy is Delete: dropped database and role {identifier} on the shared server {host}, and deleted Secret {secret_name}"
+            ),
+        ),
+        Err(problem) => {
+            let now = Timestamp::now();
+            let deleted_at = shop
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map_or(now, |time| time.0);
+            let give_up_at = deleted_at
+                .checked_add(ctx.shared_cleanup_timeout)
+                .unwrap_or(deleted_at);
+            if now < give_up_at {
+                return Err(Error::SharedCleanupPending {
+                    problem: problem.to_string(),
+                    left,
+                    give_up_at: give_up_at.to_string(),
+                });
+            }
+            (
+                EventType::Warning,
+                "CleanupAbandoned",
+                format!(
+                    "gave up cleaning up the Shared database {} s after the deletion ({problem}): left behind {left}, to be dropped by hand; deleted Secret {secret_name}",
+                    ctx.shared_cleanup_timeout.as_secs()
+                ),
+            )
+        }
+    };
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    match secrets
+        .delete(&secret_name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(e) => return Err(Error::kube(format!("delete Secret {secret_name}"))(e)),
+    }
+    ctx.publish(shop, type_, reason, "Cleanup", note).await;
+    Ok(Action::await_change())
+}
+
+/// The database's password: read back from its Secret, or generated once when the Secret
+/// does not exist yet. The caller writes the Secret before anything uses the password.
 async fn database_password(
     shop: &ShopService,
     namespace: &str,
     ctx: &Context,
-) -> Result<Option<String>, Error> {
-    if shop.spec.database.mode != DatabaseMode::Dedicated {
-        return Ok(None);
-    }
+) -> Result<String, Error> {
     let secret_name = names::credentials_secret(&shop.name_any());
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     let existing = secrets
@@ -179,9 +345,7 @@ async fn database_password(
                 .and_then(|data| data.get("password"))
                 .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
             // A new password would not open the existing database: refuse rather than rotate.
-            password
-                .map(Some)
-                .ok_or(Error::CredentialsWithoutPassword { secret_name })
+            password.ok_or(Error::CredentialsWithoutPassword { secret_name })
         }
         None => {
             let password = generate_password(&ctx.random)?;
@@ -193,7 +357,7 @@ async fn database_password(
                 format!("generated the database password into Secret {secret_name}"),
             )
             .await;
-            Ok(Some(password))
+            Ok(password)
         }
     }
 }

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::build::Owner;
 use crate::build::common::names;
 use crate::build::database::DatabaseLogin;
+use crate::controller::shared_database::SharedState;
 use crate::crd::{DatabaseMode, DatabasePhase, DatabaseStatus, ShopService, ShopServiceStatus};
 
 pub const READY: &str = "Ready";
@@ -23,6 +24,8 @@ pub struct Observed<'a> {
     pub database: Option<&'a StatefulSet>,
     /// `dependsOn` entries that name no ShopService in the namespace.
     pub missing_dependencies: &'a [&'a str],
+    /// What the reconcile found of a Shared database.
+    pub shared: Option<&'a SharedState>,
 }
 
 /// A condition before it is merged with the one already in the status.
@@ -48,7 +51,7 @@ impl Computed {
 pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStatus {
     let shop = owner.shop;
     let rollout = Rollout::of(observed.deployment);
-    let database = database_state(owner, observed.database);
+    let database = database_state(owner, observed.database, observed.shared);
     let database_ready = database
         .as_ref()
         .is_none_or(|db| db.0 == DatabasePhase::Ready);
@@ -168,7 +171,7 @@ pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStat
             owner.namespace,
             shop.spec.port,
         )),
-        database: database.map(|(phase, _, _)| database_status(owner, phase)),
+        database: database.map(|(phase, _, _)| database_status(owner, phase, observed.shared)),
         selector: Some(owner.selector_string()),
     }
 }
@@ -281,14 +284,37 @@ impl Rollout {
 fn database_state(
     owner: &Owner,
     stateful_set: Option<&StatefulSet>,
+    shared: Option<&SharedState>,
 ) -> Option<(DatabasePhase, &'static str, String)> {
     match owner.spec().database.mode {
         DatabaseMode::None => None,
-        DatabaseMode::Shared => Some((
-            DatabasePhase::Failed,
-            "SharedNotSupported",
-            "this version of the operator does not provision Shared databases yet; use Dedicated or None".into(),
-        )),
+        DatabaseMode::Shared => Some(match shared {
+            None => (
+                DatabasePhase::Provisioning,
+                "Provisioning",
+                "the role and database on the shared server are being created".into(),
+            ),
+            Some(SharedState {
+                outcome: Ok(()),
+                identifier,
+                host,
+            }) => (
+                DatabasePhase::Ready,
+                "Ready",
+                format!(
+                    "role {identifier} logs in to database {identifier} on the shared server {}",
+                    host.as_deref().unwrap_or_default()
+                ),
+            ),
+            Some(SharedState {
+                outcome: Err(problem),
+                ..
+            }) => (
+                DatabasePhase::Failed,
+                problem.reason,
+                problem.message.clone(),
+            ),
+        }),
         DatabaseMode::Dedicated => {
             let name = names::database(owner.name);
             let Some(stateful_set) = stateful_set else {
@@ -320,13 +346,24 @@ fn database_state(
     }
 }
 
-fn database_status(owner: &Owner, phase: DatabasePhase) -> DatabaseStatus {
-    let dedicated = owner.spec().database.mode == DatabaseMode::Dedicated;
+fn database_status(
+    owner: &Owner,
+    phase: DatabasePhase,
+    shared: Option<&SharedState>,
+) -> DatabaseStatus {
+    // The host is all of the login that status may show; the password is never read here.
+    let host = match owner.spec().database.mode {
+        DatabaseMode::Dedicated => Some(DatabaseLogin::dedicated(owner, "").host),
+        // Known once the admin URL was read, which is also when the Secret is written.
+        DatabaseMode::Shared => shared.and_then(|shared| shared.host.clone()),
+        DatabaseMode::None => None,
+    };
     DatabaseStatus {
         phase,
-        secret_name: dedicated.then(|| names::credentials_secret(owner.name)),
-        // The host is all of the login that status may show; the password is never read here.
-        host: dedicated.then(|| DatabaseLogin::dedicated(owner, "").host),
+        secret_name: host
+            .is_some()
+            .then(|| names::credentials_secret(owner.name)),
+        host,
     }
 }
 
@@ -378,6 +415,7 @@ mod tests {
             deployment,
             database: None,
             missing_dependencies: &[],
+            shared: None,
         }
     }
 
@@ -501,6 +539,65 @@ mod tests {
             ..observe(&deployment)
         };
         let status = compute(&owner, observed, &time(1));
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(status.database.unwrap().phase, DatabasePhase::Ready);
+    }
+
+    #[test]
+    fn a_shared_database_is_ready_once_its_role_logs_in_and_says_why_not_otherwise() {
+        use crate::controller::shared_database::{Problem, SharedState, UNREACHABLE};
+        let mut cart = shop("cart", Some(Component::Cart));
+        cart.spec.database.mode = DatabaseMode::Shared;
+        let owner = Owner::new(&cart).unwrap();
+        let deployment = deployment(1, available(1));
+
+        let unreachable = SharedState {
+            host: Some("pg.example.org".into()),
+            identifier: "shop_shop_cart_0123456789ab".into(),
+            outcome: Err(Problem::new(
+                UNREACHABLE,
+                "cannot reach pg.example.org:5432",
+            )),
+        };
+        let observed = Observed {
+            shared: Some(&unreachable),
+            ..observe(&deployment)
+        };
+        let status = compute(&owner, observed, &time(1));
+        let database_ready = condition(&status, DATABASE_READY);
+        assert_eq!(database_ready.status, "False");
+        assert_eq!(database_ready.reason, UNREACHABLE);
+        assert_eq!(database_ready.message, "cannot reach pg.example.org:5432");
+        assert_eq!(condition(&status, READY).reason, "DatabaseNotReady");
+        assert_eq!(condition(&status, DEGRADED).reason, "DatabaseFailed");
+        let database = status.database.unwrap();
+        assert_eq!(database.phase, DatabasePhase::Failed);
+        assert_eq!(database.host.as_deref(), Some("pg.example.org"));
+        assert_eq!(database.secret_name.as_deref(), Some("cart-db-credentials"));
+
+        let no_url = SharedState {
+            host: None,
+            outcome: Err(Problem::new("SharedServerSecretMissing", "no Secret")),
+            ..unreachable.clone()
+        };
+        let observed = Observed {
+            shared: Some(&no_url),
+            ..observe(&deployment)
+        };
+        let status = compute(&owner, observed, &time(1));
+        let database = status.database.unwrap();
+        assert_eq!(database.secret_name, None, "no Secret was written");
+
+        let ready = SharedState {
+            outcome: Ok(()),
+            ..unreachable
+        };
+        let observed = Observed {
+            shared: Some(&ready),
+            ..observe(&deployment)
+        };
+        let status = compute(&owner, observed, &time(1));
+        assert_eq!(condition(&status, DATABASE_READY).status, "True");
         assert_eq!(condition(&status, READY).status, "True");
         assert_eq!(status.database.unwrap().phase, DatabasePhase::Ready);
     }

@@ -81,6 +81,7 @@ impl Operator {
                     LEASE_DURATION,
                 ))
             }),
+            shared_cleanup_timeout: controller::DEFAULT_SHARED_CLEANUP_TIMEOUT,
         };
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(client.clone(), settings, async {
