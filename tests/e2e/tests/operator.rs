@@ -123,6 +123,20 @@ impl Operator {
             .map_or(0, |count| count.trim().parse().expect("a counter value"))
     }
 
+    /// Waits until `/metrics` counts a successful reconcile. The children and the status are
+    /// written inside a reconcile, and the count goes up only when it returns: a test that saw
+    /// the writes must still wait for the count.
+    async fn wait_for_a_successful_reconcile(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.successful_reconciles().await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no reconcile finished successfully within {TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -589,7 +603,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     )
     .await?;
     wait_ready(&ns, "cart").await?;
-    assert!(first.successful_reconciles().await > 0);
+    first.wait_for_a_successful_reconcile().await;
     assert_eq!(
         second.successful_reconciles().await,
         0,
@@ -615,7 +629,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
         |d: Option<&Deployment>| pod_image(d).as_deref() == Some("example.org/cart:2"),
     )
     .await?;
-    assert!(second.successful_reconciles().await > 0);
+    second.wait_for_a_successful_reconcile().await;
     eprintln!("the leader election check took {:?}", started.elapsed());
 
     delete_shop_services(&ns).await?;
