@@ -11,9 +11,12 @@ pub const CRD_NAME: &str = "shopservices.shop.dev";
 
 /// A file of the repository, by its path from the top (`crds/…`, `examples/…`).
 pub fn repository_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
+    // `cargo test` names the package under test at run time; prefer it to the path compiled in,
+    // which is another checkout's when checkouts share a build directory and this library was
+    // last compiled there.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("../..").join(path)
 }
 
 /// Installs (or updates) the checked-in ShopService CRD and waits until the API server serves it.
