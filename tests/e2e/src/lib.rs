@@ -11,9 +11,12 @@ pub const CRD_NAME: &str = "shopservices.shop.dev";
 
 /// A file of the repository, by its path from the top (`crds/…`, `examples/…`).
 pub fn repository_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
+    // `cargo test` names the package under test at run time; prefer it to the path compiled in,
+    // which is another checkout's when checkouts share a build directory and this library was
+    // last compiled there.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("../..").join(path)
 }
 
 /// Installs (or updates) the checked-in ShopService CRD and waits until the API server serves it.
@@ -75,4 +78,32 @@ pub fn kubeconfig_as_service_account(namespace: &str, name: &str) -> PathBuf {
     ));
     std::fs::write(&path, text).expect("write the kubeconfig");
     path
+}
+
+/// The operator's manifest as installed by `kubectl apply -k k8s/` (rendered from the chart).
+pub const OPERATOR_MANIFEST: &str = "k8s/operator/shop-operator.yaml";
+
+/// The RBAC documents of [`OPERATOR_MANIFEST`] (the ServiceAccount, its roles and their
+/// bindings), without the Deployment and the CRD: what tests that run the operator with the
+/// ServiceAccount's identity apply.
+pub fn operator_rbac_yaml() -> String {
+    const RBAC_KINDS: [&str; 5] = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    let path = repository_file(OPERATOR_MANIFEST);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.split("\n---")
+        .filter(|document| {
+            document.lines().any(|line| {
+                line.strip_prefix("kind: ")
+                    .is_some_and(|kind| RBAC_KINDS.contains(&kind.trim()))
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n---")
 }

@@ -24,7 +24,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion, wait_for_none};
 use serde_json::json;
-use shop_e2e::{install_crd, repository_file};
+use shop_e2e::{install_crd, operator_rbac_yaml, repository_file};
 use shop_operator::controller::leader::LeaderElection;
 use shop_operator::controller::{self, Settings};
 use shop_operator::crd::{DatabaseMode, ShopService};
@@ -36,7 +36,7 @@ const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 /// Long enough for a namespace's worth of rollouts on a busy two-core machine.
 const TIMEOUT: Duration = Duration::from_secs(120);
 const FIELD_MANAGER: &str = "shop-e2e";
-/// The operator's ServiceAccount and namespace, as `k8s/operator/rbac.yaml` names them.
+/// The operator's ServiceAccount and namespace, as the operator chart (`k8s/operator`) names them.
 const OPERATOR_USER: &str = "system:serviceaccount:shop-system:shop-operator";
 const OPERATOR_NAMESPACE: &str = "shop-system";
 /// Short, so that a takeover after a crash is quick to test.
@@ -151,7 +151,7 @@ impl Operator {
     }
 }
 
-/// A client with the rights of the operator's ServiceAccount in `k8s/operator/rbac.yaml`
+/// A client with the rights of the operator's ServiceAccount in `k8s/operator` (the chart's RBAC)
 /// and nothing more: the tests run the operator with it, so the manifest is tested too.
 async fn operator_client(harness: &Harness) -> Result<kube::Client> {
     harness
@@ -160,9 +160,7 @@ async fn operator_client(harness: &Harness) -> Result<kube::Client> {
             None,
         )
         .await?;
-    harness
-        .apply_file(repository_file("k8s/operator/rbac.yaml"), None)
-        .await?;
+    harness.apply_yaml(&operator_rbac_yaml(), None).await?;
     let mut config = kube::Config::from_kubeconfig(&Default::default())
         .await
         .expect("the kubeconfig the harness connected with");

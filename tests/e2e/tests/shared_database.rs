@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
-use shop_e2e::{install_crd, repository_file};
+use shop_e2e::{install_crd, operator_rbac_yaml};
 use shop_operator::controller::shared_database::identifier;
 use shop_operator::controller::{self, Settings};
 use shop_operator::crd::ShopService;
@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 const TIMEOUT: Duration = Duration::from_secs(120);
 const FIELD_MANAGER: &str = "shop-e2e";
-/// The operator's ServiceAccount and namespace, as `k8s/operator/rbac.yaml` names them.
+/// The operator's ServiceAccount and namespace, as the operator chart (`k8s/operator`) names them.
 const OPERATOR_USER: &str = "system:serviceaccount:shop-system:shop-operator";
 /// How long the operator waits for an unreachable shared server before it lets a deleted
 /// ShopService go: short, so that the test of it is quick.
@@ -67,7 +67,7 @@ struct Operator {
 
 impl Operator {
     /// Installs the checked-in CRD and starts the operator on `namespace`, with the rights of
-    /// its ServiceAccount in `k8s/operator/rbac.yaml`.
+    /// its ServiceAccount in `k8s/operator` (the chart's RBAC).
     async fn start(harness: &Harness, namespace: &str) -> Result<Operator> {
         install_crd(harness).await?;
         harness
@@ -76,9 +76,7 @@ impl Operator {
                 None,
             )
             .await?;
-        harness
-            .apply_file(repository_file("k8s/operator/rbac.yaml"), None)
-            .await?;
+        harness.apply_yaml(&operator_rbac_yaml(), None).await?;
         let mut config = kube::Config::from_kubeconfig(&Default::default())
             .await
             .expect("the kubeconfig the harness connected with");
