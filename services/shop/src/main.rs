@@ -47,10 +47,17 @@ pub enum ServiceName {
     User,
     Catalog,
     Cart,
+    Inventory,
 }
 
 impl ServiceName {
-    pub const ALL: [Self; 4] = [Self::Gateway, Self::User, Self::Catalog, Self::Cart];
+    pub const ALL: [Self; 5] = [
+        Self::Gateway,
+        Self::User,
+        Self::Catalog,
+        Self::Cart,
+        Self::Inventory,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -58,6 +65,7 @@ impl ServiceName {
             Self::User => "user",
             Self::Catalog => "catalog",
             Self::Cart => "cart",
+            Self::Inventory => "inventory",
         }
     }
 }
@@ -90,6 +98,9 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
         }
         ServiceName::Catalog => shop_catalog::build(config, metrics).await,
         ServiceName::Cart => shop_cart::build(config, metrics).await,
+        ServiceName::Inventory => {
+            shop_inventory::build(config, shop_inventory::Settings::from_env()?, metrics).await
+        }
     }
 }
 
@@ -122,6 +133,7 @@ async fn migrate(service: ServiceName) -> Result<()> {
         ServiceName::User => &shop_user::MIGRATOR,
         ServiceName::Catalog => &shop_catalog::MIGRATOR,
         ServiceName::Cart => &shop_cart::MIGRATOR,
+        ServiceName::Inventory => &shop_inventory::MIGRATOR,
         ServiceName::Gateway => bail!("the gateway has no database"),
     };
     let config = ServiceConfig::from_env(name)?;

@@ -20,7 +20,7 @@ pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
-    /// The gateway's port; the services take the next ports in order (user, catalog, cart).
+    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
@@ -64,10 +64,11 @@ impl Shop {
 }
 
 /// Start order: the gateway last, so the user service's keys are there when it starts.
-const START_ORDER: [ServiceName; 4] = [
+const START_ORDER: [ServiceName; 5] = [
     ServiceName::User,
     ServiceName::Catalog,
     ServiceName::Cart,
+    ServiceName::Inventory,
     ServiceName::Gateway,
 ];
 

@@ -21,7 +21,7 @@ struct Shop {
 
 async fn shop_up() -> Shop {
     let data = TempDir::new();
-    let port = free_ports(4);
+    let port = free_ports(5);
     let process = Process::start(
         "shop up",
         &[
