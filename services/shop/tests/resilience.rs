@@ -14,7 +14,7 @@ use shop_kit::testing::expect_problem;
 #[tokio::test]
 async fn with_the_catalog_down_the_cart_still_reads_and_adding_fails_fast() {
     let dir = TempDir::new();
-    let base = free_ports(5);
+    let base = free_ports(4);
     let (gateway, user, catalog, cart) = (base, base + 1, base + 2, base + 3);
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let _user = serve("user", user, &dir, &[]).await;
