@@ -21,7 +21,8 @@ struct Shop {
 
 async fn shop_up() -> Shop {
     let data = TempDir::new();
-    let port = free_ports(5);
+    // Up to base + 6: shipping's port (see `port_of` in up.rs).
+    let port = free_ports(7);
     let process = Process::start(
         "shop up",
         &[
@@ -152,6 +153,21 @@ async fn register_login_browse_and_fill_a_cart() {
     let total = 3 * lanterns[0]["price"]["amount"].as_i64().unwrap()
         + 2 * lanterns[1]["price"]["amount"].as_i64().unwrap();
     assert_eq!(cart["total"]["amount"], total);
+
+    // Shipment tracking is routed to the shipping service: its own 404, not the gateway's.
+    let untracked = expect_problem(
+        client
+            .get(api("/shipments/SHP-AAAA-AAAA-AAAA-AAAA"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_eq!(
+        untracked.detail.as_deref(),
+        Some("there is no shipment SHP-AAAA-AAAA-AAAA-AAAA")
+    );
 
     // Tokens the gateway must refuse.
     let db = shop_kit::Database::connect(&format!(
