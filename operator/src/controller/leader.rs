@@ -54,6 +54,11 @@ impl LeaderElection {
         }
     }
 
+    /// The namespace of the Lease, for the startup check of permissions.
+    pub fn namespace(&self) -> Option<&str> {
+        self.leases.namespace()
+    }
+
     fn renew_interval(&self) -> Duration {
         self.lease_duration / 3
     }

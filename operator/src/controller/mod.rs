@@ -5,11 +5,13 @@
 //! - [`status`]: the status computed from what was applied (pure).
 //! - [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`leader`]: leader election, so that replicas stand by while one reconciles.
+//! - [`permissions`]: every API permission the operator uses, checked at startup.
 //! - this file: the kube-runtime `Controller` that calls the pipeline, with its watches,
 //!   per-object backoff, Events and graceful shutdown.
 
 pub mod leader;
 pub mod metrics;
+pub mod permissions;
 pub mod reconcile;
 pub mod shared_database;
 pub mod status;
@@ -186,6 +188,13 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     check_crd_installed(&shops).await?;
+    // Before anything is reconciled: a missing permission would otherwise show up as
+    // reconciles failing one call at a time.
+    let lease_namespace = settings
+        .leader_election
+        .as_ref()
+        .and_then(|election| election.namespace());
+    permissions::check(&client, settings.namespace.as_deref(), lease_namespace).await?;
 
     let metrics = Arc::new(Metrics::default());
     let context = Arc::new(Context {
@@ -255,6 +264,21 @@ pub async fn run(
     let namespace = settings.namespace;
     let controller = Controller::new(shops.clone(), watcher::Config::default());
     let store = controller.store();
+    metrics.count_pending_with({
+        let store = store.clone();
+        // Weak: the context owns the metrics, which own this.
+        let context = Arc::downgrade(&context);
+        move || {
+            let Some(context) = context.upgrade() else {
+                return metrics::PendingCounts::default();
+            };
+            let failures = context.failures.lock().expect("failures lock");
+            let shops = store.state();
+            metrics::PendingCounts::of(shops.iter().map(AsRef::as_ref), |shop| {
+                failures.contains_key(&ObjectRef::from_obj(shop))
+            })
+        }
+    });
     let peers = PeerTrigger::new(store.clone());
     let controller = controller
         .with_config(runtime::Config::default().concurrency(CONCURRENCY))
@@ -345,6 +369,9 @@ async fn check_crd_installed(shops: &Api<ShopService>) -> anyhow::Result<()> {
         Err(kube::Error::Api(status)) if status.is_not_found() => anyhow::bail!(
             "the ShopService CRD (shopservices.shop.dev) is not installed: run `shop-operator crd | kubectl apply -f -` or `kubectl apply -f crds/`"
         ),
+        // Not allowed to list: the permission check that follows names this with everything
+        // else that is missing, in one message.
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
         Err(e) => Err(anyhow::anyhow!(e).context("cannot list ShopServices")),
     }
 }
@@ -400,6 +427,7 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
         namespace = %shop.namespace().unwrap_or_default(),
     );
     async move {
+        let _in_flight = ctx.metrics.reconcile_started();
         let started = Instant::now();
         let shops = Api::<ShopService>::namespaced(
             ctx.client.clone(),
@@ -412,8 +440,8 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
                 finalizer::Event::Cleanup(shop) => reconcile::cleanup(shop, &ctx).await,
             }
         })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)));
+        .await;
+        let result = gone_is_done(result).map_err(|e| Error::Finalizer(Box::new(e)));
         let outcome = if result.is_ok() {
             ctx.failures
                 .lock()
@@ -428,6 +456,22 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
     }
     .instrument(span)
     .await
+}
+
+/// A cleanup that found the ShopService gone when it came to remove the finalizer is done,
+/// not failed: a stale cache ran the cleanup a second time (deleting several ShopServices
+/// reconciles their peers) after the first one had already let the object go.
+fn gone_is_done(
+    result: Result<Action, finalizer::Error<Error>>,
+) -> Result<Action, finalizer::Error<Error>> {
+    match result {
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status)))
+            if status.is_not_found() =>
+        {
+            Ok(Action::await_change())
+        }
+        other => other,
+    }
 }
 
 fn error_policy(shop: Arc<ShopService>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -463,4 +507,25 @@ fn error_policy(shop: Arc<ShopService>, error: &Error, ctx: Arc<Context>) -> Act
         .await;
     });
     Action::requeue(retry)
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure("refused", reason).with_code(code)))
+    }
+
+    #[test]
+    fn a_finalizer_already_removed_is_not_a_failure() {
+        let gone = finalizer::Error::RemoveFinalizer(api_error(404, "NotFound"));
+        assert!(gone_is_done(Err(gone)).is_ok());
+        let conflict = finalizer::Error::RemoveFinalizer(api_error(409, "Conflict"));
+        assert!(gone_is_done(Err(conflict)).is_err());
+        let cleanup = finalizer::Error::CleanupFailed(Error::NotNamespaced);
+        assert!(gone_is_done(Err(cleanup)).is_err());
+    }
 }

@@ -107,3 +107,208 @@ pub fn operator_rbac_yaml() -> String {
         .collect::<Vec<_>>()
         .join("\n---")
 }
+
+/// The operator binary ([`operator_binary`]) running as a child process of the test, its
+/// stdout and stderr appended to a log file. Dropping it kills it.
+pub struct OperatorProcess {
+    child: std::process::Child,
+    /// Where it serves `/healthz`, `/readyz` and `/metrics`.
+    pub metrics_addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `shop-operator run` with `args` (besides `--metrics-addr`, which it picks: a
+    /// free loopback port) and `env` (on top of this process's environment: `KUBECONFIG`
+    /// names the identity). Logs are human-readable lines.
+    pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> OperatorProcess {
+        // The kernel's choice of a free port; released just before the operator binds it.
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port");
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the operator's log file");
+        let child = std::process::Command::new(operator_binary())
+            .arg("run")
+            .args(args)
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .envs(env.iter().copied())
+            .env("SHOP_LOG_FORMAT", "text")
+            .stdin(std::process::Stdio::null())
+            .stdout(output.try_clone().expect("share the log file"))
+            .stderr(output)
+            .spawn()
+            .expect("start the operator binary");
+        OperatorProcess {
+            child,
+            metrics_addr,
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown code runs, as when a node dies or the OOM killer strikes.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The exit status once the process has ended, if it ends within `timeout`.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the operator process") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the operator processes logged to this log file so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A GET on the operator's HTTP port: the status code and the body; `None` while nothing
+    /// answers there.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+                .await
+                .ok()?;
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.ok()?;
+            let status = response.get(9..12)?.parse().ok()?;
+            let body = response
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_owned())
+                .unwrap_or_default();
+            Some((status, body))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The value of the sample `name` (with its labels, as in the text format) on `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// Waits until `/readyz` answers 200. Fails with the log if the process ends first or
+    /// `timeout` passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> std::result::Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the operator process") {
+                return Err(format!(
+                    "the operator exited ({status}) before it was ready; its log:\n{}",
+                    self.log()
+                ));
+            }
+            if matches!(self.get("/readyz").await, Some((200, _))) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the operator was not ready within {timeout:?}; its log:\n{}",
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// PersistentVolumes for the Dedicated databases of `shops` in `namespace`, bound in advance
+/// to the claims their StatefulSets will make: the local cluster has no storage provisioner.
+/// They carry the label `shop-e2e/namespace=<namespace>`, for [`delete_volumes`].
+pub async fn provide_volumes(
+    harness: &Harness,
+    namespace: &str,
+    shops: &[shop_operator::crd::ShopService],
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::ResourceExt;
+    let volumes = harness.api::<PersistentVolume>();
+    for shop in shops
+        .iter()
+        .filter(|s| s.spec.database.mode == shop_operator::crd::DatabaseMode::Dedicated)
+    {
+        let claim = format!("data-{}-db-0", shop.name_any());
+        let volume: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("{namespace}-{claim}"),
+                "labels": {"shop-e2e/namespace": namespace},
+            },
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": format!("/tmp/shop-e2e/{namespace}/{claim}")},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }))
+        .expect("a valid PersistentVolume");
+        volumes
+            .create(&kube::api::PostParams::default(), &volume)
+            .await
+            .map_err(|source| kube_harness::Error::Kube {
+                context: format!("create PersistentVolume for {claim}"),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Lets a test namespace go without the operator: removes the finalizers of its
+/// ShopServices (which only a running operator would otherwise remove) and deletes the
+/// PersistentVolumes [`provide_volumes`] made for it. For a failed test's cleanup.
+pub async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::ResourceExt;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    let client = kube::Client::try_default().await?;
+    let shops = kube::Api::<shop_operator::crd::ShopService>::namespaced(client.clone(), namespace);
+    let unfinalized = serde_json::json!({"metadata": {"finalizers": null}});
+    for shop in shops.list(&ListParams::default()).await?.items {
+        shops
+            .patch(
+                &shop.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&unfinalized),
+            )
+            .await?;
+    }
+    kube::Api::<PersistentVolume>::all(client)
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("shop-e2e/namespace={namespace}")),
+        )
+        .await?;
+    Ok(())
+}
