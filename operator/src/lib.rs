@@ -5,10 +5,13 @@
 //!   per kind of object. No client, no I/O: everything they need comes in as arguments.
 //! - [`controller`]: all the I/O: the reconcile pipeline, the status writer, the running
 //!   controller and its HTTP endpoints.
+//! - [`render`]: `shop-operator render`, the objects of some ShopServices as YAML, without a
+//!   cluster.
 
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod render;
 
 /// The CustomResourceDefinition of `ShopService` as YAML, as checked in at
 /// `crds/shopservices.shop.dev.yaml`.

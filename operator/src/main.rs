@@ -22,6 +22,22 @@ enum Command {
     Crd,
     /// Run the operator: reconcile ShopServices until SIGTERM.
     Run(RunArgs),
+    /// Print, as YAML, every object the operator would create for the ShopServices in FILEs
+    /// (or stdin), without a cluster: a preview to review or lint. Passwords are placeholders.
+    Render(RenderArgs),
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// YAML files of ShopServices (several documents each); `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    files: Vec<std::path::PathBuf>,
+    /// The namespace of ShopServices that do not set `metadata.namespace`.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// The image of the bundled services, for ShopServices without `spec.image`.
+    #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/shop-dev/shop:", env!("CARGO_PKG_VERSION")))]
+    default_image: String,
 }
 
 #[derive(clap::Args)]
@@ -60,8 +76,39 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => std::io::stdout().write_all(shop_operator::crd_yaml()?.as_bytes())?,
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args))?,
+        Command::Render(args) => std::io::stdout().write_all(render(args)?.as_bytes())?,
     }
     Ok(())
+}
+
+fn render(args: RenderArgs) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::Read;
+    use std::path::PathBuf;
+
+    let files = if args.files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        args.files
+    };
+    let mut services = Vec::new();
+    for file in &files {
+        let (text, source) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            (text, "<stdin>".to_owned())
+        } else {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            (text, file.display().to_string())
+        };
+        services.extend(shop_operator::render::parse_shop_services(&text, &source)?);
+    }
+    let options = shop_operator::render::Options {
+        namespace: args.namespace,
+        default_image: args.default_image,
+    };
+    shop_operator::render::render(&services, &options)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -10,7 +10,9 @@
 #        tests/cluster/cluster.sh status   show whether it runs, its nodes and its listening sockets
 #
 # Environment: SHOP_CLUSTER_DIR (state, default ~/.cache/shop/cluster), SHOP_CLUSTER_NAME
-# (default shop-e2e), SHOP_CLUSTER_NODES (default 3), SHOP_TOOLS_DIR (see install.sh).
+# (default shop-e2e), SHOP_CLUSTER_NODES (default 3), SHOP_CLUSTER_SERVICE_CIDR (the Services'
+# address range; the API server's default, a /24, holds 254 Services: the operator benchmark
+# needs more), SHOP_TOOLS_DIR (see install.sh).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,6 +22,7 @@ source "$HERE/install.sh" # the pinned versions and tool paths; builds nothing w
 CLUSTER_NAME=${SHOP_CLUSTER_NAME:-shop-e2e}
 CLUSTER_DIR=${SHOP_CLUSTER_DIR:-$HOME/.cache/shop/cluster}
 NODES=${SHOP_CLUSTER_NODES:-3}
+SERVICE_CIDR=${SHOP_CLUSTER_SERVICE_CIDR:-}
 KUBECONFIG_PATH=$CLUSTER_DIR/kubeconfig.yaml
 KWOKCTL_CONFIG=$CLUSTER_DIR/kwokctl.yaml
 EGRESS_CONFIG=$CLUSTER_DIR/egress-selector.yaml
@@ -158,6 +161,12 @@ componentsPatches:
       - key: egress-selector-config-file
         value: $EGRESS_CONFIG
 EOF
+	if [[ -n $SERVICE_CIDR ]]; then
+		cat >>"$KWOKCTL_CONFIG" <<EOF
+      - key: service-cluster-ip-range
+        value: $SERVICE_CIDR
+EOF
+	fi
 }
 
 cmd_up() {

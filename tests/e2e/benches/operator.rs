@@ -1,0 +1,650 @@
+//! The operator's speed and size against the cluster in KUBECONFIG (issue 4, "Speed and size").
+//!
+//! ```text
+//! cargo bench -p shop-e2e --bench operator -- [--count 100] [--steady-seconds 60] [--rate 5]
+//!     [--ceiling-concurrency 4] [--timeout 900] [--skip-ceiling] [--skip-converge]
+//! ```
+//!
+//! Three measurements, each in a fresh namespace, with a PersistentVolume pre-created (before
+//! the clock starts) for every Dedicated database:
+//!
+//! 1. **Ceiling**: the children of `--count` ShopServices, built by the operator's own pure
+//!    build layer before the clock, are created directly with a client, `--ceiling-concurrency`
+//!    ShopServices at a time (default 4, the operator's reconcile concurrency; each
+//!    ShopService's objects in the operator's order, one after another, as a reconcile does),
+//!    until every Deployment is available and every StatefulSet ready: what the cluster allows.
+//! 2. **Converge**: the operator binary (`shop_e2e::operator_binary()`; build it with
+//!    `cargo build --release -p shop-operator` and set `SHOP_OPERATOR_BIN`) runs as a process
+//!    scoped to the namespace; `--count` ShopServices (Dedicated database) are created at once
+//!    (same client concurrency) and the clock stops when a watch has seen every one Ready at
+//!    its generation. The operator's peak RSS (VmHWM) is read at the end.
+//! 3. **Steady**: a second operator process, ShopServices applied at `--rate` per second for
+//!    `--steady-seconds`; the latency of each from its apply to its Ready condition.
+//!
+//! Targets (issue 4): converge ≤ 1.25 × ceiling; steady p99 ≤ 2 s; peak memory ≤ 64 MiB at
+//! N = 1,000. They are printed next to the figures, not asserted: a benchmark reports.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Resource, ResourceExt};
+use kube_harness::{Harness, TestNamespace};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use shop_e2e::{install_crd, operator_binary};
+use shop_operator::build::{self, Context};
+use shop_operator::crd::ShopService;
+use tokio::sync::mpsc;
+
+const IMAGE: &str = "ghcr.io/shop-dev/shop:bench";
+const FIELD_MANAGER: &str = "shop-bench";
+const VOLUME_LABEL: &str = "shop-bench/namespace";
+/// How many PersistentVolumes, finalizer removals or deletions are sent at once outside the
+/// measured windows.
+const SETUP_CONCURRENCY: usize = 16;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+struct Args {
+    count: usize,
+    steady_seconds: u64,
+    rate: f64,
+    ceiling_concurrency: usize,
+    timeout: Duration,
+    skip_ceiling: bool,
+    skip_converge: bool,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args {
+            count: 100,
+            steady_seconds: 60,
+            rate: 5.0,
+            ceiling_concurrency: 4,
+            timeout: Duration::from_secs(900),
+            skip_ceiling: false,
+            skip_converge: false,
+        };
+        let mut words = std::env::args().skip(1);
+        while let Some(word) = words.next() {
+            let mut value = || words.next().ok_or(format!("{word} needs a value"));
+            match word.as_str() {
+                "--count" => args.count = value()?.parse()?,
+                "--steady-seconds" => args.steady_seconds = value()?.parse()?,
+                "--rate" => args.rate = value()?.parse()?,
+                "--ceiling-concurrency" => args.ceiling_concurrency = value()?.parse()?,
+                "--timeout" => args.timeout = Duration::from_secs(value()?.parse()?),
+                "--skip-ceiling" => args.skip_ceiling = true,
+                "--skip-converge" => args.skip_converge = true,
+                // `cargo bench` passes `--bench` to every bench target.
+                "--bench" => {}
+                other => return Err(format!("unknown argument {other}").into()),
+            }
+        }
+        Ok(args)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let harness = Harness::connect().await?;
+    install_crd(&harness).await?;
+    println!(
+        "operator benchmark: {} ShopServices (Dedicated), steady {}/s for {} s, operator {}",
+        args.count,
+        args.rate,
+        args.steady_seconds,
+        operator_binary().display()
+    );
+    let mut report = Vec::new();
+    // Every namespace stays until the end: deleting thousands of objects while the next
+    // measurement runs would load the API server under it.
+    let mut namespaces = Vec::new();
+
+    let ceiling = if args.skip_ceiling {
+        None
+    } else {
+        let (took, ns) = ceiling(&harness, &args).await?;
+        namespaces.push(ns);
+        report.push(row("ceiling: direct create → ready", secs(took), ""));
+        Some(took)
+    };
+    if !args.skip_converge {
+        let (took, peak, ns) = converge(&harness, &args).await?;
+        namespaces.push(ns);
+        report.push(row("converge: create → all Ready", secs(took), ""));
+        if let Some(ceiling) = ceiling {
+            let ratio = took.as_secs_f64() / ceiling.as_secs_f64();
+            report.push(row("converge / ceiling", format!("{ratio:.2}"), "≤ 1.25"));
+        }
+        report.push(row(
+            "operator peak RSS (VmHWM), converge",
+            mib(peak),
+            "≤ 64 MiB at N = 1000",
+        ));
+    }
+    if args.steady_seconds > 0 {
+        let (steady, ns) = steady(&harness, &args).await?;
+        namespaces.push(ns);
+        report.push(row(
+            "steady: ShopServices applied",
+            steady.latencies.len(),
+            "",
+        ));
+        report.push(row("steady: apply → Ready p50", secs(steady.p(50)), ""));
+        report.push(row(
+            "steady: apply → Ready p99",
+            secs(steady.p(99)),
+            "≤ 2 s",
+        ));
+        report.push(row("steady: apply → Ready max", secs(steady.p(100)), ""));
+        report.push(row(
+            "operator peak RSS (VmHWM), steady",
+            mib(steady.peak),
+            "",
+        ));
+    }
+
+    println!(
+        "\n| N = {} | measured | target |\n|---|---|---|",
+        args.count
+    );
+    for line in report {
+        println!("{line}");
+    }
+    for ns in namespaces {
+        release(&harness, ns).await?;
+    }
+    Ok(())
+}
+
+fn row(what: &str, value: impl Display, target: &str) -> String {
+    format!("| {what} | {value} | {target} |")
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The ShopService `name` of the benchmark: a bundled service with a Dedicated database.
+fn shop_service(name: &str) -> ShopService {
+    serde_json::from_value(json!({
+        "apiVersion": "shop.dev/v1alpha1",
+        "kind": "ShopService",
+        "metadata": {"name": name},
+        "spec": {"component": "catalog", "database": {"mode": "Dedicated"}},
+    }))
+    .expect("a valid ShopService")
+}
+
+fn names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+/// Before the clock starts: PersistentVolumes pre-bound to the claims the
+/// StatefulSets of `shops` will make (kwok has no provisioner).
+async fn provide_volumes(harness: &Harness, ns: &str, shops: &[String]) -> Result<()> {
+    let volumes = harness.api::<PersistentVolume>();
+    stream::iter(shops)
+        .map(|shop| {
+            let volumes = volumes.clone();
+            async move {
+                let claim = format!("data-{shop}-db-0");
+                let volume: PersistentVolume = serde_json::from_value(json!({
+                    "metadata": {"name": format!("{ns}-{claim}"), "labels": {VOLUME_LABEL: ns}},
+                    "spec": {
+                        "capacity": {"storage": "10Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": "",
+                        "hostPath": {"path": format!("/tmp/shop-bench/{ns}/{claim}")},
+                        "claimRef": {"namespace": ns, "name": claim},
+                    },
+                }))?;
+                volumes.create(&PostParams::default(), &volume).await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+}
+
+/// Streams the name of each object of `api` the first time `ready` holds for it, with the
+/// instant it was seen; returns once the watch has listed the namespace, so nothing created
+/// afterwards is missed.
+async fn watch_ready<K>(
+    api: Api<K>,
+    ready: fn(&K) -> bool,
+) -> mpsc::UnboundedReceiver<(String, Instant)>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let (synced, is_synced) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut synced = Some(synced);
+        let mut seen = std::collections::HashSet::new();
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::InitDone) => {
+                    if let Some(synced) = synced.take() {
+                        let _ = synced.send(());
+                    }
+                }
+                Ok(Event::Apply(object) | Event::InitApply(object)) => {
+                    if ready(&object) && seen.insert(object.name_any()) {
+                        let _ = sender.send((object.name_any(), Instant::now()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("watch error (retried): {e}"),
+            }
+        }
+    });
+    let _ = is_synced.await;
+    receiver
+}
+
+/// Collects `expected` names from `ready`, or fails at `deadline` saying how many came.
+async fn all_ready(
+    ready: &mut mpsc::UnboundedReceiver<(String, Instant)>,
+    expected: usize,
+    deadline: Instant,
+    what: &str,
+) -> Result<HashMap<String, Instant>> {
+    let mut seen = HashMap::new();
+    while seen.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ready.recv()).await {
+            Ok(Some((name, at))) => {
+                seen.insert(name, at);
+            }
+            Ok(None) => return Err(format!("the watch of {what} ended").into()),
+            Err(_) => {
+                return Err(format!(
+                    "only {} of {expected} {what} were ready in time",
+                    seen.len()
+                )
+                .into());
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn shop_is_ready(shop: &ShopService) -> bool {
+    shop.status.as_ref().is_some_and(|status| {
+        status.observed_generation == shop.metadata.generation
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// The operator's own rule (`controller/status.rs`): rolled out and available.
+fn deployment_is_available(deployment: &Deployment) -> bool {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    deployment.status.as_ref().is_some_and(|status| {
+        status.observed_generation >= deployment.metadata.generation
+            && status.updated_replicas.unwrap_or(0) >= desired
+            && status.available_replicas.unwrap_or(0) >= desired
+    })
+}
+
+/// The operator's own rule: the database pod is ready.
+fn stateful_set_is_ready(stateful_set: &StatefulSet) -> bool {
+    stateful_set
+        .status
+        .as_ref()
+        .is_some_and(|status| status.ready_replicas.unwrap_or(0) >= 1)
+}
+
+async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamespace)> {
+    let ns = harness.namespace("bench-ceiling").await?;
+    let shops = names("direct", args.count);
+    provide_volumes(harness, ns.name(), &shops).await?;
+
+    // Built before the clock, as the ShopServices would be stored (a namespace and a uid).
+    let stored: Vec<ShopService> = shops
+        .iter()
+        .map(|name| {
+            let mut shop = shop_service(name);
+            shop.metadata.namespace = Some(ns.name().into());
+            shop.metadata.uid = Some(format!("bench-{name}"));
+            shop
+        })
+        .collect();
+    let context = Context {
+        default_image: IMAGE,
+        namespace_services: &stored,
+        database_password: Some("bench-not-a-secret"),
+    };
+    let children: Vec<build::Children> = stored
+        .iter()
+        .map(|shop| build::children(shop, &context))
+        .collect::<Result<_, _>>()?;
+
+    let mut deployments = watch_ready(ns.api::<Deployment>(), deployment_is_available).await;
+    let mut stateful_sets = watch_ready(ns.api::<StatefulSet>(), stateful_set_is_ready).await;
+    let client = harness.client();
+    let namespace = ns.name().to_owned();
+    let started = Instant::now();
+    stream::iter(&children)
+        .map(|children| create_children(&client, &namespace, children))
+        .buffer_unordered(args.ceiling_concurrency)
+        .try_collect::<()>()
+        .await?;
+    let created = started.elapsed();
+    let deadline = started + args.timeout;
+    all_ready(&mut deployments, args.count, deadline, "Deployments").await?;
+    all_ready(&mut stateful_sets, args.count, deadline, "StatefulSets").await?;
+    let took = started.elapsed();
+    println!(
+        "ceiling: {} objects created in {}, all ready after {}",
+        children.len() * 8,
+        secs(created),
+        secs(took)
+    );
+    Ok((took, ns))
+}
+
+/// Creates one ShopService's children in the order the operator applies them. Without owner
+/// references: their owner does not exist, and the garbage collector would delete them.
+async fn create_children(
+    client: &kube::Client,
+    ns: &str,
+    children: &build::Children,
+) -> Result<()> {
+    let database = children.database.as_ref().expect("a Dedicated database");
+    create(client, ns, &children.service_account).await?;
+    create(client, ns, &database.credentials).await?;
+    create(client, ns, &database.service).await?;
+    create(client, ns, &database.network_policy).await?;
+    create(client, ns, &database.stateful_set).await?;
+    create(client, ns, &children.service).await?;
+    create(client, ns, &children.network_policy).await?;
+    create(client, ns, &children.deployment).await?;
+    Ok(())
+}
+
+async fn create<K>(client: &kube::Client, ns: &str, object: &K) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let mut object = object.clone();
+    object.meta_mut().owner_references = None;
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await?;
+    Ok(())
+}
+
+/// The operator binary, scoped to one namespace, logging to a file.
+struct OperatorProcess {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl OperatorProcess {
+    async fn start(namespace: &str) -> Result<OperatorProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::env::temp_dir().join(format!("shop-bench-operator-{namespace}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(operator_binary())
+            .args(["run", "--namespace", namespace, "--default-image", IMAGE])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let operator = OperatorProcess { child, log, port };
+        // Ready once its caches are filled (`/readyz`).
+        let started = Instant::now();
+        while http_get(port, "/readyz").map(|(status, _)| status) != Some(200) {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "the operator was not ready in 60 s; see {}",
+                    operator.log.display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(operator)
+    }
+
+    /// The peak resident memory so far, in KiB (`VmHWM`).
+    fn peak_rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmHWM in /proc/<pid>/status".into())
+    }
+
+    /// `shop_operator_reconciles_total` by outcome, from `/metrics`: how much work the
+    /// operator did for the ShopServices it was given.
+    fn reconciles(&self) -> String {
+        let Some((_, metrics)) = http_get(self.port, "/metrics") else {
+            return "unknown (no /metrics)".into();
+        };
+        metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix("shop_operator_reconciles_total{outcome=\""))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .map(|(outcome, count)| format!("{outcome} {}", count.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// SIGTERM, as Kubernetes stops it; SIGKILL if it has not stopped 10 s later.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET on the operator's HTTP port: the status code and the body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())?;
+    Some((status, body))
+}
+
+async fn converge(harness: &Harness, args: &Args) -> Result<(Duration, u64, TestNamespace)> {
+    let ns = harness.namespace("bench-converge").await?;
+    let shops = names("shop", args.count);
+    provide_volumes(harness, ns.name(), &shops).await?;
+    let operator = OperatorProcess::start(ns.name()).await?;
+    let api = ns.api::<ShopService>();
+    let mut ready = watch_ready(api.clone(), shop_is_ready).await;
+
+    let started = Instant::now();
+    stream::iter(&shops)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &shop_service(name))
+                    .await
+            }
+        })
+        .buffer_unordered(args.ceiling_concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created = started.elapsed();
+    let result = all_ready(
+        &mut ready,
+        args.count,
+        started + args.timeout,
+        "ShopServices",
+    )
+    .await;
+    let took = started.elapsed();
+    let peak = operator.peak_rss_kib()?;
+    println!(
+        "converge: {} ShopServices created in {}, all Ready after {}; reconciles: {}; operator log {}",
+        args.count,
+        secs(created),
+        secs(took),
+        operator.reconciles(),
+        operator.log.display()
+    );
+    operator.stop();
+    result?;
+    Ok((took, peak, ns))
+}
+
+struct Steady {
+    latencies: Vec<Duration>,
+    peak: u64,
+}
+
+impl Steady {
+    /// The `percent` percentile (nearest rank).
+    fn p(&self, percent: usize) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let rank = (percent * sorted.len()).div_ceil(100).max(1);
+        sorted[rank - 1]
+    }
+}
+
+async fn steady(harness: &Harness, args: &Args) -> Result<(Steady, TestNamespace)> {
+    let ns = harness.namespace("bench-steady").await?;
+    let total = (args.rate * args.steady_seconds as f64).round() as usize;
+    let shops = names("steady", total);
+    provide_volumes(harness, ns.name(), &shops).await?;
+    let operator = OperatorProcess::start(ns.name()).await?;
+    let api = ns.api::<ShopService>();
+    let mut ready = watch_ready(api.clone(), shop_is_ready).await;
+
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut applied = HashMap::new();
+    let mut applies = Vec::new();
+    let first_apply = Instant::now();
+    for name in &shops {
+        ticks.tick().await;
+        applied.insert(name.clone(), Instant::now());
+        let api = api.clone();
+        let shop = shop_service(name);
+        // Each apply on its own task, so a slow response does not delay the next one.
+        applies.push(tokio::spawn(async move {
+            api.patch(
+                &shop.name_any(),
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&shop),
+            )
+            .await
+        }));
+    }
+    for apply in applies {
+        apply.await??;
+    }
+    let applied_in = first_apply.elapsed();
+    let deadline = Instant::now() + args.timeout;
+    let result = all_ready(&mut ready, total, deadline, "ShopServices").await;
+    let peak = operator.peak_rss_kib()?;
+    println!(
+        "steady: {total} ShopServices applied in {}, all Ready after {}; reconciles: {}; operator log {}",
+        secs(applied_in),
+        secs(first_apply.elapsed()),
+        operator.reconciles(),
+        operator.log.display()
+    );
+    operator.stop();
+    let ready_at = result?;
+    let latencies = ready_at
+        .iter()
+        .map(|(name, at)| at.duration_since(applied[name]))
+        .collect();
+    Ok((Steady { latencies, peak }, ns))
+}
+
+/// Removes the finalizers the (stopped) operator left, so the namespace can go, and deletes
+/// the namespace and its volumes without waiting.
+async fn release(harness: &Harness, ns: TestNamespace) -> Result<()> {
+    let api = ns.api::<ShopService>();
+    let unfinalized = json!({"metadata": {"finalizers": null}});
+    let shops = api.list(&ListParams::default()).await?.items;
+    stream::iter(shops)
+        .map(|shop| {
+            let (api, patch) = (api.clone(), &unfinalized);
+            async move {
+                api.patch(
+                    &shop.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let selector = format!("{VOLUME_LABEL}={}", ns.name());
+    ns.cleanup().await?;
+    harness
+        .api::<PersistentVolume>()
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&selector),
+        )
+        .await?;
+    Ok(())
+}
