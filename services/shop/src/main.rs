@@ -48,15 +48,17 @@ pub enum ServiceName {
     Catalog,
     Cart,
     Inventory,
+    Payment,
 }
 
 impl ServiceName {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Gateway,
         Self::User,
         Self::Catalog,
         Self::Cart,
         Self::Inventory,
+        Self::Payment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +68,7 @@ impl ServiceName {
             Self::Catalog => "catalog",
             Self::Cart => "cart",
             Self::Inventory => "inventory",
+            Self::Payment => "payment",
         }
     }
 }
@@ -101,6 +104,7 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
         ServiceName::Inventory => {
             shop_inventory::build(config, shop_inventory::Settings::from_env()?, metrics).await
         }
+        ServiceName::Payment => shop_payment::build(config, metrics).await,
     }
 }
 
@@ -134,6 +138,7 @@ async fn migrate(service: ServiceName) -> Result<()> {
         ServiceName::Catalog => &shop_catalog::MIGRATOR,
         ServiceName::Cart => &shop_cart::MIGRATOR,
         ServiceName::Inventory => &shop_inventory::MIGRATOR,
+        ServiceName::Payment => &shop_payment::MIGRATOR,
         ServiceName::Gateway => bail!("the gateway has no database"),
     };
     let config = ServiceConfig::from_env(name)?;

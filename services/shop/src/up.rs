@@ -20,7 +20,7 @@ pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
-    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory).
+    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
@@ -64,11 +64,12 @@ impl Shop {
 }
 
 /// Start order: the gateway last, so the user service's keys are there when it starts.
-const START_ORDER: [ServiceName; 5] = [
+const START_ORDER: [ServiceName; 6] = [
     ServiceName::User,
     ServiceName::Catalog,
     ServiceName::Cart,
     ServiceName::Inventory,
+    ServiceName::Payment,
     ServiceName::Gateway,
 ];
 
@@ -109,6 +110,8 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
     let url_of = |s: ServiceName| format!("http://{}:{}", args.host, port_of(args.port, s));
     let ports: Vec<_> = ServiceName::ALL
         .iter()
+        // Payment is internal (the order service's): the gateway routes nothing to it.
+        .filter(|s| **s != ServiceName::Payment)
         .map(|s| (s.as_str(), port_of(args.port, *s)))
         .collect();
     let mut routes = shop_gateway::domain::local_table(&ports);

@@ -21,7 +21,7 @@ struct Shop {
 
 async fn shop_up() -> Shop {
     let data = TempDir::new();
-    let port = free_ports(5);
+    let port = free_ports(6);
     let process = Process::start(
         "shop up",
         &[
