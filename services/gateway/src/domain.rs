@@ -111,7 +111,6 @@ pub fn local_table(ports: &[(&str, u16)]) -> RouteTable {
         ("/api/categories", "catalog"),
         ("/api/cart", "cart"),
         ("/api/orders", "order"),
-        ("/api/payments", "payment"),
         ("/api/stock", "inventory"),
         ("/api/shipments", "shipping"),
         ("/api/notifications", "notification"),

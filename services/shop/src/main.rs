@@ -48,16 +48,18 @@ pub enum ServiceName {
     Catalog,
     Cart,
     Inventory,
+    Payment,
     Shipping,
 }
 
 impl ServiceName {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Gateway,
         Self::User,
         Self::Catalog,
         Self::Cart,
         Self::Inventory,
+        Self::Payment,
         Self::Shipping,
     ];
 
@@ -68,6 +70,7 @@ impl ServiceName {
             Self::Catalog => "catalog",
             Self::Cart => "cart",
             Self::Inventory => "inventory",
+            Self::Payment => "payment",
             Self::Shipping => "shipping",
         }
     }
@@ -104,6 +107,7 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
         ServiceName::Inventory => {
             shop_inventory::build(config, shop_inventory::Settings::from_env()?, metrics).await
         }
+        ServiceName::Payment => shop_payment::build(config, metrics).await,
         ServiceName::Shipping => shop_shipping::build(config, metrics).await,
     }
 }
@@ -138,6 +142,7 @@ async fn migrate(service: ServiceName) -> Result<()> {
         ServiceName::Catalog => &shop_catalog::MIGRATOR,
         ServiceName::Cart => &shop_cart::MIGRATOR,
         ServiceName::Inventory => &shop_inventory::MIGRATOR,
+        ServiceName::Payment => &shop_payment::MIGRATOR,
         ServiceName::Shipping => &shop_shipping::MIGRATOR,
         ServiceName::Gateway => bail!("the gateway has no database"),
     };

@@ -20,7 +20,7 @@ pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
-    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory).
+    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
@@ -64,21 +64,17 @@ impl Shop {
 }
 
 /// Start order: the gateway last, so the user service's keys are there when it starts.
-const START_ORDER: [ServiceName; 6] = [
+const START_ORDER: [ServiceName; 7] = [
     ServiceName::User,
     ServiceName::Catalog,
     ServiceName::Cart,
     ServiceName::Inventory,
+    ServiceName::Payment,
     ServiceName::Shipping,
     ServiceName::Gateway,
 ];
 
 fn port_of(base: u16, service: ServiceName) -> u16 {
-    // Shipping keeps base + 6 (8086) whether or not payment (base + 5) is built in yet; once it
-    // is, the position in `ALL` gives the same port and this special case can go.
-    if service == ServiceName::Shipping {
-        return base + 6;
-    }
     base + ServiceName::ALL
         .iter()
         .position(|s| *s == service)

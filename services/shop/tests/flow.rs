@@ -21,7 +21,7 @@ struct Shop {
 
 async fn shop_up() -> Shop {
     let data = TempDir::new();
-    // Up to base + 6: shipping's port (see `port_of` in up.rs).
+    // One port per service of `shop up`, gateway first (see `port_of` in up.rs).
     let port = free_ports(7);
     let process = Process::start(
         "shop up",

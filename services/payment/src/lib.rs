@@ -1,0 +1,35 @@
+//! The payment service: charges against a built-in card processor simulation, refunds, and the
+//! record of every transaction, each write guarded by an idempotency key.
+//!
+//! `routes` (HTTP, idempotency-key handling) → `domain` (card validation, the simulated
+//! processor, request fingerprints; no I/O) → `storage` (SQL: the insert-first key claim, charges,
+//! refunds as one conditional UPDATE, transactions). No card number or CVC is ever stored.
+
+pub mod domain;
+pub mod routes;
+pub mod storage;
+
+use anyhow::Result;
+use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Connects, migrates, and returns the service to serve.
+pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
+    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+    Ok(service(db))
+}
+
+/// The service over a migrated database.
+pub fn service(db: Database) -> Service {
+    Service {
+        name: "payment",
+        router: routes::router(routes::AppState {
+            store: storage::Store::new(db.clone()),
+        }),
+        openapi: routes::ApiDoc::openapi(),
+        ready: shop_kit::server::database_ready(db),
+    }
+}
