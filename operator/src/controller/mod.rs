@@ -11,6 +11,7 @@
 
 pub mod leader;
 pub mod metrics;
+pub mod peers;
 pub mod permissions;
 pub mod reconcile;
 pub mod shared_database;
@@ -31,7 +32,7 @@ use kube::api::ListParams;
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use ring::rand::SecureRandom;
@@ -43,6 +44,7 @@ use crate::build::common::MANAGER;
 use crate::crd::ShopService;
 use leader::LeaderElection;
 use metrics::{Metrics, Outcome};
+use peers::PeerTrigger;
 
 /// Held on every ShopService until its cleanup ran: what `deletionPolicy` asks for happens
 /// before the garbage collector removes the children.
@@ -373,50 +375,6 @@ async fn check_crd_installed(shops: &Api<ShopService>) -> anyhow::Result<()> {
         // else that is missing, in one message.
         Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
         Err(e) => Err(anyhow::anyhow!(e).context("cannot list ShopServices")),
-    }
-}
-
-/// Maps a ShopService whose spec changed (or that is going away) to the other ShopServices
-/// of its namespace. Status-only changes map to nothing: the operator writes statuses
-/// itself, and reacting to them would reconcile every namespace in a loop.
-struct PeerTrigger {
-    store: Store<ShopService>,
-    /// The last generation seen of each ShopService, by uid.
-    generations: Mutex<HashMap<String, i64>>,
-}
-
-impl PeerTrigger {
-    fn new(store: Store<ShopService>) -> PeerTrigger {
-        PeerTrigger {
-            store,
-            generations: Mutex::default(),
-        }
-    }
-
-    fn peers_of(&self, shop: &ShopService) -> Vec<ObjectRef<ShopService>> {
-        let uid = shop.uid().unwrap_or_default();
-        let generation = shop.metadata.generation.unwrap_or_default();
-        let going = shop.metadata.deletion_timestamp.is_some();
-        let changed = {
-            let mut generations = self.generations.lock().expect("generations lock");
-            if going {
-                generations.remove(&uid);
-                true
-            } else {
-                generations.insert(uid, generation) != Some(generation)
-            }
-        };
-        if !changed {
-            return Vec::new();
-        }
-        self.store
-            .state()
-            .iter()
-            .filter(|peer| {
-                peer.namespace() == shop.namespace() && peer.name_any() != shop.name_any()
-            })
-            .map(|peer| ObjectRef::from_obj(peer.as_ref()))
-            .collect()
     }
 }
 
