@@ -19,7 +19,10 @@ use crate::crd::{Component, ShopService};
 /// depended on the old spec need a reconcile as much as those that depend on the new one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
+    namespace: String,
     generation: i64,
+    /// Marked for deletion: peers no longer count it.
+    going: bool,
     depends_on: Vec<String>,
     gateway: bool,
     routed_or_user: bool,
@@ -28,7 +31,9 @@ pub struct Seen {
 impl Seen {
     fn of(shop: &ShopService) -> Seen {
         Seen {
+            namespace: shop.namespace().unwrap_or_default(),
             generation: shop.metadata.generation.unwrap_or_default(),
+            going: shop.metadata.deletion_timestamp.is_some(),
             depends_on: shop
                 .spec
                 .depends_on
@@ -78,16 +83,11 @@ impl PeerTrigger {
 
     pub fn peers_of(&self, shop: &ShopService) -> Vec<ObjectRef<ShopService>> {
         let uid = shop.uid().unwrap_or_default();
-        let going = shop.metadata.deletion_timestamp.is_some();
         let now = Seen::of(shop);
         let before = {
             let mut seen = self.seen.lock().expect("seen lock");
-            let before = if going {
-                seen.remove(&uid)
-            } else {
-                seen.insert(uid, now.clone())
-            };
-            if !going && before.as_ref().map(|b| b.generation) == Some(now.generation) {
+            let before = seen.insert(uid, now.clone());
+            if !now.going && before.as_ref().map(|b| b.generation) == Some(now.generation) {
                 return Vec::new();
             }
             before
@@ -102,6 +102,46 @@ impl PeerTrigger {
             })
             .map(|peer| ObjectRef::from_obj(peer.as_ref()))
             .collect()
+    }
+}
+
+impl PeerTrigger {
+    /// The ShopServices of `namespace` from the controller's cache, if the cache has caught up
+    /// with every spec change this trigger has seen there; `None` if not. The cache and this
+    /// trigger are fed by two watches, and a peer reconciled on a change the cache does not
+    /// hold yet would be built from the old spec and not be triggered again.
+    pub fn namespace_services(&self, namespace: &str) -> Option<Vec<ShopService>> {
+        let cached: Vec<ShopService> = self
+            .store
+            .state()
+            .iter()
+            .filter(|shop| shop.metadata.namespace.as_deref() == Some(namespace))
+            .map(|shop| ShopService::clone(shop))
+            .collect();
+        let mut seen = self.seen.lock().expect("seen lock");
+        let mut caught_up = true;
+        seen.retain(|uid, seen| {
+            if seen.namespace != namespace {
+                return true;
+            }
+            let in_cache = cached
+                .iter()
+                .find(|shop| shop.metadata.uid.as_deref() == Some(uid.as_str()));
+            match in_cache {
+                // Gone from the cache after its deletion: nothing left to compare.
+                None if seen.going => return false,
+                None => caught_up = false,
+                Some(shop) => {
+                    let generation = shop.metadata.generation.unwrap_or_default();
+                    let going = shop.metadata.deletion_timestamp.is_some();
+                    if generation < seen.generation || (seen.going && !going) {
+                        caught_up = false;
+                    }
+                }
+            }
+            true
+        });
+        caught_up.then_some(cached)
     }
 }
 
@@ -158,6 +198,51 @@ mod tests {
             "the routed service's ingress"
         );
         assert!(!affects(&gateway, None, &internal));
+    }
+
+    fn stored(name: &str, generation: i64) -> ShopService {
+        let mut shop = named(name, "{component: catalog}");
+        shop.metadata.uid = Some(format!("uid-{name}"));
+        shop.metadata.generation = Some(generation);
+        shop
+    }
+
+    #[test]
+    fn the_cache_is_used_only_once_it_holds_every_change_the_trigger_saw() {
+        use kube::runtime::watcher::Event;
+        let (reader, mut writer) = kube::runtime::reflector::store::<ShopService>();
+        let trigger = PeerTrigger::new(reader);
+        writer.apply_watcher_event(&Event::Apply(stored("a", 1)));
+        trigger.peers_of(&stored("a", 1));
+        assert_eq!(trigger.namespace_services("shop").map(|s| s.len()), Some(1));
+
+        // The trigger's watch saw a new spec and a new object before the cache did.
+        trigger.peers_of(&stored("a", 2));
+        assert!(trigger.namespace_services("shop").is_none(), "a is behind");
+        writer.apply_watcher_event(&Event::Apply(stored("a", 2)));
+        trigger.peers_of(&stored("b", 1));
+        assert!(trigger.namespace_services("shop").is_none(), "b is missing");
+        writer.apply_watcher_event(&Event::Apply(stored("b", 1)));
+        assert_eq!(trigger.namespace_services("shop").map(|s| s.len()), Some(2));
+
+        // A deletion: behind until the cache has it marked, forgotten once the cache drops it.
+        let mut going = stored("b", 2);
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        trigger.peers_of(&going);
+        assert!(
+            trigger.namespace_services("shop").is_none(),
+            "b's deletion is not cached"
+        );
+        writer.apply_watcher_event(&Event::Delete(going));
+        assert_eq!(trigger.namespace_services("shop").map(|s| s.len()), Some(1));
+        assert!(
+            trigger
+                .namespace_services("other")
+                .is_some_and(|s| s.is_empty())
+        );
     }
 
     #[test]

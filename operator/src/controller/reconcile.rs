@@ -51,11 +51,7 @@ pub async fn apply(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Erro
     }
 
     // Dereference.
-    let namespace_services = shops
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list the ShopServices of the namespace"))?
-        .items;
+    let namespace_services = ctx.namespace_services(&namespace).await?;
     let password = match shop.spec.database.mode {
         DatabaseMode::Dedicated => Some(database_password(&shop, &namespace, ctx).await?),
         DatabaseMode::Shared | DatabaseMode::None => None,
