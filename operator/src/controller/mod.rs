@@ -50,11 +50,10 @@ use peers::PeerTrigger;
 /// before the garbage collector removes the children.
 pub const FINALIZER: &str = "shop.dev/cleanup";
 
-/// How many ShopServices are reconciled at once. A reconcile spends nearly all its time waiting
-/// for the API server (about ten requests; the operator used 13 % of a core at 4 at a time), so
-/// more at once keep up with arrivals: at 4, 5 new ShopServices a second (≈ 4 reconciles each)
-/// queued up (docs/benchmarks.md).
-const CONCURRENCY: u16 = 16;
+/// How many ShopServices are reconciled at once. 16 was measured too (docs/benchmarks.md): on a
+/// 2-core cluster it was no faster (the API server is the limit) and more than doubled the
+/// operator's peak memory.
+const CONCURRENCY: u16 = 4;
 /// The first retry after a failure, doubled on each further failure up to the cap.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p shop-e2e --bench operator -- [--count 100] [--steady-seconds 60] [--rate 5]
-//!     [--ceiling-concurrency 16] [--timeout 900] [--skip-ceiling] [--skip-converge]
+//!     [--ceiling-concurrency 4] [--timeout 900] [--skip-ceiling] [--skip-converge]
 //! ```
 //!
 //! Three measurements, each in a fresh namespace, with a PersistentVolume pre-created (before
@@ -10,7 +10,7 @@
 //!
 //! 1. **Ceiling**: the children of `--count` ShopServices, built by the operator's own pure
 //!    build layer before the clock, are created directly with a client, `--ceiling-concurrency`
-//!    ShopServices at a time (default 16, the operator's reconcile concurrency; each
+//!    ShopServices at a time (default 4, the operator's reconcile concurrency; each
 //!    ShopService's objects in the operator's order, one after another, as a reconcile does),
 //!    until every Deployment is available and every StatefulSet ready: what the cluster allows.
 //! 2. **Converge**: the operator binary (`shop_e2e::operator_binary()`; build it with
@@ -74,7 +74,7 @@ impl Args {
             count: 100,
             steady_seconds: 60,
             rate: 5.0,
-            ceiling_concurrency: 16,
+            ceiling_concurrency: 4,
             timeout: Duration::from_secs(900),
             skip_ceiling: false,
             skip_converge: false,
