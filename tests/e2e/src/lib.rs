@@ -285,6 +285,24 @@ pub async fn provide_volumes(
     Ok(())
 }
 
+/// Deletes the PersistentVolumes [`provide_volumes`] made for `namespace`.
+pub async fn delete_volumes(harness: &Harness, namespace: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::api::{DeleteParams, ListParams};
+    harness
+        .api::<PersistentVolume>()
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("shop-e2e/namespace={namespace}")),
+        )
+        .await
+        .map_err(|source| kube_harness::Error::Kube {
+            context: format!("delete the PersistentVolumes of {namespace}"),
+            source,
+        })?;
+    Ok(())
+}
+
 /// Lets a test namespace go without the operator: removes the finalizers of its
 /// ShopServices (which only a running operator would otherwise remove) and deletes the
 /// PersistentVolumes [`provide_volumes`] made for it. For a failed test's cleanup.

@@ -28,7 +28,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
-use shop_e2e::{OperatorProcess, install_crd, provide_volumes, release_namespace, repository_file};
+use shop_e2e::{
+    OperatorProcess, delete_volumes, install_crd, provide_volumes, release_namespace,
+    repository_file,
+};
 use shop_operator::build::common::{MANAGER, names};
 use shop_operator::build::{self, Children};
 use shop_operator::crd::{DatabaseMode, ShopService};
@@ -624,18 +627,6 @@ async fn delete_shop_services(ns: &TestNamespace) -> Result<()> {
     Ok(())
 }
 
-async fn delete_volumes(harness: &Harness, ns: &TestNamespace) -> Result<()> {
-    harness
-        .api::<k8s_openapi::api::core::v1::PersistentVolume>()
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&format!("shop-e2e/namespace={}", ns.name())),
-        )
-        .await
-        .map_err(kube_error("delete the test's PersistentVolumes"))?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_the_operator_converges_without_losing_a_password() -> Result<()> {
     let Some(harness) = Harness::connect_or_skip().await else {
@@ -786,7 +777,7 @@ async fn killed_at_random_points_the_operator_converges_without_losing_a_passwor
 
     delete_shop_services(&ns).await?;
     operator.kill();
-    delete_volumes(&harness, &ns).await?;
+    delete_volumes(&harness, ns.name()).await?;
     on_failure.disarm();
     ns.cleanup().await
 }

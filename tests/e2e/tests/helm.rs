@@ -22,11 +22,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::{Value, json};
-use shop_e2e::{CRD_NAME, kubeconfig_as_service_account, operator_binary};
+use shop_e2e::{CRD_NAME, kubeconfig_as_service_account, operator_binary, provide_volumes};
 use shop_operator::crd::{DatabaseMode, ShopService};
 
 /// Long enough for the whole shop's rollouts on a busy two-core machine.
@@ -625,34 +625,6 @@ fn volume_selector(namespace: &str) -> ListParams {
     ListParams::default().labels(&format!("shop-e2e/namespace={namespace}"))
 }
 
-/// PersistentVolumes bound in advance to the claims of the Dedicated databases: the local
-/// cluster has no storage provisioner.
-async fn provide_volumes(harness: &Harness, ns: &TestNamespace, shops: &[&str]) {
-    for name in shops {
-        let claim = format!("data-{name}-db-0");
-        let volume: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {
-                "name": format!("{}-{claim}", ns.name()),
-                "labels": {"shop-e2e/namespace": ns.name()},
-            },
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": format!("/tmp/shop-e2e/{}/{claim}", ns.name())},
-                "claimRef": {"namespace": ns.name(), "name": claim},
-            },
-        }))
-        .unwrap();
-        harness
-            .api::<PersistentVolume>()
-            .create(&PostParams::default(), &volume)
-            .await
-            .expect("create a PersistentVolume");
-    }
-}
-
 /// The resourceVersion of every ShopService and of every object the operator made for them
 /// (and of the database volume claims), by kind and name.
 async fn shop_versions(ns: &TestNamespace) -> BTreeMap<String, String> {
@@ -814,7 +786,7 @@ async fn install_upgrade_uninstall_and_reinstall_keep_the_shop() -> Result<()> {
         .filter(|s| s.spec.database.mode == DatabaseMode::Dedicated)
         .map(|s| s.metadata.name.as_deref().unwrap())
         .collect();
-    provide_volumes(&harness, &ns, &databases).await;
+    provide_volumes(&harness, ns.name(), &shops).await?;
     run_ok(
         "helm",
         &["install", "shop", SHOP_CHART, "--namespace", namespace],

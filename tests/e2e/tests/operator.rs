@@ -20,11 +20,11 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion, wait_for_none};
 use serde_json::json;
-use shop_e2e::{install_crd, operator_rbac_yaml, repository_file};
+use shop_e2e::{delete_volumes, install_crd, operator_rbac_yaml, provide_volumes, repository_file};
 use shop_operator::controller::leader::LeaderElection;
 use shop_operator::controller::{self, Settings};
 use shop_operator::crd::{DatabaseMode, ShopService};
@@ -233,55 +233,6 @@ async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// PersistentVolumes for the Dedicated databases of `shops`, bound in advance to the claims
-/// their StatefulSets will make: the local cluster has no storage provisioner. They are
-/// labelled with the namespace so the test can delete them.
-async fn provide_volumes(
-    harness: &Harness,
-    ns: &TestNamespace,
-    shops: &[ShopService],
-) -> Result<()> {
-    let volumes = harness.api::<PersistentVolume>();
-    for shop in shops
-        .iter()
-        .filter(|s| s.spec.database.mode == DatabaseMode::Dedicated)
-    {
-        let claim = format!("data-{}-db-0", shop.name_any());
-        let volume: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {
-                "name": format!("{}-{claim}", ns.name()),
-                "labels": {"shop-e2e/namespace": ns.name()},
-            },
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": format!("/tmp/shop-e2e/{}/{claim}", ns.name())},
-                "claimRef": {"namespace": ns.name(), "name": claim},
-            },
-        }))
-        .expect("a valid PersistentVolume");
-        volumes
-            .create(&PostParams::default(), &volume)
-            .await
-            .map_err(kube_error("create a PersistentVolume"))?;
-    }
-    Ok(())
-}
-
-async fn delete_volumes(harness: &Harness, ns: &TestNamespace) -> Result<()> {
-    harness
-        .api::<PersistentVolume>()
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&format!("shop-e2e/namespace={}", ns.name())),
-        )
-        .await
-        .map_err(kube_error("delete the test's PersistentVolumes"))?;
-    Ok(())
-}
-
 fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
     let context = context.to_owned();
     move |source| kube_harness::Error::Kube { context, source }
@@ -371,7 +322,7 @@ async fn the_example_shop_becomes_ready_with_every_child() -> Result<()> {
         .into_iter()
         .map(|o| serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap())
         .collect();
-    provide_volumes(&harness, &ns, &shops).await?;
+    provide_volumes(&harness, ns.name(), &shops).await?;
     apply_shop(&ns, &yaml).await?;
 
     for shop in &shops {
@@ -442,7 +393,7 @@ async fn the_example_shop_becomes_ready_with_every_child() -> Result<()> {
 
     delete_shop_services(&ns).await?;
     operator.stop().await;
-    delete_volumes(&harness, &ns).await?;
+    delete_volumes(&harness, ns.name()).await?;
     ns.cleanup().await
 }
 
@@ -863,7 +814,7 @@ async fn reconciling_a_settled_shop_service_changes_nothing() -> Result<()> {
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: orders}\nspec: {component: order, database: {mode: Dedicated}}\n---\napiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: gateway}\nspec: {component: gateway}\n",
     )
     .await?;
-    provide_volumes(&harness, &ns, &shops).await?;
+    provide_volumes(&harness, ns.name(), &shops).await?;
     wait_ready(&ns, "orders").await?;
     wait_ready(&ns, "gateway").await?;
     let first_password = password(&ns, "orders").await;
@@ -930,7 +881,7 @@ async fn reconciling_a_settled_shop_service_changes_nothing() -> Result<()> {
 
     delete_shop_services(&ns).await?;
     operator.stop().await;
-    delete_volumes(&harness, &ns).await?;
+    delete_volumes(&harness, ns.name()).await?;
     ns.cleanup().await
 }
 
@@ -947,7 +898,7 @@ async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: kept}\nspec: {component: payment, database: {mode: Dedicated, deletionPolicy: Retain}}\n---\napiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: gone}\nspec: {component: notification, database: {mode: Dedicated, deletionPolicy: Delete}}\n",
     )
     .await?;
-    provide_volumes(&harness, &ns, &shops).await?;
+    provide_volumes(&harness, ns.name(), &shops).await?;
     wait_ready(&ns, "kept").await?;
     wait_ready(&ns, "gone").await?;
 
@@ -988,6 +939,6 @@ async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
     eprintln!("the deletion check took {:?}", started.elapsed());
 
     operator.stop().await;
-    delete_volumes(&harness, &ns).await?;
+    delete_volumes(&harness, ns.name()).await?;
     ns.cleanup().await
 }
