@@ -11,11 +11,13 @@
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
 //! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
+//! - [`events`]: the transactional outbox and consumers that apply each event once.
 
 pub mod client;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod money;

@@ -1,0 +1,70 @@
+//! The consumer's side: each event applied once, however often it is delivered.
+
+use async_trait::async_trait;
+
+use super::Event;
+use crate::db::{Database, Tx};
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth another try later (a database or an upstream that is down).
+    #[error("{0:#}")]
+    Retry(anyhow::Error),
+    /// Never going to apply (malformed data, an unknown version): dead-letter it now.
+    #[error("{0:#}")]
+    Reject(anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Retry(e.into())
+    }
+}
+
+/// Applies one type of event (or several) for one consumer.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `event` inside `tx`. The kit has already recorded the event's id in `tx` and
+    /// commits both together; an error rolls both back. Events of types the consumer does not
+    /// handle should return `Ok(())`.
+    async fn handle(&self, tx: &mut Tx, event: &Event) -> Result<(), HandleError>;
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The handler ran and its changes are committed.
+    Now,
+    /// This consumer had already applied the event; nothing ran.
+    Already,
+}
+
+/// Runs `handler` for `event` once per `consumer`: the event id is claimed in
+/// `processed_events` first, in the handler's transaction. A concurrent duplicate waits on the
+/// claim (PostgreSQL's unique index, SQLite's single writer) and then finds it taken.
+pub async fn apply(
+    db: &Database,
+    consumer: &str,
+    handler: &dyn Handler,
+    event: &Event,
+) -> Result<Applied, HandleError> {
+    let mut tx = db.begin().await?;
+    let claimed = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, event_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event.id.to_string())
+    .bind(crate::db::now_rfc3339())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        tx.rollback().await?;
+        return Ok(Applied::Already);
+    }
+    handler.handle(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Applied::Now)
+}
