@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::common::Role;
 use super::database::POSTGRES_PORT;
 use super::{Context, Owner};
-use crate::crd::{Component, DatabaseMode};
+use crate::crd::{Component, DatabaseMode, ShopServiceSpec};
 
 pub fn network_policy(owner: &Owner, context: &Context) -> NetworkPolicy {
     NetworkPolicy {
@@ -90,6 +90,8 @@ fn egress(owner: &Owner, context: &Context) -> Vec<NetworkPolicyEgressRule> {
             }),
     );
 
+    rules.extend(event_bus(spec));
+
     match spec.database.mode {
         DatabaseMode::Dedicated => rules.push(NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
@@ -107,6 +109,47 @@ fn egress(owner: &Owner, context: &Context) -> Vec<NetworkPolicyEgressRule> {
         DatabaseMode::None => {}
     }
     rules
+}
+
+/// The NATS servers named by `NATS_URL` in the ShopService's `env` (how the shop chart wires the
+/// event bus). The URL may name a server outside the namespace or the cluster, so the rule allows
+/// the servers' ports to any destination, as for a shared database.
+fn event_bus(spec: &ShopServiceSpec) -> Option<NetworkPolicyEgressRule> {
+    let url = spec
+        .env
+        .iter()
+        .rev()
+        .find(|var| var.name == "NATS_URL")?
+        .value
+        .trim();
+    let ports: BTreeSet<i32> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .map(nats_port)
+        .collect();
+    (!ports.is_empty()).then(|| NetworkPolicyEgressRule {
+        to: None,
+        ports: Some(ports.into_iter().map(tcp).collect()),
+    })
+}
+
+/// The port of one server in a NATS URL (`nats://host:port`, `tls://…`, or a bare `host:port`),
+/// 4222 when it names none or names it badly (the client would fail on its own, more clearly).
+fn nats_port(server: &str) -> i32 {
+    const NATS_PORT: i32 = 4222;
+    let address = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let host_port = address.rsplit_once('@').map_or(address, |(_, hp)| hp);
+    let host_port = host_port.split('/').next().unwrap_or_default();
+    match host_port.rsplit_once(':') {
+        // `[::1]` alone splits inside the brackets: no port there.
+        Some((_, port)) if !port.contains(']') => port
+            .parse()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .unwrap_or(NATS_PORT),
+        _ => NATS_PORT,
+    }
 }
 
 /// Name resolution through the cluster DNS (CoreDNS keeps kube-dns's `k8s-app` label).
@@ -351,6 +394,49 @@ mod tests {
             database.ports.as_ref().unwrap()[0].port,
             Some(IntOrString::Int(5432))
         );
+    }
+
+    #[test]
+    fn the_event_bus_in_nats_url_is_reached_on_its_ports() {
+        let mut order = shop("order", Some(Component::Order));
+        let without = build(&order, &[]).egress.unwrap().len();
+        order.spec.env.push(crate::crd::EnvVar {
+            name: "NATS_URL".into(),
+            value: "nats://user:secret@shop-nats.shop.svc:4223, tls://nats.example.com".into(),
+        });
+        let egress = build(&order, &[]).egress.unwrap();
+        assert_eq!(egress.len(), without + 1);
+        let bus = egress
+            .iter()
+            .find(|rule| rule.to.is_none())
+            .expect("a rule to any destination");
+        let ports: Vec<_> = bus.ports.iter().flatten().map(|p| p.port.clone()).collect();
+        assert_eq!(
+            ports,
+            [Some(IntOrString::Int(4222)), Some(IntOrString::Int(4223))]
+        );
+    }
+
+    #[test]
+    fn nats_ports_come_from_each_form_of_server_address() {
+        assert_eq!(nats_port("nats://nats:4222"), 4222);
+        assert_eq!(nats_port("nats://a:b@nats.ns.svc:7422"), 7422);
+        assert_eq!(nats_port("tls://nats.example.com"), 4222);
+        assert_eq!(nats_port("nats.local:5000"), 5000);
+        assert_eq!(nats_port("nats://[::1]:4333"), 4333);
+        assert_eq!(nats_port("nats://[::1]"), 4222);
+        assert_eq!(nats_port("nats://nats:notaport"), 4222);
+    }
+
+    #[test]
+    fn an_empty_nats_url_opens_nothing() {
+        let mut order = shop("order", Some(Component::Order));
+        let without = build(&order, &[]).egress.unwrap();
+        order.spec.env.push(crate::crd::EnvVar {
+            name: "NATS_URL".into(),
+            value: " ".into(),
+        });
+        assert_eq!(build(&order, &[]).egress.unwrap(), without);
     }
 
     #[test]
