@@ -44,10 +44,8 @@ export KUBECONFIG=$KUBECONFIG_FILE
 # The operator in the cluster, every service from the same image (the image holds both).
 helm install shop-operator charts/shop-operator --namespace shop-system --create-namespace \
 	--set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --wait --timeout 5m
-# The image serves every service but order and notification so far; those two come with
-# issue 5 (drop these flags then).
-helm install shop charts/shop --namespace shop --create-namespace \
-	--set services.order.enabled=false --set services.notification.enabled=false
+# With the bundled NATS server, so the events (notifications, carts emptied after checkout) flow.
+helm install shop charts/shop --namespace shop --create-namespace --set nats.enabled=true
 # kind's default StorageClass provisions the databases' volumes.
 kubectl wait --namespace shop --for condition=Ready shopservices --all --timeout 10m
 kubectl get shopservices --namespace shop

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub mod stack;
+
 pub const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
 /// A base port with `count` free ports after it. Each call in a process gets its own range, so
@@ -63,6 +65,40 @@ impl Process {
             )
             .env("SHOP_LOG_FORMAT", "text")
             .stdout(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            name: name.into(),
+            child,
+        }
+    }
+
+    /// Like [`Process::start`], with its output (the logs) appended to `log`.
+    pub fn start_logging(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        let mut command = Command::new(SHOP);
+        command
+            .args(args)
+            .env(
+                "SHOP_LOG",
+                std::env::var("SHOP_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("SHOP_LOG_FORMAT", "text")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
         for (key, value) in env {
             command.env(key, value);
         }

@@ -1,0 +1,484 @@
+//! The nine services as separate processes, each started, stopped and killed on its own, on SQLite
+//! or PostgreSQL, with the local bus or a NATS server: what the checkout tests need to cut a
+//! service off mid-saga.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use shop_kit::testing::{TestDatabase, in_ci};
+
+use super::{Process, TempDir, free_ports, wait_ready};
+
+/// Every service, in the port order of `shop up` (gateway first), so `base + index` is its port.
+pub const SERVICES: [&str; 9] = [
+    "gateway",
+    "user",
+    "catalog",
+    "cart",
+    "inventory",
+    "payment",
+    "shipping",
+    "order",
+    "notification",
+];
+
+/// Start order: the gateway last, so the user service's keys are there when it starts.
+const START_ORDER: [&str; 9] = [
+    "user",
+    "catalog",
+    "cart",
+    "inventory",
+    "payment",
+    "shipping",
+    "order",
+    "notification",
+    "gateway",
+];
+
+pub const GOOD_CARD: &str = "4242424242424242";
+pub const DECLINED_CARD: &str = "4000000000000002";
+pub const NO_FUNDS_CARD: &str = "4000000000009995";
+
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// Direct delivery between the processes, as `shop up` does.
+    Local,
+    /// A NATS JetStream server at this URL.
+    Nats(String),
+}
+
+pub enum Storage {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Stack {
+    base: u16,
+    bus: Bus,
+    dir: TempDir,
+    databases: BTreeMap<&'static str, String>,
+    _postgres: Vec<TestDatabase>,
+    processes: BTreeMap<&'static str, Process>,
+    pub client: Client,
+}
+
+impl Stack {
+    /// Starts every service. `None` when PostgreSQL is asked for but not configured outside CI
+    /// (under `CI=true` that fails instead).
+    pub async fn start(storage: Storage, bus: Bus) -> Option<Self> {
+        let dir = TempDir::new();
+        let mut databases = BTreeMap::new();
+        let mut postgres = Vec::new();
+        for service in SERVICES {
+            let url = match storage {
+                Storage::Sqlite => {
+                    format!("sqlite://{}", dir.0.join(format!("{service}.db")).display())
+                }
+                Storage::Postgres => {
+                    let db = shop_kit::testing::postgres().await?;
+                    let url = db.url.clone();
+                    postgres.push(db);
+                    url
+                }
+            };
+            databases.insert(service, url);
+        }
+        let mut stack = Self {
+            base: free_ports(SERVICES.len() as u16),
+            bus,
+            dir,
+            databases,
+            _postgres: postgres,
+            processes: BTreeMap::new(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        for service in START_ORDER {
+            stack.start_service(service, &[]).await;
+        }
+        Some(stack)
+    }
+
+    pub fn url(&self, service: &str) -> String {
+        let index = SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .unwrap_or_else(|| panic!("no service {service}"));
+        format!("http://127.0.0.1:{}", self.base + index as u16)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api{path}", self.url("gateway"))
+    }
+
+    fn environment(&self, service: &'static str) -> Vec<(&'static str, String)> {
+        let port = |s: &str| self.base + SERVICES.iter().position(|x| *x == s).unwrap() as u16;
+        let mut env = vec![
+            ("SHOP_LISTEN", format!("127.0.0.1:{}", port(service))),
+            ("DATABASE_URL", self.databases[service].clone()),
+            ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
+            ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
+            ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
+            ("ORDER_RESUME_INTERVAL_MS", "500".into()),
+        ];
+        for upstream in ["user", "catalog", "cart", "inventory", "payment", "shipping"] {
+            let key: &'static str = match upstream {
+                "user" => "USER_URL",
+                "catalog" => "CATALOG_URL",
+                "cart" => "CART_URL",
+                "inventory" => "INVENTORY_URL",
+                "payment" => "PAYMENT_URL",
+                _ => "SHIPPING_URL",
+            };
+            env.push((key, self.url(upstream)));
+        }
+        if service == "gateway" {
+            let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, port(s))).collect();
+            let routes = shop_gateway::domain::local_table(&ports);
+            env.push(("SHOP_ROUTES", serde_json::to_string(&routes).unwrap()));
+        }
+        match &self.bus {
+            Bus::Local => env.push((
+                "SHOP_EVENT_PEERS",
+                format!(
+                    "notification={},cart={}",
+                    self.url("notification"),
+                    self.url("cart")
+                ),
+            )),
+            Bus::Nats(url) => env.push(("NATS_URL", url.clone())),
+        }
+        env
+    }
+
+    /// Starts `service` (again), with `extra` environment, and waits until it is ready.
+    pub async fn start_service(&mut self, service: &'static str, extra: &[(&str, String)]) {
+        let mut env = self.environment(service);
+        env.extend(extra.iter().cloned());
+        let log = self.dir.0.join(format!("{service}.log"));
+        let process = Process::start_logging(service, &["serve", service], &env, &log);
+        self.processes.insert(service, process);
+        let ready = format!("{}/readyz", self.url(service));
+        wait_ready(&ready, Duration::from_secs(60)).await;
+    }
+
+    /// Starts `service` without waiting for it (for a process expected to die soon).
+    pub fn spawn_service(&mut self, service: &'static str, extra: &[(&str, String)]) {
+        let mut env = self.environment(service);
+        env.extend(extra.iter().cloned());
+        let log = self.dir.0.join(format!("{service}.log"));
+        let process = Process::start_logging(service, &["serve", service], &env, &log);
+        self.processes.insert(service, process);
+    }
+
+    /// SIGKILLs `service` and waits until it is gone.
+    pub async fn kill(&mut self, service: &str) {
+        let mut process = self
+            .processes
+            .remove(service)
+            .unwrap_or_else(|| panic!("{service} is not running"));
+        process.signal(Signal::SIGKILL);
+        process.wait(Duration::from_secs(10)).await;
+    }
+
+    /// Waits for `service` to exit on its own (a crash hook), at most `limit`.
+    pub async fn wait_exit(&mut self, service: &str, limit: Duration) -> std::process::ExitStatus {
+        let mut process = self
+            .processes
+            .remove(service)
+            .unwrap_or_else(|| panic!("{service} is not running"));
+        process.wait(limit).await
+    }
+
+    /// The log of `service`, for failure messages.
+    pub fn log(&self, service: &str) -> String {
+        std::fs::read_to_string(self.dir.0.join(format!("{service}.log"))).unwrap_or_default()
+    }
+
+    // ---- the customer's side, through the gateway ----
+
+    /// Registers and logs in a new customer; returns the bearer token and user id.
+    pub async fn customer(&self, name: &str) -> Customer {
+        let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let created = self
+            .client
+            .post(self.api("/users"))
+            .json(&json!({"email": email, "password": "correct horse battery", "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED, "registering {email}");
+        let user_id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let tokens: Value = self
+            .client
+            .post(self.api("/auth/login"))
+            .json(&json!({"email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Customer {
+            token: tokens["access_token"].as_str().unwrap().to_owned(),
+            user_id,
+            email,
+        }
+    }
+
+    /// `count` products of the seed catalog, with their ids and prices.
+    pub async fn products(&self, count: usize) -> Vec<Value> {
+        let page: Value = self
+            .client
+            .get(self.api(&format!("/products?limit={count}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["items"].as_array().unwrap().clone()
+    }
+
+    pub async fn set_cart(&self, customer: &Customer, product_id: &str, quantity: u32) {
+        let response = self
+            .client
+            .put(self.api(&format!("/cart/items/{product_id}")))
+            .bearer_auth(&customer.token)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "adding {product_id} to the cart: {}",
+            response.text().await.unwrap()
+        );
+    }
+
+    pub async fn cart(&self, customer: &Customer) -> Value {
+        self.client
+            .get(self.api("/cart"))
+            .bearer_auth(&customer.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Checks out the customer's cart; the status and the JSON body (an order or a problem).
+    pub async fn checkout(&self, customer: &Customer, key: &str, card: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.api("/orders"))
+            .bearer_auth(&customer.token)
+            .header("Idempotency-Key", key)
+            .json(&checkout_body(card))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn order(&self, customer: &Customer, id: &str) -> Value {
+        self.client
+            .get(self.api(&format!("/orders/{id}")))
+            .bearer_auth(&customer.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn orders(&self, customer: &Customer) -> Vec<Value> {
+        let page: Value = self
+            .client
+            .get(self.api("/orders"))
+            .bearer_auth(&customer.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn available(&self, product_id: &str) -> i64 {
+        let stock: Value = self
+            .client
+            .get(self.api(&format!("/stock/{product_id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stock["available"].as_i64().unwrap()
+    }
+
+    /// The payment service's charges for an order (its internal API, not through the gateway).
+    pub async fn charges(&self, order_id: &str) -> Vec<Value> {
+        let found: Value = self
+            .client
+            .get(format!(
+                "{}/internal/charges?order_id={order_id}",
+                self.url("payment")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        found
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .or_else(|| found.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    pub async fn notifications(&self, customer: &Customer) -> Vec<Value> {
+        let page: Value = self
+            .client
+            .get(self.api("/notifications"))
+            .bearer_auth(&customer.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+pub struct Customer {
+    pub token: String,
+    pub user_id: String,
+    pub email: String,
+}
+
+pub fn checkout_body(card: &str) -> Value {
+    json!({
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 Analytical Row",
+            "city": "Berlin",
+            "postal_code": "10115",
+            "country": "DE"
+        },
+        "payment": {"card_number": card, "exp_month": 12, "exp_year": 2031, "cvc": "123"}
+    })
+}
+
+/// Polls `check` until it returns `Some`, at most `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A private NATS server with JetStream, on its own port and store, that a test may stop and
+/// start again (the store survives).
+pub struct Nats {
+    binary: PathBuf,
+    pub port: u16,
+    store: TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// `None` (with a message) when there is no `nats-server` outside CI; under `CI=true` a
+    /// missing server fails the test.
+    pub async fn start() -> Option<Self> {
+        let binary = std::env::var_os("SHOP_TEST_NATS_SERVER")
+            .map(PathBuf::from)
+            .or_else(|| {
+                ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+            });
+        let Some(binary) = binary else {
+            assert!(
+                !in_ci(),
+                "nats-server is not installed: under CI=true the NATS tests must run (tests/nats.sh installs it)"
+            );
+            eprintln!("SKIPPED: nats-server is not installed (tests/nats.sh installs it)");
+            return None;
+        };
+        let mut nats = Self {
+            binary,
+            port: free_ports(1),
+            store: TempDir::new(),
+            child: None,
+        };
+        nats.resume().await;
+        Some(nats)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store, and waits until it accepts.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "NATS is already running");
+        let child = Command::new(&self.binary)
+            .args(["--jetstream", "--addr", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .arg("--store_dir")
+            .arg(&self.store.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a goodbye).
+    pub fn pause(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
