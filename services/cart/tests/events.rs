@@ -84,17 +84,31 @@ async fn a_confirmed_order_leaves_the_buyers_cart_once() {
         );
         let applied = apply(&db, CONSUMER, &handler(), &event).await.unwrap();
         assert_eq!(applied, Applied::Now);
-        assert_eq!(lines(&store, ANN).await, vec![(c.clone(), 2), (d.clone(), 4)]);
+        assert_eq!(
+            lines(&store, ANN).await,
+            vec![(c.clone(), 2), (d.clone(), 4)]
+        );
         // Another user's cart with the same products is untouched.
-        assert_eq!(lines(&store, BOB).await, vec![(a.clone(), 2), (c.clone(), 1)]);
+        assert_eq!(
+            lines(&store, BOB).await,
+            vec![(a.clone(), 2), (c.clone(), 1)]
+        );
 
         // Delivered again: nothing more is taken out.
         let again = apply(&db, CONSUMER, &handler(), &event).await.unwrap();
         assert_eq!(again, Applied::Already);
-        assert_eq!(lines(&store, ANN).await, vec![(c.clone(), 2), (d.clone(), 4)]);
+        assert_eq!(
+            lines(&store, ANN).await,
+            vec![(c.clone(), 2), (d.clone(), 4)]
+        );
 
         // A product the cart no longer holds is fine (bought and already removed).
-        let later = Event::new("order.confirmed", "order", 1, confirmed(BOB, &[(b, 5), (c, 1)]));
+        let later = Event::new(
+            "order.confirmed",
+            "order",
+            1,
+            confirmed(BOB, &[(b, 5), (c, 1)]),
+        );
         apply(&db, CONSUMER, &handler(), &later).await.unwrap();
         assert_eq!(lines(&store, BOB).await, vec![(a, 2)]);
         assert_eq!(processed(&db).await, 2);

@@ -124,7 +124,9 @@ pub struct Dispatcher(tokio::task::JoinHandle<()>);
 impl Dispatcher {
     pub fn start(store: Store, sender: Arc<dyn Sender>, interval: Duration) -> Self {
         Self(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
+            // The first pass one interval after start, like every other.
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
@@ -149,10 +151,7 @@ mod tests {
     #[test]
     fn addresses_are_masked_in_logs() {
         assert_eq!(mask_address("ann.lee@example.com"), "a***@example.com");
-        assert_eq!(
-            mask_address("a@x.org, bob@y.org"),
-            "a***@x.org, b***@y.org"
-        );
+        assert_eq!(mask_address("a@x.org, bob@y.org"), "a***@x.org, b***@y.org");
         assert_eq!(mask_address("nonsense"), "***");
     }
 
