@@ -38,6 +38,16 @@ pub enum SenderKind {
     None,
 }
 
+impl SenderKind {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim() {
+            "log" => Ok(Self::Log),
+            "none" => Ok(Self::None),
+            other => bail!("NOTIFICATION_SENDER={other:?} is not valid: use log or none"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub sender: SenderKind,
@@ -61,11 +71,7 @@ impl Default for Settings {
 
 impl Settings {
     pub fn from_env() -> Result<Self> {
-        let sender = match env_or("NOTIFICATION_SENDER", "log").trim() {
-            "log" => SenderKind::Log,
-            "none" => SenderKind::None,
-            other => bail!("NOTIFICATION_SENDER={other:?} is not valid: use log or none"),
-        };
+        let sender = SenderKind::parse(&env_or("NOTIFICATION_SENDER", "log"))?;
         let send_interval = Duration::from_millis(env_parse("NOTIFICATION_SEND_INTERVAL_MS", 500)?);
         ensure!(
             !send_interval.is_zero(),
@@ -137,5 +143,18 @@ pub fn service_with_sender(
         }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_is_named_log_or_none() {
+        assert_eq!(SenderKind::parse("log").unwrap(), SenderKind::Log);
+        assert_eq!(SenderKind::parse(" none ").unwrap(), SenderKind::None);
+        let err = SenderKind::parse("smtp").unwrap_err().to_string();
+        assert!(err.contains("NOTIFICATION_SENDER") && err.contains("log or none"));
     }
 }

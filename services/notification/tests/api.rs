@@ -624,8 +624,17 @@ async fn the_background_dispatcher_sends_recorded_messages() {
             .unwrap();
         let event = confirmed(ANN, Uuid::now_v7());
         n.apply(&event).await.unwrap();
+        // Done when both are recorded as sent (the sender has them before the state is written).
         let started = std::time::Instant::now();
-        while n.sender.sent.lock().unwrap().len() < 2 {
+        loop {
+            let sent: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE send_state = 'sent'")
+                    .fetch_one(n.db.pool())
+                    .await
+                    .unwrap();
+            if sent == 2 {
+                break;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "the dispatcher did not send within 5 s"
@@ -634,6 +643,7 @@ async fn the_background_dispatcher_sends_recorded_messages() {
         }
         eprintln!("sent by the dispatcher after {:?}", started.elapsed());
         assert_eq!(n.state(&event).await.0, "sent");
+        assert_eq!(n.sender.sent.lock().unwrap().len(), 2);
         // Sent once, however many passes run.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(n.sender.sent.lock().unwrap().len(), 2);
