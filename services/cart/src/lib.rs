@@ -3,8 +3,10 @@
 //! `routes` (HTTP) → `domain` (quantities, totals; no I/O) → `storage` (SQL). The catalog is
 //! called through the kit's [`Upstream`](shop_kit::Upstream) client; readiness depends only on
 //! the cart's own database, so a catalog outage degrades adding items, not reading the cart.
+//! `events` consumes `order.confirmed`: what was bought leaves the cart.
 
 pub mod domain;
+pub mod events;
 pub mod routes;
 pub mod storage;
 
@@ -18,13 +20,21 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Connects, migrates, and returns the service to serve. `CATALOG_URL` names the catalog.
 pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+    let db = open(&config.database_url).await?;
     let catalog = Upstream::new(
         "catalog",
         &env_or("CATALOG_URL", "http://127.0.0.1:8082"),
         &UpstreamOptions::from_env()?,
     )?;
     Ok(service(db, catalog))
+}
+
+/// Connects, runs the migrations and installs the kit's event tables (for the consumer in
+/// [`events`]).
+pub async fn open(database_url: &str) -> Result<Database> {
+    let db = Database::connect_and_migrate(database_url, &MIGRATOR).await?;
+    shop_kit::events::install_tables(&db).await?;
+    Ok(db)
 }
 
 pub fn service(db: Database, catalog: Upstream) -> Service {

@@ -1,0 +1,93 @@
+//! The events the cart consumes: `order.confirmed` takes what was bought out of the cart.
+//!
+//! The ordered quantity is subtracted from the line, and a line left at zero or below is
+//! removed. A line the user has not touched since checkout holds exactly the ordered quantity,
+//! so it goes; a line they raised after checking out (while the order was still running) keeps
+//! what they added on top, rather than losing an item they put in after paying for the rest.
+//! Applied once per event by the kit; other types are ignored.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use shop_kit::db::Tx;
+use shop_kit::events::Event;
+use shop_kit::events::consume::{HandleError, Handler};
+use uuid::Uuid;
+
+/// The consumer name under which events are recorded in `processed_events`.
+pub const CONSUMER: &str = "cart";
+
+/// The event types the cart consumes (for the runner's subscriptions).
+pub const EVENT_TYPES: [&str; 1] = ["order.confirmed"];
+
+/// The schema version of `order.confirmed` this consumer understands.
+const ORDER_CONFIRMED_VERSION: u64 = 1;
+
+/// The part of `order.confirmed` the cart needs.
+#[derive(Debug, Deserialize)]
+struct OrderConfirmed {
+    user_id: Uuid,
+    items: Vec<OrderedItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderedItem {
+    product_id: Uuid,
+    quantity: i64,
+}
+
+/// Removes the ordered items from the buyer's cart.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CartHandler;
+
+/// The cart's event consumer, for `shop_kit::events::consume::apply(&db, CONSUMER, &handler(), &event)`.
+pub fn handler() -> CartHandler {
+    CartHandler
+}
+
+#[async_trait]
+impl Handler for CartHandler {
+    async fn handle(&self, tx: &mut Tx, event: &Event) -> Result<(), HandleError> {
+        if event.kind != "order.confirmed" {
+            return Ok(());
+        }
+        if event.version() != ORDER_CONFIRMED_VERSION {
+            return Err(HandleError::Reject(anyhow::anyhow!(
+                "order.confirmed has data version {}; the cart understands version {ORDER_CONFIRMED_VERSION}",
+                event.version()
+            )));
+        }
+        let order: OrderConfirmed = event.data_as().map_err(|e| {
+            HandleError::Reject(anyhow::anyhow!("order.confirmed data is malformed: {e}"))
+        })?;
+        if let Some(item) = order.items.iter().find(|i| i.quantity < 1) {
+            return Err(HandleError::Reject(anyhow::anyhow!(
+                "order.confirmed item {} has quantity {}",
+                item.product_id,
+                item.quantity
+            )));
+        }
+        let user_id = order.user_id.to_string();
+        for item in &order.items {
+            let product_id = item.product_id.to_string();
+            sqlx::query(
+                "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3",
+            )
+            .bind(&user_id)
+            .bind(&product_id)
+            .bind(item.quantity)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE cart_items SET quantity = quantity - $1 \
+                 WHERE user_id = $2 AND product_id = $3 AND quantity > $4",
+            )
+            .bind(item.quantity)
+            .bind(&user_id)
+            .bind(&product_id)
+            .bind(item.quantity)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,523 @@
+//! What the events say and the messages they become: parsing, rendering, money, cursors. No I/O.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use shop_kit::{ApiResult, Money, Problem};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The schema version of every event data object this service understands.
+pub const EVENT_VERSION: u64 = 1;
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+/// How a message travels. Only e-mail is written today (the shop knows no phone numbers); the
+/// column takes `sms` for when it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Sms => "sms",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "sms" => Self::Sms,
+            _ => Self::Email,
+        }
+    }
+}
+
+/// Who a message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// One customer, by user id.
+    User(Uuid),
+    /// The shop's administrators (`stock.low`).
+    Admins,
+}
+
+/// A known address book entry, from `user.registered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub email: String,
+    pub name: String,
+}
+
+/// A message rendered from an event, before it is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub audience: Audience,
+    pub channel: Channel,
+    pub subject: String,
+    pub body: String,
+}
+
+// --- Event data (contract v1). Unknown extra fields are tolerated: a producer may add some. ---
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderItem {
+    pub product_id: Uuid,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub items: Vec<OrderItem>,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderConfirmed {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub items: Vec<OrderItem>,
+    pub total: Money,
+    pub tracking_number: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderFailed {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub reason_code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShipmentQuote {
+    pub amount: Money,
+    #[serde(default)]
+    pub estimated_days: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShipmentCreated {
+    pub tracking_number: String,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub items_count: i64,
+    pub country: String,
+    pub quote: ShipmentQuote,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StockLow {
+    pub product_id: Uuid,
+    pub available: i64,
+    pub threshold: i64,
+}
+
+/// An event this service turns into a message, its data parsed.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    UserRegistered(UserRegistered),
+    OrderPlaced(OrderPlaced),
+    OrderConfirmed(OrderConfirmed),
+    OrderFailed(OrderFailed),
+    ShipmentCreated(ShipmentCreated),
+    StockLow(StockLow),
+}
+
+/// Why an event's data cannot be used; the event is dead-lettered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unusable {
+    #[error("{kind} has data version {found}; this service understands version {EVENT_VERSION}")]
+    Version { kind: String, found: u64 },
+    #[error("{kind} data is malformed: {reason}")]
+    Malformed { kind: String, reason: String },
+}
+
+impl Notice {
+    /// Reads an event: `Ok(None)` for a type this service does not handle.
+    pub fn parse(event: &shop_kit::events::Event) -> Result<Option<Self>, Unusable> {
+        fn read<T: serde::de::DeserializeOwned>(
+            event: &shop_kit::events::Event,
+        ) -> Result<T, Unusable> {
+            if event.version() != EVENT_VERSION {
+                return Err(Unusable::Version {
+                    kind: event.kind.clone(),
+                    found: event.version(),
+                });
+            }
+            event.data_as().map_err(|e| Unusable::Malformed {
+                kind: event.kind.clone(),
+                reason: e.to_string(),
+            })
+        }
+        let notice = match event.kind.as_str() {
+            "user.registered" => Self::UserRegistered(read(event)?),
+            "order.placed" => Self::OrderPlaced(read(event)?),
+            "order.confirmed" => Self::OrderConfirmed(read(event)?),
+            "order.failed" => Self::OrderFailed(read(event)?),
+            "shipment.created" => Self::ShipmentCreated(read(event)?),
+            "stock.low" => Self::StockLow(read(event)?),
+            _ => return Ok(None),
+        };
+        notice.check().map_err(|reason| Unusable::Malformed {
+            kind: event.kind.clone(),
+            reason,
+        })?;
+        Ok(Some(notice))
+    }
+
+    /// What serde cannot say: quantities and amounts that make no sense.
+    fn check(&self) -> Result<(), String> {
+        let items = match self {
+            Self::OrderPlaced(o) => &o.items,
+            Self::OrderConfirmed(o) => &o.items,
+            _ => return Ok(()),
+        };
+        if items.is_empty() {
+            return Err("an order has at least one item".into());
+        }
+        if let Some(item) = items.iter().find(|i| i.quantity < 1) {
+            return Err(format!(
+                "item {} has quantity {}",
+                item.product_id, item.quantity
+            ));
+        }
+        Ok(())
+    }
+
+    /// The customer the message is about, if any.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Self::UserRegistered(e) => Some(e.user_id),
+            Self::OrderPlaced(e) => Some(e.user_id),
+            Self::OrderConfirmed(e) => Some(e.user_id),
+            Self::OrderFailed(e) => Some(e.user_id),
+            Self::ShipmentCreated(e) => Some(e.user_id),
+            Self::StockLow(_) => None,
+        }
+    }
+
+    /// The message for this event. `recipient` is the address book entry of the user, when it is
+    /// known; without it the greeting has no name.
+    pub fn render(&self, recipient: Option<&Recipient>) -> Message {
+        let hello = match recipient {
+            Some(r) if !r.name.trim().is_empty() => format!("Hello {},", r.name.trim()),
+            _ => "Hello,".to_owned(),
+        };
+        let to_user = |user_id: Uuid, subject: String, text: String| Message {
+            audience: Audience::User(user_id),
+            channel: Channel::Email,
+            subject,
+            body: format!("{hello}\n\n{text}\n\nThe shop team\n"),
+        };
+        match self {
+            Self::UserRegistered(e) => Message {
+                audience: Audience::User(e.user_id),
+                channel: Channel::Email,
+                subject: "Welcome to the shop".to_owned(),
+                body: format!(
+                    "Hello {},\n\nwelcome to the shop! Your account for {} is ready: sign in to \
+                     fill your cart and check out.\n\nThe shop team\n",
+                    e.name.trim(),
+                    e.email
+                ),
+            },
+            Self::OrderPlaced(e) => to_user(
+                e.user_id,
+                format!("We received your order {}", e.order_id),
+                format!(
+                    "thank you for your order {}. We are reserving the items and taking the \
+                     payment now; you will hear from us again in a moment.\n\n{}\nTotal: {}",
+                    e.order_id,
+                    item_lines(&e.items),
+                    format_money(&e.total)
+                ),
+            ),
+            Self::OrderConfirmed(e) => to_user(
+                e.user_id,
+                format!("Your order {} is confirmed", e.order_id),
+                format!(
+                    "good news: your order {} is confirmed and paid.\n\n{}\nTotal paid: {}\n\n\
+                     Your parcel's tracking number is {}. Follow it at /api/shipments/{}.",
+                    e.order_id,
+                    item_lines(&e.items),
+                    format_money(&e.total),
+                    e.tracking_number,
+                    e.tracking_number
+                ),
+            ),
+            Self::OrderFailed(e) => to_user(
+                e.user_id,
+                format!("Your order {} could not be completed", e.order_id),
+                format!(
+                    "we are sorry: your order {} could not be completed.\n\nReason: {}\n\n{}\n\n\
+                     Nothing has been charged: any payment taken for it has been refunded in full, \
+                     and the items are back in stock for you to try again.",
+                    e.order_id,
+                    e.reason.trim(),
+                    failure_advice(&e.reason_code)
+                ),
+            ),
+            Self::ShipmentCreated(e) => {
+                let days = e
+                    .quote
+                    .estimated_days
+                    .map(|d| format!(" It should arrive within {d} working days."))
+                    .unwrap_or_default();
+                to_user(
+                    e.user_id,
+                    format!("Your order {} is being shipped", e.order_id),
+                    format!(
+                        "the parcel for your order {} ({} {}) is ready to ship to {}.{}\n\n\
+                         Tracking number: {}\nShipping: {}",
+                        e.order_id,
+                        e.items_count,
+                        if e.items_count == 1 { "item" } else { "items" },
+                        e.country,
+                        days,
+                        e.tracking_number,
+                        format_money(&e.quote.amount)
+                    ),
+                )
+            }
+            Self::StockLow(e) => Message {
+                audience: Audience::Admins,
+                channel: Channel::Email,
+                subject: format!("Low stock: product {}", e.product_id),
+                body: format!(
+                    "Product {} is running low: {} available, below the threshold of {}.\n\
+                     Restock it with PUT /api/stock/{}.\n",
+                    e.product_id, e.available, e.threshold, e.product_id
+                ),
+            },
+        }
+    }
+}
+
+fn item_lines(items: &[OrderItem]) -> String {
+    items
+        .iter()
+        .map(|i| {
+            let line_total = Money::new(
+                i.unit_price.amount.saturating_mul(i.quantity),
+                &i.unit_price.currency,
+            );
+            format!(
+                "  {} × {} at {}: {}\n",
+                i.quantity,
+                i.name.trim(),
+                format_money(&i.unit_price),
+                format_money(&line_total)
+            )
+        })
+        .collect()
+}
+
+/// What the customer can do about a failed checkout, by the order service's reason code.
+pub fn failure_advice(reason_code: &str) -> &'static str {
+    match reason_code {
+        "card_declined" => "Your bank declined the card. Please try another card.",
+        "insufficient_funds" => {
+            "The card has insufficient funds. Please try another card or a smaller order."
+        }
+        "invalid_card" => "The card details were not valid. Please check them and try again.",
+        "out_of_stock" => {
+            "Some items sold out before we could reserve them. Your cart still holds them; \
+             adjust the quantities and try again."
+        }
+        "payment_unavailable" | "upstream_unavailable" => {
+            "A part of our shop was unavailable for a moment. Please try again in a few minutes."
+        }
+        _ => "Please try again, or contact us if it keeps happening.",
+    }
+}
+
+/// Digits after the decimal point of an ISO 4217 currency (2 unless the table says otherwise).
+pub fn minor_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// `1234567` EUR → `12,345.67 EUR`: minor units as a person reads them, never through floats.
+pub fn format_money(money: &Money) -> String {
+    let digits = minor_digits(&money.currency);
+    let sign = if money.amount < 0 { "-" } else { "" };
+    let units = money.amount.unsigned_abs();
+    let scale = 10u64.pow(digits);
+    let (major, minor) = (units / scale, units % scale);
+    let major = major.to_string();
+    let mut grouped = String::with_capacity(major.len() + major.len() / 3);
+    for (i, c) in major.chars().enumerate() {
+        if i > 0 && (major.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if digits == 0 {
+        format!("{sign}{grouped} {}", money.currency)
+    } else {
+        format!(
+            "{sign}{grouped}.{minor:0width$} {}",
+            money.currency,
+            width = digits as usize
+        )
+    }
+}
+
+/// Where the next page starts: after this (created_at, id), newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cursor {
+    #[serde(rename = "t")]
+    pub created_at: String,
+    #[serde(rename = "i")]
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
+    }
+
+    pub fn decode(raw: &str) -> ApiResult<Self> {
+        URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| Problem::bad_request("the cursor is not one this API returned"))
+    }
+}
+
+/// A recorded message, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Notification {
+    pub id: String,
+    /// The event that caused it (`order.confirmed`, ...).
+    pub event_type: String,
+    /// Absent for messages to the administrators.
+    pub user_id: Option<String>,
+    pub channel: Channel,
+    /// Where it goes; absent while the user's address is not known yet.
+    pub address: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub created_at: String,
+    /// `pending` (waiting to be sent, or for an address), `sent`, `skipped` (the sender is
+    /// `none`) or `failed` (gave up after repeated errors).
+    pub send_state: String,
+    pub sent_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use shop_kit::events::Event;
+
+    #[test]
+    fn money_is_formatted_from_minor_units() {
+        for (amount, currency, text) in [
+            (0, "EUR", "0.00 EUR"),
+            (5, "EUR", "0.05 EUR"),
+            (1999, "EUR", "19.99 EUR"),
+            (123_456_789, "USD", "1,234,567.89 USD"),
+            (100_000, "EUR", "1,000.00 EUR"),
+            (-250, "GBP", "-2.50 GBP"),
+            (1500, "JPY", "1,500 JPY"),
+            (1234, "KWD", "1.234 KWD"),
+        ] {
+            assert_eq!(format_money(&Money::new(amount, currency)), text);
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = Cursor {
+            created_at: "2026-11-22T10:00:00.000000Z".into(),
+            id: "x".into(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert_eq!(Cursor::decode("not-a-cursor!").unwrap_err().status, 400);
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode(b"{}"))
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn versions_and_shapes_are_checked() {
+        let order = json!({"order_id": Uuid::nil(), "user_id": Uuid::nil(), "reason_code": "x", "reason": "y"});
+        let ok = Event::new("order.failed", "order", 1, &order);
+        assert!(matches!(
+            Notice::parse(&ok),
+            Ok(Some(Notice::OrderFailed(_)))
+        ));
+        let v2 = Event::new("order.failed", "order", 2, &order);
+        assert!(matches!(
+            Notice::parse(&v2),
+            Err(Unusable::Version { found: 2, .. })
+        ));
+        let bad = Event::new("order.failed", "order", 1, json!({"order_id": "nope"}));
+        assert!(matches!(
+            Notice::parse(&bad),
+            Err(Unusable::Malformed { .. })
+        ));
+        let other = Event::new("cart.touched", "cart", 7, json!({}));
+        assert!(matches!(Notice::parse(&other), Ok(None)));
+        let no_items = Event::new(
+            "order.placed",
+            "order",
+            1,
+            json!({"order_id": Uuid::nil(), "user_id": Uuid::nil(), "items": [], "total": {"amount": 0, "currency": "EUR"}}),
+        );
+        assert!(matches!(
+            Notice::parse(&no_items),
+            Err(Unusable::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_failed_order_explains_itself() {
+        let notice = Notice::OrderFailed(OrderFailed {
+            order_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            reason_code: "card_declined".into(),
+            reason: "the card was declined".into(),
+        });
+        let message = notice.render(Some(&Recipient {
+            email: "ann@example.com".into(),
+            name: "Ann".into(),
+        }));
+        assert!(message.body.starts_with("Hello Ann,"));
+        assert!(message.body.contains("Reason: the card was declined"));
+        assert!(message.body.contains("try another card"));
+        assert!(message.subject.contains(&Uuid::nil().to_string()));
+        assert!(
+            notice
+                .render(None)
+                .body
+                .starts_with("Hello,\n\nwe are sorry")
+        );
+    }
+}

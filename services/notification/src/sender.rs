@@ -1,0 +1,164 @@
+//! Sending recorded messages: a pluggable [`Sender`] and the [`Dispatcher`] that feeds it.
+//!
+//! A message is recorded first (in the event consumer's transaction) and sent afterwards, so a
+//! sender that fails or a process that dies mid-send loses nothing: the message stays `pending`
+//! and is tried again with a growing delay, up to [`MAX_ATTEMPTS`], then marked `failed`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::storage::{Due, Store};
+
+/// Attempts before a message is marked `failed`.
+pub const MAX_ATTEMPTS: i64 = 5;
+/// How long a dispatcher holds a message it is sending before another may take it.
+const LEASE: Duration = Duration::from_secs(60);
+/// Messages taken per pass.
+const BATCH: i64 = 50;
+
+/// What a sender did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed over for delivery.
+    Sent,
+    /// Deliberately not sent (the `none` sender).
+    Skipped,
+}
+
+impl Delivery {
+    fn state(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// Delivers one message (an e-mail gateway, an SMS provider, a log line).
+#[async_trait]
+pub trait Sender: Send + Sync + 'static {
+    async fn send(&self, message: &Due) -> anyhow::Result<Delivery>;
+}
+
+/// One structured log line per message: enough to follow it, not its body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSender;
+
+#[async_trait]
+impl Sender for LogSender {
+    async fn send(&self, message: &Due) -> anyhow::Result<Delivery> {
+        tracing::info!(
+            notification_id = %message.id,
+            event_type = %message.event_type,
+            channel = %message.channel,
+            user_id = message.user_id.as_deref().unwrap_or("-"),
+            to = %mask_address(&message.address),
+            subject = %message.subject,
+            "notification sent (log sender)"
+        );
+        Ok(Delivery::Sent)
+    }
+}
+
+/// Sends nothing; messages are recorded and marked `skipped`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSender;
+
+#[async_trait]
+impl Sender for NoSender {
+    async fn send(&self, _message: &Due) -> anyhow::Result<Delivery> {
+        Ok(Delivery::Skipped)
+    }
+}
+
+/// `ann.lee@example.com` → `a***@example.com`: the log shows the domain, not the person.
+pub fn mask_address(address: &str) -> String {
+    address
+        .split(", ")
+        .map(|one| match one.split_once('@') {
+            Some((local, domain)) => {
+                let first: String = local.chars().take(1).collect();
+                format!("{first}***@{domain}")
+            }
+            None => "***".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The delay before attempt `attempts + 1` after a failure: 2, 4, 8, 16 s ...
+fn backoff(attempts: i64) -> Duration {
+    Duration::from_secs(1u64 << attempts.clamp(1, 8))
+}
+
+/// Sends every due message once. Returns how many were handed to the sender (sent or skipped).
+pub async fn send_due(store: &Store, sender: &dyn Sender) -> Result<usize, sqlx::Error> {
+    let mut delivered = 0;
+    for due in store.due(BATCH).await? {
+        if !store.claim(&due, LEASE).await? {
+            continue; // another dispatcher has it
+        }
+        let attempts = due.attempts + 1;
+        match sender.send(&due).await {
+            Ok(delivery) => {
+                store.finish(&due.id, delivery.state()).await?;
+                delivered += 1;
+            }
+            Err(e) => {
+                let retry_in = (attempts < MAX_ATTEMPTS).then(|| backoff(attempts));
+                tracing::warn!(notification_id = %due.id, attempts, error = %e, gives_up = retry_in.is_none(), "sending a notification failed");
+                store
+                    .send_failed(&due.id, &format!("{e:#}"), retry_in)
+                    .await?;
+            }
+        }
+    }
+    Ok(delivered)
+}
+
+/// The background task that sends due messages every `interval`. Stopped when dropped.
+pub struct Dispatcher(tokio::task::JoinHandle<()>);
+
+impl Dispatcher {
+    pub fn start(store: Store, sender: Arc<dyn Sender>, interval: Duration) -> Self {
+        Self(tokio::spawn(async move {
+            // The first pass one interval after start, like every other.
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = send_due(&store, sender.as_ref()).await {
+                    tracing::warn!(error = %e, "sending notifications failed; will retry");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_masked_in_logs() {
+        assert_eq!(mask_address("ann.lee@example.com"), "a***@example.com");
+        assert_eq!(mask_address("a@x.org, bob@y.org"), "a***@x.org, b***@y.org");
+        assert_eq!(mask_address("nonsense"), "***");
+    }
+
+    #[test]
+    fn the_backoff_grows_and_is_bounded() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(16));
+        assert_eq!(backoff(40), Duration::from_secs(256));
+    }
+}
