@@ -211,7 +211,7 @@ impl Saga {
         runner: &str,
         card: Option<&PaymentDetails>,
     ) -> Result<Option<Stopped>, sqlx::Error> {
-        let Some(state) = self.store.state(order_id).await? else {
+        let Some(state) = self.store.saga_state(order_id).await? else {
             return Ok(Some(Stopped::Lost));
         };
         if state.runner != runner {

@@ -139,6 +139,17 @@ impl Store {
         self.with_history(row).await
     }
 
+    /// The order without its step history: what the saga reads before each step.
+    pub async fn saga_state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
+        sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
     async fn with_history(&self, row: Option<AnyRow>) -> Result<Option<SagaState>, sqlx::Error> {
         let Some(row) = row else { return Ok(None) };
         let mut state = decode(&row)?;
@@ -337,20 +348,6 @@ impl Store {
         outbox::insert(&mut tx, &events::failed(&order, &code, &reason)).await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Keeps the runner's lease on an order alive while a step takes its time.
-    pub async fn touch(&self, id: &str, runner: &str) -> Result<bool, sqlx::Error> {
-        let updated = sqlx::query(
-            "UPDATE orders SET updated_at = $1 WHERE id = $2 AND runner = $3 AND status = $4",
-        )
-        .bind(now_rfc3339())
-        .bind(id)
-        .bind(runner)
-        .bind(OrderStatus::Pending.as_str())
-        .execute(self.db.pool())
-        .await?;
-        Ok(updated.rows_affected() == 1)
     }
 
     /// Orders left unfinished and untouched since `stale_before`: each one this call manages to

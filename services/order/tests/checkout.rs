@@ -25,9 +25,14 @@ async fn the_happy_path_confirms_charges_once_ships_and_empties_the_cart() {
         shop.add_to_cart(&ann, a, 2).await;
         shop.add_to_cart(&ann, b, 1).await;
         let key = key();
+        let started = Instant::now();
         let response = shop
             .checkout(&ann, Some(&key), &checkout_body(GOOD_CARD))
             .await;
+        eprintln!(
+            "one checkout (2 lines, 5 upstream services) took {:?}",
+            started.elapsed()
+        );
         assert_eq!(response.status(), StatusCode::CREATED);
         let order: Value = response.json().await.unwrap();
         let id = order["id"].as_str().unwrap();
@@ -365,19 +370,19 @@ async fn with_payment_down_checkout_fails_fast_and_holds_no_stock() {
                 .unwrap();
             assert_eq!(order["status"], "FAILED");
             assert_eq!(order["history"].as_array().unwrap().len(), 3);
+            // Failing before reserving: inventory was never asked to hold anything.
+            let reservation = shop
+                .client
+                .get(format!(
+                    "{}/internal/reservations/{}",
+                    shop.inventory.url,
+                    body["order_id"].as_str().unwrap()
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reservation.status(), StatusCode::NOT_FOUND);
         }
-        // Reservations were never even asked for.
-        let reservation = shop
-            .client
-            .get(format!(
-                "{}/internal/reservations/{}",
-                shop.inventory.url,
-                uuid::Uuid::now_v7()
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reservation.status(), StatusCode::NOT_FOUND);
     }
 }
 
@@ -549,4 +554,61 @@ async fn order_history_pages_newest_first() {
         .await
         .unwrap();
     assert_eq!(other["items"], json!([]));
+}
+
+#[tokio::test]
+async fn a_saga_slower_than_the_deadline_answers_202_and_finishes_in_the_background() {
+    let shop = Shop::start(
+        shop_kit::db::Backend::Sqlite,
+        shop_order::Settings {
+            checkout_deadline: Duration::from_millis(1),
+            ..settings()
+        },
+    )
+    .await;
+    let products = shop.products(1, 10).await;
+    let buyer = user();
+    shop.add_to_cart(&buyer, products[0]["id"].as_str().unwrap(), 1)
+        .await;
+    let key = key();
+    let response = shop
+        .checkout(&buyer, Some(&key), &checkout_body(GOOD_CARD))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(
+        location,
+        format!("/api/orders/{}", order["id"].as_str().unwrap())
+    );
+    let done = shop
+        .wait_terminal(
+            &buyer,
+            order["id"].as_str().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(done["status"], "CONFIRMED");
+    // Now that it has an outcome, the same key answers with it.
+    let again = shop
+        .checkout(&buyer, Some(&key), &checkout_body(GOOD_CARD))
+        .await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_endpoints() {
+    let shop = Shop::start(shop_kit::db::Backend::Sqlite, settings()).await;
+    let doc: Value = shop
+        .client
+        .get(format!("{}/openapi.json", shop.order_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/orders"]["post"].is_object());
+    assert!(doc["paths"]["/api/orders/{order_id}"]["get"].is_object());
 }

@@ -110,6 +110,15 @@ pub fn settings() -> Settings {
 
 impl Shop {
     pub async fn start(backend: Backend, settings: Settings) -> Self {
+        Self::start_with_order_db(backend, settings, None).await
+    }
+
+    /// As [`Shop::start`], with the order service on `order_db_url` when given.
+    pub async fn start_with_order_db(
+        backend: Backend,
+        settings: Settings,
+        order_db_url: Option<String>,
+    ) -> Self {
         let mut dbs = Vec::new();
         for _ in 0..6 {
             dbs.push(fresh(backend).await);
@@ -176,7 +185,7 @@ impl Shop {
             payment: upstream("payment", &payment.url),
             shipping: upstream("shipping", &shipping.url),
         };
-        let order_db_url = dbs[5].url.clone();
+        let order_db_url = order_db_url.unwrap_or_else(|| dbs[5].url.clone());
         let order_db = Database::connect_and_migrate(&order_db_url, &shop_order::MIGRATOR)
             .await
             .unwrap();
