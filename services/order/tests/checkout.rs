@@ -113,6 +113,16 @@ async fn the_happy_path_confirms_charges_once_ships_and_empties_the_cart() {
         assert!(problem.kind.ends_with("idempotency-key-reused"));
         assert_eq!(shop.count("SELECT COUNT(*) FROM orders").await, 1);
         assert_eq!(shop.charges(id).await.len(), 1);
+        // Keys are per user: another user's order under the same key is their own.
+        let bob = user();
+        shop.add_to_cart(&bob, a, 1).await;
+        let bobs = shop
+            .checkout(&bob, Some(&key), &checkout_body(GOOD_CARD))
+            .await;
+        assert_eq!(bobs.status(), StatusCode::CREATED);
+        let bobs: Value = bobs.json().await.unwrap();
+        assert_ne!(bobs["id"], order["id"]);
+        assert_eq!(shop.available(a).await, 7);
 
         // History and access: the owner lists it, an admin reads it, anyone else gets 404.
         let list: Value = shop
@@ -611,4 +621,35 @@ async fn the_openapi_document_lists_the_endpoints() {
         .unwrap();
     assert!(doc["paths"]["/api/orders"]["post"].is_object());
     assert!(doc["paths"]["/api/orders/{order_id}"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn with_shipping_down_the_order_fails_before_charging_and_gives_the_stock_back() {
+    for backend in backends().await {
+        eprintln!("backend: {backend}");
+        let mut shop = Shop::start(backend, settings()).await;
+        let products = shop.products(1, 10).await;
+        let product = products[0]["id"].as_str().unwrap();
+        shop.shipping.stop().await;
+        let buyer = user();
+        shop.add_to_cart(&buyer, product, 4).await;
+        let response = shop
+            .checkout(&buyer, Some(&key()), &checkout_body(GOOD_CARD))
+            .await;
+        assert!(response.headers().contains_key("retry-after"));
+        let problem = expect_problem(response, 503).await;
+        assert!(
+            problem.kind.ends_with("upstream-unavailable"),
+            "{problem:?}"
+        );
+        let id: String = sqlx::query_scalar("SELECT id FROM orders")
+            .fetch_one(shop.order_db.pool())
+            .await
+            .unwrap();
+        assert_eq!(shop.available(product).await, 10, "the stock is back");
+        assert!(shop.charges(&id).await.is_empty(), "nothing was charged");
+        let failed = &shop.events_of(&id).await[1];
+        assert_eq!(failed.0, "order.failed");
+        assert_eq!(failed.1["reason_code"], "upstream_unavailable");
+    }
 }

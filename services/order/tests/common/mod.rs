@@ -88,7 +88,7 @@ pub struct Shop {
     pub cart: TestServer,
     pub inventory: TestServer,
     pub payment: StoppableServer,
-    pub shipping: TestServer,
+    pub shipping: StoppableServer,
     pub order: Option<TestServer>,
     pub order_db: Database,
     pub order_db_url: String,
@@ -170,13 +170,8 @@ impl Shop {
         let shipping_db = Database::connect_and_migrate(&dbs[4].url, &shop_shipping::MIGRATOR)
             .await
             .unwrap();
-        let metrics = Metrics::new("shipping");
-        let shipping = testing::spawn_service(
-            shop_shipping::service(shipping_db),
-            &testing::config(&dbs[4].url),
-            &metrics,
-        )
-        .await;
+        let shipping =
+            StoppableServer::start(shop_shipping::service(shipping_db), "shipping").await;
 
         let upstreams = Upstreams {
             cart: upstream("cart", &cart.url),
