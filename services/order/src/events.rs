@@ -1,0 +1,87 @@
+//! The events the order service writes, each in the transaction of the change it announces
+//! (see `storage`). Schema version 1 of each; the kit adds `version` to `data`.
+
+use serde::Serialize;
+use shop_kit::Money;
+use shop_kit::events::Event;
+
+use crate::domain::{Order, OrderItem};
+
+pub const SOURCE: &str = "order";
+pub const VERSION: u32 = 1;
+
+pub const ORDER_PLACED: &str = "order.placed";
+pub const ORDER_CONFIRMED: &str = "order.confirmed";
+pub const ORDER_FAILED: &str = "order.failed";
+
+/// `order.placed`: the order exists and its saga starts. `total` is the items' subtotal:
+/// shipping is quoted later in the saga (`order.confirmed` carries the final total).
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderPlaced<'a> {
+    pub order_id: &'a str,
+    pub user_id: &'a str,
+    pub items: &'a [OrderItem],
+    pub total: &'a Money,
+}
+
+/// `order.confirmed`: paid, committed and shipped.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderConfirmed<'a> {
+    pub order_id: &'a str,
+    pub user_id: &'a str,
+    pub items: &'a [OrderItem],
+    pub total: &'a Money,
+    pub tracking_number: &'a str,
+}
+
+/// `order.failed`: the saga ended without the order; compensations have run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderFailed<'a> {
+    pub order_id: &'a str,
+    pub user_id: &'a str,
+    pub reason_code: &'a str,
+    pub reason: &'a str,
+}
+
+pub fn placed(order_id: &str, user_id: &str, items: &[OrderItem], subtotal: &Money) -> Event {
+    Event::new(
+        ORDER_PLACED,
+        SOURCE,
+        VERSION,
+        OrderPlaced {
+            order_id,
+            user_id,
+            items,
+            total: subtotal,
+        },
+    )
+}
+
+pub fn confirmed(order: &Order, tracking_number: &str) -> Event {
+    Event::new(
+        ORDER_CONFIRMED,
+        SOURCE,
+        VERSION,
+        OrderConfirmed {
+            order_id: &order.id,
+            user_id: &order.user_id,
+            items: &order.items,
+            total: &order.total,
+            tracking_number,
+        },
+    )
+}
+
+pub fn failed(order: &Order, reason_code: &str, reason: &str) -> Event {
+    Event::new(
+        ORDER_FAILED,
+        SOURCE,
+        VERSION,
+        OrderFailed {
+            order_id: &order.id,
+            user_id: &order.user_id,
+            reason_code,
+            reason,
+        },
+    )
+}

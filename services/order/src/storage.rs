@@ -1,0 +1,459 @@
+//! The order service's tables. Portable SQL over the kit's database.
+//!
+//! The order row is the Idempotency-Key claim: inserted once per (user, key), with `order.placed`
+//! in the same transaction. Every later write is one transaction that starts with a conditional
+//! UPDATE on the expected step and the runner holding the order (so SQLite takes its write lock
+//! first and two runners can never both advance one order), then appends the step to the history
+//! and, for the terminal steps, writes the event to the outbox.
+
+use shop_kit::db::Tx;
+use shop_kit::events::outbox;
+use shop_kit::{Database, FieldError, Money, now_rfc3339};
+use shop_shipping::domain::{Address, Quote};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::domain::{CardSummary, Cursor, Order, OrderItem, OrderStatus, Step, StepEntry};
+use crate::events;
+
+const ORDER_COLUMNS: &str = "id, user_id, request_hash, status, step, runner, items, currency, \
+    subtotal, shipping_cost, shipping_quote, shipping_address, card_brand, card_last4, charge_id, \
+    payment_check, tracking_number, reason_code, reason, reason_errors, created_at, updated_at";
+
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+}
+
+/// An order with what the saga needs beyond the API view.
+#[derive(Debug, Clone)]
+pub struct SagaState {
+    pub order: Order,
+    pub request_hash: String,
+    pub runner: String,
+    pub quote: Option<Quote>,
+    pub charge_id: Option<String>,
+    /// A charge may exist that `charge_id` does not name: ask payment before finishing.
+    pub payment_check: bool,
+    pub reason_errors: Vec<FieldError>,
+}
+
+/// A new order, already validated and priced.
+pub struct NewOrder<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub idem_key: &'a str,
+    pub request_hash: &'a str,
+    pub runner: &'a str,
+    pub items: &'a [OrderItem],
+    pub subtotal: &'a Money,
+    pub address: &'a Address,
+    pub card: &'a CardSummary,
+}
+
+/// What a step records besides itself.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub quote: Option<Quote>,
+    pub charge_id: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
+/// Why a step failed, as recorded when compensation starts.
+pub struct Failure<'a> {
+    pub reason_code: &'a str,
+    pub reason: &'a str,
+    pub errors: &'a [FieldError],
+    pub payment_check: bool,
+}
+
+impl Store {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Inserts the order, its first step and `order.placed`, unless the user already has an
+    /// order under this key: then `false`, and nothing is written.
+    pub async fn insert(&self, new: NewOrder<'_>) -> Result<bool, sqlx::Error> {
+        let now = now_rfc3339();
+        let mut tx = self.db.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, user_id, idem_key, request_hash, status, step, runner, items, \
+             currency, subtotal, shipping_address, card_brand, card_last4, payment_check, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15) \
+             ON CONFLICT (user_id, idem_key) DO NOTHING",
+        )
+        .bind(new.id)
+        .bind(new.user_id)
+        .bind(new.idem_key)
+        .bind(new.request_hash)
+        .bind(OrderStatus::Pending.as_str())
+        .bind(Step::Placed.as_str())
+        .bind(new.runner)
+        .bind(serde_json::to_string(new.items).expect("items serialise"))
+        .bind(&new.subtotal.currency)
+        .bind(new.subtotal.amount)
+        .bind(serde_json::to_string(new.address).expect("an address serialises"))
+        .bind(&new.card.brand)
+        .bind(&new.card.last4)
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        record_step(&mut tx, new.id, Step::Placed, &now).await?;
+        outbox::insert(
+            &mut tx,
+            &events::placed(new.id, new.user_id, new.items, new.subtotal),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The user's order under an Idempotency-Key.
+    pub async fn by_key(&self, user_id: &str, key: &str) -> Result<Option<SagaState>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idem_key = $2"
+        ))
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(self.db.pool())
+        .await?;
+        self.with_history(row).await
+    }
+
+    pub async fn state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        self.with_history(row).await
+    }
+
+    /// The order without its step history: what the saga reads before each step.
+    pub async fn saga_state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
+        sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
+    async fn with_history(&self, row: Option<AnyRow>) -> Result<Option<SagaState>, sqlx::Error> {
+        let Some(row) = row else { return Ok(None) };
+        let mut state = decode(&row)?;
+        state.order.history = self.history(&state.order.id).await?;
+        Ok(Some(state))
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<StepEntry>, sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT step, at FROM order_steps WHERE order_id = $1 ORDER BY at, step",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(step, at)| {
+                Some(StepEntry {
+                    step: Step::parse(&step)?,
+                    at,
+                })
+            })
+            .collect())
+    }
+
+    /// A page of the user's orders, newest first.
+    pub async fn list(
+        &self,
+        user_id: &str,
+        after: Option<&Cursor>,
+        limit: i64,
+    ) -> Result<(Vec<Order>, Option<Cursor>), sqlx::Error> {
+        let rows = match after {
+            Some(c) => {
+                sqlx::query(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+                     AND (created_at < $2 OR (created_at = $3 AND id < $4)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $5"
+                ))
+                .bind(user_id)
+                .bind(&c.created_at)
+                .bind(&c.created_at)
+                .bind(&c.id)
+                .bind(limit + 1)
+                .fetch_all(self.db.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(user_id)
+                .bind(limit + 1)
+                .fetch_all(self.db.pool())
+                .await?
+            }
+        };
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            let mut order = decode(row)?.order;
+            order.history = self.history(&order.id).await?;
+            orders.push(order);
+        }
+        let next = (rows.len() as i64 > limit)
+            .then(|| orders.last())
+            .flatten()
+            .map(|o| Cursor {
+                created_at: o.created_at.clone(),
+                id: o.id.clone(),
+            });
+        Ok((orders, next))
+    }
+
+    /// Records that `runner` completed `to` after `from`; false when the order is no longer at
+    /// `from` or no longer this runner's (nothing written). Reaching `Confirmed` writes
+    /// `order.confirmed` in the same transaction.
+    pub async fn advance(
+        &self,
+        id: &str,
+        runner: &str,
+        from: Step,
+        to: Step,
+        progress: Progress,
+    ) -> Result<bool, sqlx::Error> {
+        let now = now_rfc3339();
+        let (shipping_cost, quote) = match &progress.quote {
+            Some(q) => (
+                Some(q.amount.amount),
+                Some(serde_json::to_string(q).expect("a quote serialises")),
+            ),
+            None => (None, None),
+        };
+        let mut tx = self.db.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE orders SET step = $1, status = $2, updated_at = $3, \
+             shipping_cost = COALESCE($4, shipping_cost), shipping_quote = COALESCE($5, shipping_quote), \
+             charge_id = COALESCE($6, charge_id), tracking_number = COALESCE($7, tracking_number) \
+             WHERE id = $8 AND step = $9 AND runner = $10",
+        )
+        .bind(to.as_str())
+        .bind(to.status().as_str())
+        .bind(&now)
+        .bind(shipping_cost)
+        .bind(quote)
+        .bind(progress.charge_id)
+        .bind(progress.tracking_number)
+        .bind(id)
+        .bind(from.as_str())
+        .bind(runner)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        record_step(&mut tx, id, to, &now).await?;
+        if to == Step::Confirmed {
+            let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let order = decode(&row)?.order;
+            let tracking = order.tracking_number.clone().unwrap_or_default();
+            outbox::insert(&mut tx, &events::confirmed(&order, &tracking)).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Moves the order from `from` to `Compensating` with the failure's reason.
+    pub async fn start_compensating(
+        &self,
+        id: &str,
+        runner: &str,
+        from: Step,
+        failure: Failure<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let now = now_rfc3339();
+        let errors = (!failure.errors.is_empty())
+            .then(|| serde_json::to_string(failure.errors).expect("field errors serialise"));
+        let mut tx = self.db.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE orders SET step = $1, updated_at = $2, reason_code = $3, reason = $4, \
+             reason_errors = $5, payment_check = $6 \
+             WHERE id = $7 AND step = $8 AND runner = $9",
+        )
+        .bind(Step::Compensating.as_str())
+        .bind(&now)
+        .bind(failure.reason_code)
+        .bind(failure.reason)
+        .bind(errors)
+        .bind(i64::from(failure.payment_check))
+        .bind(id)
+        .bind(from.as_str())
+        .bind(runner)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        record_step(&mut tx, id, Step::Compensating, &now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a compensated order: FAILED, with `order.failed` in the same transaction.
+    pub async fn finish_failed(&self, id: &str, runner: &str) -> Result<bool, sqlx::Error> {
+        let now = now_rfc3339();
+        let mut tx = self.db.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE orders SET step = $1, status = $2, updated_at = $3 \
+             WHERE id = $4 AND step = $5 AND runner = $6",
+        )
+        .bind(Step::Failed.as_str())
+        .bind(OrderStatus::Failed.as_str())
+        .bind(&now)
+        .bind(id)
+        .bind(Step::Compensating.as_str())
+        .bind(runner)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        record_step(&mut tx, id, Step::Failed, &now).await?;
+        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let order = decode(&row)?.order;
+        let code = order.reason_code.clone().unwrap_or_default();
+        let reason = order.reason.clone().unwrap_or_default();
+        outbox::insert(&mut tx, &events::failed(&order, &code, &reason)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Orders left unfinished and untouched since `stale_before`: each one this call manages to
+    /// take over is handed to `runner`. Returns their ids.
+    pub async fn take_over_stale(
+        &self,
+        stale_before: &str,
+        runner: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, updated_at FROM orders WHERE status = $1 AND updated_at < $2 \
+             ORDER BY updated_at LIMIT $3",
+        )
+        .bind(OrderStatus::Pending.as_str())
+        .bind(stale_before)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut taken = Vec::new();
+        for (id, updated_at) in candidates {
+            // Conditional on the row being exactly as read: another resumer (or the runner
+            // waking up) wins any race.
+            let updated = sqlx::query(
+                "UPDATE orders SET runner = $1, updated_at = $2 \
+                 WHERE id = $3 AND status = $4 AND updated_at = $5",
+            )
+            .bind(runner)
+            .bind(now_rfc3339())
+            .bind(&id)
+            .bind(OrderStatus::Pending.as_str())
+            .bind(&updated_at)
+            .execute(self.db.pool())
+            .await?;
+            if updated.rows_affected() == 1 {
+                taken.push(id);
+            }
+        }
+        Ok(taken)
+    }
+}
+
+async fn record_step(tx: &mut Tx, id: &str, step: Step, at: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_steps (order_id, step, at) VALUES ($1, $2, $3) \
+         ON CONFLICT (order_id, step) DO NOTHING",
+    )
+    .bind(id)
+    .bind(step.as_str())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn corrupt(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("the orders table holds an unreadable {what}").into())
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(text).map_err(|_| corrupt(what))
+}
+
+fn decode(row: &AnyRow) -> Result<SagaState, sqlx::Error> {
+    let currency: String = row.try_get("currency")?;
+    let subtotal: i64 = row.try_get("subtotal")?;
+    let shipping_cost: Option<i64> = row.try_get("shipping_cost")?;
+    let step: String = row.try_get("step")?;
+    let step = Step::parse(&step).ok_or_else(|| corrupt("step"))?;
+    let quote: Option<String> = row.try_get("shipping_quote")?;
+    let errors: Option<String> = row.try_get("reason_errors")?;
+    let items: String = row.try_get("items")?;
+    let address: String = row.try_get("shipping_address")?;
+    let payment_check: i64 = row.try_get("payment_check")?;
+    Ok(SagaState {
+        order: Order {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            status: step.status(),
+            step,
+            items: json(&items, "items list")?,
+            subtotal: Money::new(subtotal, &currency),
+            shipping_cost: shipping_cost.map(|c| Money::new(c, &currency)),
+            total: Money::new(subtotal + shipping_cost.unwrap_or(0), &currency),
+            currency,
+            shipping_address: json(&address, "address")?,
+            card: CardSummary {
+                brand: row.try_get("card_brand")?,
+                last4: row.try_get("card_last4")?,
+            },
+            tracking_number: row.try_get("tracking_number")?,
+            reason_code: row.try_get("reason_code")?,
+            reason: row.try_get("reason")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            history: Vec::new(),
+        },
+        request_hash: row.try_get("request_hash")?,
+        runner: row.try_get("runner")?,
+        quote: quote.as_deref().map(|q| json(q, "quote")).transpose()?,
+        charge_id: row.try_get("charge_id")?,
+        payment_check: payment_check != 0,
+        reason_errors: errors
+            .as_deref()
+            .map(|e| json(e, "reason"))
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
