@@ -50,10 +50,12 @@ pub enum ServiceName {
     Inventory,
     Payment,
     Shipping,
+    Order,
+    Notification,
 }
 
 impl ServiceName {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Gateway,
         Self::User,
         Self::Catalog,
@@ -61,6 +63,8 @@ impl ServiceName {
         Self::Inventory,
         Self::Payment,
         Self::Shipping,
+        Self::Order,
+        Self::Notification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,8 @@ impl ServiceName {
             Self::Inventory => "inventory",
             Self::Payment => "payment",
             Self::Shipping => "shipping",
+            Self::Order => "order",
+            Self::Notification => "notification",
         }
     }
 }
@@ -109,6 +115,13 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
         }
         ServiceName::Payment => shop_payment::build(config, metrics).await,
         ServiceName::Shipping => shop_shipping::build(config, metrics).await,
+        ServiceName::Order => {
+            shop_order::build(config, shop_order::Settings::from_env()?, metrics).await
+        }
+        ServiceName::Notification => {
+            shop_notification::build(config, shop_notification::Settings::from_env()?, metrics)
+                .await
+        }
     }
 }
 
@@ -144,6 +157,8 @@ async fn migrate(service: ServiceName) -> Result<()> {
         ServiceName::Inventory => &shop_inventory::MIGRATOR,
         ServiceName::Payment => &shop_payment::MIGRATOR,
         ServiceName::Shipping => &shop_shipping::MIGRATOR,
+        ServiceName::Order => &shop_order::MIGRATOR,
+        ServiceName::Notification => &shop_notification::MIGRATOR,
         ServiceName::Gateway => bail!("the gateway has no database"),
     };
     let config = ServiceConfig::from_env(name)?;

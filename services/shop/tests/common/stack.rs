@@ -127,8 +127,17 @@ impl Stack {
             ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
             ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
             ("ORDER_RESUME_INTERVAL_MS", "500".into()),
+            // A saga whose process died is taken over after 2 s of silence (15 s by default).
+            ("ORDER_RESUME_LEASE_MS", "2000".into()),
         ];
-        for upstream in ["user", "catalog", "cart", "inventory", "payment", "shipping"] {
+        for upstream in [
+            "user",
+            "catalog",
+            "cart",
+            "inventory",
+            "payment",
+            "shipping",
+        ] {
             let key: &'static str = match upstream {
                 "user" => "USER_URL",
                 "catalog" => "CATALOG_URL",
@@ -279,7 +288,12 @@ impl Stack {
     }
 
     /// Checks out the customer's cart; the status and the JSON body (an order or a problem).
-    pub async fn checkout(&self, customer: &Customer, key: &str, card: &str) -> (StatusCode, Value) {
+    pub async fn checkout(
+        &self,
+        customer: &Customer,
+        key: &str,
+        card: &str,
+    ) -> (StatusCode, Value) {
         let response = self
             .client
             .post(self.api("/orders"))
