@@ -164,7 +164,9 @@ pub fn nats() -> Option<String> {
                 !in_ci(),
                 "SHOP_TEST_NATS_URL is not set: under CI=true the NATS tests must run (use tests/run.sh)"
             );
-            eprintln!("SKIPPED the NATS part: SHOP_TEST_NATS_URL is not set (tests/nats.sh start prints it)");
+            eprintln!(
+                "SKIPPED the NATS part: SHOP_TEST_NATS_URL is not set (tests/nats.sh start prints it)"
+            );
             None
         }
     }
@@ -194,8 +196,13 @@ impl NatsServer {
             })
             .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()));
         if found.is_none() {
-            assert!(!in_ci(), "no nats-server binary: under CI=true the NATS tests must run");
-            eprintln!("SKIPPED: no nats-server binary (set SHOP_TEST_NATS_SERVER or install nats-server)");
+            assert!(
+                !in_ci(),
+                "no nats-server binary: under CI=true the NATS tests must run"
+            );
+            eprintln!(
+                "SKIPPED: no nats-server binary (set SHOP_TEST_NATS_SERVER or install nats-server)"
+            );
         }
         found
     }
@@ -204,7 +211,8 @@ impl NatsServer {
     pub async fn start() -> Option<Self> {
         let binary = Self::binary()?;
         let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+            let probe =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
             probe.local_addr().expect("a bound address").port()
         };
         let store = std::env::temp_dir().join(format!("shop-test-nats-{}", uuid::Uuid::new_v4()));
@@ -221,7 +229,14 @@ impl NatsServer {
 
     async fn spawn(&mut self, binary: &std::path::Path) {
         let child = tokio::process::Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -230,7 +245,10 @@ impl NatsServer {
             .expect("starting nats-server");
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -260,4 +278,91 @@ impl Drop for NatsServer {
         }
         let _ = std::fs::remove_dir_all(&self.store);
     }
+}
+
+/// A consumer on the local bus that keeps every event it is given, for tests of producers:
+/// build the producer with `Bus::local(vec![sink.peer()], ...)` and wait for its events.
+pub struct EventSink {
+    pub server: TestServer,
+    name: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<crate::events::Event>>>,
+    _db: TestDatabase,
+    _running: crate::events::Running,
+}
+
+struct Keep(std::sync::Arc<std::sync::Mutex<Vec<crate::events::Event>>>);
+
+#[async_trait::async_trait]
+impl crate::events::consume::Handler for Keep {
+    async fn handle(
+        &self,
+        _tx: &mut crate::db::Tx,
+        event: &crate::events::Event,
+    ) -> Result<(), crate::events::consume::HandleError> {
+        self.0.lock().expect("sink lock").push(event.clone());
+        Ok(())
+    }
+}
+
+impl EventSink {
+    /// A sink named `name` (its consumer name) on a free port, with its own SQLite database.
+    pub async fn start(name: &str) -> Self {
+        let db_file = sqlite();
+        let db = crate::db::Database::connect(&db_file.url)
+            .await
+            .expect("the sink's database");
+        let received = std::sync::Arc::default();
+        let bus = crate::events::Bus::none(crate::events::EventOptions::default());
+        let (routes, running) =
+            crate::events::Consumer::start(&bus, db, name, Keep(std::sync::Arc::clone(&received)))
+                .await
+                .expect("starting the sink");
+        Self {
+            server: spawn(routes).await,
+            name: name.to_owned(),
+            received,
+            _db: db_file,
+            _running: running,
+        }
+    }
+
+    /// This sink as a local-bus peer.
+    pub fn peer(&self) -> crate::events::Peer {
+        crate::events::Peer {
+            name: self.name.clone(),
+            url: self.server.url.clone(),
+        }
+    }
+
+    /// Every event applied so far, in arrival order (each once).
+    pub fn events(&self) -> Vec<crate::events::Event> {
+        self.received.lock().expect("sink lock").clone()
+    }
+
+    /// The first event of `kind`, waiting up to `timeout`; panics when none arrives.
+    pub async fn wait_for(&self, kind: &str, timeout: std::time::Duration) -> crate::events::Event {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.events().into_iter().find(|e| e.kind == kind) {
+                return event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {kind} event reached the sink within {timeout:?}; got {:?}",
+                self.events()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A local bus to `peers` that polls every 20 ms, for producers under test.
+pub fn local_bus(peers: Vec<crate::events::Peer>) -> crate::events::Bus {
+    crate::events::Bus::local(
+        peers,
+        crate::events::EventOptions {
+            poll_interval: std::time::Duration::from_millis(20),
+            ..crate::events::EventOptions::default()
+        },
+    )
 }

@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use shop_kit::Database;
+use shop_kit::Metrics;
 use shop_kit::db::Tx;
 use shop_kit::events::consume::{HandleError, Handler};
 use shop_kit::events::{self, Bus, Consumer, Event, EventOptions, Peer, Relay, nats, outbox};
 use shop_kit::testing::{self, TestDatabase};
-use shop_kit::Metrics;
 
 fn fast_options() -> EventOptions {
     EventOptions {
@@ -28,7 +28,10 @@ fn fast_options() -> EventOptions {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// Records every applied event of types `<prefix>.*` in `applied`; `<prefix>.reject` is
@@ -91,7 +94,10 @@ async fn write_events(db: &Database, kind: &str, count: usize) -> Vec<Event> {
 }
 
 async fn scalar(db: &Database, sql: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql).fetch_one(db.pool()).await.unwrap()
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
 }
 
 async fn applied(db: &Database) -> i64 {
@@ -105,7 +111,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -123,7 +132,9 @@ async fn assert_applied_once(db: &Database, expected: i64) {
 /// Waits until the JetStream consumer has nothing pending and nothing unacknowledged.
 async fn drained(bus: &Bus, consumer: &str) -> bool {
     let jetstream = bus.jetstream().unwrap();
-    let Ok(stream) = jetstream.get_stream(nats::EVENT_STREAM).await else { return false };
+    let Ok(stream) = jetstream.get_stream(nats::EVENT_STREAM).await else {
+        return false;
+    };
     let Ok(mut consumer) = stream
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
         .await
@@ -148,13 +159,31 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
         let events = write_events(&producer, &format!("{prefix}.created"), 40).await;
 
         let metrics = Metrics::new("test");
-        let relay = Relay::start(&bus, producer.clone(), &metrics).await.unwrap();
-        let (routes, running) =
-            Consumer::start(&bus, consumer.clone(), &name, Recorder { prefix: prefix.clone() }).await.unwrap();
+        let relay = Relay::start(&bus, producer.clone(), &metrics)
+            .await
+            .unwrap();
+        let (routes, running) = Consumer::start(
+            &bus,
+            consumer.clone(),
+            &name,
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
         drop(routes);
-        eventually("all 40 applied", Duration::from_secs(30), || async { applied(&consumer).await == 40 }).await;
+        eventually("all 40 applied", Duration::from_secs(30), || async {
+            applied(&consumer).await == 40
+        })
+        .await;
         eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
         })
         .await;
 
@@ -184,18 +213,38 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
                 .await
                 .unwrap();
         }
-        eventually("the outbox published again", Duration::from_secs(10), || async {
-            scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0
+        eventually(
+            "the outbox published again",
+            Duration::from_secs(10),
+            || async {
+                scalar(
+                    &producer,
+                    "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+                )
+                .await
+                    == 0
+            },
+        )
+        .await;
+        eventually("the consumer drained", Duration::from_secs(20), || {
+            drained(&bus, &name)
         })
         .await;
-        eventually("the consumer drained", Duration::from_secs(20), || drained(&bus, &name)).await;
         assert_applied_once(&consumer, 40).await;
         assert_eq!(
-            scalar(&consumer, &format!("SELECT COUNT(*) FROM processed_events WHERE consumer = '{name}'")).await
+            scalar(
+                &consumer,
+                &format!("SELECT COUNT(*) FROM processed_events WHERE consumer = '{name}'")
+            )
+            .await
                 >= 40,
             true
         );
-        assert!(metrics.encode().contains("shop_events_published_total"), "{}", metrics.encode());
+        assert!(
+            metrics.encode().contains("shop_events_published_total"),
+            "{}",
+            metrics.encode()
+        );
         drop(running);
         drop(relay);
     }
@@ -203,19 +252,33 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
 
 #[tokio::test]
 async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
-    let Some(mut server) = testing::NatsServer::start().await else { return };
+    let Some(mut server) = testing::NatsServer::start().await else {
+        return;
+    };
     for (producer_db, consumer_db) in database_pairs().await {
         let producer = open(&producer_db).await;
         let consumer = open(&consumer_db).await;
         let bus = Bus::nats(&server.url, fast_options()).await.unwrap();
         let prefix = unique("outage");
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test")).await.unwrap();
-        let (_, running) = Consumer::start(&bus, consumer.clone(), &unique("consumer"), Recorder { prefix: prefix.clone() })
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
             .await
             .unwrap();
+        let (_, running) = Consumer::start(
+            &bus,
+            consumer.clone(),
+            &unique("consumer"),
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
         let kind = format!("{prefix}.created");
         write_events(&producer, &kind, 10).await;
-        eventually("the first 10 applied", Duration::from_secs(30), || async { applied(&consumer).await == 10 }).await;
+        eventually("the first 10 applied", Duration::from_secs(30), || async {
+            applied(&consumer).await == 10
+        })
+        .await;
 
         server.stop().await;
         // Checkouts go on while NATS is down: their events wait in the outbox.
@@ -223,19 +286,40 @@ async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
             write_events(&producer, &kind, 2).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(applied(&consumer).await, 10, "nothing can arrive while NATS is down");
-        assert!(scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 20);
+        assert_eq!(
+            applied(&consumer).await,
+            10,
+            "nothing can arrive while NATS is down"
+        );
+        assert!(
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+            )
+            .await
+                == 20
+        );
 
         let started = std::time::Instant::now();
         server.restart().await;
-        eventually("all 30 applied after NATS returned", Duration::from_secs(60), || async {
-            applied(&consumer).await == 30
-        })
+        eventually(
+            "all 30 applied after NATS returned",
+            Duration::from_secs(60),
+            || async { applied(&consumer).await == 30 },
+        )
         .await;
-        eprintln!("outage: the 20 waiting events were applied {:?} after NATS was started again", started.elapsed());
+        eprintln!(
+            "outage: the 20 waiting events were applied {:?} after NATS was started again",
+            started.elapsed()
+        );
         assert_applied_once(&consumer, 30).await;
         eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
         })
         .await;
         drop((relay, running));
@@ -265,13 +349,30 @@ async fn nats_poison_messages_go_to_the_dead_letter_stream_and_block_nothing() {
     write_events(&producer, &format!("{prefix}.flaky"), 1).await;
     write_events(&producer, &format!("{prefix}.created"), 5).await;
 
-    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test")).await.unwrap();
-    let (_, running) = Consumer::start(&bus, consumer.clone(), &name, Recorder { prefix: prefix.clone() })
+    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
         .await
         .unwrap();
-    eventually("the 5 good events applied", Duration::from_secs(30), || async { applied(&consumer).await == 5 }).await;
+    let (_, running) = Consumer::start(
+        &bus,
+        consumer.clone(),
+        &name,
+        Recorder {
+            prefix: prefix.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the 5 good events applied",
+        Duration::from_secs(30),
+        || async { applied(&consumer).await == 5 },
+    )
+    .await;
 
-    let dead = jetstream.get_stream(nats::DEAD_LETTER_STREAM).await.unwrap();
+    let dead = jetstream
+        .get_stream(nats::DEAD_LETTER_STREAM)
+        .await
+        .unwrap();
     let letter = |subject: String| {
         let dead = dead.clone();
         async move {
@@ -285,14 +386,21 @@ async fn nats_poison_messages_go_to_the_dead_letter_stream_and_block_nothing() {
         }
     };
     let header = |message: &async_nats::jetstream::message::StreamMessage, name: &str| {
-        message.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
+        message
+            .headers
+            .get(name)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
     };
 
     // The garbage, unchanged, with why it died; dead-lettered on its first delivery.
     let undecodable = letter(format!("shop.dead.{name}.order.confirmed")).await;
     assert_eq!(undecodable.payload.as_ref(), garbage.as_bytes());
     assert_eq!(header(&undecodable, nats::HEADER_DEAD_CONSUMER), name);
-    assert_eq!(header(&undecodable, nats::HEADER_DEAD_SUBJECT), "shop.events.order.confirmed");
+    assert_eq!(
+        header(&undecodable, nats::HEADER_DEAD_SUBJECT),
+        "shop.events.order.confirmed"
+    );
     assert!(header(&undecodable, nats::HEADER_DEAD_ERROR).contains("undecodable"));
     assert_eq!(header(&undecodable, nats::HEADER_DEAD_DELIVERIES), "1");
 
@@ -307,7 +415,10 @@ async fn nats_poison_messages_go_to_the_dead_letter_stream_and_block_nothing() {
     assert_eq!(header(&flaky, nats::HEADER_DEAD_DELIVERIES), "3");
     assert!(header(&flaky, nats::HEADER_DEAD_ERROR).contains("not now"));
 
-    eventually("the consumer drained", Duration::from_secs(20), || drained(&bus, &name)).await;
+    eventually("the consumer drained", Duration::from_secs(20), || {
+        drained(&bus, &name)
+    })
+    .await;
     assert_applied_once(&consumer, 5).await;
     drop((relay, running));
 }
@@ -321,7 +432,10 @@ struct LaterServer {
 impl LaterServer {
     fn reserve() -> Self {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self { addr: probe.local_addr().unwrap(), task: None }
+        Self {
+            addr: probe.local_addr().unwrap(),
+            task: None,
+        }
     }
 
     fn url(&self) -> String {
@@ -354,54 +468,96 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         let prefix = unique("local");
 
         let consumer_bus = Bus::none(fast_options());
-        let (up_routes, _up) = Consumer::start(&consumer_bus, up_db.clone(), "notification", Recorder { prefix: prefix.clone() })
-            .await
-            .unwrap();
+        let (up_routes, _up) = Consumer::start(
+            &consumer_bus,
+            up_db.clone(),
+            "notification",
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
         let up_server = testing::spawn(up_routes).await;
         let mut late_server = LaterServer::reserve();
 
         let peers = vec![
-            Peer { name: "notification".into(), url: up_server.url.clone() },
-            Peer { name: "cart".into(), url: late_server.url() },
+            Peer {
+                name: "notification".into(),
+                url: up_server.url.clone(),
+            },
+            Peer {
+                name: "cart".into(),
+                url: late_server.url(),
+            },
         ];
         let bus = Bus::local(peers, fast_options());
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test")).await.unwrap();
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
         let events = write_events(&producer, &format!("{prefix}.created"), 20).await;
 
         // The peer that is up gets everything while the other is down.
-        eventually("20 applied by the peer that is up", Duration::from_secs(20), || async {
-            applied(&up_db).await == 20
-        })
+        eventually(
+            "20 applied by the peer that is up",
+            Duration::from_secs(20),
+            || async { applied(&up_db).await == 20 },
+        )
         .await;
         assert_eq!(
-            scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await,
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+            )
+            .await,
             20,
             "not published while a peer lacks them"
         );
         // Events written during the outage reach the live peer too (no head-of-line blocking).
         write_events(&producer, &format!("{prefix}.created"), 5).await;
-        eventually("25 applied by the peer that is up", Duration::from_secs(20), || async {
-            applied(&up_db).await == 25
-        })
+        eventually(
+            "25 applied by the peer that is up",
+            Duration::from_secs(20),
+            || async { applied(&up_db).await == 25 },
+        )
         .await;
 
-        let (late_routes, _late) = Consumer::start(&consumer_bus, late_db.clone(), "cart", Recorder { prefix: prefix.clone() })
-            .await
-            .unwrap();
+        let (late_routes, _late) = Consumer::start(
+            &consumer_bus,
+            late_db.clone(),
+            "cart",
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
         late_server.start(late_routes).await;
-        eventually("25 applied by the peer that came up", Duration::from_secs(30), || async {
-            applied(&late_db).await == 25
-        })
+        eventually(
+            "25 applied by the peer that came up",
+            Duration::from_secs(30),
+            || async { applied(&late_db).await == 25 },
+        )
         .await;
         eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
         })
         .await;
-        assert_eq!(scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await, 50);
+        assert_eq!(
+            scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await,
+            50
+        );
 
         // A restarted relay resends nothing: deliveries are remembered.
         drop(relay);
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test")).await.unwrap();
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let processed = scalar(&up_db, "SELECT COUNT(*) FROM processed_events").await;
         assert_eq!(processed, 25, "a restarted relay sent nothing again");
@@ -410,7 +566,11 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         let client = reqwest::Client::new();
         for _ in 0..2 {
             let response = client
-                .post(format!("{}{}", up_server.url, events::local::route("notification")))
+                .post(format!(
+                    "{}{}",
+                    up_server.url,
+                    events::local::route("notification")
+                ))
                 .json(&events[0])
                 .send()
                 .await
@@ -421,9 +581,14 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         assert_applied_once(&late_db, 25).await;
 
         // Published rows go after the retention.
-        let deleted = events::relay::delete_published_before(&producer, Duration::ZERO).await.unwrap();
+        let deleted = events::relay::delete_published_before(&producer, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(deleted, 25);
-        assert_eq!(scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await, 0);
+        assert_eq!(
+            scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await,
+            0
+        );
         drop(relay);
     }
 }
@@ -435,14 +600,25 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         let consumer = open(&consumer_db).await;
         let prefix = unique("localpoison");
         let options = fast_options();
-        let (routes, _running) = Consumer::start(&Bus::none(options.clone()), consumer.clone(), "notification", Recorder { prefix: prefix.clone() })
-            .await
-            .unwrap();
+        let (routes, _running) = Consumer::start(
+            &Bus::none(options.clone()),
+            consumer.clone(),
+            "notification",
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
         let server = testing::spawn(routes).await;
 
         // Not an event: dead-lettered at once, and taken (2xx) so no producer retries it.
         let response = reqwest::Client::new()
-            .post(format!("{}{}", server.url, events::local::route("notification")))
+            .post(format!(
+                "{}{}",
+                server.url,
+                events::local::route("notification")
+            ))
             .header("content-type", "application/json")
             .body("{not json")
             .send()
@@ -453,15 +629,39 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         write_events(&producer, &format!("{prefix}.reject"), 1).await;
         write_events(&producer, &format!("{prefix}.flaky"), 1).await;
         write_events(&producer, &format!("{prefix}.created"), 5).await;
-        let bus = Bus::local(vec![Peer { name: "notification".into(), url: server.url.clone() }], options);
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test")).await.unwrap();
-        eventually("the 5 good events applied", Duration::from_secs(20), || async { applied(&consumer).await == 5 }).await;
+        let bus = Bus::local(
+            vec![Peer {
+                name: "notification".into(),
+                url: server.url.clone(),
+            }],
+            options,
+        );
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        eventually(
+            "the 5 good events applied",
+            Duration::from_secs(20),
+            || async { applied(&consumer).await == 5 },
+        )
+        .await;
         eventually("3 dead letters", Duration::from_secs(20), || async {
-            events::local::dead_letters(&consumer, "notification").await.unwrap().len() == 3
+            events::local::dead_letters(&consumer, "notification")
+                .await
+                .unwrap()
+                .len()
+                == 3
         })
         .await;
-        let letters = events::local::dead_letters(&consumer, "notification").await.unwrap();
-        let by_type = |kind: &str| letters.iter().find(|l| l.kind == kind).unwrap_or_else(|| panic!("no dead letter of {kind}: {letters:?}"));
+        let letters = events::local::dead_letters(&consumer, "notification")
+            .await
+            .unwrap();
+        let by_type = |kind: &str| {
+            letters
+                .iter()
+                .find(|l| l.kind == kind)
+                .unwrap_or_else(|| panic!("no dead letter of {kind}: {letters:?}"))
+        };
         let garbage = by_type("unknown");
         assert_eq!(garbage.payload, "{not json");
         assert!(garbage.error.contains("undecodable"));
@@ -472,7 +672,12 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         assert_eq!(flaky.attempts, 3, "retried up to max_deliveries");
         assert!(flaky.error.contains("not now"));
         eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(&producer, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
         })
         .await;
         assert_applied_once(&consumer, 5).await;

@@ -100,15 +100,23 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
             shop_gateway::build(config, shop_gateway::Settings::from_env()?, metrics).await
         }
         ServiceName::User => {
-            shop_user::build(config, shop_user::Settings::from_env()?, metrics).await
+            let bus = shop_kit::events::Bus::from_env().await?;
+            shop_user::build(config, shop_user::Settings::from_env()?, &bus, metrics).await
         }
         ServiceName::Catalog => shop_catalog::build(config, metrics).await,
         ServiceName::Cart => shop_cart::build(config, metrics).await,
         ServiceName::Inventory => {
-            shop_inventory::build(config, shop_inventory::Settings::from_env()?, metrics).await
+            let (settings, bus) = (
+                shop_inventory::Settings::from_env()?,
+                shop_kit::events::Bus::from_env().await?,
+            );
+            shop_inventory::build(config, settings, &bus, metrics).await
         }
         ServiceName::Payment => shop_payment::build(config, metrics).await,
-        ServiceName::Shipping => shop_shipping::build(config, metrics).await,
+        ServiceName::Shipping => {
+            let bus = shop_kit::events::Bus::from_env().await?;
+            shop_shipping::build(config, &bus, metrics).await
+        }
     }
 }
 

@@ -83,7 +83,11 @@ pub fn parse_peers(list: &str) -> Result<Vec<Peer>> {
             bail!("SHOP_EVENT_PEERS entry {entry:?} is not name=url");
         };
         let (name, url) = (name.trim(), url.trim().trim_end_matches('/'));
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("SHOP_EVENT_PEERS: {name:?} is not a consumer name (letters, digits, - and _)");
         }
         reqwest::Url::parse(url)
@@ -91,7 +95,10 @@ pub fn parse_peers(list: &str) -> Result<Vec<Peer>> {
         if peers.iter().any(|p| p.name == name) {
             bail!("SHOP_EVENT_PEERS names {name} twice");
         }
-        peers.push(Peer { name: name.to_owned(), url: url.to_owned() });
+        peers.push(Peer {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        });
     }
     Ok(peers)
 }
@@ -146,17 +153,26 @@ impl Bus {
             .context("connecting to NATS at NATS_URL")?;
         let mut context = async_nats::jetstream::new(client);
         context.set_timeout(Duration::from_secs(5));
-        Ok(Self { kind: Arc::new(Kind::Nats(context)), options })
+        Ok(Self {
+            kind: Arc::new(Kind::Nats(context)),
+            options,
+        })
     }
 
     /// Direct delivery to `peers`.
     pub fn local(peers: Vec<Peer>, options: EventOptions) -> Self {
-        Self { kind: Arc::new(Kind::Local(peers)), options }
+        Self {
+            kind: Arc::new(Kind::Local(peers)),
+            options,
+        }
     }
 
     /// No bus at all.
     pub fn none(options: EventOptions) -> Self {
-        Self { kind: Arc::new(Kind::None), options }
+        Self {
+            kind: Arc::new(Kind::None),
+            options,
+        }
     }
 
     pub fn options(&self) -> &EventOptions {
@@ -187,7 +203,8 @@ mod tests {
 
     #[test]
     fn peers_parse_and_reject_nonsense() {
-        let peers = parse_peers("notification=http://127.0.0.1:8088/, cart=http://127.0.0.1:8083").unwrap();
+        let peers =
+            parse_peers("notification=http://127.0.0.1:8088/, cart=http://127.0.0.1:8083").unwrap();
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[0].url, "http://127.0.0.1:8088");
         assert_eq!(peers[1].name, "cart");

@@ -28,10 +28,15 @@ impl Consumer {
         handler: impl Handler,
     ) -> Result<(Router, Running)> {
         anyhow::ensure!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "a consumer name is letters, digits, - and _, not {name:?}"
         );
-        install_tables(&db).await.context("creating the event tables")?;
+        install_tables(&db)
+            .await
+            .context("creating the event tables")?;
         let handler: Arc<dyn Handler> = Arc::new(handler);
         match &*bus.kind {
             Kind::Nats(jetstream) => {

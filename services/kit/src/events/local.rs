@@ -32,7 +32,12 @@ pub fn route(consumer: &str) -> String {
 }
 
 /// Delivers one event to one peer. `Err` means the peer could not be reached at all.
-pub(crate) async fn deliver(upstream: &Upstream, consumer: &str, row: &OutboxRow, attempt: u32) -> Result<Delivery> {
+pub(crate) async fn deliver(
+    upstream: &Upstream,
+    consumer: &str,
+    row: &OutboxRow,
+    attempt: u32,
+) -> Result<Delivery> {
     let request = upstream
         .request(Method::POST, &route(consumer))
         .header("content-type", "application/json")
@@ -55,9 +60,21 @@ struct Receiver {
 }
 
 /// The consumer's route for local deliveries.
-pub(crate) fn router(db: Database, consumer: &str, handler: Arc<dyn Handler>, options: EventOptions) -> Router {
-    let receiver = Receiver { db, consumer: consumer.into(), handler, options };
-    Router::new().route(&route(consumer), routing::post(receive)).with_state(receiver)
+pub(crate) fn router(
+    db: Database,
+    consumer: &str,
+    handler: Arc<dyn Handler>,
+    options: EventOptions,
+) -> Router {
+    let receiver = Receiver {
+        db,
+        consumer: consumer.into(),
+        handler,
+        options,
+    };
+    Router::new()
+        .route(&route(consumer), routing::post(receive))
+        .with_state(receiver)
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
@@ -71,14 +88,23 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     let event = match serde_json::from_slice::<Event>(&body) {
         Ok(event) => event,
         Err(error) => {
-            let letter = DeadLetter::undecodable(consumer, &body, format!("undecodable event: {error}"), attempt);
+            let letter = DeadLetter::undecodable(
+                consumer,
+                &body,
+                format!("undecodable event: {error}"),
+                attempt,
+            );
             return settle_dead(&receiver.db, letter).await;
         }
     };
     match consume::apply(&receiver.db, consumer, &*receiver.handler, &event).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(HandleError::Reject(error)) => {
-            settle_dead(&receiver.db, DeadLetter::of(consumer, &event, format!("rejected: {error:#}"), attempt)).await
+            settle_dead(
+                &receiver.db,
+                DeadLetter::of(consumer, &event, format!("rejected: {error:#}"), attempt),
+            )
+            .await
         }
         Err(HandleError::Retry(error)) if attempt >= receiver.options.max_deliveries => {
             let why = format!("still failing after {attempt} deliveries: {error:#}");
@@ -86,8 +112,12 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         }
         Err(HandleError::Retry(error)) => {
             tracing::debug!(target: "shop::events", consumer, event_id = %event.id, attempt, error = %format!("{error:#}"), "event will be retried");
-            Problem::typed(StatusCode::SERVICE_UNAVAILABLE, "event-retry", "the event could not be applied now; retry later")
-                .into_response()
+            Problem::typed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "event-retry",
+                "the event could not be applied now; retry later",
+            )
+            .into_response()
         }
     }
 }
@@ -98,8 +128,12 @@ async fn settle_dead(db: &Database, letter: DeadLetter) -> Response {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => {
             tracing::warn!(target: "shop::events", error = %error, "could not store a dead letter; the producer will retry");
-            Problem::typed(StatusCode::SERVICE_UNAVAILABLE, "event-retry", "the event could not be stored; retry later")
-                .into_response()
+            Problem::typed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "event-retry",
+                "the event could not be stored; retry later",
+            )
+            .into_response()
         }
     }
 }

@@ -11,10 +11,10 @@ use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{AckKind, Context};
 use futures_util::StreamExt;
 
+use super::Event;
 use super::bus::EventOptions;
 use super::consume::{self, HandleError, Handler};
 use super::relay::OutboxRow;
-use super::Event;
 use crate::db::Database;
 
 /// The stream every event goes to, on `shop.events.<type>`.
@@ -32,10 +32,20 @@ pub const HEADER_DEAD_SUBJECT: &str = "Shop-Dead-Subject";
 fn subject_part(kind: &str) -> String {
     let cleaned: String = kind
         .chars()
-        .map(|c| if c.is_whitespace() || c == '*' || c == '>' { '_' } else { c })
+        .map(|c| {
+            if c.is_whitespace() || c == '*' || c == '>' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_matches('.');
-    if cleaned.is_empty() { "unknown".into() } else { cleaned.replace("..", ".") }
+    if cleaned.is_empty() {
+        "unknown".into()
+    } else {
+        cleaned.replace("..", ".")
+    }
 }
 
 pub fn event_subject(kind: &str) -> String {
@@ -43,7 +53,9 @@ pub fn event_subject(kind: &str) -> String {
 }
 
 pub(crate) fn event_message(row: &OutboxRow) -> PublishMessage {
-    PublishMessage::build().payload(row.json().into()).message_id(&row.id)
+    PublishMessage::build()
+        .payload(row.json().into())
+        .message_id(&row.id)
 }
 
 fn stream_configs() -> [stream::Config; 2] {
@@ -74,7 +86,10 @@ pub async fn ensure_streams(jetstream: &Context) -> Result<()> {
             .get_or_create_stream(config.clone())
             .await
             .with_context(|| format!("creating the {} stream", config.name))?;
-        let current = stream.info().await.context("reading a stream's configuration")?;
+        let current = stream
+            .info()
+            .await
+            .context("reading a stream's configuration")?;
         if current.config.subjects != config.subjects {
             jetstream
                 .update_stream(&config)
@@ -115,7 +130,10 @@ async fn consume_until_error(
     failures: &mut u32,
 ) -> Result<()> {
     ensure_streams(jetstream).await?;
-    let stream = jetstream.get_stream(EVENT_STREAM).await.context("opening the event stream")?;
+    let stream = jetstream
+        .get_stream(EVENT_STREAM)
+        .await
+        .context("opening the event stream")?;
     let consumer: async_nats::jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             name,
@@ -141,7 +159,9 @@ async fn consume_until_error(
         .await
         .context("pulling messages")?;
     while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| anyhow!(e)).context("receiving a message")?;
+        let message = message
+            .map_err(|e| anyhow!(e))
+            .context("receiving a message")?;
         if *failures > 0 {
             tracing::info!(target: "shop::events", consumer = %name, failures = *failures, "consuming from NATS works again");
             *failures = 0;
@@ -192,15 +212,26 @@ async fn handle_message(
     };
     match verdict {
         Verdict::Ack => message.ack().await.map_err(|e| anyhow!(e)),
-        Verdict::Retry(delay) => message.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| anyhow!(e)),
+        Verdict::Retry(delay) => message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| anyhow!(e)),
         Verdict::Dead(error) => {
             let kind = decoded
                 .as_ref()
                 .map(|e| e.kind.clone())
-                .unwrap_or_else(|_| subject.strip_prefix("shop.events.").unwrap_or(&subject).to_owned());
+                .unwrap_or_else(|_| {
+                    subject
+                        .strip_prefix("shop.events.")
+                        .unwrap_or(&subject)
+                        .to_owned()
+                });
             tracing::warn!(target: "shop::events", consumer = %name, subject = %subject, delivered, error = %error, "dead-lettering a message");
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{name}:{stream_sequence}").as_str());
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("{name}:{stream_sequence}").as_str(),
+            );
             headers.insert(HEADER_DEAD_CONSUMER, name);
             headers.insert(HEADER_DEAD_ERROR, header_safe(&error).as_str());
             headers.insert(HEADER_DEAD_DELIVERIES, delivered.to_string().as_str());
@@ -208,7 +239,12 @@ async fn handle_message(
             let dead_subject = format!("shop.dead.{}.{}", subject_part(name), subject_part(&kind));
             let published = async {
                 jetstream
-                    .send_publish(dead_subject, PublishMessage::build().payload(message.payload.clone()).headers(headers))
+                    .send_publish(
+                        dead_subject,
+                        PublishMessage::build()
+                            .payload(message.payload.clone())
+                            .headers(headers),
+                    )
                     .await?
                     .await?;
                 anyhow::Ok(())
@@ -216,7 +252,10 @@ async fn handle_message(
             .await;
             match published {
                 // Only once the dead letter is stored does the original go.
-                Ok(()) => message.ack_with(AckKind::Term).await.map_err(|e| anyhow!(e)),
+                Ok(()) => message
+                    .ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| anyhow!(e)),
                 Err(error) => {
                     message
                         .ack_with(AckKind::Nak(Some(options.backoff(delivered))))

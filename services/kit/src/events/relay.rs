@@ -41,9 +41,21 @@ struct RelayMetrics {
 impl RelayMetrics {
     fn register(metrics: &Metrics) -> Self {
         let this = Self::default();
-        metrics.register("events_published", "Events the relay handed to the bus", this.published.clone());
-        metrics.register("event_relay_failures", "Failed relay rounds (bus or peer unreachable)", this.failures.clone());
-        metrics.register("outbox_backlog", "Outbox rows not yet published", this.backlog.clone());
+        metrics.register(
+            "events_published",
+            "Events the relay handed to the bus",
+            this.published.clone(),
+        );
+        metrics.register(
+            "event_relay_failures",
+            "Failed relay rounds (bus or peer unreachable)",
+            this.failures.clone(),
+        );
+        metrics.register(
+            "outbox_backlog",
+            "Outbox rows not yet published",
+            this.backlog.clone(),
+        );
         this
     }
 }
@@ -52,10 +64,16 @@ impl Relay {
     /// Starts relaying `db`'s outbox to `bus` (creating the kit's tables if needed). Keep the
     /// returned guard for the service's lifetime (see [`Running::attach`]).
     pub async fn start(bus: &Bus, db: Database, metrics: &Metrics) -> Result<Running> {
-        install_tables(&db).await.context("creating the event tables")?;
+        install_tables(&db)
+            .await
+            .context("creating the event tables")?;
         let counters = RelayMetrics::register(metrics);
         let options = bus.options.clone();
-        let mut tasks = vec![tokio::spawn(housekeeping(db.clone(), options.clone(), counters.backlog.clone()))];
+        let mut tasks = vec![tokio::spawn(housekeeping(
+            db.clone(),
+            options.clone(),
+            counters.backlog.clone(),
+        ))];
         let mut wakers = Vec::new();
         match &*bus.kind {
             Kind::Nats(jetstream) => {
@@ -215,18 +233,25 @@ async fn publish_batch(
     options: &EventOptions,
     counters: &RelayMetrics,
 ) -> Result<usize> {
-    let rows = unpublished(db, options.batch_size).await.context("reading the outbox")?;
+    let rows = unpublished(db, options.batch_size)
+        .await
+        .context("reading the outbox")?;
     let mut acks = Vec::with_capacity(rows.len());
     for row in &rows {
         let ack = jetstream
-            .send_publish(nats::event_subject(&row.event.kind), nats::event_message(row))
+            .send_publish(
+                nats::event_subject(&row.event.kind),
+                nats::event_message(row),
+            )
             .await
             .context("publishing to NATS")?;
         acks.push((row, ack));
     }
     for (row, ack) in acks {
         ack.await.context("waiting for NATS to confirm an event")?;
-        mark_published(db, &row.id).await.context("marking an event published")?;
+        mark_published(db, &row.id)
+            .await
+            .context("marking an event published")?;
         counters.published.inc();
     }
     Ok(rows.len())
@@ -255,7 +280,17 @@ async fn relay_to_peer(
     // restart an event starts over, which at most repeats `max_deliveries` attempts.
     let mut refused: HashMap<String, (u32, Instant)> = HashMap::new();
     loop {
-        match deliver_batch(&peer, &upstream, &all_peers, &db, &options, &counters, &mut refused).await {
+        match deliver_batch(
+            &peer,
+            &upstream,
+            &all_peers,
+            &db,
+            &options,
+            &counters,
+            &mut refused,
+        )
+        .await
+        {
             Ok(progressed) => {
                 outage.succeeded(&what);
                 if progressed < options.batch_size as usize {
@@ -333,7 +368,9 @@ async fn record_delivery(db: &Database, id: &str, peer: &str, all_peers: &[Strin
     .execute(db.pool())
     .await
     .context("recording a delivery")?;
-    let placeholders: Vec<String> = (0..all_peers.len()).map(|i| format!("${}", i + 5)).collect();
+    let placeholders: Vec<String> = (0..all_peers.len())
+        .map(|i| format!("${}", i + 5))
+        .collect();
     let sql = format!(
         "UPDATE outbox SET published_at = $1 WHERE id = $2 AND published_at IS NULL AND \
          (SELECT COUNT(*) FROM outbox_deliveries WHERE event_id = $3 AND peer IN ({})) >= $4",
@@ -347,18 +384,23 @@ async fn record_delivery(db: &Database, id: &str, peer: &str, all_peers: &[Strin
     for name in all_peers {
         query = query.bind(name.as_str());
     }
-    query.execute(db.pool()).await.context("marking an event published")?;
+    query
+        .execute(db.pool())
+        .await
+        .context("marking an event published")?;
     Ok(())
 }
 
 /// Deletes published rows past the retention, and keeps the backlog gauge current.
 async fn housekeeping(db: Database, options: EventOptions, backlog: Gauge) {
     let mut last_cleanup: Option<Instant> = None;
-    let cleanup_every = (options.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let cleanup_every =
+        (options.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        if let Ok(count) = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(db.pool())
-            .await
+        if let Ok(count) =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(db.pool())
+                .await
         {
             backlog.set(count);
         }
@@ -387,10 +429,11 @@ pub async fn delete_published_before(db: &Database, retention: Duration) -> Resu
     .bind(&cutoff)
     .execute(db.pool())
     .await?;
-    let deleted = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-        .bind(&cutoff)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
+    let deleted =
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(&cutoff)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
     Ok(deleted)
 }
