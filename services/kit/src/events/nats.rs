@@ -114,7 +114,7 @@ pub(crate) async fn consume_forever(
             .await
             .unwrap_err();
         failures += 1;
-        if failures == 1 || failures % 20 == 0 {
+        if failures == 1 || failures.is_multiple_of(20) {
             tracing::warn!(target: "shop::events", consumer = %name, failures, error = %format!("{error:#}"), "consuming from NATS failed; retrying with backoff");
         }
         tokio::time::sleep(options.backoff(failures)).await;

@@ -175,7 +175,7 @@ impl Outage {
     fn failed(&mut self, what: &str, error: &anyhow::Error, counters: &RelayMetrics) -> u32 {
         self.failures += 1;
         counters.failures.inc();
-        if self.failures == 1 || self.failures % 20 == 0 {
+        if self.failures == 1 || self.failures.is_multiple_of(20) {
             tracing::warn!(target: "shop::events", failures = self.failures, error = %format!("{error:#}"), "{what}: retrying with backoff");
         } else {
             tracing::debug!(target: "shop::events", failures = self.failures, error = %format!("{error:#}"), "{what}: still failing");
