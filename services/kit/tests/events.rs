@@ -177,10 +177,16 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
         .await
         .unwrap();
         drop(routes);
+        let started = std::time::Instant::now();
         eventually("all 40 applied", Duration::from_secs(30), || async {
             applied(&consumer).await == 40
         })
         .await;
+        eprintln!(
+            "nats: 40 events from the outbox applied by the consumer in {:?} ({})",
+            started.elapsed(),
+            producer_db.backend
+        );
         eventually("the outbox published", Duration::from_secs(10), || async {
             scalar(
                 &producer,
