@@ -544,7 +544,24 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
 
         // Restarted relays resend nothing the live peer took, although the rows are still
         // unpublished (the other peer lacks them): deliveries are remembered.
+        // (The relay records a delivery just after the peer's answer: wait for the records, as a
+        // relay stopped in between would rightly send those again.)
+        eventually(
+            "25 deliveries to the live peer recorded",
+            Duration::from_secs(10),
+            || async {
+                scalar(
+                    &producer,
+                    "SELECT COUNT(*) FROM outbox_deliveries WHERE peer = 'notification'",
+                )
+                .await
+                    == 25
+            },
+        )
+        .await;
         drop((relay, replica));
+        // Let requests already on the wire arrive before counting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let before = received.load(std::sync::atomic::Ordering::SeqCst);
         assert!(before >= 25, "{before} deliveries for 25 events");
         let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))

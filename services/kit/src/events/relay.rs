@@ -341,8 +341,11 @@ async fn deliver_batch(
                 delivered += 1;
             }
             Delivery::Refused(why) => {
-                if attempt == 1 {
+                // Warn when a peer starts refusing, not for every event it refuses.
+                if refused.is_empty() {
                     tracing::warn!(target: "shop::events", peer = %peer.name, event_id = %row.id, reason = %why, "a peer refused an event; retrying it with backoff");
+                } else {
+                    tracing::debug!(target: "shop::events", peer = %peer.name, event_id = %row.id, attempt, reason = %why, "a peer refused an event again");
                 }
                 refused.insert(row.id.clone(), (attempt, now + options.backoff(attempt)));
             }
