@@ -727,3 +727,48 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         drop(relay);
     }
 }
+
+#[tokio::test]
+async fn nats_down_at_start_delays_events_not_the_service() {
+    let Some(mut server) = testing::NatsServer::start().await else {
+        return;
+    };
+    server.stop().await;
+    let (producer_db, consumer_db) = (testing::sqlite(), testing::sqlite());
+    let (producer, consumer) = (open(&producer_db).await, open(&consumer_db).await);
+    let prefix = unique("coldstart");
+
+    let started = std::time::Instant::now();
+    let bus = Bus::nats(&server.url, fast_options()).await.unwrap();
+    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+        .await
+        .unwrap();
+    let (_, running) = Consumer::start(
+        &bus,
+        consumer.clone(),
+        &unique("consumer"),
+        Recorder {
+            prefix: prefix.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "starting took {:?} with NATS down",
+        started.elapsed()
+    );
+    write_events(&producer, &format!("{prefix}.created"), 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&consumer).await, 0);
+
+    server.restart().await;
+    eventually(
+        "all 10 applied once NATS is up",
+        Duration::from_secs(60),
+        || async { applied(&consumer).await == 10 },
+    )
+    .await;
+    assert_applied_once(&consumer, 10).await;
+    drop((relay, running));
+}
