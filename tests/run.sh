@@ -20,6 +20,7 @@ cleanup() {
   step "cleaning up"
   tests/cluster/cluster.sh down || true
   tests/postgres.sh stop || true
+  tests/nats.sh stop || true
   exit "$status"
 }
 trap cleanup EXIT
@@ -37,6 +38,9 @@ fi
 
 step "PostgreSQL on 127.0.0.1"
 eval "$(tests/postgres.sh start)"
+
+step "NATS JetStream on 127.0.0.1"
+eval "$(tests/nats.sh start)"
 
 step "unit, service and process tests (SQLite and PostgreSQL)"
 cargo test --workspace --locked --exclude shop-e2e

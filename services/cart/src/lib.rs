@@ -12,21 +12,27 @@ pub mod storage;
 
 use anyhow::Result;
 use shop_kit::config::env_or;
+use shop_kit::events::{Bus, Consumer};
 use shop_kit::{Database, Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Connects, migrates, and returns the service to serve. `CATALOG_URL` names the catalog.
-pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
+/// Connects, migrates, and returns the service to serve. `CATALOG_URL` names the catalog; carts
+/// lose what was bought through the `order.confirmed` events consumed from `bus`.
+pub async fn build(config: &ServiceConfig, bus: &Bus, _metrics: &Metrics) -> Result<Service> {
     let db = open(&config.database_url).await?;
     let catalog = Upstream::new(
         "catalog",
         &env_or("CATALOG_URL", "http://127.0.0.1:8082"),
         &UpstreamOptions::from_env()?,
     )?;
-    Ok(service(db, catalog))
+    let (routes, consumer) =
+        Consumer::start(bus, db.clone(), events::CONSUMER, events::handler()).await?;
+    let mut service = service(db, catalog);
+    service.router = consumer.attach(service.router.merge(routes));
+    Ok(service)
 }
 
 /// Connects, runs the migrations and installs the kit's event tables (for the consumer in

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use shop_kit::config::env_parse;
+use shop_kit::events::{Bus, Relay};
 use shop_kit::{Database, Metrics, Service, ServiceConfig};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -76,7 +77,8 @@ impl Settings {
 pub async fn build(
     config: &ServiceConfig,
     settings: Settings,
-    _metrics: &Metrics,
+    bus: &Bus,
+    metrics: &Metrics,
 ) -> Result<Service> {
     let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
     // The catalog derives its seed ids deterministically; reusing its seed keeps both services in
@@ -92,7 +94,11 @@ pub async fn build(
     if seeded > 0 {
         tracing::info!(products = seeded, "stocked the seed catalog");
     }
-    Ok(service(db, settings))
+    // Relays `stock.low` from the outbox for as long as the router lives.
+    let relay = Relay::start(bus, db.clone(), metrics).await?;
+    let mut service = service(db, settings);
+    service.router = relay.attach(service.router);
+    Ok(service)
 }
 
 /// The service over a migrated database, with its expiry sweeper running while it is served.

@@ -217,8 +217,7 @@ impl Store {
         }))
     }
 
-    /// Writes `stock.low` to the outbox in the caller's transaction. NOTE: no relay publishes the
-    /// outbox yet; the rows wait (published_at NULL) for the NATS relay of later work.
+    /// Writes `stock.low` to the outbox in the caller's transaction; the kit's relay publishes it.
     async fn stock_low_event(
         tx: &mut Tx,
         product_id: &str,
@@ -226,21 +225,19 @@ impl Store {
         threshold: i64,
         time: &str,
     ) -> Result<(), sqlx::Error> {
-        let payload = serde_json::json!({
-            "version": 1,
-            "product_id": product_id,
-            "available": available,
-            "threshold": threshold,
-        });
-        sqlx::query(
-            "INSERT INTO outbox (id, type, source, time, payload) VALUES ($1, 'stock.low', 'inventory', $2, $3)",
-        )
-        .bind(shop_kit::context::new_id().to_string())
-        .bind(time)
-        .bind(payload.to_string())
-        .execute(&mut **tx)
-        .await
-        .map(|_| ())
+        let mut event = shop_kit::events::Event::new(
+            "stock.low",
+            "inventory",
+            1,
+            serde_json::json!({
+                "product_id": product_id,
+                "available": available,
+                "threshold": threshold,
+            }),
+        );
+        // The event carries the time of the change it announces.
+        time.clone_into(&mut event.time);
+        shop_kit::events::outbox::insert(tx, &event).await
     }
 
     /// The held units leave the warehouse. Only a live (held, unexpired) reservation commits.

@@ -562,9 +562,14 @@ async fn the_seed_catalog_is_stocked() {
         let config = testing::config(&db.url);
         let metrics = Metrics::new("inventory");
         let server = testing::spawn_service(
-            shop_inventory::build(&config, Settings::default(), &metrics)
-                .await
-                .unwrap(),
+            shop_inventory::build(
+                &config,
+                Settings::default(),
+                &shop_kit::events::Bus::none(Default::default()),
+                &metrics,
+            )
+            .await
+            .unwrap(),
             &config,
             &metrics,
         )
@@ -715,6 +720,55 @@ async fn commit_and_release_racing_settle_on_one() {
                 }
                 other => panic!("unexpected status {other}"),
             }
+        }
+    }
+}
+
+/// The built service (as `shop serve` runs it) relays `stock.low` to a consumer on the bus.
+#[tokio::test]
+async fn stock_low_reaches_a_consumer() {
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let sink = testing::EventSink::start("audit").await;
+        let config = testing::config(&db.url);
+        let metrics = Metrics::new("inventory");
+        let bus = testing::local_bus(vec![sink.peer()]);
+        let service = shop_inventory::build(&config, Settings::default(), &bus, &metrics)
+            .await
+            .unwrap();
+        let server = testing::spawn_service(service, &config, &metrics).await;
+        let inv = Inventory {
+            url: server.url.clone(),
+            _server: server,
+            db: Database::connect(&db.url).await.unwrap(),
+            client: Client::new(),
+        };
+        let p = product();
+        inv.stock(&p, 6).await;
+        let response = inv
+            .reserve(order(&Uuid::now_v7().to_string(), &[(&p, 2)]))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+
+        let event = sink.wait_for("stock.low", Duration::from_secs(10)).await;
+        assert_eq!(event.source, "inventory");
+        assert_eq!(
+            event.data,
+            json!({"version": 1, "product_id": p, "available": 4, "threshold": 5})
+        );
+        // The row is marked once the consumer took it (just after its answer).
+        for attempt in 0.. {
+            let published: Option<String> =
+                sqlx::query_scalar("SELECT published_at FROM outbox WHERE id = $1")
+                    .bind(event.id.to_string())
+                    .fetch_one(inv.db.pool())
+                    .await
+                    .unwrap();
+            if published.is_some() {
+                break;
+            }
+            assert!(attempt < 200, "the outbox row was never marked published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -153,3 +153,216 @@ pub async fn expect_problem(response: reqwest::Response, status: u16) -> crate::
     );
     problem
 }
+
+/// The test NATS server's URL from `SHOP_TEST_NATS_URL` (`tests/nats.sh start` prints it), or
+/// `None` (with a message) when it is unset outside CI; under `CI=true` a missing server fails.
+pub fn nats() -> Option<String> {
+    match std::env::var("SHOP_TEST_NATS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                !in_ci(),
+                "SHOP_TEST_NATS_URL is not set: under CI=true the NATS tests must run (use tests/run.sh)"
+            );
+            eprintln!(
+                "SKIPPED the NATS part: SHOP_TEST_NATS_URL is not set (tests/nats.sh start prints it)"
+            );
+            None
+        }
+    }
+}
+
+/// A private `nats-server` with JetStream, for tests that stop and restart it. The binary is
+/// `SHOP_TEST_NATS_SERVER`, else `nats-server` on PATH, else `/usr/sbin/nats-server`. Killed on
+/// drop; its store folder is removed then too.
+pub struct NatsServer {
+    pub url: String,
+    port: u16,
+    store: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl NatsServer {
+    /// The binary, or `None` when there is none outside CI (under `CI=true` it panics).
+    pub fn binary() -> Option<PathBuf> {
+        let found = std::env::var_os("SHOP_TEST_NATS_SERVER")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("PATH").and_then(|path| {
+                    std::env::split_paths(&path)
+                        .map(|dir| dir.join("nats-server"))
+                        .find(|candidate| candidate.is_file())
+                })
+            })
+            .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()));
+        if found.is_none() {
+            assert!(
+                !in_ci(),
+                "no nats-server binary: under CI=true the NATS tests must run"
+            );
+            eprintln!(
+                "SKIPPED: no nats-server binary (set SHOP_TEST_NATS_SERVER or install nats-server)"
+            );
+        }
+        found
+    }
+
+    /// Starts a server on a free loopback port with a fresh store folder.
+    pub async fn start() -> Option<Self> {
+        let binary = Self::binary()?;
+        let port = {
+            let probe =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+            probe.local_addr().expect("a bound address").port()
+        };
+        let store = std::env::temp_dir().join(format!("shop-test-nats-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&store).expect("creating a store folder");
+        let mut server = Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store,
+            child: None,
+        };
+        server.spawn(&binary).await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self, binary: &std::path::Path) {
+        let child = tokio::process::Command::new(binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not start listening on port {}", self.port);
+    }
+
+    /// Kills the server (its PID only) and waits until it is gone; the store stays.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let binary = Self::binary().expect("the nats-server binary that started it");
+        self.spawn(&binary).await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A consumer on the local bus that keeps every event it is given, for tests of producers:
+/// build the producer with `Bus::local(vec![sink.peer()], ...)` and wait for its events.
+pub struct EventSink {
+    pub server: TestServer,
+    name: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<crate::events::Event>>>,
+    _db: TestDatabase,
+    _running: crate::events::Running,
+}
+
+struct Keep(std::sync::Arc<std::sync::Mutex<Vec<crate::events::Event>>>);
+
+#[async_trait::async_trait]
+impl crate::events::consume::Handler for Keep {
+    async fn handle(
+        &self,
+        _tx: &mut crate::db::Tx,
+        event: &crate::events::Event,
+    ) -> Result<(), crate::events::consume::HandleError> {
+        self.0.lock().expect("sink lock").push(event.clone());
+        Ok(())
+    }
+}
+
+impl EventSink {
+    /// A sink named `name` (its consumer name) on a free port, with its own SQLite database.
+    pub async fn start(name: &str) -> Self {
+        let db_file = sqlite();
+        let db = crate::db::Database::connect(&db_file.url)
+            .await
+            .expect("the sink's database");
+        let received = std::sync::Arc::default();
+        let bus = crate::events::Bus::none(crate::events::EventOptions::default());
+        let (routes, running) =
+            crate::events::Consumer::start(&bus, db, name, Keep(std::sync::Arc::clone(&received)))
+                .await
+                .expect("starting the sink");
+        Self {
+            server: spawn(routes).await,
+            name: name.to_owned(),
+            received,
+            _db: db_file,
+            _running: running,
+        }
+    }
+
+    /// This sink as a local-bus peer.
+    pub fn peer(&self) -> crate::events::Peer {
+        crate::events::Peer {
+            name: self.name.clone(),
+            url: self.server.url.clone(),
+        }
+    }
+
+    /// Every event applied so far, in arrival order (each once).
+    pub fn events(&self) -> Vec<crate::events::Event> {
+        self.received.lock().expect("sink lock").clone()
+    }
+
+    /// The first event of `kind`, waiting up to `timeout`; panics when none arrives.
+    pub async fn wait_for(&self, kind: &str, timeout: std::time::Duration) -> crate::events::Event {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.events().into_iter().find(|e| e.kind == kind) {
+                return event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {kind} event reached the sink within {timeout:?}; got {:?}",
+                self.events()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A local bus to `peers` that polls every 20 ms, for producers under test.
+pub fn local_bus(peers: Vec<crate::events::Peer>) -> crate::events::Bus {
+    crate::events::Bus::local(
+        peers,
+        crate::events::EventOptions {
+            poll_interval: std::time::Duration::from_millis(20),
+            ..crate::events::EventOptions::default()
+        },
+    )
+}

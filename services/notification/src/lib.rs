@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use shop_kit::config::{env_or, env_parse};
+use shop_kit::events::{Bus, Consumer};
 use shop_kit::{Database, Metrics, Service, ServiceConfig};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -105,15 +106,20 @@ pub async fn open(database_url: &str) -> Result<Database> {
     Ok(db)
 }
 
-/// Connects, migrates, and returns the service to serve. The event consumer is attached
-/// separately: see [`handler`].
+/// Connects, migrates, and returns the service to serve, consuming the shop's events from `bus`
+/// for as long as its router lives.
 pub async fn build(
     config: &ServiceConfig,
     settings: Settings,
+    bus: &Bus,
     _metrics: &Metrics,
 ) -> Result<Service> {
     let db = open(&config.database_url).await?;
-    Ok(service(db, settings))
+    let (routes, consumer) =
+        Consumer::start(bus, db.clone(), events::CONSUMER, handler(&settings)).await?;
+    let mut service = service(db, settings);
+    service.router = consumer.attach(service.router.merge(routes));
+    Ok(service)
 }
 
 /// The event consumer, for `shop_kit::events::consume::apply(&db, events::CONSUMER, &handler, &event)`.

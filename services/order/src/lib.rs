@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use shop_kit::config::{env_or, env_parse};
+use shop_kit::events::{Bus, Relay};
 use shop_kit::{Database, Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -116,15 +117,21 @@ impl Upstreams {
     }
 }
 
-/// Connects, migrates, installs the event tables, and returns the service to serve.
+/// Connects, migrates, installs the event tables, and returns the service to serve, its events
+/// relayed to `bus`.
 pub async fn build(
     config: &ServiceConfig,
     settings: Settings,
-    _metrics: &Metrics,
+    bus: &Bus,
+    metrics: &Metrics,
 ) -> Result<Service> {
     let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
     shop_kit::events::install_tables(&db).await?;
-    Ok(service(db, Upstreams::from_env()?, settings))
+    // Relays `order.*` from the outbox for as long as the router lives.
+    let relay = Relay::start(bus, db.clone(), metrics).await?;
+    let mut service = service(db, Upstreams::from_env()?, settings);
+    service.router = relay.attach(service.router);
+    Ok(service)
 }
 
 /// The service over a migrated database (with the event tables), its resumer running while it is

@@ -11,6 +11,7 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
+use shop_kit::events::{Bus, Relay};
 use shop_kit::{Database, Metrics, Service, ServiceConfig};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -18,9 +19,13 @@ use utoipa::OpenApi;
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Connects, migrates, and returns the service to serve.
-pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
+pub async fn build(config: &ServiceConfig, bus: &Bus, metrics: &Metrics) -> Result<Service> {
     let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
-    Ok(service(db))
+    // Relays `shipment.created` from the outbox for as long as the router lives.
+    let relay = Relay::start(bus, db.clone(), metrics).await?;
+    let mut service = service(db);
+    service.router = relay.attach(service.router);
+    Ok(service)
 }
 
 /// The service over a migrated database.

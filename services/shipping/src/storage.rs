@@ -100,28 +100,23 @@ impl Store {
             });
         }
         Self::add_history(&mut tx, &tracking_number, ShipmentStatus::LabelCreated, &at).await?;
-        // NOTE: no relay publishes the outbox yet; rows wait (published_at NULL) for the NATS
-        // relay of later work. The payload carries no name or street: events travel further than
-        // the shipment itself.
-        let payload = serde_json::json!({
-            "version": 1,
-            "tracking_number": tracking_number,
-            "order_id": order_id,
-            "user_id": request.user_id,
-            "status": ShipmentStatus::LabelCreated,
-            "items_count": items_count,
-            "country": request.address.country,
-            "quote": request.quote,
-        });
-        sqlx::query(
-            "INSERT INTO outbox (id, type, source, time, payload) \
-             VALUES ($1, 'shipment.created', 'shipping', $2, $3)",
-        )
-        .bind(shop_kit::context::new_id().to_string())
-        .bind(&at)
-        .bind(payload.to_string())
-        .execute(&mut *tx)
-        .await?;
+        // The payload carries no name or street: events travel further than the shipment itself.
+        let mut event = shop_kit::events::Event::new(
+            "shipment.created",
+            "shipping",
+            1,
+            serde_json::json!({
+                "tracking_number": tracking_number,
+                "order_id": order_id,
+                "user_id": request.user_id,
+                "status": ShipmentStatus::LabelCreated,
+                "items_count": items_count,
+                "country": request.address.country,
+                "quote": request.quote,
+            }),
+        );
+        event.time.clone_from(&at);
+        shop_kit::events::outbox::insert(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(CreateOutcome::Created(
             self.shipment(&tracking_number)

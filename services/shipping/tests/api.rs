@@ -643,3 +643,42 @@ async fn racing_status_events_move_a_shipment_once() {
         assert_eq!(statuses(&page).len(), 2, "{page}");
     }
 }
+
+/// The built service (as `shop serve` runs it) relays `shipment.created` to a consumer.
+#[tokio::test]
+async fn shipment_created_reaches_a_consumer() {
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let sink = testing::EventSink::start("audit").await;
+        let config = testing::config(&db.url);
+        let metrics = Metrics::new("shipping");
+        let bus = testing::local_bus(vec![sink.peer()]);
+        let service = shop_shipping::build(&config, &bus, &metrics).await.unwrap();
+        let server = testing::spawn_service(service, &config, &metrics).await;
+        let shipping = Shipping {
+            url: server.url.clone(),
+            _server: server,
+            db: Database::connect(&db.url).await.unwrap(),
+            client: Client::new(),
+        };
+        let (order_id, owner) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+        let body = shipping.shipment_body(&order_id, &owner).await;
+        let response = shipping.post("/internal/shipments", &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created: Value = response.json().await.unwrap();
+
+        let event = sink
+            .wait_for("shipment.created", std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(event.source, "shipping");
+        assert_eq!(event.data["version"], 1);
+        assert_eq!(event.data["order_id"], order_id.as_str());
+        assert_eq!(event.data["user_id"], owner.as_str());
+        assert_eq!(event.data["tracking_number"], created["tracking_number"]);
+        assert!(
+            !event.data.to_string().contains("Lovelace"),
+            "no name in events"
+        );
+        assert_eq!(sink.events().len(), 1);
+    }
+}

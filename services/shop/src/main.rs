@@ -106,21 +106,39 @@ async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) 
             shop_gateway::build(config, shop_gateway::Settings::from_env()?, metrics).await
         }
         ServiceName::User => {
-            shop_user::build(config, shop_user::Settings::from_env()?, metrics).await
+            let bus = shop_kit::events::Bus::from_env().await?;
+            shop_user::build(config, shop_user::Settings::from_env()?, &bus, metrics).await
         }
         ServiceName::Catalog => shop_catalog::build(config, metrics).await,
-        ServiceName::Cart => shop_cart::build(config, metrics).await,
+        ServiceName::Cart => {
+            let bus = shop_kit::events::Bus::from_env().await?;
+            shop_cart::build(config, &bus, metrics).await
+        }
         ServiceName::Inventory => {
-            shop_inventory::build(config, shop_inventory::Settings::from_env()?, metrics).await
+            let (settings, bus) = (
+                shop_inventory::Settings::from_env()?,
+                shop_kit::events::Bus::from_env().await?,
+            );
+            shop_inventory::build(config, settings, &bus, metrics).await
         }
         ServiceName::Payment => shop_payment::build(config, metrics).await,
-        ServiceName::Shipping => shop_shipping::build(config, metrics).await,
+        ServiceName::Shipping => {
+            let bus = shop_kit::events::Bus::from_env().await?;
+            shop_shipping::build(config, &bus, metrics).await
+        }
         ServiceName::Order => {
-            shop_order::build(config, shop_order::Settings::from_env()?, metrics).await
+            let (settings, bus) = (
+                shop_order::Settings::from_env()?,
+                shop_kit::events::Bus::from_env().await?,
+            );
+            shop_order::build(config, settings, &bus, metrics).await
         }
         ServiceName::Notification => {
-            shop_notification::build(config, shop_notification::Settings::from_env()?, metrics)
-                .await
+            let (settings, bus) = (
+                shop_notification::Settings::from_env()?,
+                shop_kit::events::Bus::from_env().await?,
+            );
+            shop_notification::build(config, settings, &bus, metrics).await
         }
     }
 }
@@ -162,7 +180,9 @@ async fn migrate(service: ServiceName) -> Result<()> {
         ServiceName::Gateway => bail!("the gateway has no database"),
     };
     let config = ServiceConfig::from_env(name)?;
-    shop_kit::Database::connect_and_migrate(&config.database_url, migrator).await?;
+    let db = shop_kit::Database::connect_and_migrate(&config.database_url, migrator).await?;
+    // The kit's event tables too, so the schema is complete before the service first starts.
+    shop_kit::events::install_tables(&db).await?;
     tracing::info!(service = name, "database schema is up to date");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The user service: accounts, sign-in, and the keys that verify access tokens.
 //!
-//! `routes` (HTTP) → `domain` (rules, hashing, signing; no I/O) → `storage` (SQL).
+//! `routes` (HTTP) → `domain` (rules, hashing, signing; no I/O) → `storage` (SQL). Registration
+//! writes `user.registered` (`{user_id, email, name}`, version 1) to the outbox in the same
+//! transaction; the kit's relay publishes it.
 
 pub mod domain;
 pub mod routes;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use shop_kit::config::{env_or, env_parse};
+use shop_kit::events::{Bus, Relay};
 use shop_kit::{Database, Metrics, Service, ServiceConfig};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -49,9 +52,12 @@ impl Settings {
 pub async fn build(
     config: &ServiceConfig,
     settings: Settings,
-    _metrics: &Metrics,
+    bus: &Bus,
+    metrics: &Metrics,
 ) -> Result<Service> {
     let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+    // Creates the outbox too; relays `user.registered` for as long as the router lives.
+    let relay = Relay::start(bus, db.clone(), metrics).await?;
     let store = storage::Store::new(db.clone());
     let signer = domain::Signer::new(&store.signing_keys().await?, settings.access_ttl)?;
     let state = routes::AppState::new(store, signer, settings);
@@ -66,7 +72,7 @@ pub async fn build(
     });
     Ok(Service {
         name: "user",
-        router: routes::router(state),
+        router: relay.attach(routes::router(state)),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
     })

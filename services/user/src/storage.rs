@@ -32,8 +32,10 @@ impl Store {
         &self.db
     }
 
-    /// Inserts a user; a duplicate email surfaces as a unique violation.
+    /// Inserts a user and its `user.registered` event in one transaction; a duplicate email
+    /// surfaces as a unique violation and writes neither.
     pub async fn insert_user(&self, user: &UserRow) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, email, name, password_hash, roles, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -45,9 +47,16 @@ impl Store {
         .bind(&user.roles)
         .bind(&user.created_at)
         .bind(&user.updated_at)
-        .execute(self.db.pool())
-        .await
-        .map(|_| ())
+        .execute(&mut *tx)
+        .await?;
+        let event = shop_kit::events::Event::new(
+            "user.registered",
+            "user",
+            1,
+            serde_json::json!({"user_id": user.id, "email": user.email, "name": user.name}),
+        );
+        shop_kit::events::outbox::insert(&mut tx, &event).await?;
+        tx.commit().await
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {

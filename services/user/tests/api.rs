@@ -17,9 +17,14 @@ async fn start(db: &TestDatabase) -> TestServer {
         refresh_ttl: Duration::from_secs(3600),
         login_attempts_per_minute: 5,
     };
-    let service = shop_user::build(&config, settings, &metrics)
-        .await
-        .expect("the user service builds");
+    let service = shop_user::build(
+        &config,
+        settings,
+        &shop_kit::events::Bus::none(Default::default()),
+        &metrics,
+    )
+    .await
+    .expect("the user service builds");
     testing::spawn_service(service, &config, &metrics).await
 }
 
@@ -366,4 +371,48 @@ async fn operational_endpoints() {
         404,
     )
     .await;
+}
+
+/// Registration relays `user.registered` to a consumer; a refused registration sends nothing.
+#[tokio::test]
+async fn user_registered_reaches_a_consumer() {
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let sink = testing::EventSink::start("notification").await;
+        let config = testing::config(&db.url);
+        let metrics = Metrics::new("user");
+        let settings = shop_user::Settings {
+            admin_emails: Default::default(),
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(3600),
+            login_attempts_per_minute: 5,
+        };
+        let bus = testing::local_bus(vec![sink.peer()]);
+        let service = shop_user::build(&config, settings, &bus, &metrics)
+            .await
+            .unwrap();
+        let server = testing::spawn_service(service, &config, &metrics).await;
+        let client = Client::new();
+
+        let created = register(&client, &server.url, "Bea@Example.com").await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let profile: Value = created.json().await.unwrap();
+        expect_problem(register(&client, &server.url, "bea@example.com").await, 409).await;
+
+        let event = sink
+            .wait_for("user.registered", Duration::from_secs(10))
+            .await;
+        assert_eq!(event.source, "user");
+        assert_eq!(
+            event.data,
+            json!({"version": 1, "user_id": profile["id"], "email": "bea@example.com", "name": "Ann Example"})
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            sink.events().len(),
+            1,
+            "the refused duplicate wrote no event"
+        );
+        assert!(!event.data.to_string().contains("password"));
+    }
 }

@@ -8,12 +8,48 @@
 //! - [`consume`]: the consumer's side. A [`consume::Handler`] applies one event inside a
 //!   transaction in which the kit also records the event's id, so a redelivered event is skipped.
 //!
+//! - [`Relay`]: started by a producing service; relays its outbox to the bus.
+//! - [`Consumer`]: started by a consuming service; runs a [`consume::Handler`] for every event.
+//! - [`Bus`]: NATS JetStream (`NATS_URL`), the local bus (`SHOP_EVENT_PEERS`), or none.
+//!
+//! # Wiring a service
+//!
+//! ```ignore
+//! // main: one bus per process, from the environment.
+//! let bus = shop_kit::events::Bus::from_env().await?;
+//!
+//! // A producer, in `build`, after its migrations:
+//! let relay = events::Relay::start(&bus, db.clone(), metrics).await?;
+//! let router = relay.attach(routes::router(state));
+//!
+//! // A consumer:
+//! let (event_routes, consumer) = events::Consumer::start(&bus, db.clone(), "notification", MyHandler).await?;
+//! let router = consumer.attach(routes::router(state).merge(event_routes));
+//! ```
+//!
+//! The guards ([`Running`]) stop their tasks when dropped; `attach` hands them to the router so
+//! they live exactly as long as the service. A service that both produces and consumes merges
+//! the guards: `relay.merge(consumer).attach(router)`. On the local bus, every producer lists
+//! every consumer in `SHOP_EVENT_PEERS` (`notification=http://127.0.0.1:8088,...`); the names
+//! are the consumer names. Tuning: see [`EventOptions`]. Details: `docs/events.md`.
+//!
 //! The kit owns its tables ([`install_tables`]); services call it at start-up after their own
 //! migrations. `CREATE TABLE IF NOT EXISTS` keeps it idempotent and compatible with the services
 //! whose first migration already created `outbox` with the same columns.
 
+pub mod bus;
 pub mod consume;
+mod consumer;
+pub mod local;
+pub mod nats;
 pub mod outbox;
+pub mod relay;
+mod running;
+
+pub use bus::{Bus, EventOptions, Peer};
+pub use consumer::Consumer;
+pub use relay::Relay;
+pub use running::{Running, Waker};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -72,7 +108,9 @@ impl Event {
 
 /// The kit's event tables:
 /// - `outbox`: events waiting to be relayed (`published_at` NULL until the bus took them);
-/// - `processed_events`: per consumer, the ids it has applied.
+/// - `processed_events`: per consumer, the ids it has applied;
+/// - `outbox_deliveries`: on the local bus, which peer has taken which event;
+/// - `dead_letters`: on the local bus, the events a consumer gave up on.
 pub async fn install_tables(db: &Database) -> Result<(), sqlx::Error> {
     for statement in [
         "CREATE TABLE IF NOT EXISTS outbox (\
@@ -81,6 +119,13 @@ pub async fn install_tables(db: &Database) -> Result<(), sqlx::Error> {
         "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (published_at, time)",
         "CREATE TABLE IF NOT EXISTS processed_events (\
             consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL, \
+            PRIMARY KEY (consumer, event_id))",
+        "CREATE TABLE IF NOT EXISTS outbox_deliveries (\
+            event_id TEXT NOT NULL, peer TEXT NOT NULL, delivered_at TEXT NOT NULL, \
+            PRIMARY KEY (event_id, peer))",
+        "CREATE TABLE IF NOT EXISTS dead_letters (\
+            consumer TEXT NOT NULL, event_id TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL, \
+            error TEXT NOT NULL, attempts BIGINT NOT NULL, dead_at TEXT NOT NULL, \
             PRIMARY KEY (consumer, event_id))",
     ] {
         sqlx::query(statement).execute(db.pool()).await?;

@@ -153,6 +153,8 @@ impl Shop {
             shop_inventory::build(
                 &inventory_config,
                 shop_inventory::Settings::default(),
+                // The order's tests read events from outboxes; no bus relays them.
+                &shop_kit::events::Bus::none(shop_kit::events::EventOptions::default()),
                 &metrics,
             )
             .await

@@ -1,0 +1,442 @@
+//! The relay: outbox rows to the bus, oldest first, marked published only once the bus has them.
+//!
+//! - JetStream: each row is published on `shop.events.<type>` with `Nats-Msg-Id: <event id>`
+//!   and marked once its ack arrives. Two relays on one database may publish a row twice;
+//!   JetStream drops the copy within its duplicate window and consumers dedupe by id after it.
+//! - Local bus: one delivery loop per peer; a row is marked once every peer has taken it
+//!   (`outbox_deliveries` remembers who has, across restarts). A peer that is down waits with
+//!   backoff without holding up the others.
+//!
+//! While the bus is down the relay retries with capped exponential backoff, warning when the
+//! outage starts and when it ends, not on every attempt. Published rows are deleted after the
+//! retention period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use super::bus::{Bus, EventOptions, Kind, Peer};
+use super::running::Running;
+use super::{Event, install_tables, local, nats};
+use crate::client::{Upstream, UpstreamOptions};
+use crate::db::{Database, now_rfc3339};
+use crate::metrics::Metrics;
+
+/// The relay of one producing service.
+pub struct Relay;
+
+#[derive(Clone, Default)]
+struct RelayMetrics {
+    published: Counter,
+    failures: Counter,
+    backlog: Gauge,
+}
+
+impl RelayMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(
+            "events_published",
+            "Events the relay handed to the bus",
+            this.published.clone(),
+        );
+        metrics.register(
+            "event_relay_failures",
+            "Failed relay rounds (bus or peer unreachable)",
+            this.failures.clone(),
+        );
+        metrics.register(
+            "outbox_backlog",
+            "Outbox rows not yet published",
+            this.backlog.clone(),
+        );
+        this
+    }
+}
+
+impl Relay {
+    /// Starts relaying `db`'s outbox to `bus` (creating the kit's tables if needed). Keep the
+    /// returned guard for the service's lifetime (see [`Running::attach`]).
+    pub async fn start(bus: &Bus, db: Database, metrics: &Metrics) -> Result<Running> {
+        install_tables(&db)
+            .await
+            .context("creating the event tables")?;
+        let counters = RelayMetrics::register(metrics);
+        let options = bus.options.clone();
+        let mut tasks = vec![tokio::spawn(housekeeping(
+            db.clone(),
+            options.clone(),
+            counters.backlog.clone(),
+        ))];
+        let mut wakers = Vec::new();
+        match &*bus.kind {
+            Kind::Nats(jetstream) => {
+                let wake = Arc::new(Notify::new());
+                wakers.push(wake.clone());
+                tasks.push(tokio::spawn(relay_to_nats(
+                    jetstream.clone(),
+                    db,
+                    options,
+                    counters,
+                    wake,
+                )));
+            }
+            Kind::Local(peers) => {
+                let names: Arc<[String]> = peers.iter().map(|p| p.name.clone()).collect();
+                let upstream_options = UpstreamOptions::from_env().unwrap_or_default();
+                for peer in peers {
+                    let wake = Arc::new(Notify::new());
+                    wakers.push(wake.clone());
+                    let upstream = Upstream::new(&peer.name, &peer.url, &upstream_options)?;
+                    tasks.push(tokio::spawn(relay_to_peer(
+                        peer.clone(),
+                        upstream,
+                        names.clone(),
+                        db.clone(),
+                        options.clone(),
+                        counters.clone(),
+                        wake,
+                    )));
+                }
+            }
+            Kind::None => {
+                tracing::warn!("no event bus configured: events stay in the outbox until one is");
+            }
+        }
+        Ok(Running::new(tasks, wakers))
+    }
+}
+
+/// One outbox row.
+pub(crate) struct OutboxRow {
+    pub id: String,
+    pub event: Event,
+}
+
+impl OutboxRow {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        let id: String = row.try_get("id")?;
+        let payload: String = row.try_get("payload")?;
+        let event = Event {
+            id: id.parse().unwrap_or_default(),
+            kind: row.try_get("type")?,
+            source: row.try_get("source")?,
+            time: row.try_get("time")?,
+            // A payload that is not JSON travels as a string; consumers reject and dead-letter it.
+            data: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        };
+        Ok(Self { id, event })
+    }
+
+    pub fn json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.event).expect("an event serializes")
+    }
+}
+
+const SELECT_COLUMNS: &str = "o.id, o.type, o.source, o.time, o.payload";
+
+async fn unpublished(db: &Database, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SELECT_COLUMNS} FROM outbox o WHERE o.published_at IS NULL ORDER BY o.time, o.id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(OutboxRow::from_row).collect()
+}
+
+async fn mark_published(db: &Database, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2 AND published_at IS NULL")
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(db.pool())
+        .await
+        .map(|_| ())
+}
+
+/// Waits for a wake-up or the poll interval, whichever comes first.
+async fn idle(wake: &Notify, options: &EventOptions) {
+    let _ = tokio::time::timeout(options.poll_interval, wake.notified()).await;
+}
+
+/// Logs an outage once when it starts (and every 20 failures after), and once when it ends.
+#[derive(Default)]
+struct Outage {
+    failures: u32,
+}
+
+impl Outage {
+    fn failed(&mut self, what: &str, error: &anyhow::Error, counters: &RelayMetrics) -> u32 {
+        self.failures += 1;
+        counters.failures.inc();
+        if self.failures == 1 || self.failures.is_multiple_of(20) {
+            tracing::warn!(target: "shop::events", failures = self.failures, error = %format!("{error:#}"), "{what}: retrying with backoff");
+        } else {
+            tracing::debug!(target: "shop::events", failures = self.failures, error = %format!("{error:#}"), "{what}: still failing");
+        }
+        self.failures
+    }
+
+    fn succeeded(&mut self, what: &str) {
+        if self.failures > 0 {
+            tracing::info!(target: "shop::events", failures = self.failures, "{what}: working again");
+            self.failures = 0;
+        }
+    }
+}
+
+async fn relay_to_nats(
+    jetstream: async_nats::jetstream::Context,
+    db: Database,
+    options: EventOptions,
+    counters: RelayMetrics,
+    wake: Arc<Notify>,
+) {
+    let mut outage = Outage::default();
+    let mut streams_ready = false;
+    loop {
+        let round = async {
+            if !streams_ready {
+                nats::ensure_streams(&jetstream).await?;
+                streams_ready = true;
+            }
+            publish_batch(&jetstream, &db, &options, &counters).await
+        }
+        .await;
+        match round {
+            Ok(count) => {
+                outage.succeeded("relay to NATS");
+                if (count as i64) < options.batch_size {
+                    idle(&wake, &options).await;
+                }
+            }
+            Err(error) => {
+                streams_ready = false;
+                let failures = outage.failed("relay to NATS", &error, &counters);
+                tokio::time::sleep(options.backoff(failures)).await;
+            }
+        }
+    }
+}
+
+/// Publishes one batch, pipelined: every publish is sent, then the acks are awaited in order and
+/// each acked row is marked. Returns how many rows were read.
+async fn publish_batch(
+    jetstream: &async_nats::jetstream::Context,
+    db: &Database,
+    options: &EventOptions,
+    counters: &RelayMetrics,
+) -> Result<usize> {
+    let rows = unpublished(db, options.batch_size)
+        .await
+        .context("reading the outbox")?;
+    let mut acks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let ack = jetstream
+            .send_publish(
+                nats::event_subject(&row.event.kind),
+                nats::event_message(row),
+            )
+            .await
+            .context("publishing to NATS")?;
+        acks.push((row, ack));
+    }
+    for (row, ack) in acks {
+        ack.await.context("waiting for NATS to confirm an event")?;
+        mark_published(db, &row.id)
+            .await
+            .context("marking an event published")?;
+        counters.published.inc();
+    }
+    Ok(rows.len())
+}
+
+/// What a peer did with one delivery.
+pub(crate) enum Delivery {
+    /// 2xx: applied, already applied, or dead-lettered by the peer.
+    Taken,
+    /// The peer answered but could not take it now (503 on `Retry`, or a misconfiguration).
+    Refused(String),
+}
+
+async fn relay_to_peer(
+    peer: Peer,
+    upstream: Upstream,
+    all_peers: Arc<[String]>,
+    db: Database,
+    options: EventOptions,
+    counters: RelayMetrics,
+    wake: Arc<Notify>,
+) {
+    let what = format!("delivering events to {}", peer.name);
+    let mut outage = Outage::default();
+    // Per event refused by this peer: attempts so far and when to try again. In memory: after a
+    // restart an event starts over, which at most repeats `max_deliveries` attempts.
+    let mut refused: HashMap<String, (u32, Instant)> = HashMap::new();
+    loop {
+        match deliver_batch(
+            &peer,
+            &upstream,
+            &all_peers,
+            &db,
+            &options,
+            &counters,
+            &mut refused,
+        )
+        .await
+        {
+            Ok(progressed) => {
+                outage.succeeded(&what);
+                if progressed < options.batch_size as usize {
+                    idle(&wake, &options).await;
+                }
+            }
+            Err(error) => {
+                let failures = outage.failed(&what, &error, &counters);
+                tokio::time::sleep(options.backoff(failures)).await;
+            }
+        }
+    }
+}
+
+async fn deliver_batch(
+    peer: &Peer,
+    upstream: &Upstream,
+    all_peers: &[String],
+    db: &Database,
+    options: &EventOptions,
+    counters: &RelayMetrics,
+    refused: &mut HashMap<String, (u32, Instant)>,
+) -> Result<usize> {
+    let rows = sqlx::query(&format!(
+        "SELECT {SELECT_COLUMNS} FROM outbox o WHERE o.published_at IS NULL AND NOT EXISTS \
+         (SELECT 1 FROM outbox_deliveries d WHERE d.event_id = o.id AND d.peer = $1) \
+         ORDER BY o.time, o.id LIMIT $2"
+    ))
+    .bind(&peer.name)
+    .bind(options.batch_size)
+    .fetch_all(db.pool())
+    .await
+    .context("reading the outbox")?;
+    let mut delivered = 0;
+    for row in &rows {
+        let row = OutboxRow::from_row(row)?;
+        let now = Instant::now();
+        let attempt = match refused.get(&row.id) {
+            Some((_, retry_at)) if *retry_at > now => continue,
+            Some((attempts, _)) => attempts + 1,
+            None => 1,
+        };
+        match local::deliver(upstream, &peer.name, &row, attempt).await? {
+            Delivery::Taken => {
+                refused.remove(&row.id);
+                record_delivery(db, &row.id, &peer.name, all_peers).await?;
+                counters.published.inc();
+                delivered += 1;
+            }
+            Delivery::Refused(why) => {
+                // Warn when a peer starts refusing, not for every event it refuses.
+                if refused.is_empty() {
+                    tracing::warn!(target: "shop::events", peer = %peer.name, event_id = %row.id, reason = %why, "a peer refused an event; retrying it with backoff");
+                } else {
+                    tracing::debug!(target: "shop::events", peer = %peer.name, event_id = %row.id, attempt, reason = %why, "a peer refused an event again");
+                }
+                refused.insert(row.id.clone(), (attempt, now + options.backoff(attempt)));
+            }
+        }
+    }
+    // Forget refusals of rows that are gone (published through another replica, deleted).
+    if refused.len() > 4 * options.batch_size as usize {
+        refused.retain(|_, (_, retry_at)| *retry_at + options.retry_cap > Instant::now());
+    }
+    Ok(delivered)
+}
+
+/// Records that `peer` has the event, and marks the row published once every peer has it.
+async fn record_delivery(db: &Database, id: &str, peer: &str, all_peers: &[String]) -> Result<()> {
+    let now = now_rfc3339();
+    sqlx::query(
+        "INSERT INTO outbox_deliveries (event_id, peer, delivered_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (event_id, peer) DO NOTHING",
+    )
+    .bind(id)
+    .bind(peer)
+    .bind(&now)
+    .execute(db.pool())
+    .await
+    .context("recording a delivery")?;
+    let placeholders: Vec<String> = (0..all_peers.len())
+        .map(|i| format!("${}", i + 5))
+        .collect();
+    let sql = format!(
+        "UPDATE outbox SET published_at = $1 WHERE id = $2 AND published_at IS NULL AND \
+         (SELECT COUNT(*) FROM outbox_deliveries WHERE event_id = $3 AND peer IN ({})) >= $4",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(now)
+        .bind(id)
+        .bind(id)
+        .bind(all_peers.len() as i64);
+    for name in all_peers {
+        query = query.bind(name.as_str());
+    }
+    query
+        .execute(db.pool())
+        .await
+        .context("marking an event published")?;
+    Ok(())
+}
+
+/// Deletes published rows past the retention, and keeps the backlog gauge current.
+async fn housekeeping(db: Database, options: EventOptions, backlog: Gauge) {
+    let mut last_cleanup: Option<Instant> = None;
+    let cleanup_every =
+        (options.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        if let Ok(count) =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(db.pool())
+                .await
+        {
+            backlog.set(count);
+        }
+        if last_cleanup.is_none_or(|at| at.elapsed() >= cleanup_every) {
+            last_cleanup = Some(Instant::now());
+            if let Err(error) = delete_published_before(&db, options.retention).await {
+                tracing::debug!(target: "shop::events", error = %format!("{error:#}"), "outbox cleanup failed; next round retries");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5).min(cleanup_every)).await;
+    }
+}
+
+/// Deletes rows published longer than `retention` ago (and their delivery records).
+pub async fn delete_published_before(db: &Database, retention: Duration) -> Result<u64> {
+    let cutoff = time::OffsetDateTime::now_utc() - retention;
+    let cutoff = cutoff
+        .format(&time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        ))
+        .expect("formatting a UTC time cannot fail");
+    sqlx::query(
+        "DELETE FROM outbox_deliveries WHERE event_id IN \
+         (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1)",
+    )
+    .bind(&cutoff)
+    .execute(db.pool())
+    .await?;
+    let deleted =
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(&cutoff)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+    Ok(deleted)
+}

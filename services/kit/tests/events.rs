@@ -1,0 +1,774 @@
+//! The event relay and buses against real NATS JetStream and real SQLite/PostgreSQL.
+//!
+//! NATS tests use `SHOP_TEST_NATS_URL` (tests/nats.sh) and, for the outage, a private
+//! nats-server they stop and restart. Every test uses its own consumer names and event types,
+//! so tests sharing one server do not see each other's counts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use shop_kit::Database;
+use shop_kit::Metrics;
+use shop_kit::db::Tx;
+use shop_kit::events::consume::{HandleError, Handler};
+use shop_kit::events::{self, Bus, Consumer, Event, EventOptions, Peer, Relay, nats, outbox};
+use shop_kit::testing::{self, TestDatabase};
+
+fn fast_options() -> EventOptions {
+    EventOptions {
+        poll_interval: Duration::from_millis(20),
+        max_deliveries: 3,
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(500),
+        ack_wait: Duration::from_secs(2),
+        ..EventOptions::default()
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// Records every applied event of types `<prefix>.*` in `applied`; `<prefix>.reject` is
+/// rejected and `<prefix>.flaky` always asks for a retry. Other types are not ours: `Ok`.
+struct Recorder {
+    prefix: String,
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, tx: &mut Tx, event: &Event) -> Result<(), HandleError> {
+        let Some(rest) = event.kind.strip_prefix(&format!("{}.", self.prefix)) else {
+            return Ok(());
+        };
+        match rest {
+            "reject" => Err(HandleError::Reject(anyhow!("this event can never apply"))),
+            "flaky" => Err(HandleError::Retry(anyhow!("not now"))),
+            _ => {
+                sqlx::query("INSERT INTO applied (event_id, type) VALUES ($1, $2)")
+                    .bind(event.id.to_string())
+                    .bind(&event.kind)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn open(test_db: &TestDatabase) -> Database {
+    let db = Database::connect(&test_db.url).await.unwrap();
+    events::install_tables(&db).await.unwrap();
+    // No key: a second application of one event would show as a second row.
+    sqlx::query("CREATE TABLE IF NOT EXISTS applied (event_id TEXT NOT NULL, type TEXT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db
+}
+
+/// Two fresh databases on each backend: (producer, consumer).
+async fn database_pairs() -> Vec<(TestDatabase, TestDatabase)> {
+    let mut pairs = vec![(testing::sqlite(), testing::sqlite())];
+    if let Some(first) = testing::postgres().await {
+        pairs.push((first, testing::postgres().await.unwrap()));
+    }
+    pairs
+}
+
+async fn write_events(db: &Database, kind: &str, count: usize) -> Vec<Event> {
+    let mut written = Vec::new();
+    for n in 0..count {
+        let event = Event::new(kind, "test", 1, serde_json::json!({ "n": n }));
+        let mut tx = db.begin().await.unwrap();
+        outbox::insert(&mut tx, &event).await.unwrap();
+        tx.commit().await.unwrap();
+        written.push(event);
+    }
+    written
+}
+
+async fn scalar(db: &Database, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+async fn applied(db: &Database) -> i64 {
+    scalar(db, "SELECT COUNT(*) FROM applied").await
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Every event applied exactly once: as many rows as distinct ids as expected.
+async fn assert_applied_once(db: &Database, expected: i64) {
+    assert_eq!(applied(db).await, expected, "rows in applied");
+    assert_eq!(
+        scalar(db, "SELECT COUNT(DISTINCT event_id) FROM applied").await,
+        expected,
+        "distinct events in applied"
+    );
+}
+
+/// Waits until the JetStream consumer has nothing pending and nothing unacknowledged.
+async fn drained(bus: &Bus, consumer: &str) -> bool {
+    let jetstream = bus.jetstream().unwrap();
+    let Ok(stream) = jetstream.get_stream(nats::EVENT_STREAM).await else {
+        return false;
+    };
+    let Ok(mut consumer) = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+        .await
+    else {
+        return false;
+    };
+    match consumer.info().await {
+        Ok(info) => info.num_pending == 0 && info.num_ack_pending == 0,
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
+    let Some(url) = testing::nats() else { return };
+    for (producer_db, consumer_db) in database_pairs().await {
+        let producer = open(&producer_db).await;
+        let consumer = open(&consumer_db).await;
+        let bus = Bus::nats(&url, fast_options()).await.unwrap();
+        let prefix = unique("once");
+        let name = unique("consumer");
+        let events = write_events(&producer, &format!("{prefix}.created"), 40).await;
+
+        let metrics = Metrics::new("test");
+        let relay = Relay::start(&bus, producer.clone(), &metrics)
+            .await
+            .unwrap();
+        // A second replica of the producer relays the same outbox at the same time.
+        let replica = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        let (routes, running) = Consumer::start(
+            &bus,
+            consumer.clone(),
+            &name,
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        drop(routes);
+        let started = std::time::Instant::now();
+        eventually("all 40 applied", Duration::from_secs(30), || async {
+            applied(&consumer).await == 40
+        })
+        .await;
+        eprintln!(
+            "nats: 40 events from the outbox applied by the consumer in {:?} ({})",
+            started.elapsed(),
+            producer_db.backend
+        );
+        eventually("the outbox published", Duration::from_secs(10), || async {
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        })
+        .await;
+
+        // Delivered twice: the relay publishes ten rows again (as a second replica would) and
+        // the same events arrive under new message ids (as after a consumer crash before ack).
+        sqlx::query(
+            "UPDATE outbox SET published_at = NULL WHERE id IN (SELECT id FROM outbox ORDER BY time LIMIT 10)",
+        )
+        .execute(producer.pool())
+        .await
+        .unwrap();
+        relay.wake();
+        let jetstream = bus.jetstream().unwrap();
+        for event in &events[10..20] {
+            jetstream
+                .publish_with_headers(
+                    nats::event_subject(&event.kind),
+                    {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+                        headers
+                    },
+                    serde_json::to_vec(event).unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        eventually(
+            "the outbox published again",
+            Duration::from_secs(10),
+            || async {
+                scalar(
+                    &producer,
+                    "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+                )
+                .await
+                    == 0
+            },
+        )
+        .await;
+        eventually("the consumer drained", Duration::from_secs(20), || {
+            drained(&bus, &name)
+        })
+        .await;
+        assert_applied_once(&consumer, 40).await;
+        // Every delivery of ours was recorded by id (other tests' events add to the count).
+        let processed = scalar(
+            &consumer,
+            &format!("SELECT COUNT(*) FROM processed_events WHERE consumer = '{name}'"),
+        )
+        .await;
+        assert!(processed >= 40, "{processed} processed ids");
+        assert!(
+            metrics.encode().contains("shop_events_published_total"),
+            "{}",
+            metrics.encode()
+        );
+        drop((running, relay, replica));
+    }
+}
+
+#[tokio::test]
+async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
+    let Some(mut server) = testing::NatsServer::start().await else {
+        return;
+    };
+    for (producer_db, consumer_db) in database_pairs().await {
+        let producer = open(&producer_db).await;
+        let consumer = open(&consumer_db).await;
+        let bus = Bus::nats(&server.url, fast_options()).await.unwrap();
+        let prefix = unique("outage");
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        let (_, running) = Consumer::start(
+            &bus,
+            consumer.clone(),
+            &unique("consumer"),
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let kind = format!("{prefix}.created");
+        write_events(&producer, &kind, 10).await;
+        eventually("the first 10 applied", Duration::from_secs(30), || async {
+            applied(&consumer).await == 10
+        })
+        .await;
+
+        server.stop().await;
+        // Checkouts go on while NATS is down: their events wait in the outbox.
+        for _ in 0..10 {
+            write_events(&producer, &kind, 2).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            applied(&consumer).await,
+            10,
+            "nothing can arrive while NATS is down"
+        );
+        assert!(
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+            )
+            .await
+                == 20
+        );
+
+        let started = std::time::Instant::now();
+        server.restart().await;
+        eventually(
+            "all 30 applied after NATS returned",
+            Duration::from_secs(60),
+            || async { applied(&consumer).await == 30 },
+        )
+        .await;
+        eprintln!(
+            "outage: the 20 waiting events were applied {:?} after NATS was started again",
+            started.elapsed()
+        );
+        assert_applied_once(&consumer, 30).await;
+        eventually("the outbox published", Duration::from_secs(10), || async {
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        })
+        .await;
+        drop((relay, running));
+    }
+}
+
+#[tokio::test]
+async fn nats_poison_messages_go_to_the_dead_letter_stream_and_block_nothing() {
+    let Some(url) = testing::nats() else { return };
+    let (producer_db, consumer_db) = (testing::sqlite(), testing::sqlite());
+    let (producer, consumer) = (open(&producer_db).await, open(&consumer_db).await);
+    let bus = Bus::nats(&url, fast_options()).await.unwrap();
+    let jetstream = bus.jetstream().unwrap();
+    nats::ensure_streams(jetstream).await.unwrap();
+    let prefix = unique("poison");
+    let name = unique("consumer");
+
+    // Not JSON at all, on a real event subject.
+    let garbage = format!("{{not json {prefix}");
+    jetstream
+        .publish("shop.events.order.confirmed", garbage.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    write_events(&producer, &format!("{prefix}.reject"), 1).await;
+    write_events(&producer, &format!("{prefix}.flaky"), 1).await;
+    write_events(&producer, &format!("{prefix}.created"), 5).await;
+
+    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+        .await
+        .unwrap();
+    let (_, running) = Consumer::start(
+        &bus,
+        consumer.clone(),
+        &name,
+        Recorder {
+            prefix: prefix.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the 5 good events applied",
+        Duration::from_secs(30),
+        || async { applied(&consumer).await == 5 },
+    )
+    .await;
+
+    let dead = jetstream
+        .get_stream(nats::DEAD_LETTER_STREAM)
+        .await
+        .unwrap();
+    let letter = |subject: String| {
+        let dead = dead.clone();
+        async move {
+            for _ in 0..200 {
+                if let Ok(message) = dead.get_last_raw_message_by_subject(&subject).await {
+                    return message;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no dead letter on {subject}");
+        }
+    };
+    let header = |message: &async_nats::jetstream::message::StreamMessage, name: &str| {
+        message
+            .headers
+            .get(name)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    };
+
+    // The garbage, unchanged, with why it died; dead-lettered on its first delivery.
+    let undecodable = letter(format!("shop.dead.{name}.order.confirmed")).await;
+    assert_eq!(undecodable.payload.as_ref(), garbage.as_bytes());
+    assert_eq!(header(&undecodable, nats::HEADER_DEAD_CONSUMER), name);
+    assert_eq!(
+        header(&undecodable, nats::HEADER_DEAD_SUBJECT),
+        "shop.events.order.confirmed"
+    );
+    assert!(header(&undecodable, nats::HEADER_DEAD_ERROR).contains("undecodable"));
+    assert_eq!(header(&undecodable, nats::HEADER_DEAD_DELIVERIES), "1");
+
+    let rejected = letter(format!("shop.dead.{name}.{prefix}.reject")).await;
+    assert!(header(&rejected, nats::HEADER_DEAD_ERROR).contains("can never apply"));
+    assert_eq!(header(&rejected, nats::HEADER_DEAD_DELIVERIES), "1");
+    let event: Event = serde_json::from_slice(&rejected.payload).unwrap();
+    assert_eq!(event.kind, format!("{prefix}.reject"));
+
+    // Retried up to max_deliveries (3), then dead.
+    let flaky = letter(format!("shop.dead.{name}.{prefix}.flaky")).await;
+    assert_eq!(header(&flaky, nats::HEADER_DEAD_DELIVERIES), "3");
+    assert!(header(&flaky, nats::HEADER_DEAD_ERROR).contains("not now"));
+
+    eventually("the consumer drained", Duration::from_secs(20), || {
+        drained(&bus, &name)
+    })
+    .await;
+    assert_applied_once(&consumer, 5).await;
+    drop((relay, running));
+}
+
+/// A consumer's server on a port chosen now and started later (to be "down" first).
+struct LaterServer {
+    addr: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LaterServer {
+    fn reserve() -> Self {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self {
+            addr: probe.local_addr().unwrap(),
+            task: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn start(&mut self, router: axum::Router) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.task = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }));
+    }
+}
+
+impl Drop for LaterServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while() {
+    for (producer_db, consumer_db) in database_pairs().await {
+        let producer = open(&producer_db).await;
+        let up_db = open(&consumer_db).await;
+        let late_test_db = testing::sqlite();
+        let late_db = open(&late_test_db).await;
+        let prefix = unique("local");
+
+        let consumer_bus = Bus::none(fast_options());
+        let (up_routes, _up) = Consumer::start(
+            &consumer_bus,
+            up_db.clone(),
+            "notification",
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        // Counts the deliveries the peer that is up receives.
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = received.clone();
+        let up_routes = up_routes.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                next.run(request)
+            },
+        ));
+        let up_server = testing::spawn(up_routes).await;
+        let mut late_server = LaterServer::reserve();
+
+        let peers = vec![
+            Peer {
+                name: "notification".into(),
+                url: up_server.url.clone(),
+            },
+            Peer {
+                name: "cart".into(),
+                url: late_server.url(),
+            },
+        ];
+        let bus = Bus::local(peers, fast_options());
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        // A second replica of the producer relays the same outbox at the same time.
+        let replica = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        let events = write_events(&producer, &format!("{prefix}.created"), 20).await;
+
+        // The peer that is up gets everything while the other is down.
+        eventually(
+            "20 applied by the peer that is up",
+            Duration::from_secs(20),
+            || async { applied(&up_db).await == 20 },
+        )
+        .await;
+        assert_eq!(
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+            )
+            .await,
+            20,
+            "not published while a peer lacks them"
+        );
+        // Events written during the outage reach the live peer too (no head-of-line blocking).
+        write_events(&producer, &format!("{prefix}.created"), 5).await;
+        eventually(
+            "25 applied by the peer that is up",
+            Duration::from_secs(20),
+            || async { applied(&up_db).await == 25 },
+        )
+        .await;
+
+        // Restarted relays resend nothing the live peer took, although the rows are still
+        // unpublished (the other peer lacks them): deliveries are remembered.
+        // (The relay records a delivery just after the peer's answer: wait for the records, as a
+        // relay stopped in between would rightly send those again.)
+        eventually(
+            "25 deliveries to the live peer recorded",
+            Duration::from_secs(10),
+            || async {
+                scalar(
+                    &producer,
+                    "SELECT COUNT(*) FROM outbox_deliveries WHERE peer = 'notification'",
+                )
+                .await
+                    == 25
+            },
+        )
+        .await;
+        drop((relay, replica));
+        // Let requests already on the wire arrive before counting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = received.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(before >= 25, "{before} deliveries for 25 events");
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            received.load(std::sync::atomic::Ordering::SeqCst),
+            before,
+            "a restarted relay sent nothing again to the peer that has it all"
+        );
+
+        let (late_routes, _late) = Consumer::start(
+            &consumer_bus,
+            late_db.clone(),
+            "cart",
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        late_server.start(late_routes).await;
+        eventually(
+            "25 applied by the peer that came up",
+            Duration::from_secs(30),
+            || async { applied(&late_db).await == 25 },
+        )
+        .await;
+        eventually("the outbox published", Duration::from_secs(10), || async {
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        })
+        .await;
+        assert_eq!(
+            scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await,
+            50
+        );
+
+        // A duplicate delivery is acknowledged and applied once.
+        let client = reqwest::Client::new();
+        for _ in 0..2 {
+            let response = client
+                .post(format!(
+                    "{}{}",
+                    up_server.url,
+                    events::local::route("notification")
+                ))
+                .json(&events[0])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 204);
+        }
+        assert_applied_once(&up_db, 25).await;
+        assert_applied_once(&late_db, 25).await;
+
+        // Published rows go after the retention.
+        let deleted = events::relay::delete_published_before(&producer, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 25);
+        assert_eq!(
+            scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await,
+            0
+        );
+        drop(relay);
+    }
+}
+
+#[tokio::test]
+async fn local_bus_dead_letters_poison_and_keeps_delivering() {
+    for (producer_db, consumer_db) in database_pairs().await {
+        let producer = open(&producer_db).await;
+        let consumer = open(&consumer_db).await;
+        let prefix = unique("localpoison");
+        let options = fast_options();
+        let (routes, _running) = Consumer::start(
+            &Bus::none(options.clone()),
+            consumer.clone(),
+            "notification",
+            Recorder {
+                prefix: prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let server = testing::spawn(routes).await;
+
+        // Not an event: dead-lettered at once, and taken (2xx) so no producer retries it.
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}{}",
+                server.url,
+                events::local::route("notification")
+            ))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+
+        write_events(&producer, &format!("{prefix}.reject"), 1).await;
+        write_events(&producer, &format!("{prefix}.flaky"), 1).await;
+        write_events(&producer, &format!("{prefix}.created"), 5).await;
+        let bus = Bus::local(
+            vec![Peer {
+                name: "notification".into(),
+                url: server.url.clone(),
+            }],
+            options,
+        );
+        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+            .await
+            .unwrap();
+        eventually(
+            "the 5 good events applied",
+            Duration::from_secs(20),
+            || async { applied(&consumer).await == 5 },
+        )
+        .await;
+        eventually("3 dead letters", Duration::from_secs(20), || async {
+            events::local::dead_letters(&consumer, "notification")
+                .await
+                .unwrap()
+                .len()
+                == 3
+        })
+        .await;
+        let letters = events::local::dead_letters(&consumer, "notification")
+            .await
+            .unwrap();
+        let by_type = |kind: &str| {
+            letters
+                .iter()
+                .find(|l| l.kind == kind)
+                .unwrap_or_else(|| panic!("no dead letter of {kind}: {letters:?}"))
+        };
+        let garbage = by_type("unknown");
+        assert_eq!(garbage.payload, "{not json");
+        assert!(garbage.error.contains("undecodable"));
+        let rejected = by_type(&format!("{prefix}.reject"));
+        assert_eq!(rejected.attempts, 1);
+        assert!(rejected.error.contains("can never apply"));
+        let flaky = by_type(&format!("{prefix}.flaky"));
+        assert_eq!(flaky.attempts, 3, "retried up to max_deliveries");
+        assert!(flaky.error.contains("not now"));
+        eventually("the outbox published", Duration::from_secs(10), || async {
+            scalar(
+                &producer,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        })
+        .await;
+        assert_applied_once(&consumer, 5).await;
+        drop(relay);
+    }
+}
+
+#[tokio::test]
+async fn nats_down_at_start_delays_events_not_the_service() {
+    let Some(mut server) = testing::NatsServer::start().await else {
+        return;
+    };
+    server.stop().await;
+    let (producer_db, consumer_db) = (testing::sqlite(), testing::sqlite());
+    let (producer, consumer) = (open(&producer_db).await, open(&consumer_db).await);
+    let prefix = unique("coldstart");
+
+    let started = std::time::Instant::now();
+    let bus = Bus::nats(&server.url, fast_options()).await.unwrap();
+    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
+        .await
+        .unwrap();
+    let (_, running) = Consumer::start(
+        &bus,
+        consumer.clone(),
+        &unique("consumer"),
+        Recorder {
+            prefix: prefix.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "starting took {:?} with NATS down",
+        started.elapsed()
+    );
+    write_events(&producer, &format!("{prefix}.created"), 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&consumer).await, 0);
+
+    server.restart().await;
+    eventually(
+        "all 10 applied once NATS is up",
+        Duration::from_secs(60),
+        || async { applied(&consumer).await == 10 },
+    )
+    .await;
+    assert_applied_once(&consumer, 10).await;
+    drop((relay, running));
+}
