@@ -7,11 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::stack::{
-    Bus, Customer, DECLINED_CARD, GOOD_CARD, NO_FUNDS_CARD, Nats, Stack, Storage, checkout_body,
+    Bus, Customer, DECLINED_CARD, GOOD_CARD, NO_FUNDS_CARD, Stack, Storage, checkout_body,
     eventually,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
+use shop_kit::testing::NatsServer;
 
 const EVENTS_ARRIVE: Duration = Duration::from_secs(30);
 
@@ -104,10 +105,10 @@ async fn the_happy_path_on_sqlite_with_the_local_bus() {
 
 #[tokio::test]
 async fn the_happy_path_on_postgres_with_nats() {
-    let Some(nats) = Nats::start().await else {
+    let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let Some(stack) = Stack::start(Storage::Postgres, Bus::Nats(nats.url())).await else {
+    let Some(stack) = Stack::start(Storage::Postgres, Bus::Nats(nats.url.clone())).await else {
         return;
     };
     happy_path(&stack).await;
@@ -230,13 +231,13 @@ async fn the_order_service_killed_at_every_step_finishes_every_saga() {
 /// every event arrives once NATS is back.
 #[tokio::test]
 async fn events_written_while_nats_is_down_arrive_after_it_returns() {
-    let Some(mut nats) = Nats::start().await else {
+    let Some(mut nats) = NatsServer::start().await else {
         return;
     };
-    let stack = Stack::start(Storage::Sqlite, Bus::Nats(nats.url()))
+    let stack = Stack::start(Storage::Sqlite, Bus::Nats(nats.url.clone()))
         .await
         .unwrap();
-    nats.pause();
+    nats.stop().await;
     let mut customers = Vec::new();
     for _ in 0..3 {
         let customer = stack.customer("outage").await;
@@ -246,7 +247,7 @@ async fn events_written_while_nats_is_down_arrive_after_it_returns() {
         customers.push((customer, order["id"].as_str().unwrap().to_owned()));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    nats.resume().await;
+    nats.restart().await;
     for (customer, order_id) in &customers {
         eventually(
             "the cart emptied after the outage",

@@ -3,14 +3,12 @@
 //! service off mid-saga.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_kit::testing::{TestDatabase, in_ci};
+use shop_kit::testing::TestDatabase;
 
 use super::{Process, TempDir, free_ports, wait_ready};
 
@@ -416,83 +414,5 @@ where
         }
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A private NATS server with JetStream, on its own port and store, that a test may stop and
-/// start again (the store survives).
-pub struct Nats {
-    binary: PathBuf,
-    pub port: u16,
-    store: TempDir,
-    child: Option<Child>,
-}
-
-impl Nats {
-    /// `None` (with a message) when there is no `nats-server` outside CI; under `CI=true` a
-    /// missing server fails the test.
-    pub async fn start() -> Option<Self> {
-        let binary = std::env::var_os("SHOP_TEST_NATS_SERVER")
-            .map(PathBuf::from)
-            .or_else(|| {
-                ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
-            });
-        let Some(binary) = binary else {
-            assert!(
-                !in_ci(),
-                "nats-server is not installed: under CI=true the NATS tests must run (tests/nats.sh installs it)"
-            );
-            eprintln!("SKIPPED: nats-server is not installed (tests/nats.sh installs it)");
-            return None;
-        };
-        let mut nats = Self {
-            binary,
-            port: free_ports(1),
-            store: TempDir::new(),
-            child: None,
-        };
-        nats.resume().await;
-        Some(nats)
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and store, and waits until it accepts.
-    pub async fn resume(&mut self) {
-        assert!(self.child.is_none(), "NATS is already running");
-        let child = Command::new(&self.binary)
-            .args(["--jetstream", "--addr", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .arg("--store_dir")
-            .arg(&self.store.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Stops the server (SIGKILL: an outage, not a goodbye).
-    pub fn pause(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.pause();
     }
 }
