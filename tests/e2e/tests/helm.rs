@@ -127,7 +127,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// The variants every static check covers: both scopes of the operator (with the optional
-/// ServiceMonitor), and the shop with and without its NATS server.
+/// ServiceMonitor), and the shop with its own NATS server (the default) and with an external one.
 fn rendered_variants(namespace: &str) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -150,14 +150,16 @@ fn rendered_variants(namespace: &str) -> Vec<(&'static str, String)> {
         ),
         ("shop.yaml", render(SHOP_CHART, "shop", namespace, &[])),
         (
-            "shop-nats.yaml",
+            "shop-external-nats.yaml",
             render(
                 SHOP_CHART,
                 "shop",
                 namespace,
                 &[
                     "--set",
-                    "nats.enabled=true",
+                    "nats.enabled=false",
+                    "--set",
+                    "nats.url=nats://nats.messaging.svc:4222",
                     "--set",
                     "image=example.org/shop:1",
                 ],
@@ -176,7 +178,7 @@ fn both_charts_lint_clean() {
         output.contains("2 chart(s) linted, 0 chart(s) failed"),
         "{output}"
     );
-    // The single-namespace mode and the bundled NATS server lint clean too.
+    // The single-namespace mode and an external NATS server lint clean too.
     run_ok(
         "helm",
         &[
@@ -189,7 +191,15 @@ fn both_charts_lint_clean() {
     );
     run_ok(
         "helm",
-        &["lint", "--strict", SHOP_CHART, "--set", "nats.enabled=true"],
+        &[
+            "lint",
+            "--strict",
+            SHOP_CHART,
+            "--set",
+            "nats.enabled=false",
+            "--set",
+            "nats.url=nats://nats.messaging.svc:4222",
+        ],
     );
 }
 
@@ -374,8 +384,21 @@ fn the_shop_chart_defaults_are_the_example_shop() {
     }
     let example = std::fs::read_to_string(repository_file("examples/shop.yaml")).unwrap();
     let rendered = render(SHOP_CHART, "shop", "shop", &[]);
-    let (example, rendered) = (shop_specs(&example), shop_specs(&rendered));
+    let (example, mut rendered) = (shop_specs(&example), shop_specs(&rendered));
     assert_eq!(example.len(), 9, "the example shop has nine ShopServices");
+    // The chart adds one thing to each: the URL of its own NATS server (on by default).
+    for (name, spec) in &mut rendered {
+        let env = spec
+            .as_object_mut()
+            .unwrap()
+            .remove("env")
+            .unwrap_or_else(|| panic!("{name} has no env"));
+        assert_eq!(
+            env,
+            json!([{"name": "NATS_URL", "value": "nats://shop-nats.shop.svc:4222"}]),
+            "{name}"
+        );
+    }
     assert_eq!(
         rendered, example,
         "charts/shop/values.yaml = examples/shop.yaml"
@@ -391,6 +414,8 @@ fn the_shop_chart_defaults_are_the_example_shop() {
             "services.notification.enabled=false",
             "--set",
             "image=example.org/shop:2",
+            "--set",
+            "nats.enabled=false",
             "--set",
             "nats.url=nats://nats.messaging.svc:4222",
         ],
