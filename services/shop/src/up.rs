@@ -35,8 +35,8 @@ pub struct UpArgs {
     /// Extra environment for every service (set by `shop bench`, not on the command line).
     #[arg(skip)]
     pub env: Vec<(String, String)>,
-    /// What the databases' names start with (`shop bench` keeps its own apart).
-    #[arg(skip = String::from("shop"))]
+    /// What the databases' names start with (tests and `shop bench` keep theirs apart).
+    #[arg(long, default_value = "shop", hide = true, value_parser = database_prefix)]
     pub database_prefix: String,
 }
 
@@ -140,15 +140,21 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
         Some(admin) => Some(create_databases(admin, &args.database_prefix).await?),
         None => None,
     };
-    let database_url = |service: ServiceName| match &databases {
-        Some(urls) => urls
+    // The gateway keeps no data; like before, it is handed a SQLite path it never opens.
+    let database_url = |service: ServiceName| {
+        databases
             .iter()
+            .flatten()
             .find(|(s, _)| *s == service)
-            .map_or_else(String::new, |(_, url)| url.clone()),
-        None => format!(
-            "sqlite://{}",
-            data_dir.join(format!("{}.db", service.as_str())).display()
-        ),
+            .map_or_else(
+                || {
+                    format!(
+                        "sqlite://{}",
+                        data_dir.join(format!("{}.db", service.as_str())).display()
+                    )
+                },
+                |(_, url)| url.clone(),
+            )
     };
 
     let exe = std::env::current_exe().context("finding the shop executable")?;
@@ -206,6 +212,20 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
 /// The services that keep data (every one but the gateway).
 fn has_database(service: ServiceName) -> bool {
     service != ServiceName::Gateway
+}
+
+/// A prefix for database names: it is put into SQL unescaped (quoted), so only plain names pass.
+fn database_prefix(prefix: &str) -> Result<String, String> {
+    let plain = prefix.len() <= 40
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(prefix.to_owned())
+    } else {
+        Err("a database prefix is 1 to 40 of a-z, 0-9 and _, starting with a letter".into())
+    }
 }
 
 /// The database a service gets on the PostgreSQL server: `<prefix>_<service>`.
@@ -405,6 +425,22 @@ mod tests {
         );
         assert!(!has_database(ServiceName::Gateway));
         assert!(has_database(ServiceName::Inventory));
+    }
+
+    #[test]
+    fn database_prefixes_are_plain_names() {
+        assert_eq!(database_prefix("shop_bench").unwrap(), "shop_bench");
+        assert_eq!(database_prefix("t0").unwrap(), "t0");
+        for bad in [
+            "",
+            "Shop",
+            "0shop",
+            "shop-bench",
+            "shop\"; DROP",
+            &"a".repeat(41),
+        ] {
+            assert!(database_prefix(bad).is_err(), "{bad:?} passed");
+        }
     }
 
     #[test]
