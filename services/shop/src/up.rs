@@ -21,7 +21,7 @@ pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
-    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment).
+    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment, shipping).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
