@@ -1,7 +1,7 @@
-//! `shop bench`: starts a whole shop and a bare axum endpoint, measures both under the same load
-//! in the same run, and prints throughput, latency, memory and start-up time.
+//! `shop bench`: starts a whole shop (SQLite, or PostgreSQL with `--database-url`) and a bare axum
+//! endpoint, drives the `shop load` mix through the gateway and the ceiling with the same client in
+//! the same run, and prints latency, errors and each service's memory against the targets.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -10,21 +10,42 @@ use axum::routing::get;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::load::{self, Outcome, PathFn};
+use crate::load::{self, CardWeights, Classified, Group, LoadArgs, Row, Samples, Weights};
 use crate::up::{self, UpArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 32)]
-    pub connections: usize,
-    /// Seconds per scenario (after a warm-up of a quarter of that).
-    #[arg(long, default_value_t = 10)]
+    /// Concurrent clients, for the mix and for the ceiling.
+    #[arg(long, visible_alias = "connections", default_value_t = load::DEFAULT_CONCURRENCY)]
+    pub concurrency: u32,
+    /// Seconds measured, for the mix and for the ceiling.
+    #[arg(long, default_value_t = 30)]
     pub duration: u64,
+    /// Seconds of load before each measurement.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
     /// The first of the loopback ports to use (the ceiling server takes the one before it).
     #[arg(long, default_value_t = 18081)]
     pub port: u16,
+    /// Run the shop on this PostgreSQL server (an admin URL) instead of SQLite. The benchmark uses
+    /// its own databases, shop_bench_<service>, fresh each run and dropped at the end.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The mix's weights, as for `shop load`.
+    #[arg(long, default_value_t = Weights::default())]
+    pub weights: Weights,
+    /// The checkouts' test cards, as for `shop load`.
+    #[arg(long, default_value_t = CardWeights::default())]
+    pub cards: CardWeights,
 }
+
+/// The benchmark's own databases on a `--database-url` server, apart from a `shop up`'s.
+const DATABASE_PREFIX: &str = "shop_bench";
+
+/// The targets of issue 5, at 50 concurrent clients.
+const BROWSE_P99_MS: f64 = 20.0;
+const CHECKOUT_P99_MS: f64 = 150.0;
+const SERVICE_RSS_MIB: f64 = 48.0;
 
 /// The ceiling: one axum route answering a fixed product as JSON, nothing else in the way.
 pub async fn ceiling(listen: std::net::SocketAddr) -> Result<()> {
@@ -41,59 +62,110 @@ pub async fn ceiling(listen: std::net::SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Resident memory of a process in MiB, from /proc (Linux).
-fn rss_mib(pid: Pid) -> Option<f64> {
+/// A process's resident memory now (`VmRSS`) and at its peak (`VmHWM`), in MiB, from /proc.
+fn memory_mib(pid: Pid) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    let field = |name: &str| -> Option<f64> {
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// Runs `work` while sampling the peak memory of each process.
-async fn with_peak_memory<T>(
-    pids: &[Pid],
-    work: impl std::future::Future<Output = T>,
-) -> (T, Vec<f64>) {
-    let peaks = Arc::new(std::sync::Mutex::new(vec![0.0f64; pids.len()]));
-    let sampler = {
-        let (pids, peaks) = (pids.to_vec(), peaks.clone());
-        tokio::spawn(async move {
-            loop {
-                for (i, pid) in pids.iter().enumerate() {
-                    if let Some(rss) = rss_mib(*pid) {
-                        let mut peaks = peaks.lock().expect("peaks lock");
-                        peaks[i] = peaks[i].max(rss);
+/// The ceiling under the same closed loop as the mix: `concurrency` clients, one fixed GET each.
+async fn drive_ceiling(
+    client: &reqwest::Client,
+    url: &str,
+    concurrency: u32,
+    warmup: Duration,
+    duration: Duration,
+) -> Row {
+    let measure_from = Instant::now() + warmup;
+    let until = measure_from + duration;
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url) = (client.clone(), url.to_owned());
+        loops.spawn(async move {
+            let mut samples = Samples::default();
+            while Instant::now() < until {
+                let sent = Instant::now();
+                let classified = match client.get(&url).send().await {
+                    Ok(r) if !r.status().is_success() => {
+                        Classified::Error(format!("HTTP {}", r.status().as_u16()))
                     }
+                    Ok(r) => match r.bytes().await {
+                        Ok(_) => Classified::Success,
+                        Err(_) => Classified::Error("transport error".into()),
+                    },
+                    Err(_) => Classified::Error("transport error".into()),
+                };
+                if sent >= measure_from {
+                    samples.record(sent.elapsed(), classified);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        })
-    };
-    let result = work.await;
-    sampler.abort();
-    let peaks = peaks.lock().expect("peaks lock").clone();
-    (result, peaks)
+            samples
+        });
+    }
+    let mut all = Samples::default();
+    while let Some(Ok(samples)) = loops.join_next().await {
+        all.merge(samples);
+    }
+    all.into_row("bare axum JSON endpoint (ceiling)", duration)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn print_target(what: &str, target: &str, measured: Option<f64>, unit: &str, met: Option<bool>) {
+    let measured = measured.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.2}{unit}"));
+    println!(
+        "  {:<28} {:>10} {:>14}  {}",
+        what,
+        target,
+        measured,
+        met.map_or("", verdict)
+    );
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     let data = std::env::temp_dir().join(format!("shop-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
+    if let Some(admin) = &args.database_url {
+        // A fresh start: what an earlier run left would skew the numbers.
+        up::drop_databases(admin, DATABASE_PREFIX)
+            .await
+            .context("dropping the benchmark's databases of an earlier run")?;
+    }
     let shop = up::start(&UpArgs {
         data_dir: data.clone(),
         port: args.port,
         host: [127, 0, 0, 1].into(),
-        // Quiet services and no rate limit: the benchmark is one client sending flat out.
+        database_url: args.database_url.clone(),
+        database_prefix: DATABASE_PREFIX.into(),
+        // Quiet services and no rate limit: the benchmark is one client address sending flat out.
         env: vec![
             ("SHOP_LOG".into(), "warn".into()),
             ("SHOP_RATE_LIMIT_PER_SECOND".into(), "0".into()),
         ],
     })
     .await?;
+    let result = measure(&args, &shop).await;
+    shop.stop().await;
+    if let Some(admin) = &args.database_url {
+        up::drop_databases(admin, DATABASE_PREFIX).await?;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
     let ceiling_port = args.port - 1;
     let exe = std::env::current_exe()?;
     let mut ceiling = tokio::process::Command::new(exe)
@@ -101,86 +173,128 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("starting the ceiling server")?;
-    let ceiling_url = format!("http://127.0.0.1:{ceiling_port}");
-    let client = load::client(args.connections)?;
+    let ceiling_url = format!("http://127.0.0.1:{ceiling_port}/product");
+    let client = load::client(args.concurrency as usize)?;
     let ready_deadline = Instant::now() + Duration::from_secs(10);
-    while client
-        .get(format!("{ceiling_url}/product"))
-        .send()
-        .await
-        .is_err()
-    {
+    while client.get(&ceiling_url).send().await.is_err() {
         anyhow::ensure!(
             Instant::now() < ready_deadline,
             "the ceiling server did not start"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-
-    let gateway = shop.url(crate::ServiceName::Gateway).to_owned();
-    let duration = Duration::from_secs(args.duration);
-    let warmup = duration / 4;
-    println!(
-        "\nshop bench: {} connections, {} s per scenario after a {} ms warm-up, {} cores\n",
-        args.connections,
+    let (warmup, duration) = (
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.duration),
+    );
+    let backend = if args.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    eprintln!(
+        "shop bench: {} clients, {} s measured after {} s warm-up, {backend}, {} cores",
+        args.concurrency,
         args.duration,
-        warmup.as_millis(),
+        args.warmup,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    // Warm both paths (connection pools, SQLite page cache) before measuring.
-    let fixed: PathFn = Arc::new(|_| "/product".to_owned());
-    load::drive(
-        &client,
-        "warm-up",
-        &ceiling_url,
-        fixed.clone(),
-        args.connections,
-        warmup,
-    )
-    .await;
-    load::read_scenarios(&client, &gateway, args.connections, warmup).await?;
-
-    let ceiling_outcome: Outcome = load::drive(
-        &client,
-        "bare axum JSON (ceiling)",
-        &ceiling_url,
-        fixed,
-        args.connections,
-        duration,
-    )
-    .await;
-    let pids: Vec<Pid> = shop.running.iter().map(|r| r.pid).collect();
-    let (outcomes, peaks) = with_peak_memory(
-        &pids,
-        load::read_scenarios(&client, &gateway, args.connections, duration),
-    )
-    .await;
-    let outcomes = outcomes?;
-
-    load::print_header();
-    load::print_row(&ceiling_outcome, None);
-    for outcome in &outcomes {
-        load::print_row(outcome, Some(&ceiling_outcome));
-    }
-    println!(
-        "\n  {:<10} {:>16} {:>22}",
-        "service", "peak RSS (MiB)", "ready after start (ms)"
-    );
-    for (running, peak) in shop.running.iter().zip(&peaks) {
-        println!(
-            "  {:<10} {:>16.1} {:>22}",
-            running.service.as_str(),
-            peak,
-            running.ready_after.as_millis()
-        );
-    }
-    println!();
-
+    let ceiling_row =
+        drive_ceiling(&client, &ceiling_url, args.concurrency, warmup, duration).await;
     if let Some(id) = ceiling.id() {
         let _ = kill(Pid::from_raw(id as i32), Signal::SIGTERM);
     }
     let _ = ceiling.wait().await;
-    shop.stop().await;
-    let _ = std::fs::remove_dir_all(&data);
+
+    let (_, report) = load::execute(&LoadArgs {
+        url: shop.url(crate::ServiceName::Gateway).to_owned(),
+        concurrency: Some(args.concurrency),
+        rate: None,
+        users: None,
+        duration: args.duration,
+        warmup: args.warmup,
+        weights: args.weights,
+        cards: args.cards,
+        json: false,
+    })
+    .await?;
+    let memory: Vec<_> = shop
+        .running
+        .iter()
+        .map(|r| (r, memory_mib(r.pid)))
+        .collect();
+
+    println!(
+        "\nshop bench: {} concurrent clients, {} s measured after {} s warm-up, {backend}; mix {}, cards {}\n",
+        args.concurrency, args.duration, args.warmup, args.weights, args.cards
+    );
+    report.print();
+    println!("\n  same run, same client:");
+    println!(
+        "  {:<34} {:>9.0} req/s   p50 {:.2} ms   p99 {:.2} ms   errors {}",
+        ceiling_row.name,
+        ceiling_row.per_second,
+        ceiling_row.p50_ms.unwrap_or(f64::NAN),
+        ceiling_row.p99_ms.unwrap_or(f64::NAN),
+        ceiling_row.errors
+    );
+    println!(
+        "\n  {:<10} {:>16} {:>16} {:>22}",
+        "service", "RSS at end (MiB)", "peak RSS (MiB)", "ready after start (ms)"
+    );
+    for (running, mib) in &memory {
+        let (now, peak) = mib.map_or(("-".into(), "-".into()), |(now, peak)| {
+            (format!("{now:.1}"), format!("{peak:.1}"))
+        });
+        println!(
+            "  {:<10} {:>16} {:>16} {:>22}",
+            running.service.as_str(),
+            now,
+            peak,
+            running.ready_after.as_millis()
+        );
+    }
+
+    println!(
+        "\n  targets (issue 5, at 50 concurrent clients; measured at {}):",
+        args.concurrency
+    );
+    println!("  {:<28} {:>10} {:>14}", "", "target", "measured");
+    let p99 = |g| report.group(g).and_then(|r| r.p99_ms);
+    let browse = p99(Group::Browse);
+    print_target(
+        "browse p99",
+        "≤ 20 ms",
+        browse,
+        " ms",
+        browse.map(|v| v <= BROWSE_P99_MS),
+    );
+    let checkout = p99(Group::Checkout);
+    print_target(
+        "checkout p99",
+        "≤ 150 ms",
+        checkout,
+        " ms",
+        checkout.map(|v| v <= CHECKOUT_P99_MS),
+    );
+    let errors = report.total.errors;
+    println!(
+        "  {:<28} {:>10} {:>14}  {}",
+        "errors",
+        "0",
+        errors,
+        verdict(errors == 0)
+    );
+    for (running, mib) in &memory {
+        let now = mib.map(|(now, _)| now);
+        print_target(
+            &format!("{} RSS at end", running.service.as_str()),
+            "≤ 48 MiB",
+            now,
+            " MiB",
+            now.map(|v| v <= SERVICE_RSS_MIB),
+        );
+    }
+    println!();
     Ok(())
 }

@@ -25,13 +25,14 @@ struct Cli {
 enum Command {
     /// Run one service (configured by environment variables; see the README).
     Serve { service: ServiceName },
-    /// Run every service on this machine: SQLite files in a data folder, nothing else to install.
+    /// Run every service on this machine: SQLite files in a data folder (nothing else to install),
+    /// or one database per service on a PostgreSQL server (--database-url).
     Up(up::UpArgs),
     /// Bring a service's database schema up to date (DATABASE_URL) and exit.
     Migrate { service: ServiceName },
-    /// Drive load through the gateway and print throughput and latency.
+    /// Drive a realistic mix (browse, search, cart, checkout) through the gateway; print latency per operation.
     Load(load::LoadArgs),
-    /// Start a shop and a bare axum endpoint, load both, print throughput, latency, memory, start-up.
+    /// Start a shop and a bare axum endpoint, run the load mix, print latency, errors and memory against the targets.
     Bench(bench::BenchArgs),
     /// The bare axum endpoint `shop bench` measures as its ceiling.
     #[command(hide = true)]

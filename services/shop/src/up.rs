@@ -1,4 +1,5 @@
-//! `shop up`: every service as its own process on loopback, SQLite files in one folder.
+//! `shop up`: every service as its own process on loopback, SQLite files in one folder, or with
+//! `--database-url` one database per service on a PostgreSQL server.
 //!
 //! Separate processes rather than tasks in one: each service keeps its own memory, can be stopped
 //! on its own (see fault isolation in the README), and runs exactly as it does in a container.
@@ -20,15 +21,23 @@ pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
-    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment).
+    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment, shipping).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
+    /// Keep the data on this PostgreSQL server instead of SQLite files: an admin URL such as
+    /// postgres://postgres@127.0.0.1:5432/postgres. Each service gets its own database on it,
+    /// shop_<service>, created if missing.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Extra environment for every service (set by `shop bench`, not on the command line).
     #[arg(skip)]
     pub env: Vec<(String, String)>,
+    /// What the databases' names start with (tests and `shop bench` keep theirs apart).
+    #[arg(long, default_value = "shop", hide = true, value_parser = database_prefix)]
+    pub database_prefix: String,
 }
 
 pub struct Running {
@@ -84,7 +93,14 @@ fn port_of(base: u16, service: ServiceName) -> u16 {
 pub async fn run(args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let mut shop = start(&args).await?;
-    print_summary(&shop.running, &shop.data_dir, started.elapsed());
+    let database = |service: ServiceName| match &args.database_url {
+        Some(_) => format!(
+            "postgres database {}",
+            database_name(&args.database_prefix, service)
+        ),
+        None => format!("{}.db", service.as_str()),
+    };
+    print_summary(&shop.running, &shop.data_dir, &database, started.elapsed());
 
     let mut alive: Vec<&Running> = shop.running.iter().collect();
     loop {
@@ -120,6 +136,27 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
     let routes_file = data_dir.join("routes.json");
     std::fs::write(&routes_file, serde_json::to_string_pretty(&routes)?)?;
 
+    let databases = match &args.database_url {
+        Some(admin) => Some(create_databases(admin, &args.database_prefix).await?),
+        None => None,
+    };
+    // The gateway keeps no data; like before, it is handed a SQLite path it never opens.
+    let database_url = |service: ServiceName| {
+        databases
+            .iter()
+            .flatten()
+            .find(|(s, _)| *s == service)
+            .map_or_else(
+                || {
+                    format!(
+                        "sqlite://{}",
+                        data_dir.join(format!("{}.db", service.as_str())).display()
+                    )
+                },
+                |(_, url)| url.clone(),
+            )
+    };
+
     let exe = std::env::current_exe().context("finding the shop executable")?;
     let (exited_tx, mut exits) = mpsc::unbounded_channel();
     let mut running = Vec::new();
@@ -132,10 +169,7 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
                 "SHOP_LISTEN",
                 format!("{}:{}", args.host, port_of(args.port, service)),
             )
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}", data_dir.join(format!("{name}.db")).display()),
-            )
+            .env("DATABASE_URL", database_url(service))
             .env("USER_URL", url_of(ServiceName::User))
             .env("CATALOG_URL", url_of(ServiceName::Catalog))
             .env("SHOP_ROUTES_FILE", &routes_file)
@@ -173,6 +207,107 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
         data_dir,
         exits,
     })
+}
+
+/// The services that keep data (every one but the gateway).
+fn has_database(service: ServiceName) -> bool {
+    service != ServiceName::Gateway
+}
+
+/// A prefix for database names: it is put into SQL unescaped (quoted), so only plain names pass.
+fn database_prefix(prefix: &str) -> Result<String, String> {
+    let plain = prefix.len() <= 40
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(prefix.to_owned())
+    } else {
+        Err("a database prefix is 1 to 40 of a-z, 0-9 and _, starting with a letter".into())
+    }
+}
+
+/// The database a service gets on the PostgreSQL server: `<prefix>_<service>`.
+pub fn database_name(prefix: &str, service: ServiceName) -> String {
+    format!("{prefix}_{}", service.as_str())
+}
+
+/// The admin URL with its database replaced by `database` (user, password, host, port and
+/// options kept). Only PostgreSQL URLs are accepted: SQLite needs no server and is the default.
+pub fn service_database_url(admin: &str, database: &str) -> Result<String> {
+    let mut url = reqwest::Url::parse(admin)
+        .map_err(|e| anyhow::anyhow!("--database-url is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        bail!(
+            "--database-url must be a postgres:// URL (got {}://); without it the shop uses SQLite files",
+            url.scheme()
+        );
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("--database-url has no host");
+    }
+    url.set_path(&format!("/{database}"));
+    Ok(url.to_string())
+}
+
+/// Connects to the server with the admin URL and creates each service's database if missing;
+/// returns the URL of each.
+async fn create_databases(admin: &str, prefix: &str) -> Result<Vec<(ServiceName, String)>> {
+    use sqlx::Connection;
+
+    let mut urls = Vec::new();
+    for service in ServiceName::ALL.into_iter().filter(|s| has_database(*s)) {
+        let name = database_name(prefix, service);
+        urls.push((service, service_database_url(admin, &name)?));
+    }
+    let mut server = sqlx::PgConnection::connect(admin)
+        .await
+        .context("connecting to the PostgreSQL server of --database-url")?;
+    for (service, _) in &urls {
+        let name = database_name(prefix, *service);
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut server)
+                .await?;
+        if exists.is_none() {
+            // The name is ours (a prefix and a service name), so quoting it is enough.
+            match sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut server)
+                .await
+            {
+                Ok(_) => eprintln!("shop: created database {name}"),
+                // Created meanwhile by another `shop up`: just as good.
+                Err(e) if is_duplicate_database(&e) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating database {name}")),
+            }
+        }
+    }
+    server.close().await?;
+    Ok(urls)
+}
+
+fn is_duplicate_database(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "42P04")
+}
+
+/// Drops each service's database (`shop bench` cleaning up after itself; never `shop up`).
+pub async fn drop_databases(admin: &str, prefix: &str) -> Result<()> {
+    use sqlx::Connection;
+
+    let mut server = sqlx::PgConnection::connect(admin).await?;
+    for service in ServiceName::ALL.into_iter().filter(|s| has_database(*s)) {
+        let name = database_name(prefix, service);
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut server)
+            .await
+            .with_context(|| format!("dropping database {name}"))?;
+    }
+    server.close().await?;
+    Ok(())
 }
 
 fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
@@ -213,7 +348,12 @@ async fn wait_ready(service: ServiceName, url: &str, exited: &mut Exits) -> Resu
     }
 }
 
-fn print_summary(running: &[Running], data_dir: &Path, took: Duration) {
+fn print_summary(
+    running: &[Running],
+    data_dir: &Path,
+    database: &dyn Fn(ServiceName) -> String,
+    took: Duration,
+) {
     let gateway = running
         .iter()
         .find(|r| r.service == ServiceName::Gateway)
@@ -224,7 +364,7 @@ fn print_summary(running: &[Running], data_dir: &Path, took: Duration) {
         let data = if r.service == ServiceName::Gateway {
             "routes.json (edit it: reloaded live)".to_owned()
         } else {
-            format!("{}.db", r.service.as_str())
+            database(r.service)
         };
         println!(
             "  {:<10} {:<24} {:<8} {}",
@@ -261,4 +401,58 @@ async fn stop_all(mut alive: Vec<&Running>, exited: &mut Exits) {
         let _ = kill(r.pid, Signal::SIGKILL);
     }
     println!("shop stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_gets_its_own_database_on_the_admin_server() {
+        assert_eq!(database_name("shop", ServiceName::Cart), "shop_cart");
+        assert_eq!(
+            service_database_url("postgres://shop@127.0.0.1:55432/postgres", "shop_cart").unwrap(),
+            "postgres://shop@127.0.0.1:55432/shop_cart"
+        );
+        // Credentials, port and options stay; a missing database path is fine.
+        assert_eq!(
+            service_database_url(
+                "postgresql://admin:s3cret@db.local:5432?sslmode=require",
+                "shop_user"
+            )
+            .unwrap(),
+            "postgresql://admin:s3cret@db.local:5432/shop_user?sslmode=require"
+        );
+        assert!(!has_database(ServiceName::Gateway));
+        assert!(has_database(ServiceName::Inventory));
+    }
+
+    #[test]
+    fn database_prefixes_are_plain_names() {
+        assert_eq!(database_prefix("shop_bench").unwrap(), "shop_bench");
+        assert_eq!(database_prefix("t0").unwrap(), "t0");
+        for bad in [
+            "",
+            "Shop",
+            "0shop",
+            "shop-bench",
+            "shop\"; DROP",
+            &"a".repeat(41),
+        ] {
+            assert!(database_prefix(bad).is_err(), "{bad:?} passed");
+        }
+    }
+
+    #[test]
+    fn only_postgres_urls_are_accepted() {
+        let refused = |url: &str| {
+            service_database_url(url, "shop_user")
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused("sqlite://shop.db").contains("must be a postgres:// URL"));
+        assert!(refused("mysql://root@localhost/db").contains("must be a postgres:// URL"));
+        assert!(refused("not a url").contains("is not a URL"));
+        assert!(refused("postgres:///postgres").contains("no host"));
+    }
 }
