@@ -21,7 +21,8 @@ pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
-    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory, payment, shipping).
+    /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory,
+    /// payment, shipping, order, notification).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
@@ -73,15 +74,21 @@ impl Shop {
 }
 
 /// Start order: the gateway last, so the user service's keys are there when it starts.
-const START_ORDER: [ServiceName; 7] = [
+/// The event consumers come before the producers, whose relays would otherwise retry a while.
+const START_ORDER: [ServiceName; 9] = [
+    ServiceName::Notification,
     ServiceName::User,
     ServiceName::Catalog,
     ServiceName::Cart,
     ServiceName::Inventory,
     ServiceName::Payment,
     ServiceName::Shipping,
+    ServiceName::Order,
     ServiceName::Gateway,
 ];
+
+/// The services that consume events: the local bus's peers (see docs/events.md).
+const EVENT_CONSUMERS: [ServiceName; 2] = [ServiceName::Notification, ServiceName::Cart];
 
 fn port_of(base: u16, service: ServiceName) -> u16 {
     base + ServiceName::ALL
@@ -157,6 +164,11 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             )
     };
 
+    let event_peers = EVENT_CONSUMERS
+        .iter()
+        .map(|s| format!("{}={}", s.as_str(), url_of(*s)))
+        .collect::<Vec<_>>()
+        .join(",");
     let exe = std::env::current_exe().context("finding the shop executable")?;
     let (exited_tx, mut exits) = mpsc::unbounded_channel();
     let mut running = Vec::new();
@@ -172,6 +184,12 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             .env("DATABASE_URL", database_url(service))
             .env("USER_URL", url_of(ServiceName::User))
             .env("CATALOG_URL", url_of(ServiceName::Catalog))
+            .env("CART_URL", url_of(ServiceName::Cart))
+            .env("INVENTORY_URL", url_of(ServiceName::Inventory))
+            .env("PAYMENT_URL", url_of(ServiceName::Payment))
+            .env("SHIPPING_URL", url_of(ServiceName::Shipping))
+            // Events go straight to the consumers (NATS_URL in the environment takes over).
+            .env("SHOP_EVENT_PEERS", &event_peers)
             .env("SHOP_ROUTES_FILE", &routes_file)
             .kill_on_drop(true)
             .envs(args.env.iter().map(|(k, v)| (k, v)));

@@ -22,7 +22,7 @@ struct Shop {
 async fn shop_up() -> Shop {
     let data = TempDir::new();
     // One port per service of `shop up`, gateway first (see `port_of` in up.rs).
-    let port = free_ports(7);
+    let port = free_ports(9);
     let process = Process::start(
         "shop up",
         &[

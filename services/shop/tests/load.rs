@@ -1,5 +1,5 @@
-//! `shop load` against a real `shop up` (SQLite): the mix reaches every operation, and everything
-//! but checkout (whose order service is not in every shop) answers without an error.
+//! `shop load` against a real `shop up` (SQLite): the mix reaches every operation, checkouts
+//! included, and nothing answers with an error.
 
 mod common;
 
@@ -50,7 +50,7 @@ const NOT_CHECKOUT: [&str; 8] = [
 #[tokio::test]
 async fn the_mix_reaches_every_operation_without_errors() {
     let data = TempDir::new();
-    let port = free_ports(7);
+    let port = free_ports(9);
     let mut shop = Process::start(
         "shop up",
         &[
@@ -89,6 +89,7 @@ async fn the_mix_reaches_every_operation_without_errors() {
     }
     let checkout = operation(&closed, "POST /api/orders");
     assert!(checkout["count"].as_u64().unwrap() > 0);
+    assert_eq!(checkout["errors"], 0, "{checkout:#}");
     let groups: Vec<&str> = closed["groups"]
         .as_array()
         .unwrap()

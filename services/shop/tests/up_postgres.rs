@@ -11,13 +11,15 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-const WITH_DATA: [&str; 6] = [
+const WITH_DATA: [&str; 8] = [
     "user",
     "catalog",
     "cart",
     "inventory",
     "payment",
     "shipping",
+    "order",
+    "notification",
 ];
 
 async fn shop_up(admin: &str, prefix: &str, data: &TempDir, port: u16) -> Process {
@@ -74,7 +76,7 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
     };
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let data = TempDir::new();
-    let port = free_ports(7);
+    let port = free_ports(9);
     let url = format!("http://127.0.0.1:{port}");
 
     let shop = shop_up(&admin, &prefix, &data, port).await;
@@ -154,7 +156,7 @@ fn a_database_url_that_is_not_postgres_is_refused() {
             "--data-dir",
             data.0.to_str().unwrap(),
             "--port",
-            &free_ports(7).to_string(),
+            &free_ports(9).to_string(),
             "--database-url",
             "mysql://root@127.0.0.1/shop",
         ])
