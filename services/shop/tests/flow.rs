@@ -154,6 +154,33 @@ async fn register_login_browse_and_fill_a_cart() {
         + 2 * lanterns[1]["price"]["amount"].as_i64().unwrap();
     assert_eq!(cart["total"]["amount"], total);
 
+    // `shop up` connects the services' events: the registration reaches the notification
+    // service as a welcome message (the user service's outbox, the local bus, its consumer).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let notes: Value = auth(client.get(api("/notifications")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let subjects: Vec<&str> = notes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["subject"].as_str())
+            .collect();
+        if subjects == ["Welcome to the shop"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no welcome message: {notes}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Shipment tracking is routed to the shipping service: its own 404, not the gateway's.
     let untracked = expect_problem(
         client
