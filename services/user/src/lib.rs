@@ -1,8 +1,9 @@
 //! The user service: accounts, sign-in, and the keys that verify access tokens.
 //!
-//! `routes` (HTTP) → `domain` (rules, hashing, signing; no I/O) → `storage` (SQL). Registration
-//! writes `user.registered` (`{user_id, email, name}`, version 1) to the outbox in the same
-//! transaction; the kit's relay publishes it. `passwords` hashes with argon2id in bounded memory.
+//! `routes` (HTTP) → `domain` (rules, signing; no I/O) and `passwords` (argon2id hashing in a
+//! bounded pool of reused buffers) → `storage` (SQL). Registration writes `user.registered`
+//! (`{user_id, email, name}`, version 1) to the outbox in the same transaction; the kit's relay
+//! publishes it.
 
 pub mod domain;
 pub mod passwords;
