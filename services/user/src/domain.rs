@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -48,30 +46,6 @@ pub fn validate_registration(email: &str, password: &str, name: &str) -> ApiResu
     validate_password(&mut v, password);
     v.text("name", name, MAX_NAME);
     v.finish()
-}
-
-/// argon2id with the crate's defaults (the OWASP-recommended m=19 MiB, t=2, p=1).
-pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
-}
-
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-}
-
-/// A hash to verify against when the account does not exist, so a login for an unknown email
-/// costs as much time as one for a known email and does not reveal which emails are registered.
-pub fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password("not-a-real-password").expect("hashing a constant"))
 }
 
 /// A freshly generated Ed25519 signing key, as stored.
@@ -180,15 +154,6 @@ pub fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_verify_only_against_their_own_hash() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(&hash, "correct horse"));
-        assert!(!verify_password(&hash, "wrong horse"));
-        assert!(!verify_password("not a hash", "correct horse"));
-    }
 
     #[test]
     fn registration_rejects_each_bad_field() {

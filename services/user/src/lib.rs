@@ -1,14 +1,17 @@
 //! The user service: accounts, sign-in, and the keys that verify access tokens.
 //!
-//! `routes` (HTTP) → `domain` (rules, hashing, signing; no I/O) → `storage` (SQL). Registration
-//! writes `user.registered` (`{user_id, email, name}`, version 1) to the outbox in the same
-//! transaction; the kit's relay publishes it.
+//! `routes` (HTTP) → `domain` (rules, signing; no I/O) and `passwords` (argon2id hashing in a
+//! bounded pool of reused buffers) → `storage` (SQL). Registration writes `user.registered`
+//! (`{user_id, email, name}`, version 1) to the outbox in the same transaction; the kit's relay
+//! publishes it.
 
 pub mod domain;
+pub mod passwords;
 pub mod routes;
 pub mod storage;
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -28,6 +31,9 @@ pub struct Settings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    /// Password hashes run at once (`SHOP_PASSWORD_HASH_CONCURRENCY`, default 1). Each holds
+    /// 19 MiB of argon2 working memory for as long as the service runs; more waiting hashes queue.
+    pub password_hash_concurrency: NonZeroUsize,
 }
 
 impl Settings {
@@ -44,6 +50,10 @@ impl Settings {
                 30 * 24 * 3600,
             )?),
             login_attempts_per_minute: env_parse("SHOP_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
+            password_hash_concurrency: env_parse(
+                "SHOP_PASSWORD_HASH_CONCURRENCY",
+                NonZeroUsize::MIN,
+            )?,
         })
     }
 }
@@ -60,7 +70,10 @@ pub async fn build(
     let relay = Relay::start(bus, db.clone(), metrics).await?;
     let store = storage::Store::new(db.clone());
     let signer = domain::Signer::new(&store.signing_keys().await?, settings.access_ttl)?;
-    let state = routes::AppState::new(store, signer, settings);
+    let passwords = passwords::Passwords::new(settings.password_hash_concurrency);
+    // Logins for unknown emails verify against this, so they cost what a real one costs.
+    let decoy_hash = passwords.hash("not-a-real-password".into()).await?;
+    let state = routes::AppState::new(store, signer, settings, passwords, decoy_hash);
     let limiter = state.login_limiter.clone();
     // The limiter remembers every account it saw; forget the idle ones now and then.
     tokio::spawn(async move {

@@ -16,6 +16,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::Settings;
 use crate::domain::{self, Signer};
+use crate::passwords::Passwords;
 use crate::storage::{Store, UserRow};
 
 #[derive(Clone)]
@@ -24,10 +25,19 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub settings: Arc<Settings>,
     pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    pub passwords: Passwords,
+    /// Verified against for unknown emails, so their logins take as long as real ones.
+    pub decoy_hash: Arc<str>,
 }
 
 impl AppState {
-    pub fn new(store: Store, signer: Signer, settings: Settings) -> Self {
+    pub fn new(
+        store: Store,
+        signer: Signer,
+        settings: Settings,
+        passwords: Passwords,
+        decoy_hash: String,
+    ) -> Self {
         let per_minute =
             NonZeroU32::new(settings.login_attempts_per_minute.max(1)).expect("at least one");
         Self {
@@ -35,6 +45,8 @@ impl AppState {
             signer: Arc::new(signer),
             settings: Arc::new(settings),
             login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            passwords,
+            decoy_hash: decoy_hash.into(),
         }
     }
 }
@@ -123,10 +135,10 @@ async fn register(
 ) -> ApiResult<impl IntoResponse> {
     let email = domain::normalise_email(&body.email);
     domain::validate_registration(&email, &body.password, &body.name)?;
-    let password = body.password;
-    let password_hash = tokio::task::spawn_blocking(move || domain::hash_password(&password))
+    let password_hash = state
+        .passwords
+        .hash(body.password)
         .await
-        .map_err(Problem::internal)?
         .map_err(Problem::internal)?;
     let now = now_rfc3339();
     let roles = if state.settings.admin_emails.contains(&email) {
@@ -174,12 +186,12 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiRes
         ));
     }
     let user = state.store.user_by_email(&email).await?;
-    let hash = user.as_ref().map_or_else(
-        || domain::decoy_hash().to_owned(),
-        |u| u.password_hash.clone(),
-    );
-    let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || domain::verify_password(&hash, &password))
+    let hash = user
+        .as_ref()
+        .map_or_else(|| state.decoy_hash.to_string(), |u| u.password_hash.clone());
+    let matches = state
+        .passwords
+        .verify(hash, body.password)
         .await
         .map_err(Problem::internal)?;
     match user {
@@ -262,9 +274,10 @@ async fn update_me(
     v.finish()?;
     let password_hash = match body.password {
         Some(password) => Some(
-            tokio::task::spawn_blocking(move || domain::hash_password(&password))
+            state
+                .passwords
+                .hash(password)
                 .await
-                .map_err(Problem::internal)?
                 .map_err(Problem::internal)?,
         ),
         None => None,

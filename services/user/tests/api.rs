@@ -1,5 +1,6 @@
 //! The user service over real HTTP, on SQLite and on PostgreSQL.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
@@ -16,6 +17,7 @@ async fn start(db: &TestDatabase) -> TestServer {
         access_ttl: Duration::from_secs(60),
         refresh_ttl: Duration::from_secs(3600),
         login_attempts_per_minute: 5,
+        password_hash_concurrency: NonZeroUsize::MIN,
     };
     let service = shop_user::build(
         &config,
@@ -305,6 +307,50 @@ async fn login_attempts_are_limited_per_account() {
     );
 }
 
+/// With one hash at a time (the default), concurrent registrations and logins queue for the
+/// argon2 buffer; none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_and_logins_all_succeed() {
+    let db = testing::sqlite();
+    let server = start(&db).await;
+    let url = server.url.clone();
+    let emails: Vec<String> = (0..6).map(|i| format!("crowd{i}@example.com")).collect();
+    let mut registrations = tokio::task::JoinSet::new();
+    for email in emails.clone() {
+        let url = url.clone();
+        registrations.spawn(async move { register(&Client::new(), &url, &email).await.status() });
+    }
+    for status in registrations.join_all().await {
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let mut logins = tokio::task::JoinSet::new();
+    for (email, password) in emails
+        .iter()
+        .map(|e| (e.clone(), "a long password"))
+        .chain([
+            ("crowd0@example.com".into(), "not the password"),
+            ("nobody@example.com".into(), "a long password"),
+        ])
+    {
+        let url = url.clone();
+        logins.spawn(async move {
+            let status = login(&Client::new(), &url, &email, password).await.status();
+            (email, password, status)
+        });
+    }
+    let mut answered = 0;
+    for (email, password, status) in logins.join_all().await {
+        let expected = if password == "a long password" && email != "nobody@example.com" {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, expected, "{email} with {password:?}");
+        answered += 1;
+    }
+    assert_eq!(answered, 8);
+}
+
 #[tokio::test]
 async fn operational_endpoints() {
     let db = testing::sqlite();
@@ -386,6 +432,7 @@ async fn user_registered_reaches_a_consumer() {
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(3600),
             login_attempts_per_minute: 5,
+            password_hash_concurrency: NonZeroUsize::MIN,
         };
         let bus = testing::local_bus(vec![sink.peer()]);
         let service = shop_user::build(&config, settings, &bus, &metrics)
