@@ -8,6 +8,7 @@
 //! - [`context`]: request ids and the caller's identity, carried across services.
 //! - [`auth`]: the access-token claims the user service signs and the gateway verifies.
 //! - [`money`]: amounts in minor units with an ISO 4217 currency.
+//! - [`page`]: the opaque keyset cursor of list endpoints.
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
 //! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
@@ -21,6 +22,7 @@ pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod money;
+pub mod page;
 pub mod problem;
 pub mod server;
 pub mod telemetry;

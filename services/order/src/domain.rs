@@ -2,8 +2,6 @@
 //! the order as the API shows it, cursors. No I/O here.
 
 use axum::http::StatusCode;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, FieldError, Money, Problem, Validator};
 use shop_payment::domain::Secret;
@@ -387,29 +385,6 @@ pub fn failure_problem(order: &Order, errors: Vec<FieldError>) -> OrderProblem {
         },
         order_id: order.id.clone(),
         reason_code: code,
-    }
-}
-
-/// Where the next page of a user's orders starts: after this (created_at, id), newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Cursor {
-    #[serde(rename = "t")]
-    pub created_at: String,
-    #[serde(rename = "i")]
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
-    }
-
-    pub fn decode(raw: &str) -> ApiResult<Self> {
-        URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| Problem::bad_request("the cursor is not one this API returned"))
     }
 }
 

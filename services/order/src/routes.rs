@@ -9,14 +9,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use shop_kit::page::Cursor;
 use shop_kit::problem::PROBLEM_JSON;
 use shop_kit::{ApiResult, Caller, FieldError, Json, Money, Path, Problem, Query};
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::domain::{
-    self, CardSummary, CheckoutRequest, Cursor, Order, OrderItem, OrderPage, OrderProblem,
-    OrderStatus, PaymentDetails, Step, StepEntry,
+    self, CardSummary, CheckoutRequest, Order, OrderItem, OrderPage, OrderProblem, OrderStatus,
+    PaymentDetails, Step, StepEntry,
 };
 use crate::saga::{Resumer, Saga};
 use crate::storage::{NewOrder, SagaState};

@@ -8,12 +8,13 @@
 
 use shop_kit::db::Tx;
 use shop_kit::events::outbox;
+use shop_kit::page::Cursor;
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
 use shop_shipping::domain::{Address, Quote};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::domain::{CardSummary, Cursor, Order, OrderItem, OrderStatus, Step, StepEntry};
+use crate::domain::{CardSummary, Order, OrderItem, OrderStatus, Step, StepEntry};
 use crate::events;
 
 const ORDER_COLUMNS: &str = "id, user_id, request_hash, status, step, runner, items, currency, \
@@ -190,8 +191,8 @@ impl Store {
                      ORDER BY created_at DESC, id DESC LIMIT $5"
                 ))
                 .bind(user_id)
-                .bind(&c.created_at)
-                .bind(&c.created_at)
+                .bind(&c.key)
+                .bind(&c.key)
                 .bind(&c.id)
                 .bind(limit + 1)
                 .fetch_all(self.db.pool())
@@ -217,10 +218,7 @@ impl Store {
         let next = (rows.len() as i64 > limit)
             .then(|| orders.last())
             .flatten()
-            .map(|o| Cursor {
-                created_at: o.created_at.clone(),
-                id: o.id.clone(),
-            });
+            .map(|o| Cursor::new(&o.created_at, &o.id));
         Ok((orders, next))
     }
 
