@@ -5,6 +5,7 @@
 //! - [`metrics`]: Prometheus `/metrics` with per-route request counts and latencies.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors and request validation.
 //! - [`extract`]: axum extractors whose rejections are problems too.
+//! - [`idempotency`]: the `Idempotency-Key` header's rule and problems.
 //! - [`context`]: request ids and the caller's identity, carried across services.
 //! - [`auth`]: the access-token claims the user service signs and the gateway verifies.
 //! - [`money`]: amounts in minor units with an ISO 4217 currency.
@@ -20,6 +21,7 @@ pub mod context;
 pub mod db;
 pub mod events;
 pub mod extract;
+pub mod idempotency;
 pub mod metrics;
 pub mod money;
 pub mod page;

@@ -9,8 +9,6 @@ use shop_shipping::domain::{Address, Item, QuoteRequest};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Longest `Idempotency-Key` accepted (as payment).
-pub const MAX_KEY_LEN: usize = 255;
 /// Most units of one product in one order (the cart's own limit is lower).
 pub const MAX_QUANTITY: i64 = 1_000;
 
@@ -223,11 +221,6 @@ fn validate_card(card: &PaymentDetails, (year, month): (i64, i64)) -> ApiResult<
         "must be 3 or 4 digits",
     );
     v.finish()
-}
-
-/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
-pub fn valid_key(key: &str) -> bool {
-    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What a checkout asks for, as a fingerprint the same key is checked against. The card enters

@@ -8,9 +8,6 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Longest `Idempotency-Key` accepted.
-pub const MAX_KEY_LEN: usize = 255;
-
 /// A card number or CVC as sent. Its `Debug` hides it, and its deserialiser never echoes a
 /// wrongly typed value into an error message (serde's default would print the number).
 #[derive(Clone, PartialEq, Eq)]
@@ -321,11 +318,6 @@ pub fn validate_refund(request: &RefundRequest) -> ApiResult<()> {
 pub fn this_month() -> (i64, i64) {
     let now = OffsetDateTime::now_utc();
     (i64::from(now.year()), i64::from(u8::from(now.month())))
-}
-
-/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
-pub fn valid_key(key: &str) -> bool {
-    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A SHA-256 fingerprint of what a request asks for. The card enters as brand, last four digits
