@@ -1,4 +1,4 @@
-//! Catalog rules: what a valid product is, how cursors and search patterns are formed, the seed.
+//! Catalog rules: what a valid product is, how search patterns are formed, the seed.
 
 use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, Money, Validator};

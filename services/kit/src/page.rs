@@ -42,6 +42,24 @@ impl Cursor {
     }
 }
 
+/// Cuts the `limit + 1` rows a list query fetched to one page of at most `limit`; when there
+/// was a row beyond it, also the cursor after the page's last row (`cursor_of` names a row).
+pub fn split<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, Option<Cursor>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(cursor_of)
+    } else {
+        None
+    };
+    (rows, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +82,17 @@ mod tests {
                 Some("the cursor is not one this API returned")
             );
         }
+    }
+
+    #[test]
+    fn a_page_has_a_next_cursor_only_when_a_row_was_left_over() {
+        let cursor_of = |n: &i32| Cursor::new(n.to_string(), format!("id-{n}"));
+        let (page, next) = split(vec![1, 2, 3], 2, cursor_of);
+        assert_eq!(page, [1, 2]);
+        assert_eq!(next, Some(Cursor::new("2", "id-2")));
+        let (page, next) = split(vec![1, 2], 2, cursor_of);
+        assert_eq!(page, [1, 2]);
+        assert_eq!(next, None);
+        assert_eq!(split(Vec::<i32>::new(), 2, cursor_of), (vec![], None));
     }
 }

@@ -1,4 +1,4 @@
-//! What the events say and the messages they become: parsing, rendering, money, cursors. No I/O.
+//! What the events say and the messages they become: parsing, rendering, money. No I/O.
 
 use serde::{Deserialize, Serialize};
 use shop_kit::Money;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shop_kit::Database;
 use shop_kit::db::{Tx, now_rfc3339};
-use shop_kit::page::Cursor;
+use shop_kit::page::{self, Cursor};
 use uuid::Uuid;
 
 use crate::domain::{Audience, Channel, Message, Notification, Recipient};
@@ -201,13 +201,8 @@ impl Store {
         if let Some(after) = after {
             query = query.bind(&after.key).bind(&after.key).bind(&after.id);
         }
-        let mut rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next = more.then(|| {
-            let last = rows.last().expect("a full page has a last row");
-            Cursor::new(&last.created_at, &last.id)
-        });
+        let rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
+        let (rows, next) = page::split(rows, limit, |last| Cursor::new(&last.created_at, &last.id));
         Ok(Page {
             items: rows.into_iter().map(Notification::from).collect(),
             next,
