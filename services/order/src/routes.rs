@@ -133,10 +133,7 @@ async fn checkout(
             items: &items,
             subtotal: &subtotal,
             address: &body.shipping_address,
-            card: &CardSummary {
-                brand: card.brand,
-                last4: card.last4,
-            },
+            card: &card,
         })
         .await?;
     if !created {
