@@ -1,9 +1,7 @@
-//! Catalog rules: what a valid product is, how cursors and search patterns are formed, the seed.
+//! Catalog rules: what a valid product is, how search patterns are formed, the seed.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use shop_kit::{ApiResult, Money, Problem, Validator};
+use shop_kit::{ApiResult, Money, Validator};
 use utoipa::ToSchema;
 
 pub const MAX_NAME: usize = 200;
@@ -90,29 +88,6 @@ impl ProductInput {
         );
         self.price.validate(&mut v, "price");
         v.finish()
-    }
-}
-
-/// Where the next page starts: after this (name, id) in listing order.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Cursor {
-    #[serde(rename = "n")]
-    pub name: String,
-    #[serde(rename = "i")]
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
-    }
-
-    pub fn decode(raw: &str) -> ApiResult<Self> {
-        URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| Problem::bad_request("the cursor is not one this API returned"))
     }
 }
 
@@ -309,15 +284,5 @@ mod tests {
     fn wildcards_in_queries_are_literal() {
         assert_eq!(contains_pattern(" 100%_Cotton "), "%100\\%\\_cotton%");
         assert_eq!(contains_pattern("x' OR 1=1 --"), "%x' or 1=1 --%");
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor {
-            name: "Kettle".into(),
-            id: "abc".into(),
-        };
-        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        assert_eq!(Cursor::decode("not-a-cursor!").unwrap_err().status, 400);
     }
 }

@@ -1,6 +1,6 @@
 //! The catalog service: products and categories.
 //!
-//! `routes` (HTTP) → `domain` (rules, cursors, the seed; no I/O) → `storage` (SQL).
+//! `routes` (HTTP) → `domain` (rules, the seed; no I/O) → `storage` (SQL).
 
 pub mod domain;
 pub mod routes;

@@ -6,10 +6,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use shop_kit::page::Cursor;
 use shop_kit::{ApiResult, Caller, Json, Path, Problem, Query, Validator};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::domain::{self, Category, Cursor, Product, ProductInput};
+use crate::domain::{self, Category, Product, ProductInput};
 use crate::storage::{Store, WriteError};
 
 #[derive(Clone)]

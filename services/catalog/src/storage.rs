@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use shop_kit::db::{Tx, now_rfc3339};
+use shop_kit::page::{self, Cursor};
 use shop_kit::{Database, Money};
 
-use crate::domain::{Category, Cursor, Product, ProductInput, search_text};
+use crate::domain::{Category, Product, ProductInput, search_text};
 
 #[derive(sqlx::FromRow)]
 struct ProductRow {
@@ -130,18 +131,10 @@ impl Store {
             query = query.bind(category);
         }
         if let Some(after) = after {
-            query = query.bind(&after.name).bind(&after.name).bind(&after.id);
+            query = query.bind(&after.key).bind(&after.key).bind(&after.id);
         }
-        let mut rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next = more.then(|| {
-            let last = rows.last().expect("a full page has a last row");
-            Cursor {
-                name: last.name.clone(),
-                id: last.id.clone(),
-            }
-        });
+        let rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
+        let (rows, next) = page::split(rows, limit, |last| Cursor::new(&last.name, &last.id));
         Ok(Page {
             items: self.with_categories(rows).await?,
             next,

@@ -5,9 +5,11 @@
 //! - [`metrics`]: Prometheus `/metrics` with per-route request counts and latencies.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors and request validation.
 //! - [`extract`]: axum extractors whose rejections are problems too.
+//! - [`idempotency`]: the `Idempotency-Key` header's rule and problems.
 //! - [`context`]: request ids and the caller's identity, carried across services.
 //! - [`auth`]: the access-token claims the user service signs and the gateway verifies.
 //! - [`money`]: amounts in minor units with an ISO 4217 currency.
+//! - [`page`]: the opaque keyset cursor of list endpoints.
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
 //! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
@@ -19,8 +21,10 @@ pub mod context;
 pub mod db;
 pub mod events;
 pub mod extract;
+pub mod idempotency;
 pub mod metrics;
 pub mod money;
+pub mod page;
 pub mod problem;
 pub mod server;
 pub mod telemetry;

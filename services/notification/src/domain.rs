@@ -1,9 +1,7 @@
-//! What the events say and the messages they become: parsing, rendering, money, cursors. No I/O.
+//! What the events say and the messages they become: parsing, rendering, money. No I/O.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use shop_kit::{ApiResult, Money, Problem};
+use shop_kit::Money;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -384,29 +382,6 @@ pub fn format_money(money: &Money) -> String {
     }
 }
 
-/// Where the next page starts: after this (created_at, id), newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Cursor {
-    #[serde(rename = "t")]
-    pub created_at: String,
-    #[serde(rename = "i")]
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
-    }
-
-    pub fn decode(raw: &str) -> ApiResult<Self> {
-        URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| Problem::bad_request("the cursor is not one this API returned"))
-    }
-}
-
 /// A recorded message, as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Notification {
@@ -447,22 +422,6 @@ mod tests {
         ] {
             assert_eq!(format_money(&Money::new(amount, currency)), text);
         }
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let cursor = Cursor {
-            created_at: "2026-11-22T10:00:00.000000Z".into(),
-            id: "x".into(),
-        };
-        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        assert_eq!(Cursor::decode("not-a-cursor!").unwrap_err().status, 400);
-        assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode(b"{}"))
-                .unwrap_err()
-                .status,
-            400
-        );
     }
 
     #[test]

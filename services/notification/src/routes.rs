@@ -4,11 +4,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use shop_kit::page::Cursor;
 use shop_kit::{ApiResult, Caller, Json, Problem, Query};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::domain::{self, Channel, Cursor, Notification};
+use crate::domain::{self, Channel, Notification};
 use crate::storage::{Store, Whose};
 
 #[derive(Clone)]

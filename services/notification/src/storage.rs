@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use shop_kit::Database;
 use shop_kit::db::{Tx, now_rfc3339};
+use shop_kit::page::{self, Cursor};
 use uuid::Uuid;
 
-use crate::domain::{Audience, Channel, Cursor, Message, Notification, Recipient};
+use crate::domain::{Audience, Channel, Message, Notification, Recipient};
 
 const AUDIENCE_USER: &str = "user";
 const AUDIENCE_ADMINS: &str = "admins";
@@ -198,21 +199,10 @@ impl Store {
             Whose::Admins => AUDIENCE_ADMINS.to_owned(),
         });
         if let Some(after) = after {
-            query = query
-                .bind(&after.created_at)
-                .bind(&after.created_at)
-                .bind(&after.id);
+            query = query.bind(&after.key).bind(&after.key).bind(&after.id);
         }
-        let mut rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next = more.then(|| {
-            let last = rows.last().expect("a full page has a last row");
-            Cursor {
-                created_at: last.created_at.clone(),
-                id: last.id.clone(),
-            }
-        });
+        let rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
+        let (rows, next) = page::split(rows, limit, |last| Cursor::new(&last.created_at, &last.id));
         Ok(Page {
             items: rows.into_iter().map(Notification::from).collect(),
             next,

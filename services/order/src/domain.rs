@@ -1,18 +1,17 @@
 //! Order rules: the checkout request and its validation, the saga's steps, what a failure answers,
-//! the order as the API shows it, cursors. No I/O here.
+//! the order as the API shows it. No I/O here.
 
 use axum::http::StatusCode;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, FieldError, Money, Problem, Validator};
-use shop_payment::domain::Secret;
+use shop_payment::domain::{Card, CardFields, Secret};
 use shop_shipping::domain::{Address, Item, QuoteRequest};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Longest `Idempotency-Key` accepted (as payment).
-pub const MAX_KEY_LEN: usize = 255;
+/// The card as an order keeps and shows it: payment's summary of it.
+pub use shop_payment::domain::CardSummary;
+
 /// Most units of one product in one order (the cart's own limit is lower).
 pub const MAX_QUANTITY: i64 = 1_000;
 
@@ -184,52 +183,23 @@ pub fn validate_checkout(request: &CheckoutRequest, today: (i64, i64)) -> ApiRes
     }
 }
 
-fn validate_card(card: &PaymentDetails, (year, month): (i64, i64)) -> ApiResult<()> {
+/// The card checks are payment's, with the errors named after this API's fields.
+fn validate_card(details: &PaymentDetails, today: (i64, i64)) -> ApiResult<()> {
     let mut v = Validator::new();
-    let number = &card.card_number.0;
-    let digits = number.bytes().all(|b| b.is_ascii_digit());
-    v.check(digits, "payment.card_number", "must contain only digits");
-    if digits {
-        let length_ok = (13..=19).contains(&number.len());
-        v.check(
-            length_ok,
-            "payment.card_number",
-            "must have 13 to 19 digits",
-        )
-        .check(
-            !length_ok || shop_payment::domain::luhn_valid(number),
-            "payment.card_number",
-            "is not a valid card number (Luhn check failed)",
-        );
-    }
-    let month_ok = (1..=12).contains(&card.exp_month);
-    let year_ok = (2000..=2099).contains(&card.exp_year);
-    v.check(month_ok, "payment.exp_month", "must be 1 to 12")
-        .check(year_ok, "payment.exp_year", "must be a four-digit year");
-    if month_ok && year_ok {
-        let field = if card.exp_year == year {
-            "payment.exp_month"
-        } else {
-            "payment.exp_year"
-        };
-        v.check(
-            (card.exp_year, card.exp_month) >= (year, month),
-            field,
-            "the card has expired",
-        );
-    }
-    let cvc = &card.cvc.0;
-    v.check(
-        (3..=4).contains(&cvc.len()) && cvc.bytes().all(|b| b.is_ascii_digit()),
-        "payment.cvc",
-        "must be 3 or 4 digits",
-    );
+    let card = Card {
+        number: details.card_number.clone(),
+        exp_month: details.exp_month,
+        exp_year: details.exp_year,
+        cvc: details.cvc.clone(),
+    };
+    let fields = CardFields {
+        number: "payment.card_number",
+        exp_month: "payment.exp_month",
+        exp_year: "payment.exp_year",
+        cvc: "payment.cvc",
+    };
+    shop_payment::domain::check_card(&mut v, &card, today, &fields);
     v.finish()
-}
-
-/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
-pub fn valid_key(key: &str) -> bool {
-    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What a checkout asks for, as a fingerprint the same key is checked against. The card enters
@@ -316,12 +286,6 @@ pub fn check_lines(items: &[OrderItem]) -> ApiResult<Money> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct CardSummary {
-    pub brand: String,
-    pub last4: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct StepEntry {
     pub step: Step,
     pub at: String,
@@ -387,29 +351,6 @@ pub fn failure_problem(order: &Order, errors: Vec<FieldError>) -> OrderProblem {
         },
         order_id: order.id.clone(),
         reason_code: code,
-    }
-}
-
-/// Where the next page of a user's orders starts: after this (created_at, id), newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Cursor {
-    #[serde(rename = "t")]
-    pub created_at: String,
-    #[serde(rename = "i")]
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serialises"))
-    }
-
-    pub fn decode(raw: &str) -> ApiResult<Self> {
-        URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| Problem::bad_request("the cursor is not one this API returned"))
     }
 }
 

@@ -9,19 +9,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use shop_kit::idempotency;
+use shop_kit::page::Cursor;
 use shop_kit::problem::PROBLEM_JSON;
 use shop_kit::{ApiResult, Caller, FieldError, Json, Money, Path, Problem, Query};
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::domain::{
-    self, CardSummary, CheckoutRequest, Cursor, Order, OrderItem, OrderPage, OrderProblem,
-    OrderStatus, PaymentDetails, Step, StepEntry,
+    self, CardSummary, CheckoutRequest, Order, OrderItem, OrderPage, OrderProblem, OrderStatus,
+    PaymentDetails, Step, StepEntry,
 };
 use crate::saga::{Resumer, Saga};
 use crate::storage::{NewOrder, SagaState};
 
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// What a 503 tells the client to wait before a new checkout.
 const RETRY_AFTER_SECS: &str = "5";
 /// How often a duplicate request looks at the order again while its saga runs.
@@ -98,7 +99,7 @@ async fn checkout(
     headers: HeaderMap,
     Json(body): Json<CheckoutRequest>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    let key = idempotency::required_key(&headers, "checkout")?;
     domain::validate_checkout(&body, this_month())?;
     let hash = domain::request_fingerprint(&body);
     let user_id = caller.user_id.to_string();
@@ -132,10 +133,7 @@ async fn checkout(
             items: &items,
             subtotal: &subtotal,
             address: &body.shipping_address,
-            card: &CardSummary {
-                brand: card.brand,
-                last4: card.last4,
-            },
+            card: &card,
         })
         .await?;
     if !created {
@@ -273,23 +271,6 @@ async fn get_order(
             Ok(Json(s.order))
         }
         _ => Err(Problem::not_found(format!("there is no order {order_id}"))),
-    }
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Err(Problem::typed(
-            StatusCode::PRECONDITION_REQUIRED,
-            "idempotency-key-missing",
-            "the Idempotency-Key header is required: a unique value per checkout, reused on retries",
-        ));
-    };
-    match value.to_str() {
-        Ok(key) if domain::valid_key(key) => Ok(key.to_owned()),
-        _ => Err(Problem::bad_request(format!(
-            "the Idempotency-Key header must be 1 to {} visible ASCII characters",
-            domain::MAX_KEY_LEN
-        ))),
     }
 }
 

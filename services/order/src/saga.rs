@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
+use shop_kit::idempotency;
 use shop_kit::{Caller, FieldError, Problem, Upstream, UpstreamError};
 use shop_payment::domain::{ChargeCreated, ChargeList, ChargeStatus, PaymentProblem};
 use shop_shipping::domain::{CreateShipment, Item, Quote, QuoteRequest, Shipment};
@@ -437,7 +438,7 @@ impl Saga {
         });
         let request = payment
             .request(Method::POST, "/internal/charges")
-            .header("idempotency-key", domain::charge_key(&order.id))
+            .header(idempotency::HEADER, domain::charge_key(&order.id))
             .json(&body);
         let response = match payment.send(request).await {
             Ok(response) => response,
@@ -666,7 +667,7 @@ impl Saga {
                         Method::POST,
                         &format!("/internal/charges/{}/refunds", charge.charge_id),
                     )
-                    .header("idempotency-key", domain::refund_key(&charge.charge_id))
+                    .header(idempotency::HEADER, domain::refund_key(&charge.charge_id))
                     .json(&serde_json::json!({
                         "amount": { "amount": left, "currency": charge.amount.currency },
                     }));

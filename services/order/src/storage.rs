@@ -8,12 +8,13 @@
 
 use shop_kit::db::Tx;
 use shop_kit::events::outbox;
+use shop_kit::page::{self, Cursor};
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
 use shop_shipping::domain::{Address, Quote};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::domain::{CardSummary, Cursor, Order, OrderItem, OrderStatus, Step, StepEntry};
+use crate::domain::{CardSummary, Order, OrderItem, OrderStatus, Step, StepEntry};
 use crate::events;
 
 const ORDER_COLUMNS: &str = "id, user_id, request_hash, status, step, runner, items, currency, \
@@ -105,11 +106,10 @@ impl Store {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
+        let Some(mut tx) = moved(tx, inserted.rows_affected(), new.id, Step::Placed, &now).await?
+        else {
             return Ok(false);
-        }
-        record_step(&mut tx, new.id, Step::Placed, &now).await?;
+        };
         outbox::insert(
             &mut tx,
             &events::placed(new.id, new.user_id, new.items, new.subtotal),
@@ -190,8 +190,8 @@ impl Store {
                      ORDER BY created_at DESC, id DESC LIMIT $5"
                 ))
                 .bind(user_id)
-                .bind(&c.created_at)
-                .bind(&c.created_at)
+                .bind(&c.key)
+                .bind(&c.key)
                 .bind(&c.id)
                 .bind(limit + 1)
                 .fetch_all(self.db.pool())
@@ -208,19 +208,16 @@ impl Store {
                 .await?
             }
         };
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in rows.iter().take(limit as usize) {
-            let mut order = decode(row)?.order;
+        let orders = rows
+            .iter()
+            .map(|row| decode(row).map(|state| state.order))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut orders, next) = page::split(orders, limit, |last| {
+            Cursor::new(&last.created_at, &last.id)
+        });
+        for order in &mut orders {
             order.history = self.history(&order.id).await?;
-            orders.push(order);
         }
-        let next = (rows.len() as i64 > limit)
-            .then(|| orders.last())
-            .flatten()
-            .map(|o| Cursor {
-                created_at: o.created_at.clone(),
-                id: o.id.clone(),
-            });
         Ok((orders, next))
     }
 
@@ -262,17 +259,11 @@ impl Store {
         .bind(runner)
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
+        let Some(mut tx) = moved(tx, updated.rows_affected(), id, to, &now).await? else {
             return Ok(false);
-        }
-        record_step(&mut tx, id, to, &now).await?;
+        };
         if to == Step::Confirmed {
-            let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let order = decode(&row)?.order;
+            let order = order_in(&mut tx, id).await?;
             let tracking = order.tracking_number.clone().unwrap_or_default();
             outbox::insert(&mut tx, &events::confirmed(&order, &tracking)).await?;
         }
@@ -308,11 +299,10 @@ impl Store {
         .bind(runner)
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
+        let Some(tx) = moved(tx, updated.rows_affected(), id, Step::Compensating, &now).await?
+        else {
             return Ok(false);
-        }
-        record_step(&mut tx, id, Step::Compensating, &now).await?;
+        };
         tx.commit().await?;
         Ok(true)
     }
@@ -333,16 +323,10 @@ impl Store {
         .bind(runner)
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
+        let Some(mut tx) = moved(tx, updated.rows_affected(), id, Step::Failed, &now).await? else {
             return Ok(false);
-        }
-        record_step(&mut tx, id, Step::Failed, &now).await?;
-        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let order = decode(&row)?.order;
+        };
+        let order = order_in(&mut tx, id).await?;
         let code = order.reason_code.clone().unwrap_or_default();
         let reason = order.reason.clone().unwrap_or_default();
         outbox::insert(&mut tx, &events::failed(&order, &code, &reason)).await?;
@@ -388,6 +372,32 @@ impl Store {
         }
         Ok(taken)
     }
+}
+
+/// Ends the conditional write that puts order `id` at `step`: when it matched a row, the step
+/// joins the history and the transaction goes on; when not, nothing is written (rolled back).
+async fn moved(
+    mut tx: Tx,
+    rows_affected: u64,
+    id: &str,
+    step: Step,
+    at: &str,
+) -> Result<Option<Tx>, sqlx::Error> {
+    if rows_affected == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    record_step(&mut tx, id, step, at).await?;
+    Ok(Some(tx))
+}
+
+/// The order as this transaction sees it: what the event written with a step describes.
+async fn order_in(tx: &mut Tx, id: &str) -> Result<Order, sqlx::Error> {
+    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(decode(&row)?.order)
 }
 
 async fn record_step(tx: &mut Tx, id: &str, step: Step, at: &str) -> Result<(), sqlx::Error> {

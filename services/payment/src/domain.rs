@@ -8,9 +8,6 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Longest `Idempotency-Key` accepted.
-pub const MAX_KEY_LEN: usize = 255;
-
 /// A card number or CVC as sent. Its `Debug` hides it, and its deserialiser never echoes a
 /// wrongly typed value into an error message (serde's default would print the number).
 #[derive(Clone, PartialEq, Eq)]
@@ -261,6 +258,54 @@ fn validate_amount(v: &mut Validator, amount: &Money, field: &str) {
     );
 }
 
+/// The request fields a card's errors name: `card.number` here, `payment.card_number` in the
+/// order service's checkout.
+pub struct CardFields<'a> {
+    pub number: &'a str,
+    pub exp_month: &'a str,
+    pub exp_year: &'a str,
+    pub cvc: &'a str,
+}
+
+/// Checks a card's number (digits, 13 to 19 of them, Luhn), expiry against `today` (year, month)
+/// and CVC. The messages never quote the number or the CVC.
+pub fn check_card(v: &mut Validator, card: &Card, (year, month): (i64, i64), fields: &CardFields) {
+    let number = &card.number.0;
+    let digits = number.bytes().all(|b| b.is_ascii_digit());
+    v.check(digits, fields.number, "must contain only digits");
+    if digits {
+        let length_ok = (13..=19).contains(&number.len());
+        v.check(length_ok, fields.number, "must have 13 to 19 digits");
+        v.check(
+            !length_ok || luhn_valid(number),
+            fields.number,
+            "is not a valid card number (Luhn check failed)",
+        );
+    }
+    let month_ok = (1..=12).contains(&card.exp_month);
+    let year_ok = (2000..=2099).contains(&card.exp_year);
+    v.check(month_ok, fields.exp_month, "must be 1 to 12");
+    v.check(year_ok, fields.exp_year, "must be a four-digit year");
+    if month_ok && year_ok {
+        let field = if card.exp_year == year {
+            fields.exp_month
+        } else {
+            fields.exp_year
+        };
+        v.check(
+            (card.exp_year, card.exp_month) >= (year, month),
+            field,
+            "the card has expired",
+        );
+    }
+    let cvc = &card.cvc.0;
+    v.check(
+        (3..=4).contains(&cvc.len()) && cvc.bytes().all(|b| b.is_ascii_digit()),
+        fields.cvc,
+        "must be 3 or 4 digits",
+    );
+}
+
 /// Checks a charge; `today` is (year, month) for the expiry check.
 pub fn validate_charge(request: &ChargeRequest, today: (i64, i64)) -> ApiResult<()> {
     let mut v = Validator::new();
@@ -270,43 +315,16 @@ pub fn validate_charge(request: &ChargeRequest, today: (i64, i64)) -> ApiResult<
         "must not be the nil UUID",
     );
     validate_amount(&mut v, &request.amount, "amount");
-    let card = &request.card;
-    let number = &card.number.0;
-    let digits = number.bytes().all(|b| b.is_ascii_digit());
-    v.check(digits, "card.number", "must contain only digits");
-    if digits {
-        let length_ok = (13..=19).contains(&number.len());
-        v.check(length_ok, "card.number", "must have 13 to 19 digits");
-        v.check(
-            !length_ok || luhn_valid(number),
-            "card.number",
-            "is not a valid card number (Luhn check failed)",
-        );
-    }
-    v.check(
-        (1..=12).contains(&card.exp_month),
-        "card.exp_month",
-        "must be 1 to 12",
-    );
-    v.check(
-        (2000..=2099).contains(&card.exp_year),
-        "card.exp_year",
-        "must be a four-digit year",
-    );
-    let (year, month) = today;
-    if (1..=12).contains(&card.exp_month) && (2000..=2099).contains(&card.exp_year) {
-        let expired = (card.exp_year, card.exp_month) < (year, month);
-        let field = if card.exp_year == year {
-            "card.exp_month"
-        } else {
-            "card.exp_year"
-        };
-        v.check(!expired, field, "the card has expired");
-    }
-    v.check(
-        (3..=4).contains(&card.cvc.0.len()) && card.cvc.0.bytes().all(|b| b.is_ascii_digit()),
-        "card.cvc",
-        "must be 3 or 4 digits",
+    check_card(
+        &mut v,
+        &request.card,
+        today,
+        &CardFields {
+            number: "card.number",
+            exp_month: "card.exp_month",
+            exp_year: "card.exp_year",
+            cvc: "card.cvc",
+        },
     );
     v.finish()
 }
@@ -321,11 +339,6 @@ pub fn validate_refund(request: &RefundRequest) -> ApiResult<()> {
 pub fn this_month() -> (i64, i64) {
     let now = OffsetDateTime::now_utc();
     (i64::from(now.year()), i64::from(u8::from(now.month())))
-}
-
-/// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
-pub fn valid_key(key: &str) -> bool {
-    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A SHA-256 fingerprint of what a request asks for. The card enters as brand, last four digits

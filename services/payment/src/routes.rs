@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+use shop_kit::idempotency;
 use shop_kit::problem::PROBLEM_JSON;
 use shop_kit::{ApiResult, FieldError, Json, Money, Path, Problem, Query, now_rfc3339};
 use utoipa::OpenApi;
@@ -17,8 +18,6 @@ use crate::domain::{
     ChargeStatus, PaymentProblem, RefundCreated, RefundRequest, Transaction,
 };
 use crate::storage::{Claim, NewCharge, RefundOutcome, Store, StoredResponse};
-
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 #[derive(Clone)]
 pub struct AppState {
@@ -83,7 +82,7 @@ async fn create_charge(
     headers: HeaderMap,
     Json(body): Json<ChargeRequest>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    let key = idempotency::required_key(&headers, "payment attempt")?;
     domain::validate_charge(&body, domain::this_month())?;
     let scope = "charges";
     let token = match claimed(&state, scope, &key, &domain::charge_fingerprint(&body)).await? {
@@ -173,7 +172,7 @@ async fn refund(
     Path(charge_id): Path<Uuid>,
     Json(body): Json<RefundRequest>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    let key = idempotency::required_key(&headers, "payment attempt")?;
     domain::validate_refund(&body)?;
     let charge_id = charge_id.to_string();
     let scope = "refunds";
@@ -260,23 +259,6 @@ async fn list_charges(
             .charges_of_order(&query.order_id.to_string())
             .await?,
     }))
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Err(Problem::typed(
-            StatusCode::PRECONDITION_REQUIRED,
-            "idempotency-key-missing",
-            "the Idempotency-Key header is required: a unique value per payment attempt, reused on retries",
-        ));
-    };
-    match value.to_str() {
-        Ok(key) if domain::valid_key(key) => Ok(key.to_owned()),
-        _ => Err(Problem::bad_request(format!(
-            "the Idempotency-Key header must be 1 to {} visible ASCII characters",
-            domain::MAX_KEY_LEN
-        ))),
-    }
 }
 
 /// `Ok(token)` when this request owns the key; `Err(response)` for an answer without doing the

@@ -245,15 +245,9 @@ impl Stack {
 
     /// `count` products of the seed catalog, with their ids and prices.
     pub async fn products(&self, count: usize) -> Vec<Value> {
-        let page: Value = self
-            .client
-            .get(self.api(&format!("/products?limit={count}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = self
+            .get_json(self.api(&format!("/products?limit={count}")), None)
+            .await;
         page["items"].as_array().unwrap().clone()
     }
 
@@ -274,15 +268,7 @@ impl Stack {
     }
 
     pub async fn cart(&self, customer: &Customer) -> Value {
-        self.client
-            .get(self.api("/cart"))
-            .bearer_auth(&customer.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(self.api("/cart"), Some(customer)).await
     }
 
     /// Checks out the customer's cart; the status and the JSON body (an order or a problem).
@@ -307,58 +293,29 @@ impl Stack {
     }
 
     pub async fn order(&self, customer: &Customer, id: &str) -> Value {
-        self.client
-            .get(self.api(&format!("/orders/{id}")))
-            .bearer_auth(&customer.token)
-            .send()
+        self.get_json(self.api(&format!("/orders/{id}")), Some(customer))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     pub async fn orders(&self, customer: &Customer) -> Vec<Value> {
-        let page: Value = self
-            .client
-            .get(self.api("/orders"))
-            .bearer_auth(&customer.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = self.get_json(self.api("/orders"), Some(customer)).await;
         page["items"].as_array().cloned().unwrap_or_default()
     }
 
     pub async fn available(&self, product_id: &str) -> i64 {
-        let stock: Value = self
-            .client
-            .get(self.api(&format!("/stock/{product_id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stock = self
+            .get_json(self.api(&format!("/stock/{product_id}")), None)
+            .await;
         stock["available"].as_i64().unwrap()
     }
 
     /// The payment service's charges for an order (its internal API, not through the gateway).
     pub async fn charges(&self, order_id: &str) -> Vec<Value> {
-        let found: Value = self
-            .client
-            .get(format!(
-                "{}/internal/charges?order_id={order_id}",
-                self.url("payment")
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!(
+            "{}/internal/charges?order_id={order_id}",
+            self.url("payment")
+        );
+        let found = self.get_json(url, None).await;
         found
             .get("items")
             .and_then(Value::as_array)
@@ -368,17 +325,19 @@ impl Stack {
     }
 
     pub async fn notifications(&self, customer: &Customer) -> Vec<Value> {
-        let page: Value = self
-            .client
-            .get(self.api("/notifications"))
-            .bearer_auth(&customer.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = self
+            .get_json(self.api("/notifications"), Some(customer))
+            .await;
         page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// GETs `url`, as `customer` when one is given, and reads the JSON answer.
+    async fn get_json(&self, url: String, customer: Option<&Customer>) -> Value {
+        let mut request = self.client.get(url);
+        if let Some(customer) = customer {
+            request = request.bearer_auth(&customer.token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
     }
 }
 
