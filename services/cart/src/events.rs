@@ -27,6 +27,10 @@ const ORDER_CONFIRMED_VERSION: u64 = 1;
 struct OrderConfirmed {
     user_id: Uuid,
     items: Vec<OrderedItem>,
+    /// When the order was placed (its cart read). Lines the customer set after that are kept:
+    /// they are what the customer wants now, not what was bought. Absent: every line is older.
+    #[serde(default)]
+    placed_at: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,21 +74,25 @@ impl Handler for CartHandler {
         for item in &order.items {
             let product_id = item.product_id.to_string();
             sqlx::query(
-                "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3",
+                "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3 \
+                 AND ($4 = '' OR changed_at <= $4)",
             )
             .bind(&user_id)
             .bind(&product_id)
             .bind(item.quantity)
+            .bind(&order.placed_at)
             .execute(&mut **tx)
             .await?;
             sqlx::query(
                 "UPDATE cart_items SET quantity = quantity - $1 \
-                 WHERE user_id = $2 AND product_id = $3 AND quantity > $4",
+                 WHERE user_id = $2 AND product_id = $3 AND quantity > $4 \
+                 AND ($5 = '' OR changed_at <= $5)",
             )
             .bind(item.quantity)
             .bind(&user_id)
             .bind(&product_id)
             .bind(item.quantity)
+            .bind(&order.placed_at)
             .execute(&mut **tx)
             .await?;
         }

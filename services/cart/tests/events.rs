@@ -115,6 +115,30 @@ async fn a_confirmed_order_leaves_the_buyers_cart_once() {
     }
 }
 
+/// A line set again after the order was placed is what the customer wants now: the confirmation
+/// of the earlier order leaves it alone, and takes out only the lines untouched since.
+#[tokio::test]
+async fn lines_changed_after_the_order_was_placed_are_kept() {
+    for test_db in testing::all_backends().await {
+        eprintln!("backend: {}", test_db.backend);
+        let db = shop_cart::open(&test_db.url).await.unwrap();
+        let store = Store::new(db.clone());
+        let (a, b) = (product(1), product(2));
+        put(&store, ANN, &a, 2).await;
+        put(&store, ANN, &b, 1).await;
+        let placed_at = shop_kit::now_rfc3339();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // Bought 2 of `a`, then put 1 of `a` back in before the confirmation arrived.
+        put(&store, ANN, &a, 1).await;
+
+        let mut data = confirmed(ANN, &[(a.clone(), 2), (b.clone(), 1)]);
+        data["placed_at"] = json!(placed_at);
+        let event = Event::new("order.confirmed", "order", 1, data);
+        apply(&db, CONSUMER, &handler(), &event).await.unwrap();
+        assert_eq!(lines(&store, ANN).await, vec![(a, 1)]);
+    }
+}
+
 #[tokio::test]
 async fn other_events_are_ignored_and_bad_ones_rejected() {
     for test_db in testing::all_backends().await {

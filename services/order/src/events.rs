@@ -32,6 +32,8 @@ pub struct OrderConfirmed<'a> {
     pub items: &'a [OrderItem],
     pub total: &'a Money,
     pub tracking_number: &'a str,
+    /// When the order was placed (its cart read): the cart keeps lines changed after it.
+    pub placed_at: &'a str,
 }
 
 /// `order.failed`: the saga ended without the order; compensations have run.
@@ -68,6 +70,7 @@ pub fn confirmed(order: &Order, tracking_number: &str) -> Event {
             items: &order.items,
             total: &order.total,
             tracking_number,
+            placed_at: &order.created_at,
         },
     )
 }
