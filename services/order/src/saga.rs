@@ -53,6 +53,8 @@ pub struct Saga {
     /// `SHOP_ORDER_CRASH_AT`: the test hook (see [`crate::Settings::crash_at`]).
     pub crash_at: Option<Step>,
     pub crash: Crash,
+    /// Wakes the outbox relay when an order ends.
+    pub relay: shop_kit::events::Waker,
 }
 
 /// What the crash test hook does right after persisting its step.
@@ -242,6 +244,9 @@ impl Saga {
                     .await?
                 {
                     return Ok(Some(Stopped::Lost));
+                }
+                if to == Step::Confirmed {
+                    self.relay.wake();
                 }
                 if self.crash_point(to) {
                     return Ok(Some(Stopped::Halted));
@@ -689,6 +694,7 @@ impl Saga {
         if !self.store.finish_failed(&order.id, runner).await? {
             return Ok(Some(Stopped::Lost));
         }
+        self.relay.wake();
         if self.crash_point(Step::Failed) {
             return Ok(Some(Stopped::Halted));
         }
