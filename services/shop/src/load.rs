@@ -316,11 +316,25 @@ impl Mix {
         request: RequestBuilder,
         started: Instant,
     ) -> Option<u16> {
+        self.send_reading(record, operation, card, request, started)
+            .await
+            .map(|(status, _)| status)
+    }
+
+    /// [`Mix::send`], returning the answer's body too.
+    async fn send_reading(
+        &self,
+        record: &mut stats::Recorder,
+        operation: Operation,
+        card: Option<Card>,
+        request: RequestBuilder,
+        started: Instant,
+    ) -> Option<(u16, Vec<u8>)> {
         let answered = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 match response.bytes().await {
-                    Ok(_) => Ok(status),
+                    Ok(body) => Ok((status, body.to_vec())),
                     Err(e) => Err(transport_error(&e)),
                 }
             }
@@ -329,7 +343,7 @@ impl Mix {
         let latency = started.elapsed();
         if started >= self.measure_from {
             let classified = match &answered {
-                Ok(status) => classify(operation, card, *status),
+                Ok((status, _)) => classify(operation, card, *status),
                 Err(kind) => Classified::Error(kind.clone()),
             };
             record.record(operation, latency, classified);
@@ -447,8 +461,26 @@ impl Mix {
     }
 
     /// Checks out the user's cart (filling it first if it is empty) with a card from the mix.
+    /// Like a customer on the checkout page, it looks at the cart first: the server's cart is the
+    /// truth (it loses what an earlier order bought a moment after that order's answer).
     async fn checkout(&self, user: &mut VirtualUser, record: &mut stats::Recorder, due: Instant) {
-        let mut due = due;
+        let request = self
+            .client
+            .get(self.url("/api/cart"))
+            .bearer_auth(&user.token);
+        if let Some((200, body)) = self
+            .send_reading(record, Operation::CartGet, None, request, due)
+            .await
+            && let Ok(cart) = serde_json::from_slice::<serde_json::Value>(&body)
+        {
+            user.cart = cart["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|line| line["product_id"].as_str().map(str::to_owned))
+                .collect();
+        }
+        let mut due = Instant::now();
         if user.cart.is_empty() {
             self.add_to_cart(user, record, due).await;
             due = Instant::now();
