@@ -16,7 +16,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use mix::{BROWSE, Card, Operation, Rng, SEARCH, cart_operation, choose, classify};
+use mix::{BROWSE, Card, Operation, Rng, SEARCH, cart_operation, choose, classify_answer};
 pub use mix::{CardWeights, Classified, Group, Weights};
 pub use stats::{Report, Row, Samples};
 
@@ -343,7 +343,7 @@ impl Mix {
         let latency = started.elapsed();
         if started >= self.measure_from {
             let classified = match &answered {
-                Ok((status, _)) => classify(operation, card, *status),
+                Ok((status, body)) => classify_answer(operation, card, *status, body),
                 Err(kind) => Classified::Error(kind.clone()),
             };
             record.record(operation, latency, classified);

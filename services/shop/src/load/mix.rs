@@ -317,6 +317,28 @@ pub enum Classified {
     Error(String),
 }
 
+/// Classifies an answer: [`classify`], and for a checkout whose cart was emptied between the look
+/// at it and the order (the cart loses an earlier order's lines a moment after that order's
+/// answer), the shop's `422 empty-cart` is an outcome, not an error.
+pub fn classify_answer(
+    operation: Operation,
+    card: Option<Card>,
+    status: u16,
+    body: &[u8],
+) -> Classified {
+    if operation == Operation::Checkout && status == 422 {
+        let problem: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let kind = problem
+            .as_ref()
+            .and_then(|p| p["type"].as_str())
+            .unwrap_or_default();
+        if kind.ends_with("empty-cart") {
+            return Classified::Outcome("422 cart emptied meanwhile");
+        }
+    }
+    classify(operation, card, status)
+}
+
 /// Classifies an HTTP status for an operation (and, for a checkout, the card it paid with).
 pub fn classify(operation: Operation, card: Option<Card>, status: u16) -> Classified {
     let success = (200..300).contains(&status);
@@ -343,6 +365,24 @@ pub fn classify(operation: Operation, card: Option<Card>, status: u16) -> Classi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_of_a_cart_emptied_meanwhile_is_an_outcome() {
+        let empty = br#"{"type":"https://shop.dev/problems/empty-cart","status":422}"#;
+        let other = br#"{"type":"https://shop.dev/problems/validation","status":422}"#;
+        assert!(matches!(
+            classify_answer(Operation::Checkout, Some(Card::Good), 422, empty),
+            Classified::Outcome(_)
+        ));
+        assert!(matches!(
+            classify_answer(Operation::Checkout, Some(Card::Good), 422, other),
+            Classified::Error(_)
+        ));
+        assert!(matches!(
+            classify_answer(Operation::CartGet, None, 422, empty),
+            Classified::Error(_)
+        ));
+    }
 
     #[test]
     fn weighted_choice_follows_the_weights() {
