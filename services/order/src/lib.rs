@@ -117,8 +117,8 @@ impl Upstreams {
     }
 }
 
-/// Connects, migrates, installs the event tables, and returns the service to serve, its events
-/// relayed to `bus`.
+/// Connects, migrates, and returns the service to serve, its events relayed to `bus` (the relay
+/// creates the kit's event tables).
 pub async fn build(
     config: &ServiceConfig,
     settings: Settings,
@@ -126,7 +126,6 @@ pub async fn build(
     metrics: &Metrics,
 ) -> Result<Service> {
     let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
-    shop_kit::events::install_tables(&db).await?;
     // Relays `order.*` from the outbox for as long as the router lives.
     let relay = Relay::start(bus, db.clone(), metrics).await?;
     let mut service = service_waking(db, Upstreams::from_env()?, settings, relay.waker());
