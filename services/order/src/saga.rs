@@ -194,8 +194,11 @@ impl Saga {
         runner: &str,
         card: Option<&PaymentDetails>,
     ) -> Stopped {
+        // Read once; each step's write is conditional on the step and the runner, so the copy in
+        // memory only moves with the writes that succeeded (re-read after a failure is recorded).
+        let mut state = None;
         loop {
-            match self.next(order_id, runner, card).await {
+            match self.next(&mut state, order_id, runner, card).await {
                 Ok(None) => continue,
                 Ok(Some(stopped)) => return stopped,
                 Err(e) => {
@@ -207,14 +210,19 @@ impl Saga {
         }
     }
 
-    /// Does one step. `None`: go on with the next.
+    /// Does one step on `cached` (the order as persisted, read when `None`). `None`: go on with
+    /// the next.
     async fn next(
         &self,
+        cached: &mut Option<SagaState>,
         order_id: &str,
         runner: &str,
         card: Option<&PaymentDetails>,
     ) -> Result<Option<Stopped>, sqlx::Error> {
-        let Some(state) = self.store.saga_state(order_id).await? else {
+        if cached.is_none() {
+            *cached = self.store.saga_state(order_id).await?;
+        }
+        let Some(state) = cached.as_mut() else {
             return Ok(Some(Stopped::Lost));
         };
         if state.runner != runner {
@@ -225,14 +233,14 @@ impl Saga {
             return Ok(Some(Stopped::Finished));
         }
         if step == Step::Compensating {
-            return self.compensate(&state, runner).await;
+            return self.compensate(state, runner).await;
         }
         let (to, result) = match step {
-            Step::Placed => (Step::Reserved, self.reserve(&state, card.is_some()).await),
-            Step::Reserved => (Step::Quoted, self.quote(&state).await),
-            Step::Quoted => (Step::Charged, self.charge(&state, card).await),
-            Step::Charged => (Step::Committed, self.commit(&state).await),
-            Step::Committed => (Step::Shipped, self.ship(&state).await),
+            Step::Placed => (Step::Reserved, self.reserve(state, card.is_some()).await),
+            Step::Reserved => (Step::Quoted, self.quote(state).await),
+            Step::Quoted => (Step::Charged, self.charge(state, card).await),
+            Step::Charged => (Step::Committed, self.commit(state).await),
+            Step::Committed => (Step::Shipped, self.ship(state).await),
             Step::Shipped => (Step::Confirmed, StepResult::Done(Progress::default())),
             Step::Compensating | Step::Confirmed | Step::Failed => unreachable!("handled above"),
         };
@@ -240,11 +248,12 @@ impl Saga {
             StepResult::Done(progress) => {
                 if !self
                     .store
-                    .advance(order_id, runner, step, to, progress)
+                    .advance(order_id, runner, step, to, progress.clone())
                     .await?
                 {
                     return Ok(Some(Stopped::Lost));
                 }
+                state.advanced(to, progress);
                 if to == Step::Confirmed {
                     self.relay.wake();
                 }
@@ -284,6 +293,7 @@ impl Saga {
                 {
                     return Ok(Some(Stopped::Lost));
                 }
+                *cached = None;
                 if self.crash_point(Step::Compensating) {
                     return Ok(Some(Stopped::Halted));
                 }

@@ -39,6 +39,27 @@ pub struct SagaState {
     pub reason_errors: Vec<FieldError>,
 }
 
+impl SagaState {
+    /// This state after [`Store::advance`] recorded `to` with `progress`: as a new read would
+    /// decode it (the timestamps aside, which the saga does not use).
+    pub fn advanced(&mut self, to: Step, progress: Progress) {
+        let order = &mut self.order;
+        order.step = to;
+        order.status = to.status();
+        if let Some(quote) = progress.quote {
+            order.shipping_cost = Some(Money::new(quote.amount.amount, &order.currency));
+            order.total = Money::new(order.subtotal.amount + quote.amount.amount, &order.currency);
+            self.quote = Some(quote);
+        }
+        if progress.charge_id.is_some() {
+            self.charge_id = progress.charge_id;
+        }
+        if progress.tracking_number.is_some() {
+            order.tracking_number = progress.tracking_number;
+        }
+    }
+}
+
 /// A new order, already validated and priced.
 pub struct NewOrder<'a> {
     pub id: &'a str,
@@ -53,7 +74,7 @@ pub struct NewOrder<'a> {
 }
 
 /// What a step records besides itself.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Progress {
     pub quote: Option<Quote>,
     pub charge_id: Option<String>,
