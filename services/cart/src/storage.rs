@@ -36,7 +36,7 @@ impl Store {
     pub async fn set_line(&self, user_id: &str, item: &CartLine) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO cart_items (user_id, product_id, quantity, name, unit_price_minor, currency, updated_at, changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
              ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = excluded.quantity, name = excluded.name, \
              unit_price_minor = excluded.unit_price_minor, currency = excluded.currency, \
              changed_at = excluded.changed_at",
@@ -47,7 +47,6 @@ impl Store {
         .bind(&item.name)
         .bind(item.unit_price.amount)
         .bind(&item.unit_price.currency)
-        .bind(now_rfc3339())
         .bind(now_rfc3339())
         .execute(self.db.pool())
         .await
