@@ -35,7 +35,9 @@ async fn the_crash_hook_kills_the_process_right_after_its_step() {
 #[ignore = "run by the_crash_hook_kills_the_process_right_after_its_step"]
 async fn checkout_under_the_crash_hook() {
     let Ok(order_db) = std::env::var(CHILD_DB) else {
-        eprintln!("skipped: {CHILD_DB} is unset; the_crash_hook_kills_the_process_right_after_its_step runs this");
+        eprintln!(
+            "skipped: {CHILD_DB} is unset; the_crash_hook_kills_the_process_right_after_its_step runs this"
+        );
         return;
     };
     let settings = shop_order::Settings::from_env().unwrap();
