@@ -12,7 +12,7 @@ use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::testing::expect_problem;
 
 #[tokio::test]
-async fn the_happy_path_confirms_charges_once_ships_and_empties_the_cart() {
+async fn the_happy_path_confirms_charges_once_ships_and_announces_it() {
     for backend in backends().await {
         eprintln!("backend: {backend}");
         let shop = Shop::start(backend, settings()).await;
