@@ -160,12 +160,9 @@ async fn the_order_service_killed_at_every_step_finishes_every_saga() {
         let before = stock_of(&stack, &ids).await;
 
         stack.kill("order").await;
-        stack.spawn_service("order", &[("SHOP_ORDER_CRASH_AT", step.to_owned())]);
-        common::wait_ready(
-            &format!("{}/readyz", stack.url("order")),
-            Duration::from_secs(30),
-        )
-        .await;
+        stack
+            .start_service("order", &[("SHOP_ORDER_CRASH_AT", step.to_owned())])
+            .await;
         let key = key();
         // The answer is lost with the process: the request fails or times out.
         let cut_off = stack

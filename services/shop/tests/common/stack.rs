@@ -128,22 +128,14 @@ impl Stack {
             // A saga whose process died is taken over after 2 s of silence (15 s by default).
             ("ORDER_RESUME_LEASE_MS", "2000".into()),
         ];
-        for upstream in [
-            "user",
-            "catalog",
-            "cart",
-            "inventory",
-            "payment",
-            "shipping",
+        for (key, upstream) in [
+            ("USER_URL", "user"),
+            ("CATALOG_URL", "catalog"),
+            ("CART_URL", "cart"),
+            ("INVENTORY_URL", "inventory"),
+            ("PAYMENT_URL", "payment"),
+            ("SHIPPING_URL", "shipping"),
         ] {
-            let key: &'static str = match upstream {
-                "user" => "USER_URL",
-                "catalog" => "CATALOG_URL",
-                "cart" => "CART_URL",
-                "inventory" => "INVENTORY_URL",
-                "payment" => "PAYMENT_URL",
-                _ => "SHIPPING_URL",
-            };
             env.push((key, self.url(upstream)));
         }
         if service == "gateway" {
@@ -174,15 +166,6 @@ impl Stack {
         self.processes.insert(service, process);
         let ready = format!("{}/readyz", self.url(service));
         wait_ready(&ready, Duration::from_secs(60)).await;
-    }
-
-    /// Starts `service` without waiting for it (for a process expected to die soon).
-    pub fn spawn_service(&mut self, service: &'static str, extra: &[(&str, String)]) {
-        let mut env = self.environment(service);
-        env.extend(extra.iter().cloned());
-        let log = self.dir.0.join(format!("{service}.log"));
-        let process = Process::start_logging(service, &["serve", service], &env, &log);
-        self.processes.insert(service, process);
     }
 
     /// SIGKILLs `service` and waits until it is gone.
