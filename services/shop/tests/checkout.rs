@@ -36,11 +36,15 @@ async fn stock_of(stack: &Stack, ids: &[String]) -> Vec<i64> {
     levels
 }
 
-/// Charges that still hold money: succeeded and not refunded in full.
+/// Charges that still hold money: succeeded and not refunded in full (payment keeps a refunded
+/// charge `succeeded` and counts what went back in `refunded`).
 fn standing(charges: &[Value]) -> usize {
     charges
         .iter()
-        .filter(|c| c["status"] == "succeeded" || c["status"] == "partially_refunded")
+        .filter(|c| {
+            c["status"] == "succeeded"
+                && c["refunded"].as_i64().unwrap() < c["amount"]["amount"].as_i64().unwrap()
+        })
         .count()
 }
 
