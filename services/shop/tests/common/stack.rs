@@ -299,12 +299,10 @@ impl Stack {
             self.url("payment")
         );
         let found = self.get_json(url, None).await;
-        found
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .or_else(|| found.as_array().cloned())
-            .unwrap_or_default()
+        found["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("charges of {order_id}: {found}"))
+            .clone()
     }
 
     pub async fn notifications(&self, customer: &Customer) -> Vec<Value> {
