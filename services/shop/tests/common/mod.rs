@@ -55,29 +55,15 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts `shop <args>` with `env`; its output is dropped, its logs at `warn` unless `SHOP_LOG`
+    /// says otherwise.
     pub fn start(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(SHOP);
-        command
-            .args(args)
-            .env(
-                "SHOP_LOG",
-                std::env::var("SHOP_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("SHOP_LOG_FORMAT", "text")
-            .stdout(Stdio::null());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self {
-            name: name.into(),
-            child,
-        }
+        let mut command = shop_command(args, env, "warn");
+        command.stdout(Stdio::null());
+        Self::spawn(name, command)
     }
 
-    /// Like [`Process::start`], with its output (the logs) appended to `log`.
+    /// Like [`Process::start`], with its output (the logs, at `info` by default) appended to `log`.
     pub fn start_logging(
         name: &str,
         args: &[&str],
@@ -89,19 +75,12 @@ impl Process {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        let mut command = Command::new(SHOP);
-        command
-            .args(args)
-            .env(
-                "SHOP_LOG",
-                std::env::var("SHOP_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("SHOP_LOG_FORMAT", "text")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        for (key, value) in env {
-            command.env(key, value);
-        }
+        let mut command = shop_command(args, env, "info");
+        command.stdout(file.try_clone().unwrap()).stderr(file);
+        Self::spawn(name, command)
+    }
+
+    fn spawn(name: &str, mut command: Command) -> Self {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
@@ -144,6 +123,22 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `shop <args>` with `env`, text logs at `SHOP_LOG` (else `log_level`).
+fn shop_command(args: &[&str], env: &[(&str, String)], log_level: &str) -> Command {
+    let mut command = Command::new(SHOP);
+    command
+        .args(args)
+        .env(
+            "SHOP_LOG",
+            std::env::var("SHOP_LOG").unwrap_or_else(|_| log_level.into()),
+        )
+        .env("SHOP_LOG_FORMAT", "text");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
 }
 
 /// Polls `url` until it answers 2xx.
