@@ -111,8 +111,6 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
             "4",
             "--duration",
             "1",
-            "--weights",
-            "checkout=0",
             "--json",
         ])
         .output()
