@@ -165,6 +165,34 @@ pub async fn wait_ready(url: &str, limit: Duration) {
     }
 }
 
+/// `shop up` on `port` and the eight ports after it, its data in `data`, with `args` and `env`
+/// added; returns once the gateway sees every service ready. Stop it with [`interrupt`].
+pub async fn shop_up(data: &TempDir, port: u16, args: &[&str], env: &[(&str, String)]) -> Process {
+    let port_arg = port.to_string();
+    let mut all = vec![
+        "up",
+        "--data-dir",
+        data.0.to_str().unwrap(),
+        "--port",
+        &port_arg,
+    ];
+    all.extend_from_slice(args);
+    let process = Process::start("shop up", &all, env);
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/readyz/upstreams"),
+        Duration::from_secs(60),
+    )
+    .await;
+    process
+}
+
+/// Ctrl-C, so `shop up` stops its services (a SIGKILL on drop would leave them running); it must
+/// exit cleanly.
+pub async fn interrupt(mut shop: Process) {
+    shop.signal(Signal::SIGINT);
+    assert!(shop.wait(Duration::from_secs(30)).await.success());
+}
+
 /// One service as its own process, listening on `port`, with its SQLite file in `dir`.
 pub async fn serve(service: &str, port: u16, dir: &TempDir, extra: &[(&str, String)]) -> Process {
     let mut env = vec![
