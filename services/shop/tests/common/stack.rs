@@ -25,19 +25,6 @@ pub const SERVICES: [&str; 9] = [
     "notification",
 ];
 
-/// Start order: the gateway last, so the user service's keys are there when it starts.
-const START_ORDER: [&str; 9] = [
-    "user",
-    "catalog",
-    "cart",
-    "inventory",
-    "payment",
-    "shipping",
-    "order",
-    "notification",
-    "gateway",
-];
-
 pub const GOOD_CARD: &str = "4242424242424242";
 pub const DECLINED_CARD: &str = "4000000000000002";
 pub const NO_FUNDS_CARD: &str = "4000000000009995";
@@ -98,18 +85,23 @@ impl Stack {
                 .build()
                 .unwrap(),
         };
-        for service in START_ORDER {
+        // The gateway last, so the user service's keys are there when it starts.
+        for service in SERVICES.into_iter().skip(1).chain(["gateway"]) {
             stack.start_service(service, &[]).await;
         }
         Some(stack)
     }
 
-    pub fn url(&self, service: &str) -> String {
+    fn port(&self, service: &str) -> u16 {
         let index = SERVICES
             .iter()
             .position(|s| *s == service)
             .unwrap_or_else(|| panic!("no service {service}"));
-        format!("http://127.0.0.1:{}", self.base + index as u16)
+        self.base + index as u16
+    }
+
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(service))
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -117,9 +109,8 @@ impl Stack {
     }
 
     fn environment(&self, service: &'static str) -> Vec<(&'static str, String)> {
-        let port = |s: &str| self.base + SERVICES.iter().position(|x| *x == s).unwrap() as u16;
         let mut env = vec![
-            ("SHOP_LISTEN", format!("127.0.0.1:{}", port(service))),
+            ("SHOP_LISTEN", format!("127.0.0.1:{}", self.port(service))),
             ("DATABASE_URL", self.databases[service].clone()),
             ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
             ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
@@ -139,7 +130,7 @@ impl Stack {
             env.push((key, self.url(upstream)));
         }
         if service == "gateway" {
-            let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, port(s))).collect();
+            let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, self.port(s))).collect();
             let routes = shop_gateway::domain::local_table(&ports);
             env.push(("SHOP_ROUTES", serde_json::to_string(&routes).unwrap()));
         }
