@@ -15,13 +15,15 @@ pub mod stack;
 pub const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
 /// A base port with `count` free ports after it. Each call in a process gets its own range, so
-/// tests running side by side never pick the same ports.
+/// tests running side by side never pick the same ports. The ports are below Linux's ephemeral
+/// range (32768 and up), so an outgoing connection cannot take one between this check and the
+/// service's bind.
 pub fn free_ports(count: u16) -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let start = std::process::id() % 400 * 100;
     for _ in 0..200 {
         let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let base = 20_000 + ((start + slot * 10) % 40_000) as u16;
+        let base = 20_000 + ((start + slot * 10) % 12_000) as u16;
         let listeners: Vec<_> = (0..count)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
