@@ -10,7 +10,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_kit::testing::TestDatabase;
 
-use super::{Process, TempDir, free_ports, wait_ready};
+use super::{Process, TempDir, free_ports};
 
 /// Every service, in the port order of `shop up` (gateway first), so `base + index` is its port.
 pub const SERVICES: [&str; 9] = [
@@ -156,7 +156,31 @@ impl Stack {
         let process = Process::start_logging(service, &["serve", service], &env, &log);
         self.processes.insert(service, process);
         let ready = format!("{}/readyz", self.url(service));
-        wait_ready(&ready, Duration::from_secs(60)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self
+                .client
+                .get(&ready)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            // A service that exited (a port taken, a bad setting) fails at once, with its log.
+            let exited = self.processes.get_mut(service).unwrap().child.try_wait();
+            let exited = exited.unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{service} not ready at {ready} ({}); its log:\n{}",
+                exited.map_or("still starting after 60 s".into(), |s| format!(
+                    "exited, {s}"
+                )),
+                self.log(service)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// SIGKILLs `service` and waits until it is gone.
