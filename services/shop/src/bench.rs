@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::load::{self, CardWeights, Classified, Group, LoadArgs, Row, Samples, Weights};
-use crate::up::{self, UpArgs};
+use shop::up::{self, UpArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -207,7 +207,7 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
     let _ = ceiling.wait().await;
 
     let (_, report) = load::execute(&LoadArgs {
-        url: shop.url(crate::ServiceName::Gateway).to_owned(),
+        url: shop.url(shop::ServiceName::Gateway).to_owned(),
         concurrency: Some(args.concurrency),
         rate: None,
         users: None,
