@@ -7,18 +7,9 @@ use std::process::Command;
 
 use common::{Process, SHOP, TempDir, free_ports, interrupt, shop_up};
 use serde_json::{Value, json};
+use shop::ServiceName;
+use shop::up::{database_name, has_database};
 use sqlx::Connection;
-
-const WITH_DATA: [&str; 8] = [
-    "user",
-    "catalog",
-    "cart",
-    "inventory",
-    "payment",
-    "shipping",
-    "order",
-    "notification",
-];
 
 async fn shop_up_on(admin: &str, prefix: &str, data: &TempDir, port: u16) -> Process {
     shop_up(
@@ -59,7 +50,11 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
     let url = format!("http://127.0.0.1:{port}");
 
     let shop = shop_up_on(&admin, &prefix, &data, port).await;
-    let mut expected: Vec<String> = WITH_DATA.iter().map(|s| format!("{prefix}_{s}")).collect();
+    let mut expected: Vec<String> = ServiceName::ALL
+        .into_iter()
+        .filter(|s| has_database(*s))
+        .map(|s| database_name(&prefix, s))
+        .collect();
     expected.sort();
     assert_eq!(databases(&admin, &prefix).await, expected);
     assert!(

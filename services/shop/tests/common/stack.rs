@@ -8,22 +8,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop::ServiceName;
+use shop::up::{START_ORDER, port_of, service_env};
 use shop_kit::testing::TestDatabase;
 
 use super::{Process, TempDir, free_ports};
 
-/// Every service, in the port order of `shop up` (gateway first), so `base + index` is its port.
-pub const SERVICES: [&str; 9] = [
-    "gateway",
-    "user",
-    "catalog",
-    "cart",
-    "inventory",
-    "payment",
-    "shipping",
-    "order",
-    "notification",
-];
+/// The service called `name`.
+fn service(name: &str) -> ServiceName {
+    ServiceName::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
 
 pub const GOOD_CARD: &str = "4242424242424242";
 pub const DECLINED_CARD: &str = "4000000000000002";
@@ -31,7 +28,7 @@ pub const NO_FUNDS_CARD: &str = "4000000000009995";
 
 #[derive(Debug, Clone)]
 pub enum Bus {
-    /// Direct delivery between the processes, as `shop up` does.
+    /// Direct delivery between the processes (`SHOP_EVENT_PEERS`), as `shop up` does.
     Local,
     /// A NATS JetStream server at this URL.
     Nats(String),
@@ -59,7 +56,7 @@ impl Stack {
         let dir = TempDir::new();
         let mut databases = BTreeMap::new();
         let mut postgres = Vec::new();
-        for service in SERVICES {
+        for service in ServiceName::ALL.map(ServiceName::as_str) {
             let url = match storage {
                 Storage::Sqlite => {
                     format!("sqlite://{}", dir.0.join(format!("{service}.db")).display())
@@ -74,7 +71,7 @@ impl Stack {
             databases.insert(service, url);
         }
         let mut stack = Self {
-            base: free_ports(SERVICES.len() as u16),
+            base: free_ports(ServiceName::ALL.len() as u16),
             bus,
             dir,
             databases,
@@ -85,19 +82,14 @@ impl Stack {
                 .build()
                 .unwrap(),
         };
-        // The gateway last, so the user service's keys are there when it starts.
-        for service in SERVICES.into_iter().skip(1).chain(["gateway"]) {
-            stack.start_service(service, &[]).await;
+        for service in START_ORDER {
+            stack.start_service(service.as_str(), &[]).await;
         }
         Some(stack)
     }
 
-    fn port(&self, service: &str) -> u16 {
-        let index = SERVICES
-            .iter()
-            .position(|s| *s == service)
-            .unwrap_or_else(|| panic!("no service {service}"));
-        self.base + index as u16
+    fn port(&self, name: &str) -> u16 {
+        port_of(self.base, service(name))
     }
 
     pub fn url(&self, service: &str) -> String {
@@ -108,42 +100,33 @@ impl Stack {
         format!("{}/api{path}", self.url("gateway"))
     }
 
-    fn environment(&self, service: &'static str) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            ("SHOP_LISTEN", format!("127.0.0.1:{}", self.port(service))),
-            ("DATABASE_URL", self.databases[service].clone()),
+    /// `shop up`'s environment for `name`, with the tests' settings, and NATS when asked for.
+    fn environment(&self, name: &'static str) -> Vec<(&'static str, String)> {
+        let mut env = service_env(
+            service(name),
+            [127, 0, 0, 1].into(),
+            self.base,
+            self.databases[name].clone(),
+        );
+        env.extend([
             ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
             ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
             ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
             ("ORDER_RESUME_INTERVAL_MS", "500".into()),
             // A saga whose process died is taken over after 2 s of silence (15 s by default).
             ("ORDER_RESUME_LEASE_MS", "2000".into()),
-        ];
-        for (key, upstream) in [
-            ("USER_URL", "user"),
-            ("CATALOG_URL", "catalog"),
-            ("CART_URL", "cart"),
-            ("INVENTORY_URL", "inventory"),
-            ("PAYMENT_URL", "payment"),
-            ("SHIPPING_URL", "shipping"),
-        ] {
-            env.push((key, self.url(upstream)));
-        }
-        if service == "gateway" {
-            let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, self.port(s))).collect();
+        ]);
+        if name == "gateway" {
+            let ports: Vec<(&str, u16)> = ServiceName::ALL
+                .iter()
+                .map(|s| (s.as_str(), port_of(self.base, *s)))
+                .collect();
             let routes = shop_gateway::domain::local_table(&ports);
             env.push(("SHOP_ROUTES", serde_json::to_string(&routes).unwrap()));
         }
-        match &self.bus {
-            Bus::Local => env.push((
-                "SHOP_EVENT_PEERS",
-                format!(
-                    "notification={},cart={}",
-                    self.url("notification"),
-                    self.url("cart")
-                ),
-            )),
-            Bus::Nats(url) => env.push(("NATS_URL", url.clone())),
+        // NATS_URL takes over from the local bus's peers that `shop up` sets.
+        if let Bus::Nats(url) = &self.bus {
+            env.push(("NATS_URL", url.clone()));
         }
         env
     }
