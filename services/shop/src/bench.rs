@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::load::{self, CardWeights, Classified, Group, LoadArgs, Row, Samples, Weights};
-use crate::up::{self, UpArgs};
+use shop::up::{self, UpArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -207,7 +207,7 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
     let _ = ceiling.wait().await;
 
     let (_, report) = load::execute(&LoadArgs {
-        url: shop.url(crate::ServiceName::Gateway).to_owned(),
+        url: shop.url(shop::ServiceName::Gateway).to_owned(),
         concurrency: Some(args.concurrency),
         rate: None,
         users: None,
@@ -264,7 +264,7 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
     let browse = p99(Group::Browse);
     print_target(
         "browse p99",
-        "≤ 20 ms",
+        &format!("≤ {BROWSE_P99_MS} ms"),
         browse,
         " ms",
         browse.map(|v| v <= BROWSE_P99_MS),
@@ -272,7 +272,7 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
     let checkout = p99(Group::Checkout);
     print_target(
         "checkout p99",
-        "≤ 150 ms",
+        &format!("≤ {CHECKOUT_P99_MS} ms"),
         checkout,
         " ms",
         checkout.map(|v| v <= CHECKOUT_P99_MS),
@@ -289,7 +289,7 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
         let now = mib.map(|(now, _)| now);
         print_target(
             &format!("{} RSS at end", running.service.as_str()),
-            "≤ 48 MiB",
+            &format!("≤ {SERVICE_RSS_MIB} MiB"),
             now,
             " MiB",
             now.map(|v| v <= SERVICE_RSS_MIB),

@@ -2,12 +2,12 @@
 
 mod bench;
 mod load;
-mod up;
 
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use shop::{ServiceName, up};
 use shop_kit::{Metrics, Service, ServiceConfig};
 
 #[derive(Parser)]
@@ -40,47 +40,6 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ServiceName {
-    Gateway,
-    User,
-    Catalog,
-    Cart,
-    Inventory,
-    Payment,
-    Shipping,
-    Order,
-    Notification,
-}
-
-impl ServiceName {
-    pub const ALL: [Self; 9] = [
-        Self::Gateway,
-        Self::User,
-        Self::Catalog,
-        Self::Cart,
-        Self::Inventory,
-        Self::Payment,
-        Self::Shipping,
-        Self::Order,
-        Self::Notification,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gateway => "gateway",
-            Self::User => "user",
-            Self::Catalog => "catalog",
-            Self::Cart => "cart",
-            Self::Inventory => "inventory",
-            Self::Payment => "payment",
-            Self::Shipping => "shipping",
-            Self::Order => "order",
-            Self::Notification => "notification",
-        }
-    }
 }
 
 fn main() -> Result<()> {

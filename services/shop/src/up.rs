@@ -75,7 +75,7 @@ impl Shop {
 
 /// Start order: the gateway last, so the user service's keys are there when it starts.
 /// The event consumers come before the producers, whose relays would otherwise retry a while.
-const START_ORDER: [ServiceName; 9] = [
+pub const START_ORDER: [ServiceName; 9] = [
     ServiceName::Notification,
     ServiceName::User,
     ServiceName::Catalog,
@@ -90,7 +90,8 @@ const START_ORDER: [ServiceName; 9] = [
 /// The services that consume events: the local bus's peers (see docs/events.md).
 const EVENT_CONSUMERS: [ServiceName; 2] = [ServiceName::Notification, ServiceName::Cart];
 
-fn port_of(base: u16, service: ServiceName) -> u16 {
+/// A service's port: the gateway's is `base`, the others follow in [`ServiceName::ALL`]'s order.
+pub fn port_of(base: u16, service: ServiceName) -> u16 {
     base + ServiceName::ALL
         .iter()
         .position(|s| *s == service)
@@ -164,11 +165,6 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             )
     };
 
-    let event_peers = EVENT_CONSUMERS
-        .iter()
-        .map(|s| format!("{}={}", s.as_str(), url_of(*s)))
-        .collect::<Vec<_>>()
-        .join(",");
     let exe = std::env::current_exe().context("finding the shop executable")?;
     let (exited_tx, mut exits) = mpsc::unbounded_channel();
     let mut running = Vec::new();
@@ -177,19 +173,12 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
         let mut command = Command::new(&exe);
         command
             .args(["serve", name])
-            .env(
-                "SHOP_LISTEN",
-                format!("{}:{}", args.host, port_of(args.port, service)),
-            )
-            .env("DATABASE_URL", database_url(service))
-            .env("USER_URL", url_of(ServiceName::User))
-            .env("CATALOG_URL", url_of(ServiceName::Catalog))
-            .env("CART_URL", url_of(ServiceName::Cart))
-            .env("INVENTORY_URL", url_of(ServiceName::Inventory))
-            .env("PAYMENT_URL", url_of(ServiceName::Payment))
-            .env("SHIPPING_URL", url_of(ServiceName::Shipping))
-            // Events go straight to the consumers (NATS_URL in the environment takes over).
-            .env("SHOP_EVENT_PEERS", &event_peers)
+            .envs(service_env(
+                service,
+                args.host,
+                args.port,
+                database_url(service),
+            ))
             .env("SHOP_ROUTES_FILE", &routes_file)
             .kill_on_drop(true)
             .envs(args.env.iter().map(|(k, v)| (k, v)));
@@ -227,8 +216,36 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
     })
 }
 
+/// The environment `shop up` gives `service` when the gateway is on `host`:`base`: where it
+/// listens, its database, where the others are, and the local bus's consumers (events go
+/// straight to them; `NATS_URL` in the environment takes over).
+pub fn service_env(
+    service: ServiceName,
+    host: IpAddr,
+    base: u16,
+    database_url: String,
+) -> Vec<(&'static str, String)> {
+    let url_of = |s: ServiceName| format!("http://{host}:{}", port_of(base, s));
+    let event_peers = EVENT_CONSUMERS
+        .iter()
+        .map(|s| format!("{}={}", s.as_str(), url_of(*s)))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        ("SHOP_LISTEN", format!("{host}:{}", port_of(base, service))),
+        ("DATABASE_URL", database_url),
+        ("USER_URL", url_of(ServiceName::User)),
+        ("CATALOG_URL", url_of(ServiceName::Catalog)),
+        ("CART_URL", url_of(ServiceName::Cart)),
+        ("INVENTORY_URL", url_of(ServiceName::Inventory)),
+        ("PAYMENT_URL", url_of(ServiceName::Payment)),
+        ("SHIPPING_URL", url_of(ServiceName::Shipping)),
+        ("SHOP_EVENT_PEERS", event_peers),
+    ]
+}
+
 /// The services that keep data (every one but the gateway).
-fn has_database(service: ServiceName) -> bool {
+pub fn has_database(service: ServiceName) -> bool {
     service != ServiceName::Gateway
 }
 

@@ -5,9 +5,8 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Process, TempDir, free_ports, wait_ready};
+use common::{Process, TempDir, free_ports, interrupt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use nix::sys::signal::Signal;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_kit::auth::{AUDIENCE, Claims, ISSUER};
@@ -19,23 +18,13 @@ struct Shop {
     url: String,
 }
 
-async fn shop_up() -> Shop {
+async fn start_shop() -> Shop {
     let data = TempDir::new();
     // One port per service of `shop up`, gateway first (see `port_of` in up.rs).
     let port = free_ports(9);
-    let process = Process::start(
-        "shop up",
-        &[
-            "up",
-            "--data-dir",
-            data.0.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ],
-        &[("SHOP_ROUTES_RELOAD_MS", "200".into())],
-    );
+    let process =
+        common::shop_up(&data, port, &[], &[("SHOP_ROUTES_RELOAD_MS", "200".into())]).await;
     let url = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{url}/readyz/upstreams"), Duration::from_secs(60)).await;
     Shop { process, data, url }
 }
 
@@ -60,7 +49,7 @@ fn forge(pkcs8: &[u8], kid: &str, sub: &str, exp_offset: i64) -> String {
 
 #[tokio::test]
 async fn register_login_browse_and_fill_a_cart() {
-    let mut shop = shop_up().await;
+    let shop = start_shop().await;
     let client = Client::new();
     let api = |path: &str| format!("{}/api{path}", shop.url);
 
@@ -289,6 +278,5 @@ async fn register_login_browse_and_fill_a_cart() {
     }
 
     // Ctrl-C (SIGINT) stops the whole shop cleanly.
-    shop.process.signal(Signal::SIGINT);
-    assert!(shop.process.wait(Duration::from_secs(30)).await.success());
+    interrupt(shop.process).await;
 }

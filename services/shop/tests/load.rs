@@ -4,10 +4,8 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use common::{Process, SHOP, TempDir, free_ports, wait_ready};
-use nix::sys::signal::Signal;
+use common::{SHOP, TempDir, free_ports, interrupt, shop_up};
 use serde_json::Value;
 
 fn shop_load(args: &[&str]) -> Output {
@@ -51,20 +49,15 @@ const NOT_CHECKOUT: [&str; 8] = [
 async fn the_mix_reaches_every_operation_without_errors() {
     let data = TempDir::new();
     let port = free_ports(9);
-    let mut shop = Process::start(
-        "shop up",
-        &[
-            "up",
-            "--data-dir",
-            data.0.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ],
-        // One client address sending flat out: the per-address limit would turn it into 429s.
+    // One client address sending flat out: the per-address limit would turn it into 429s.
+    let shop = shop_up(
+        &data,
+        port,
+        &[],
         &[("SHOP_RATE_LIMIT_PER_SECOND", "0".into())],
-    );
+    )
+    .await;
     let url = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{url}/readyz/upstreams"), Duration::from_secs(60)).await;
 
     // Closed loop, the default mix (checkouts included), weighted so the rarer operations show up
     // in two seconds.
@@ -127,9 +120,7 @@ async fn the_mix_reaches_every_operation_without_errors() {
             .all(|g| g["name"] != "checkout")
     );
 
-    // Ctrl-C, so `shop up` stops its services (a SIGKILL on drop would leave them running).
-    shop.signal(Signal::SIGINT);
-    assert!(shop.wait(Duration::from_secs(30)).await.success());
+    interrupt(shop).await;
 }
 
 #[test]

@@ -4,51 +4,21 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
-use common::{Process, SHOP, TempDir, free_ports, wait_ready};
-use nix::sys::signal::Signal;
+use common::{Process, SHOP, TempDir, free_ports, interrupt, shop_up};
 use serde_json::{Value, json};
+use shop::ServiceName;
+use shop::up::{database_name, has_database};
 use sqlx::Connection;
 
-const WITH_DATA: [&str; 8] = [
-    "user",
-    "catalog",
-    "cart",
-    "inventory",
-    "payment",
-    "shipping",
-    "order",
-    "notification",
-];
-
-async fn shop_up(admin: &str, prefix: &str, data: &TempDir, port: u16) -> Process {
-    let process = Process::start(
-        "shop up",
-        &[
-            "up",
-            "--data-dir",
-            data.0.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--database-url",
-            admin,
-            "--database-prefix",
-            prefix,
-        ],
+async fn shop_up_on(admin: &str, prefix: &str, data: &TempDir, port: u16) -> Process {
+    shop_up(
+        data,
+        port,
+        &["--database-url", admin, "--database-prefix", prefix],
         &[("SHOP_RATE_LIMIT_PER_SECOND", "0".into())],
-    );
-    wait_ready(
-        &format!("http://127.0.0.1:{port}/readyz/upstreams"),
-        Duration::from_secs(60),
     )
-    .await;
-    process
-}
-
-async fn stop(mut shop: Process) {
-    shop.signal(Signal::SIGINT);
-    assert!(shop.wait(Duration::from_secs(30)).await.success());
+    .await
 }
 
 async fn databases(admin: &str, prefix: &str) -> Vec<String> {
@@ -79,8 +49,12 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
     let port = free_ports(9);
     let url = format!("http://127.0.0.1:{port}");
 
-    let shop = shop_up(&admin, &prefix, &data, port).await;
-    let mut expected: Vec<String> = WITH_DATA.iter().map(|s| format!("{prefix}_{s}")).collect();
+    let shop = shop_up_on(&admin, &prefix, &data, port).await;
+    let mut expected: Vec<String> = ServiceName::ALL
+        .into_iter()
+        .filter(|s| has_database(*s))
+        .map(|s| database_name(&prefix, s))
+        .collect();
     expected.sort();
     assert_eq!(databases(&admin, &prefix).await, expected);
     assert!(
@@ -101,7 +75,7 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
         .unwrap();
     assert_eq!(created.status(), 201);
 
-    // The mix on PostgreSQL: every operation but checkout (no order service yet) without errors.
+    // The mix on PostgreSQL, checkouts through the order saga included, without errors.
     let output = Command::new(SHOP)
         .args([
             "load",
@@ -111,8 +85,6 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
             "4",
             "--duration",
             "1",
-            "--weights",
-            "checkout=0",
             "--json",
         ])
         .output()
@@ -125,10 +97,10 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(report["total"]["count"].as_u64().unwrap() > 0);
     assert_eq!(report["total"]["errors"], 0, "{report:#}");
-    stop(shop).await;
+    interrupt(shop).await;
 
     // A second start finds the databases and the data of the first.
-    let shop = shop_up(&admin, &prefix, &data, port).await;
+    let shop = shop_up_on(&admin, &prefix, &data, port).await;
     let again = client
         .post(format!("{url}/api/users"))
         .json(&json!({"email": "pg@example.com", "password": "pg password", "name": "Pg"}))
@@ -136,7 +108,7 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
         .await
         .unwrap();
     assert_eq!(again.status(), 409, "the account of the first run is there");
-    stop(shop).await;
+    interrupt(shop).await;
 
     let mut server = sqlx::PgConnection::connect(&admin).await.unwrap();
     for name in expected {

@@ -15,13 +15,15 @@ pub mod stack;
 pub const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
 /// A base port with `count` free ports after it. Each call in a process gets its own range, so
-/// tests running side by side never pick the same ports.
+/// tests running side by side never pick the same ports. The ports are below Linux's ephemeral
+/// range (32768 and up), so an outgoing connection cannot take one between this check and the
+/// service's bind.
 pub fn free_ports(count: u16) -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let start = std::process::id() % 400 * 100;
     for _ in 0..200 {
         let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let base = 20_000 + ((start + slot * 10) % 40_000) as u16;
+        let base = 20_000 + ((start + slot * 10) % 12_000) as u16;
         let listeners: Vec<_> = (0..count)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -55,29 +57,15 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts `shop <args>` with `env`; its output is dropped, its logs at `warn` unless `SHOP_LOG`
+    /// says otherwise.
     pub fn start(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(SHOP);
-        command
-            .args(args)
-            .env(
-                "SHOP_LOG",
-                std::env::var("SHOP_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("SHOP_LOG_FORMAT", "text")
-            .stdout(Stdio::null());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self {
-            name: name.into(),
-            child,
-        }
+        let mut command = shop_command(args, env, "warn");
+        command.stdout(Stdio::null());
+        Self::spawn(name, command)
     }
 
-    /// Like [`Process::start`], with its output (the logs) appended to `log`.
+    /// Like [`Process::start`], with its output (the logs, at `info` by default) appended to `log`.
     pub fn start_logging(
         name: &str,
         args: &[&str],
@@ -89,19 +77,12 @@ impl Process {
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        let mut command = Command::new(SHOP);
-        command
-            .args(args)
-            .env(
-                "SHOP_LOG",
-                std::env::var("SHOP_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("SHOP_LOG_FORMAT", "text")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        for (key, value) in env {
-            command.env(key, value);
-        }
+        let mut command = shop_command(args, env, "info");
+        command.stdout(file.try_clone().unwrap()).stderr(file);
+        Self::spawn(name, command)
+    }
+
+    fn spawn(name: &str, mut command: Command) -> Self {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
@@ -146,6 +127,22 @@ impl Drop for Process {
     }
 }
 
+/// `shop <args>` with `env`, text logs at `SHOP_LOG` (else `log_level`).
+fn shop_command(args: &[&str], env: &[(&str, String)], log_level: &str) -> Command {
+    let mut command = Command::new(SHOP);
+    command
+        .args(args)
+        .env(
+            "SHOP_LOG",
+            std::env::var("SHOP_LOG").unwrap_or_else(|_| log_level.into()),
+        )
+        .env("SHOP_LOG_FORMAT", "text");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
 /// Polls `url` until it answers 2xx.
 pub async fn wait_ready(url: &str, limit: Duration) {
     let client = reqwest::Client::builder()
@@ -168,6 +165,34 @@ pub async fn wait_ready(url: &str, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// `shop up` on `port` and the eight ports after it, its data in `data`, with `args` and `env`
+/// added; returns once the gateway sees every service ready. Stop it with [`interrupt`].
+pub async fn shop_up(data: &TempDir, port: u16, args: &[&str], env: &[(&str, String)]) -> Process {
+    let port_arg = port.to_string();
+    let mut all = vec![
+        "up",
+        "--data-dir",
+        data.0.to_str().unwrap(),
+        "--port",
+        &port_arg,
+    ];
+    all.extend_from_slice(args);
+    let process = Process::start("shop up", &all, env);
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/readyz/upstreams"),
+        Duration::from_secs(60),
+    )
+    .await;
+    process
+}
+
+/// Ctrl-C, so `shop up` stops its services (a SIGKILL on drop would leave them running); it must
+/// exit cleanly.
+pub async fn interrupt(mut shop: Process) {
+    shop.signal(Signal::SIGINT);
+    assert!(shop.wait(Duration::from_secs(30)).await.success());
 }
 
 /// One service as its own process, listening on `port`, with its SQLite file in `dir`.

@@ -8,35 +8,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use shop::ServiceName;
+use shop::up::{START_ORDER, port_of, service_env};
 use shop_kit::testing::TestDatabase;
 
-use super::{Process, TempDir, free_ports, wait_ready};
+use super::{Process, TempDir, free_ports};
 
-/// Every service, in the port order of `shop up` (gateway first), so `base + index` is its port.
-pub const SERVICES: [&str; 9] = [
-    "gateway",
-    "user",
-    "catalog",
-    "cart",
-    "inventory",
-    "payment",
-    "shipping",
-    "order",
-    "notification",
-];
-
-/// Start order: the gateway last, so the user service's keys are there when it starts.
-const START_ORDER: [&str; 9] = [
-    "user",
-    "catalog",
-    "cart",
-    "inventory",
-    "payment",
-    "shipping",
-    "order",
-    "notification",
-    "gateway",
-];
+/// The service called `name`.
+fn service(name: &str) -> ServiceName {
+    ServiceName::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
 
 pub const GOOD_CARD: &str = "4242424242424242";
 pub const DECLINED_CARD: &str = "4000000000000002";
@@ -44,7 +28,7 @@ pub const NO_FUNDS_CARD: &str = "4000000000009995";
 
 #[derive(Debug, Clone)]
 pub enum Bus {
-    /// Direct delivery between the processes, as `shop up` does.
+    /// Direct delivery between the processes (`SHOP_EVENT_PEERS`), as `shop up` does.
     Local,
     /// A NATS JetStream server at this URL.
     Nats(String),
@@ -72,7 +56,7 @@ impl Stack {
         let dir = TempDir::new();
         let mut databases = BTreeMap::new();
         let mut postgres = Vec::new();
-        for service in SERVICES {
+        for service in ServiceName::ALL.map(ServiceName::as_str) {
             let url = match storage {
                 Storage::Sqlite => {
                     format!("sqlite://{}", dir.0.join(format!("{service}.db")).display())
@@ -87,7 +71,7 @@ impl Stack {
             databases.insert(service, url);
         }
         let mut stack = Self {
-            base: free_ports(SERVICES.len() as u16),
+            base: free_ports(ServiceName::ALL.len() as u16),
             bus,
             dir,
             databases,
@@ -99,68 +83,50 @@ impl Stack {
                 .unwrap(),
         };
         for service in START_ORDER {
-            stack.start_service(service, &[]).await;
+            stack.start_service(service.as_str(), &[]).await;
         }
         Some(stack)
     }
 
+    fn port(&self, name: &str) -> u16 {
+        port_of(self.base, service(name))
+    }
+
     pub fn url(&self, service: &str) -> String {
-        let index = SERVICES
-            .iter()
-            .position(|s| *s == service)
-            .unwrap_or_else(|| panic!("no service {service}"));
-        format!("http://127.0.0.1:{}", self.base + index as u16)
+        format!("http://127.0.0.1:{}", self.port(service))
     }
 
     pub fn api(&self, path: &str) -> String {
         format!("{}/api{path}", self.url("gateway"))
     }
 
-    fn environment(&self, service: &'static str) -> Vec<(&'static str, String)> {
-        let port = |s: &str| self.base + SERVICES.iter().position(|x| *x == s).unwrap() as u16;
-        let mut env = vec![
-            ("SHOP_LISTEN", format!("127.0.0.1:{}", port(service))),
-            ("DATABASE_URL", self.databases[service].clone()),
+    /// `shop up`'s environment for `name`, with the tests' settings, and NATS when asked for.
+    fn environment(&self, name: &'static str) -> Vec<(&'static str, String)> {
+        let mut env = service_env(
+            service(name),
+            [127, 0, 0, 1].into(),
+            self.base,
+            self.databases[name].clone(),
+        );
+        env.extend([
             ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
             ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
             ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
             ("ORDER_RESUME_INTERVAL_MS", "500".into()),
             // A saga whose process died is taken over after 2 s of silence (15 s by default).
             ("ORDER_RESUME_LEASE_MS", "2000".into()),
-        ];
-        for upstream in [
-            "user",
-            "catalog",
-            "cart",
-            "inventory",
-            "payment",
-            "shipping",
-        ] {
-            let key: &'static str = match upstream {
-                "user" => "USER_URL",
-                "catalog" => "CATALOG_URL",
-                "cart" => "CART_URL",
-                "inventory" => "INVENTORY_URL",
-                "payment" => "PAYMENT_URL",
-                _ => "SHIPPING_URL",
-            };
-            env.push((key, self.url(upstream)));
-        }
-        if service == "gateway" {
-            let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, port(s))).collect();
+        ]);
+        if name == "gateway" {
+            let ports: Vec<(&str, u16)> = ServiceName::ALL
+                .iter()
+                .map(|s| (s.as_str(), port_of(self.base, *s)))
+                .collect();
             let routes = shop_gateway::domain::local_table(&ports);
             env.push(("SHOP_ROUTES", serde_json::to_string(&routes).unwrap()));
         }
-        match &self.bus {
-            Bus::Local => env.push((
-                "SHOP_EVENT_PEERS",
-                format!(
-                    "notification={},cart={}",
-                    self.url("notification"),
-                    self.url("cart")
-                ),
-            )),
-            Bus::Nats(url) => env.push(("NATS_URL", url.clone())),
+        // NATS_URL takes over from the local bus's peers that `shop up` sets.
+        if let Bus::Nats(url) = &self.bus {
+            env.push(("NATS_URL", url.clone()));
         }
         env
     }
@@ -173,16 +139,31 @@ impl Stack {
         let process = Process::start_logging(service, &["serve", service], &env, &log);
         self.processes.insert(service, process);
         let ready = format!("{}/readyz", self.url(service));
-        wait_ready(&ready, Duration::from_secs(60)).await;
-    }
-
-    /// Starts `service` without waiting for it (for a process expected to die soon).
-    pub fn spawn_service(&mut self, service: &'static str, extra: &[(&str, String)]) {
-        let mut env = self.environment(service);
-        env.extend(extra.iter().cloned());
-        let log = self.dir.0.join(format!("{service}.log"));
-        let process = Process::start_logging(service, &["serve", service], &env, &log);
-        self.processes.insert(service, process);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self
+                .client
+                .get(&ready)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            // A service that exited (a port taken, a bad setting) fails at once, with its log.
+            let exited = self.processes.get_mut(service).unwrap().child.try_wait();
+            let exited = exited.unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{service} not ready at {ready} ({}); its log:\n{}",
+                exited.map_or("still starting after 60 s".into(), |s| format!(
+                    "exited, {s}"
+                )),
+                self.log(service)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// SIGKILLs `service` and waits until it is gone.
@@ -211,7 +192,7 @@ impl Stack {
 
     // ---- the customer's side, through the gateway ----
 
-    /// Registers and logs in a new customer; returns the bearer token and user id.
+    /// Registers and logs in a new customer.
     pub async fn customer(&self, name: &str) -> Customer {
         let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
         let created = self
@@ -222,10 +203,6 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(created.status(), StatusCode::CREATED, "registering {email}");
-        let user_id = created.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
         let tokens: Value = self
             .client
             .post(self.api("/auth/login"))
@@ -238,8 +215,6 @@ impl Stack {
             .unwrap();
         Customer {
             token: tokens["access_token"].as_str().unwrap().to_owned(),
-            user_id,
-            email,
         }
     }
 
@@ -316,12 +291,10 @@ impl Stack {
             self.url("payment")
         );
         let found = self.get_json(url, None).await;
-        found
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .or_else(|| found.as_array().cloned())
-            .unwrap_or_default()
+        found["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("charges of {order_id}: {found}"))
+            .clone()
     }
 
     pub async fn notifications(&self, customer: &Customer) -> Vec<Value> {
@@ -343,8 +316,6 @@ impl Stack {
 
 pub struct Customer {
     pub token: String,
-    pub user_id: String,
-    pub email: String,
 }
 
 pub fn checkout_body(card: &str) -> Value {
