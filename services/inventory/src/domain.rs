@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, Validator};
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -202,16 +201,6 @@ pub fn crosses_low(before: i64, after: i64, threshold: i64) -> bool {
     before >= threshold && after < threshold
 }
 
-/// Fixed-precision RFC 3339 in UTC, so text order is time order (as the kit's `now_rfc3339`).
-pub fn timestamp(at: OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .expect("formatting a UTC time cannot fail")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,9 +251,11 @@ mod tests {
 
     #[test]
     fn a_hold_past_its_expiry_reads_as_expired() {
-        let now = timestamp(OffsetDateTime::now_utc());
-        let past = timestamp(OffsetDateTime::now_utc() - time::Duration::seconds(1));
-        let later = timestamp(OffsetDateTime::now_utc() + time::Duration::seconds(60));
+        use shop_kit::db::rfc3339;
+        use time::OffsetDateTime;
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let past = rfc3339(OffsetDateTime::now_utc() - time::Duration::seconds(1));
+        let later = rfc3339(OffsetDateTime::now_utc() + time::Duration::seconds(60));
         use ReservationStatus::*;
         assert_eq!(effective_status(Held, &past, &now), Expired);
         assert_eq!(effective_status(Held, &later, &now), Held);

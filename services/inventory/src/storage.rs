@@ -7,12 +7,10 @@
 use std::time::Duration;
 
 use shop_kit::Database;
-use shop_kit::db::Tx;
+use shop_kit::db::{Tx, now_rfc3339, rfc3339};
 use time::OffsetDateTime;
 
-use crate::domain::{
-    self, Reservation, ReservationStatus, ReservedItem, Shortfall, StockRecord, timestamp,
-};
+use crate::domain::{self, Reservation, ReservationStatus, ReservedItem, Shortfall, StockRecord};
 
 #[derive(Clone)]
 pub struct Store {
@@ -36,10 +34,6 @@ pub enum Transition {
     NotFound,
 }
 
-fn now() -> String {
-    timestamp(OffsetDateTime::now_utc())
-}
-
 impl Store {
     pub fn new(db: Database) -> Self {
         Self { db }
@@ -54,7 +48,7 @@ impl Store {
                WHERE l.product_id = s.product_id AND r.status = 'held' AND r.expires_at <= $1), 0) AS BIGINT) \
              FROM stock s WHERE s.product_id = $2",
         )
-        .bind(now())
+        .bind(now_rfc3339())
         .bind(product_id)
         .fetch_optional(self.db.pool())
         .await?;
@@ -76,7 +70,7 @@ impl Store {
         )
         .bind(product_id)
         .bind(on_hand)
-        .bind(now())
+        .bind(now_rfc3339())
         .fetch_optional(self.db.pool())
         .await?;
         Ok(row.map(|(on_hand, reserved)| StockRecord {
@@ -107,7 +101,7 @@ impl Store {
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?;
         Ok(Some(Reservation {
             order_id: order_id.to_owned(),
-            status: domain::effective_status(stored, &expires_at, &now()),
+            status: domain::effective_status(stored, &expires_at, &now_rfc3339()),
             items: lines
                 .into_iter()
                 .map(|(product_id, quantity)| ReservedItem {
@@ -131,8 +125,8 @@ impl Store {
         let products: Vec<String> = items.iter().map(|i| i.product_id.clone()).collect();
         self.free_expired(Some(&products)).await?;
         let started = OffsetDateTime::now_utc();
-        let created_at = timestamp(started);
-        let expires_at = timestamp(started + ttl);
+        let created_at = rfc3339(started);
+        let expires_at = rfc3339(started + ttl);
         let mut tx = self.db.begin().await?;
         // The first statement writes: it claims the order id (a concurrent retry waits here) and
         // takes SQLite's write lock.
@@ -242,7 +236,7 @@ impl Store {
 
     /// The held units leave the warehouse. Only a live (held, unexpired) reservation commits.
     pub async fn commit(&self, order_id: &str) -> Result<Transition, sqlx::Error> {
-        let at = now();
+        let at = now_rfc3339();
         let mut tx = self.db.begin().await?;
         let moved = sqlx::query(
             "UPDATE reservations SET status = 'committed', updated_at = $1 \
@@ -287,7 +281,7 @@ impl Store {
     /// Frees holds past their expiry: all of them (the sweeper), or those touching `products`
     /// (before a new hold, so expired holds never block a sale). Returns how many it freed.
     pub async fn free_expired(&self, products: Option<&[String]>) -> Result<usize, sqlx::Error> {
-        let at = now();
+        let at = now_rfc3339();
         let order_ids: Vec<String> =
             match products {
                 None => sqlx::query_scalar(
@@ -336,7 +330,7 @@ impl Store {
         status: &str,
         expired_by: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
-        let at = now();
+        let at = now_rfc3339();
         let held = "UPDATE reservations SET status = $1, updated_at = $2 \
                     WHERE order_id = $3 AND status = 'held'";
         let moved = match expired_by {
@@ -406,7 +400,7 @@ impl Store {
         if count > 0 {
             return Ok(0);
         }
-        let at = now();
+        let at = now_rfc3339();
         let mut tx = self.db.begin().await?;
         for id in product_ids {
             sqlx::query(

@@ -5,40 +5,30 @@ use std::time::Duration;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use shop_inventory::Settings;
+use shop_kit::Metrics;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
-use shop_kit::testing::{self, TestDatabase, TestServer, expect_problem};
-use shop_kit::{Database, Metrics};
+use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use uuid::Uuid;
 
 const ADMIN: &str = "0190f5c4-0000-7000-8000-0000000000ad";
 const SHOPPER: &str = "0190f5c4-0000-7000-8000-0000000000b2";
 
-struct Inventory {
-    _server: TestServer,
-    url: String,
-    /// A second pool on the service's database, to check what the API does not show.
-    db: Database,
-    client: Client,
+struct Inventory(TestService);
+
+impl std::ops::Deref for Inventory {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn start(db: &TestDatabase, settings: Settings) -> Inventory {
-    let config = testing::config(&db.url);
-    let metrics = Metrics::new("inventory");
-    let database = Database::connect_and_migrate(&db.url, &shop_inventory::MIGRATOR)
-        .await
-        .unwrap();
-    let server = testing::spawn_service(
-        shop_inventory::service(database.clone(), settings),
-        &config,
-        &metrics,
+    Inventory(
+        TestService::start(db, &shop_inventory::MIGRATOR, |database| {
+            shop_inventory::service(database, settings)
+        })
+        .await,
     )
-    .await;
-    Inventory {
-        url: server.url.clone(),
-        _server: server,
-        db: database,
-        client: Client::new(),
-    }
 }
 
 fn product() -> String {
@@ -532,11 +522,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "refused requests changed nothing"
         );
         expect_problem(inv.reservation(&order_id).await, 404).await;
-        let reservations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations")
-            .fetch_one(inv.db.pool())
-            .await
-            .unwrap();
-        assert_eq!(reservations, 0);
+        assert_eq!(inv.count("reservations").await, 0);
 
         // On-hand cannot drop below what live reservations hold.
         let held = Uuid::now_v7().to_string();
@@ -736,13 +722,7 @@ async fn stock_low_reaches_a_consumer() {
         let service = shop_inventory::build(&config, Settings::default(), &bus, &metrics)
             .await
             .unwrap();
-        let server = testing::spawn_service(service, &config, &metrics).await;
-        let inv = Inventory {
-            url: server.url.clone(),
-            _server: server,
-            db: Database::connect(&db.url).await.unwrap(),
-            client: Client::new(),
-        };
+        let inv = Inventory(TestService::serve(service, &metrics, &db.url).await);
         let p = product();
         inv.stock(&p, 6).await;
         let response = inv

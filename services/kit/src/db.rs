@@ -142,10 +142,16 @@ impl Database {
 
 /// Current time as RFC 3339 in UTC with fixed precision, so text order is time order.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// `at` as RFC 3339 in UTC with fixed precision (microseconds), the form every stored timestamp
+/// takes, so text order is time order on both backends.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    now.format(&format)
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
         .expect("formatting a UTC time cannot fail")
 }

@@ -129,6 +129,67 @@ pub async fn spawn_service(
     spawn(crate::server::app(service, config, metrics).router).await
 }
 
+/// A service under test: served with the full middleware stack on a free port, with a pool of its
+/// own on the service's database (to check what the API does not show) and an HTTP client.
+pub struct TestService {
+    pub server: TestServer,
+    pub url: String,
+    pub db: crate::Database,
+    pub client: reqwest::Client,
+}
+
+impl TestService {
+    /// Migrates `db` with `migrator`, builds the service over it with `service`, and serves it.
+    pub async fn start(
+        db: &TestDatabase,
+        migrator: &sqlx::migrate::Migrator,
+        service: impl FnOnce(crate::Database) -> crate::Service,
+    ) -> Self {
+        let database = crate::Database::connect_and_migrate(&db.url, migrator)
+            .await
+            .expect("migrating the test database");
+        let service = service(database.clone());
+        let metrics = crate::Metrics::new(service.name);
+        Self::with_pool(service, &metrics, &db.url, database).await
+    }
+
+    /// Serves a service its `build` made (with `metrics`, the registry it registered in) over
+    /// `database_url`.
+    pub async fn serve(
+        service: crate::Service,
+        metrics: &crate::Metrics,
+        database_url: &str,
+    ) -> Self {
+        let database = crate::Database::connect(database_url)
+            .await
+            .expect("connecting to the test database");
+        Self::with_pool(service, metrics, database_url, database).await
+    }
+
+    async fn with_pool(
+        service: crate::Service,
+        metrics: &crate::Metrics,
+        database_url: &str,
+        db: crate::Database,
+    ) -> Self {
+        let server = spawn_service(service, &config(database_url), metrics).await;
+        Self {
+            url: server.url.clone(),
+            server,
+            db,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The number of rows in `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(self.db.pool())
+            .await
+            .expect("counting rows")
+    }
+}
+
 /// Asserts that a response is a problem+json with this status, and returns its body.
 pub async fn expect_problem(response: reqwest::Response, status: u16) -> crate::Problem {
     let actual = response.status().as_u16();

@@ -403,10 +403,5 @@ impl Store {
 
 /// Claims taken before this time are stale.
 fn stale_before() -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    (OffsetDateTime::now_utc() - STALE_CLAIM)
-        .format(&format)
-        .expect("formatting a UTC time cannot fail")
+    shop_kit::db::rfc3339(OffsetDateTime::now_utc() - STALE_CLAIM)
 }

@@ -1,9 +1,8 @@
 //! The payment service over real HTTP, on SQLite and on PostgreSQL.
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use shop_kit::testing::{self, TestDatabase, TestServer, expect_problem};
-use shop_kit::{Database, Metrics};
+use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -14,28 +13,17 @@ const NO_FUNDS: &str = "4000000000009995";
 const ALL_CARDS: [&str; 4] = [SUCCEEDS, DECLINED, NO_FUNDS, "5555555555554444"];
 const TABLES: [&str; 3] = ["charges", "transactions", "idempotency_keys"];
 
-struct Payment {
-    _server: TestServer,
-    url: String,
-    /// A second pool on the service's database, to check what the API does not show.
-    db: Database,
-    client: Client,
+struct Payment(TestService);
+
+impl std::ops::Deref for Payment {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn start(db: &TestDatabase) -> Payment {
-    let config = testing::config(&db.url);
-    let metrics = Metrics::new("payment");
-    let database = Database::connect_and_migrate(&db.url, &shop_payment::MIGRATOR)
-        .await
-        .unwrap();
-    let server =
-        testing::spawn_service(shop_payment::service(database.clone()), &config, &metrics).await;
-    Payment {
-        url: server.url.clone(),
-        _server: server,
-        db: database,
-        client: Client::new(),
-    }
+    Payment(TestService::start(db, &shop_payment::MIGRATOR, shop_payment::service).await)
 }
 
 fn key() -> String {
@@ -121,13 +109,6 @@ impl Payment {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.unwrap()
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(self.db.pool())
-            .await
-            .unwrap()
     }
 
     /// Every text value stored in the service's tables.

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, Money, Validator};
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -481,16 +480,6 @@ pub fn is_tracking_number(text: &str) -> bool {
             .all(|g| g.len() == 4 && g.bytes().all(|b| BASE32.contains(&b)))
 }
 
-/// Fixed-precision RFC 3339 in UTC, so text order is time order (as the kit's `now_rfc3339`).
-pub fn timestamp(at: OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .expect("formatting a UTC time cannot fail")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,7 +680,7 @@ mod tests {
             items,
             address: addr,
             history: vec![],
-            created_at: timestamp(OffsetDateTime::now_utc()),
+            created_at: shop_kit::now_rfc3339(),
         };
         for viewer in [Viewer::Owner, Viewer::Admin] {
             let t = tracking(&shipment, viewer);

@@ -5,11 +5,10 @@
 //! same shipment on its row.
 
 use shop_kit::Database;
-use shop_kit::db::Tx;
-use time::OffsetDateTime;
+use shop_kit::db::{Tx, now_rfc3339};
 
 use crate::domain::{
-    self, CreateShipment, HistoryEntry, Shipment, ShipmentStatus, TRACKING_RANDOM_BYTES, timestamp,
+    self, CreateShipment, HistoryEntry, Shipment, ShipmentStatus, TRACKING_RANDOM_BYTES,
 };
 
 #[derive(Clone)]
@@ -36,10 +35,6 @@ pub enum Transition {
     NotFound,
 }
 
-fn now() -> String {
-    timestamp(OffsetDateTime::now_utc())
-}
-
 fn decode_error(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored {what} is unreadable: {e}").into())
 }
@@ -59,7 +54,7 @@ impl Store {
             serde_json::to_string(&request).map_err(|e| decode_error("request", e))?;
         let order_id = request.order_id.to_string();
         let tracking_number = domain::tracking_number(random_bytes()?);
-        let at = now();
+        let at = now_rfc3339();
         let items_count: i64 = request.items.iter().map(|i| i.quantity).sum();
         let mut tx = self.db.begin().await?;
         // The first statement writes: it claims the order id, so concurrent retries of one order
@@ -184,7 +179,7 @@ impl Store {
             if !current.status.may_become(next) {
                 return Ok(Transition::NotAllowed(current));
             }
-            let at = now();
+            let at = now_rfc3339();
             let mut tx = self.db.begin().await?;
             let moved = sqlx::query(
                 "UPDATE shipments SET status = $1, updated_at = $2 \

@@ -1,36 +1,25 @@
 //! The shipping service over real HTTP, on SQLite and on PostgreSQL.
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use shop_kit::Metrics;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
-use shop_kit::testing::{self, TestDatabase, TestServer, expect_problem};
-use shop_kit::{Database, Metrics};
+use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use uuid::Uuid;
 
 const ADMIN: &str = "0190f5c4-0000-7000-8000-0000000000ad";
 
-struct Shipping {
-    _server: TestServer,
-    url: String,
-    /// A second pool on the service's database, to check what the API does not show.
-    db: Database,
-    client: Client,
+struct Shipping(TestService);
+
+impl std::ops::Deref for Shipping {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn start(db: &TestDatabase) -> Shipping {
-    let config = testing::config(&db.url);
-    let metrics = Metrics::new("shipping");
-    let database = Database::connect_and_migrate(&db.url, &shop_shipping::MIGRATOR)
-        .await
-        .unwrap();
-    let server =
-        testing::spawn_service(shop_shipping::service(database.clone()), &config, &metrics).await;
-    Shipping {
-        url: server.url.clone(),
-        _server: server,
-        db: database,
-        client: Client::new(),
-    }
+    Shipping(TestService::start(db, &shop_shipping::MIGRATOR, shop_shipping::service).await)
 }
 
 fn address(country: &str) -> Value {
@@ -111,13 +100,6 @@ impl Shipping {
             &json!({ "status": status }),
         )
         .await
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(self.db.pool())
-            .await
-            .unwrap()
     }
 
     /// Rows of shipments, their history and the outbox: what "nothing changed" compares.
@@ -654,13 +636,7 @@ async fn shipment_created_reaches_a_consumer() {
         let metrics = Metrics::new("shipping");
         let bus = testing::local_bus(vec![sink.peer()]);
         let service = shop_shipping::build(&config, &bus, &metrics).await.unwrap();
-        let server = testing::spawn_service(service, &config, &metrics).await;
-        let shipping = Shipping {
-            url: server.url.clone(),
-            _server: server,
-            db: Database::connect(&db.url).await.unwrap(),
-            client: Client::new(),
-        };
+        let shipping = Shipping(TestService::serve(service, &metrics, &db.url).await);
         let (order_id, owner) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
         let body = shipping.shipment_body(&order_id, &owner).await;
         let response = shipping.post("/internal/shipments", &body).await;

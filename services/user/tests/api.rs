@@ -9,19 +9,23 @@ use shop_kit::Metrics;
 use shop_kit::context::USER_ID_HEADER;
 use shop_kit::testing::{self, TestDatabase, TestServer, expect_problem};
 
-async fn start(db: &TestDatabase) -> TestServer {
-    let config = testing::config(&db.url);
-    let metrics = Metrics::new("user");
-    let settings = shop_user::Settings {
+/// Short token lifetimes, a low login limit, and `boss@example.com` as the admin.
+fn settings() -> shop_user::Settings {
+    shop_user::Settings {
         admin_emails: ["boss@example.com".to_owned()].into(),
         access_ttl: Duration::from_secs(60),
         refresh_ttl: Duration::from_secs(3600),
         login_attempts_per_minute: 5,
         password_hash_concurrency: NonZeroUsize::MIN,
-    };
+    }
+}
+
+async fn start(db: &TestDatabase) -> TestServer {
+    let config = testing::config(&db.url);
+    let metrics = Metrics::new("user");
     let service = shop_user::build(
         &config,
-        settings,
+        settings(),
         &shop_kit::events::Bus::none(Default::default()),
         &metrics,
     )
@@ -427,15 +431,8 @@ async fn user_registered_reaches_a_consumer() {
         let sink = testing::EventSink::start("notification").await;
         let config = testing::config(&db.url);
         let metrics = Metrics::new("user");
-        let settings = shop_user::Settings {
-            admin_emails: Default::default(),
-            access_ttl: Duration::from_secs(60),
-            refresh_ttl: Duration::from_secs(3600),
-            login_attempts_per_minute: 5,
-            password_hash_concurrency: NonZeroUsize::MIN,
-        };
         let bus = testing::local_bus(vec![sink.peer()]);
-        let service = shop_user::build(&config, settings, &bus, &metrics)
+        let service = shop_user::build(&config, settings(), &bus, &metrics)
             .await
             .unwrap();
         let server = testing::spawn_service(service, &config, &metrics).await;

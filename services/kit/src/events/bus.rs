@@ -45,14 +45,24 @@ impl Default for EventOptions {
 impl EventOptions {
     pub fn from_env() -> Result<Self> {
         let default = Self::default();
+        let millis = |key: &str, default: Duration| -> Result<Duration> {
+            Ok(Duration::from_millis(
+                env_parse(key, default.as_millis() as u64)?.max(1),
+            ))
+        };
         Ok(Self {
-            poll_interval: Duration::from_millis(env_parse("SHOP_OUTBOX_POLL_MS", 100)?),
-            retention: Duration::from_secs(env_parse("SHOP_OUTBOX_RETENTION_SECS", 24 * 3600)?),
+            poll_interval: millis("SHOP_OUTBOX_POLL_MS", default.poll_interval)?,
+            retention: Duration::from_secs(env_parse(
+                "SHOP_OUTBOX_RETENTION_SECS",
+                default.retention.as_secs(),
+            )?),
             batch_size: default.batch_size,
-            max_deliveries: env_parse("SHOP_EVENT_MAX_DELIVER", 5)?.max(1),
-            retry_base: Duration::from_millis(env_parse("SHOP_EVENT_RETRY_MS", 500)?.max(1)),
-            retry_cap: Duration::from_millis(env_parse("SHOP_EVENT_RETRY_CAP_MS", 30_000)?.max(1)),
-            ack_wait: Duration::from_secs(env_parse("SHOP_EVENT_ACK_WAIT_SECS", 30)?.max(1)),
+            max_deliveries: env_parse("SHOP_EVENT_MAX_DELIVER", default.max_deliveries)?.max(1),
+            retry_base: millis("SHOP_EVENT_RETRY_MS", default.retry_base)?,
+            retry_cap: millis("SHOP_EVENT_RETRY_CAP_MS", default.retry_cap)?,
+            ack_wait: Duration::from_secs(
+                env_parse("SHOP_EVENT_ACK_WAIT_SECS", default.ack_wait.as_secs())?.max(1),
+            ),
         })
     }
 

@@ -33,9 +33,11 @@
 //! every consumer in `SHOP_EVENT_PEERS` (`notification=http://127.0.0.1:8088,...`); the names
 //! are the consumer names. Tuning: see [`EventOptions`]. Details: `docs/events.md`.
 //!
-//! The kit owns its tables ([`install_tables`]); services call it at start-up after their own
-//! migrations. `CREATE TABLE IF NOT EXISTS` keeps it idempotent and compatible with the services
-//! whose first migration already created `outbox` with the same columns.
+//! The kit owns its tables ([`install_tables`]). [`Relay::start`] and [`Consumer::start`] create
+//! them, so a service that starts either needs no call of its own; `shop migrate` calls it so the
+//! schema is complete before the first start, and tests call it for a service they build without
+//! a relay or consumer. `CREATE TABLE IF NOT EXISTS` keeps it idempotent and compatible with the
+//! services whose first migration already created `outbox` with the same columns.
 
 pub mod bus;
 pub mod consume;

@@ -25,7 +25,7 @@ use super::bus::{Bus, EventOptions, Kind, Peer};
 use super::running::Running;
 use super::{Event, install_tables, local, nats};
 use crate::client::{Upstream, UpstreamOptions};
-use crate::db::{Database, now_rfc3339};
+use crate::db::{Database, now_rfc3339, rfc3339};
 use crate::metrics::Metrics;
 
 /// The relay of one producing service.
@@ -419,12 +419,7 @@ async fn housekeeping(db: Database, options: EventOptions, backlog: Gauge) {
 
 /// Deletes rows published longer than `retention` ago (and their delivery records).
 pub async fn delete_published_before(db: &Database, retention: Duration) -> Result<u64> {
-    let cutoff = time::OffsetDateTime::now_utc() - retention;
-    let cutoff = cutoff
-        .format(&time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        ))
-        .expect("formatting a UTC time cannot fail");
+    let cutoff = rfc3339(time::OffsetDateTime::now_utc() - retention);
     sqlx::query(
         "DELETE FROM outbox_deliveries WHERE event_id IN \
          (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1)",
