@@ -14,12 +14,7 @@ const AUDIENCE_ADMINS: &str = "admins";
 
 /// The time `after` from now, in the kit's fixed-width format (so text order is time order).
 pub fn rfc3339_in(after: Duration) -> String {
-    let at = time::OffsetDateTime::now_utc() + after;
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    at.format(&format)
-        .expect("formatting a UTC time cannot fail")
+    shop_kit::db::rfc3339(time::OffsetDateTime::now_utc() + after)
 }
 
 /// Whose messages a listing shows.

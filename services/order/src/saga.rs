@@ -762,10 +762,5 @@ pub async fn resume_once(saga: &Saga, lease: Duration) -> Result<usize, sqlx::Er
 
 /// The time `ago` before now, formatted as the kit's timestamps, so text order is time order.
 fn rfc3339_before(ago: Duration) -> String {
-    let at = time::OffsetDateTime::now_utc() - ago;
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    at.format(&format)
-        .expect("formatting a UTC time cannot fail")
+    shop_kit::db::rfc3339(time::OffsetDateTime::now_utc() - ago)
 }
