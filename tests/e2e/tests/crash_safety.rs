@@ -29,7 +29,7 @@ use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
 use shop_e2e::{
-    OperatorProcess, delete_volumes, install_crd, provide_volumes, release_namespace,
+    OperatorProcess, delete_volumes, install_crd, provide_volumes, release_namespace_from_drop,
     repository_file,
 };
 use shop_operator::build::common::{MANAGER, names};
@@ -117,21 +117,7 @@ impl Drop for OnFailure {
         if let Some(seed) = self.seed {
             eprintln!("--- replay with SHOP_CRASH_SEED={seed} ---");
         }
-        // The test's runtime cannot be used from `drop`; a helper thread runs its own.
-        let namespace = self.namespace.clone();
-        let released = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(release_namespace(&namespace))
-        })
-        .join();
-        if !matches!(released, Ok(Ok(()))) {
-            eprintln!(
-                "could not release namespace {}; remove its ShopServices' finalizers by hand",
-                self.namespace
-            );
-        }
+        release_namespace_from_drop(&self.namespace, Duration::ZERO);
     }
 }
 
