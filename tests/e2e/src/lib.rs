@@ -173,6 +173,24 @@ impl OperatorProcess {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod: the exit status if the process ends within
+    /// `timeout`; SIGKILL and `None` if not.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status();
+        let status = self.exited_within(timeout).await;
+        if status.is_none() {
+            self.kill();
+        }
+        status
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Everything the operator processes logged to this log file so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
