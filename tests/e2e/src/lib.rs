@@ -373,7 +373,13 @@ pub fn successful_reconciles(metrics: &str) -> u64 {
         .map_or(0, |count| count.trim().parse().expect("a counter value"))
 }
 
-/// The image the in-process operator gives ShopServices without `spec.image`.
+/// A `map_err` for a kube call: the error with what the test was doing.
+pub fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
+    let context = context.to_owned();
+    move |source| kube_harness::Error::Kube { context, source }
+}
+
+/// The image the tests' operators give ShopServices without `spec.image`.
 pub const TEST_IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 /// The operator's namespace, as the operator chart (`k8s/operator`) names it.
 pub const OPERATOR_NAMESPACE: &str = "shop-system";

@@ -24,7 +24,8 @@ use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion, wait_for_none};
 use serde_json::json;
 use shop_e2e::{
-    InProcessOperator, OPERATOR_NAMESPACE, delete_volumes, provide_volumes, repository_file,
+    InProcessOperator, OPERATOR_NAMESPACE, delete_volumes, kube_error, provide_volumes,
+    repository_file,
 };
 use shop_operator::controller::leader::LeaderElection;
 use shop_operator::crd::{DatabaseMode, ShopService};
@@ -52,11 +53,6 @@ async fn start_replica(
         )));
     })
     .await
-}
-
-fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
-    let context = context.to_owned();
-    move |source| kube_harness::Error::Kube { context, source }
 }
 
 fn condition_is(shop: &ShopService, type_: &str, status: &str) -> bool {

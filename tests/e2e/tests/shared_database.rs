@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
-use shop_e2e::InProcessOperator;
+use shop_e2e::{InProcessOperator, kube_error};
 use shop_operator::controller::shared_database::identifier;
 use shop_operator::crd::ShopService;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -165,11 +165,6 @@ fn shared_shop(name: &str, policy: &str, server_secret: &str) -> String {
     format!(
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {{name: {name}}}\nspec: {{component: cart, database: {{mode: Shared, deletionPolicy: {policy}, sharedServerSecret: {server_secret}}}}}\n"
     )
-}
-
-fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
-    let context = context.to_owned();
-    move |source| kube_harness::Error::Kube { context, source }
 }
 
 /// The credentials Secret of `name`, decoded.
