@@ -28,7 +28,7 @@ use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::{Value, json};
 use shop_e2e::{
     CRD_NAME, http_get, kubeconfig_as_service_account, operator_binary, provide_volumes,
-    release_namespace_from_drop, successful_reconciles,
+    release_namespace_from_drop, repository_file, successful_reconciles,
 };
 use shop_operator::crd::{DatabaseMode, ShopService};
 
@@ -38,16 +38,6 @@ const OPERATOR_CHART: &str = "charts/shop-operator";
 const SHOP_CHART: &str = "charts/shop";
 /// The operator chart's release in the life-cycle test; its full name (and ServiceAccount).
 const OPERATOR_RELEASE: &str = "shop-operator";
-
-/// A file of this checkout. (`shop_e2e::repository_file` reads the path compiled into the
-/// library, which is another checkout's when checkouts share a build directory.) `cargo test`
-/// names the package under test at run time.
-fn repository_file(path: &str) -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("../..")
-        .join(path)
-}
 
 /// The README's CRD step (Helm installs `crds/` only when the CRD is missing, and other tests
 /// may have installed it first), then waits until the API server serves it.
