@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use shop_operator::controller::leader::{self, LeaderElection};
 use shop_operator::controller::{self, Settings};
 
+/// The image of the bundled services by default: this release's.
+const DEFAULT_IMAGE: &str = concat!("ghcr.io/shop-dev/shop:", env!("CARGO_PKG_VERSION"));
+
 #[derive(Parser)]
 #[command(name = "shop-operator", about = "The Kubernetes operator of the shop")]
 struct Cli {
@@ -36,7 +39,7 @@ struct RenderArgs {
     #[arg(long, short = 'n', default_value = "default")]
     namespace: String,
     /// The image of the bundled services, for ShopServices without `spec.image`.
-    #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/shop-dev/shop:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     default_image: String,
 }
 
@@ -46,7 +49,7 @@ struct RunArgs {
     #[arg(long, env = "SHOP_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
     /// The image of the bundled services, for ShopServices without `spec.image`.
-    #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = concat!("ghcr.io/shop-dev/shop:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     default_image: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     #[arg(

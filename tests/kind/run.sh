@@ -44,8 +44,9 @@ export KUBECONFIG=$KUBECONFIG_FILE
 # The operator in the cluster, every service from the same image (the image holds both).
 helm install shop-operator charts/shop-operator --namespace shop-system --create-namespace \
 	--set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --wait --timeout 5m
-# With the bundled NATS server, so the events (notifications, carts emptied after checkout) flow.
-helm install shop charts/shop --namespace shop --create-namespace --set nats.enabled=true
+# With the chart's bundled NATS server (its default), so the events (notifications, carts
+# emptied after checkout) flow.
+helm install shop charts/shop --namespace shop --create-namespace
 # kind's default StorageClass provisions the databases' volumes.
 kubectl wait --namespace shop --for condition=Ready shopservices --all --timeout 10m
 kubectl get shopservices --namespace shop

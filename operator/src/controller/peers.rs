@@ -17,8 +17,8 @@ use crate::crd::{Component, ShopService};
 
 /// What a peer may depend on of a ShopService, as last seen: after a change, the peers that
 /// depended on the old spec need a reconcile as much as those that depend on the new one.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Seen {
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
     namespace: String,
     generation: i64,
     /// Marked for deletion: peers no longer count it.
@@ -48,7 +48,7 @@ impl Seen {
 }
 
 /// Whether `peer`'s children read something of `changed`, now or as it was (`before`).
-pub fn affects(changed: &ShopService, before: Option<&Seen>, peer: &ShopService) -> bool {
+fn affects(changed: &ShopService, before: Option<&Seen>, peer: &ShopService) -> bool {
     let now = Seen::of(changed);
     let name = changed.name_any();
     let peer_name = peer.name_any();
@@ -103,9 +103,7 @@ impl PeerTrigger {
             .map(|peer| ObjectRef::from_obj(peer.as_ref()))
             .collect()
     }
-}
 
-impl PeerTrigger {
     /// The ShopServices of `namespace` from the controller's cache, if the cache has caught up
     /// with every spec change this trigger has seen there; `None` if not. The cache and this
     /// trigger are fed by two watches, and a peer reconciled on a change the cache does not

@@ -26,9 +26,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -43,7 +40,7 @@ use kube_harness::{Harness, TestNamespace};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use shop_e2e::{install_crd, operator_binary};
+use shop_e2e::{OperatorProcess, install_crd, operator_binary};
 use shop_operator::build::{self, Context};
 use shop_operator::crd::ShopService;
 use tokio::sync::mpsc;
@@ -409,107 +406,49 @@ where
     Ok(())
 }
 
-/// The operator binary, scoped to one namespace, logging to a file.
-struct OperatorProcess {
-    child: Child,
-    log: PathBuf,
-    port: u16,
+/// The operator binary, scoped to `namespace`, logging to a file; once it is ready.
+async fn start_operator(namespace: &str) -> Result<OperatorProcess> {
+    let log = std::env::temp_dir().join(format!("shop-bench-operator-{namespace}.log"));
+    let mut operator = OperatorProcess::start(
+        &["--namespace", namespace, "--default-image", IMAGE],
+        &[],
+        &log,
+    );
+    // Ready once its caches are filled (`/readyz`).
+    operator.wait_ready(Duration::from_secs(60)).await?;
+    Ok(operator)
 }
 
-impl OperatorProcess {
-    async fn start(namespace: &str) -> Result<OperatorProcess> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = std::env::temp_dir().join(format!("shop-bench-operator-{namespace}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(operator_binary())
-            .args(["run", "--namespace", namespace, "--default-image", IMAGE])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()?;
-        let operator = OperatorProcess { child, log, port };
-        // Ready once its caches are filled (`/readyz`).
-        let started = Instant::now();
-        while http_get(port, "/readyz").map(|(status, _)| status) != Some(200) {
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(format!(
-                    "the operator was not ready in 60 s; see {}",
-                    operator.log.display()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(operator)
-    }
-
-    /// The peak resident memory so far, in KiB (`VmHWM`).
-    fn peak_rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| "no VmHWM in /proc/<pid>/status".into())
-    }
-
-    /// `shop_operator_reconciles_total` by outcome, from `/metrics`: how much work the
-    /// operator did for the ShopServices it was given.
-    fn reconciles(&self) -> String {
-        let Some((_, metrics)) = http_get(self.port, "/metrics") else {
-            return "unknown (no /metrics)".into();
-        };
-        metrics
-            .lines()
-            .filter_map(|line| line.strip_prefix("shop_operator_reconciles_total{outcome=\""))
-            .filter_map(|rest| rest.split_once("\"} "))
-            .map(|(outcome, count)| format!("{outcome} {}", count.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// SIGTERM, as Kubernetes stops it; SIGKILL if it has not stopped 10 s later.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The operator's peak resident memory so far, in KiB (`VmHWM`).
+fn peak_rss_kib(operator: &OperatorProcess) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", operator.id()))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmHWM in /proc/<pid>/status".into())
 }
 
-/// A GET on the operator's HTTP port: the status code and the body.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.get(9..12)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())?;
-    Some((status, body))
+/// `shop_operator_reconciles_total` by outcome, from `/metrics`: how much work the operator
+/// did for the ShopServices it was given.
+async fn reconciles(operator: &OperatorProcess) -> String {
+    let Some((_, metrics)) = operator.get("/metrics").await else {
+        return "unknown (no /metrics)".into();
+    };
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("shop_operator_reconciles_total{outcome=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(outcome, count)| format!("{outcome} {}", count.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn converge(harness: &Harness, args: &Args) -> Result<(Duration, u64, TestNamespace)> {
     let ns = harness.namespace("bench-converge").await?;
     let shops = names("shop", args.count);
     provide_volumes(harness, ns.name(), &shops).await?;
-    let operator = OperatorProcess::start(ns.name()).await?;
+    let mut operator = start_operator(ns.name()).await?;
     let api = ns.api::<ShopService>();
     let mut ready = watch_ready(api.clone(), shop_is_ready).await;
 
@@ -534,16 +473,17 @@ async fn converge(harness: &Harness, args: &Args) -> Result<(Duration, u64, Test
     )
     .await;
     let took = started.elapsed();
-    let peak = operator.peak_rss_kib()?;
+    let peak = peak_rss_kib(&operator)?;
     println!(
         "converge: {} ShopServices created in {}, all Ready after {}; reconciles: {}; operator log {}",
         args.count,
         secs(created),
         secs(took),
-        operator.reconciles(),
-        operator.log.display()
+        reconciles(&operator).await,
+        operator.log_path().display()
     );
-    operator.stop();
+    // SIGTERM, as Kubernetes stops it; SIGKILL if it has not stopped 10 s later.
+    operator.terminate(Duration::from_secs(10)).await;
     result?;
     Ok((took, peak, ns))
 }
@@ -568,7 +508,7 @@ async fn steady(harness: &Harness, args: &Args) -> Result<(Steady, TestNamespace
     let total = (args.rate * args.steady_seconds as f64).round() as usize;
     let shops = names("steady", total);
     provide_volumes(harness, ns.name(), &shops).await?;
-    let operator = OperatorProcess::start(ns.name()).await?;
+    let mut operator = start_operator(ns.name()).await?;
     let api = ns.api::<ShopService>();
     let mut ready = watch_ready(api.clone(), shop_is_ready).await;
 
@@ -599,15 +539,16 @@ async fn steady(harness: &Harness, args: &Args) -> Result<(Steady, TestNamespace
     let applied_in = first_apply.elapsed();
     let deadline = Instant::now() + args.timeout;
     let result = all_ready(&mut ready, total, deadline, "ShopServices").await;
-    let peak = operator.peak_rss_kib()?;
+    let peak = peak_rss_kib(&operator)?;
     println!(
         "steady: {total} ShopServices applied in {}, all Ready after {}; reconciles: {}; operator log {}",
         secs(applied_in),
         secs(first_apply.elapsed()),
-        operator.reconciles(),
-        operator.log.display()
+        reconciles(&operator).await,
+        operator.log_path().display()
     );
-    operator.stop();
+    // SIGTERM, as Kubernetes stops it; SIGKILL if it has not stopped 10 s later.
+    operator.terminate(Duration::from_secs(10)).await;
     let ready_at = result?;
     let latencies = ready_at
         .iter()

@@ -173,6 +173,24 @@ impl OperatorProcess {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod: the exit status if the process ends within
+    /// `timeout`; SIGKILL and `None` if not.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status();
+        let status = self.exited_within(timeout).await;
+        if status.is_none() {
+            self.kill();
+        }
+        status
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Everything the operator processes logged to this log file so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -181,27 +199,7 @@ impl OperatorProcess {
     /// A GET on the operator's HTTP port: the status code and the body; `None` while nothing
     /// answers there.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
-                .await
-                .ok()?;
-            let request =
-                format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await.ok()?;
-            let status = response.get(9..12)?.parse().ok()?;
-            let body = response
-                .split_once("\r\n\r\n")
-                .map(|(_, body)| body.to_owned())
-                .unwrap_or_default();
-            Some((status, body))
-        };
-        tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .ok()
-            .flatten()
+        http_get(self.metrics_addr, path).await
     }
 
     /// The value of the sample `name` (with its labels, as in the text format) on `/metrics`.
@@ -304,8 +302,9 @@ pub async fn delete_volumes(harness: &Harness, namespace: &str) -> Result<()> {
 }
 
 /// Lets a test namespace go without the operator: removes the finalizers of its
-/// ShopServices (which only a running operator would otherwise remove) and deletes the
-/// PersistentVolumes [`provide_volumes`] made for it. For a failed test's cleanup.
+/// ShopServices (which only a running operator would otherwise remove), and deletes the
+/// PersistentVolumes [`provide_volumes`] made for it and a leader Lease named after it. For a
+/// failed test's cleanup.
 pub async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::PersistentVolume;
     use kube::ResourceExt;
@@ -322,6 +321,18 @@ pub async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
             )
             .await?;
     }
+    // Tests of leader election name their Lease after their namespace.
+    match kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        OPERATOR_NAMESPACE,
+    )
+    .delete(namespace, &DeleteParams::default())
+    .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
     kube::Api::<PersistentVolume>::all(client)
         .delete_collection(
             &DeleteParams::default(),
@@ -329,4 +340,194 @@ pub async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
         )
         .await?;
     Ok(())
+}
+
+/// A GET on an operator's HTTP port (`/healthz`, `/readyz`, `/metrics`): the status code and
+/// the body; `None` while nothing answers there (within 5 s).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let status = response.get(9..12)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The count of successful reconciles in a `/metrics` body (0 before the first).
+pub fn successful_reconciles(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("shop_operator_reconciles_total{outcome=\"Success\"} "))
+        .map_or(0, |count| count.trim().parse().expect("a counter value"))
+}
+
+/// A `map_err` for a kube call: the error with what the test was doing.
+pub fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
+    let context = context.to_owned();
+    move |source| kube_harness::Error::Kube { context, source }
+}
+
+/// The image the tests' operators give ShopServices without `spec.image`.
+pub const TEST_IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
+/// The operator's namespace, as the operator chart (`k8s/operator`) names it.
+pub const OPERATOR_NAMESPACE: &str = "shop-system";
+/// The operator's ServiceAccount, as the operator chart (`k8s/operator`) names it.
+const OPERATOR_USER: &str = "system:serviceaccount:shop-system:shop-operator";
+
+/// A client with the rights of the operator's ServiceAccount in `k8s/operator` (the chart's
+/// RBAC) and nothing more: the tests run the operator with it, so the manifest is tested too.
+pub async fn operator_client(harness: &Harness) -> Result<kube::Client> {
+    harness
+        .apply_yaml(
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPERATOR_NAMESPACE}}}\n"),
+            None,
+        )
+        .await?;
+    harness.apply_yaml(&operator_rbac_yaml(), None).await?;
+    let mut config = kube::Config::from_kubeconfig(&Default::default())
+        .await
+        .expect("the kubeconfig the harness connected with");
+    config.auth_info.impersonate = Some(OPERATOR_USER.into());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{OPERATOR_NAMESPACE}"),
+        "system:authenticated".into(),
+    ]);
+    Ok(kube::Client::try_from(config).expect("a client for the operator's ServiceAccount"))
+}
+
+/// The operator's controller running in-process, on the test's runtime, as the operator's
+/// ServiceAccount ([`operator_client`]), until [`InProcessOperator::stop`]. Dropping one that
+/// was not stopped (the test failed) aborts it and releases its namespace
+/// ([`release_namespace`]), which the finalizers would otherwise hold in Terminating.
+pub struct InProcessOperator {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    http: std::net::SocketAddr,
+    namespace: String,
+}
+
+impl InProcessOperator {
+    /// Installs the checked-in CRD and starts the operator on `namespace`, with default
+    /// settings.
+    pub async fn start(harness: &Harness, namespace: &str) -> Result<InProcessOperator> {
+        InProcessOperator::start_with(harness, namespace, |_, _| {}).await
+    }
+
+    /// [`InProcessOperator::start`], with `configure` changing the settings (given the
+    /// operator's client) before it runs.
+    pub async fn start_with(
+        harness: &Harness,
+        namespace: &str,
+        configure: impl FnOnce(&kube::Client, &mut shop_operator::controller::Settings),
+    ) -> Result<InProcessOperator> {
+        use shop_operator::controller::{self, Settings};
+        install_crd(harness).await?;
+        let client = operator_client(harness).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let http = listener.local_addr().expect("a bound address");
+        let mut settings = Settings {
+            namespace: Some(namespace.into()),
+            default_image: TEST_IMAGE.into(),
+            http_listener: listener,
+            leader_election: None,
+            shared_cleanup_timeout: controller::DEFAULT_SHARED_CLEANUP_TIMEOUT,
+        };
+        configure(&client, &mut settings);
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(client, settings, async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcessOperator {
+            shutdown: Some(shutdown),
+            task: Some(task),
+            http,
+            namespace: namespace.into(),
+        })
+    }
+
+    /// A GET on the operator's HTTP port: the status code and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+            .await
+            .unwrap_or_else(|| panic!("the operator does not answer GET {path}"))
+    }
+
+    /// Successful reconciles so far, from `/metrics`.
+    pub async fn successful_reconciles(&self) -> u64 {
+        successful_reconciles(&self.get("/metrics").await.1)
+    }
+
+    /// Waits until `/metrics` counts more than `than` successful reconciles, at most
+    /// `timeout`. The children and the status are written inside a reconcile, and the count
+    /// goes up only when it returns: a test that saw the writes must still wait for the count.
+    pub async fn wait_for_reconciles_above(&self, than: u64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.successful_reconciles().await <= than {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no more than {than} reconciles finished successfully within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Signals the shutdown and waits (at most 30 s) until the operator has stopped cleanly.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let task = self.task.take().expect("the operator runs until stopped");
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the operator stops within 30 s of its shutdown signal")
+            .expect("the operator task does not panic")
+            .expect("the operator stops cleanly");
+    }
+}
+
+impl Drop for InProcessOperator {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return; // stopped: the test cleaned up after itself
+        };
+        // Stop it first, or it would put the finalizers back.
+        task.abort();
+        let namespace = self.namespace.clone();
+        release_namespace_from_drop(&namespace, Duration::from_secs(1));
+    }
+}
+
+/// [`release_namespace`] from a `drop` (the test's runtime cannot be used there: a helper
+/// thread runs its own), after `settle` (a request an aborted operator had already sent may
+/// still land). Says on stderr when it could not.
+pub fn release_namespace_from_drop(namespace: &str, settle: Duration) {
+    let owned = namespace.to_owned();
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(settle);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(release_namespace(&owned))
+    })
+    .join();
+    if !matches!(released, Ok(Ok(()))) {
+        eprintln!(
+            "could not release namespace {namespace}; remove its ShopServices' finalizers by hand"
+        );
+    }
 }

@@ -29,14 +29,13 @@ use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
 use shop_e2e::{
-    OperatorProcess, delete_volumes, install_crd, provide_volumes, release_namespace,
-    repository_file,
+    OperatorProcess, TEST_IMAGE, delete_volumes, install_crd, kube_error, provide_volumes,
+    release_namespace_from_drop, repository_file,
 };
 use shop_operator::build::common::{MANAGER, names};
 use shop_operator::build::{self, Children};
 use shop_operator::crd::{DatabaseMode, ShopService};
 
-const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// How many times the operator is killed before it may finish.
 const KILLS: u64 = 12;
@@ -117,27 +116,8 @@ impl Drop for OnFailure {
         if let Some(seed) = self.seed {
             eprintln!("--- replay with SHOP_CRASH_SEED={seed} ---");
         }
-        // The test's runtime cannot be used from `drop`; a helper thread runs its own.
-        let namespace = self.namespace.clone();
-        let released = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(release_namespace(&namespace))
-        })
-        .join();
-        if !matches!(released, Ok(Ok(()))) {
-            eprintln!(
-                "could not release namespace {}; remove its ShopServices' finalizers by hand",
-                self.namespace
-            );
-        }
+        release_namespace_from_drop(&self.namespace, Duration::ZERO);
     }
-}
-
-fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
-    let context = context.to_owned();
-    move |source| kube_harness::Error::Kube { context, source }
 }
 
 fn log_file(ns: &TestNamespace) -> PathBuf {
@@ -410,7 +390,7 @@ fn desired_children(
             .get(&secret)
             .map(|p| String::from_utf8(p.clone()).expect("a UTF-8 password"));
         let context = build::Context {
-            default_image: IMAGE,
+            default_image: TEST_IMAGE,
             namespace_services: shops,
             database_password: password.as_deref(),
         };
@@ -651,7 +631,7 @@ async fn killed_at_random_points_the_operator_converges_without_losing_a_passwor
 
     // The cluster's admin identity (KUBECONFIG, inherited): this test is about crashes; the
     // RBAC is tested in tests/permissions.rs.
-    let args = ["--namespace", ns.name(), "--default-image", IMAGE];
+    let args = ["--namespace", ns.name(), "--default-image", TEST_IMAGE];
     let mut passwords = BTreeMap::new();
     let mut kill_points = Vec::new();
     for round in 1..=KILLS {
@@ -801,7 +781,7 @@ async fn a_standby_takes_over_from_a_killed_leader() -> Result<()> {
         "--namespace",
         ns.name(),
         "--default-image",
-        IMAGE,
+        TEST_IMAGE,
         "--leader-elect",
         "--lease-duration",
         &lease_duration,
@@ -905,7 +885,7 @@ async fn a_failing_shop_service_counts_as_pending_on_metrics() -> Result<()> {
     )
     .await?;
     let mut operator = OperatorProcess::start(
-        &["--namespace", ns.name(), "--default-image", IMAGE],
+        &["--namespace", ns.name(), "--default-image", TEST_IMAGE],
         &[],
         &log,
     );

@@ -22,11 +22,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::{Value, json};
-use shop_e2e::{CRD_NAME, kubeconfig_as_service_account, operator_binary, provide_volumes};
+use shop_e2e::{
+    CRD_NAME, http_get, kubeconfig_as_service_account, operator_binary, provide_volumes,
+    release_namespace_from_drop, repository_file, successful_reconciles,
+};
 use shop_operator::crd::{DatabaseMode, ShopService};
 
 /// Long enough for the whole shop's rollouts on a busy two-core machine.
@@ -35,16 +38,6 @@ const OPERATOR_CHART: &str = "charts/shop-operator";
 const SHOP_CHART: &str = "charts/shop";
 /// The operator chart's release in the life-cycle test; its full name (and ServiceAccount).
 const OPERATOR_RELEASE: &str = "shop-operator";
-
-/// A file of this checkout. (`shop_e2e::repository_file` reads the path compiled into the
-/// library, which is another checkout's when checkouts share a build directory.) `cargo test`
-/// names the package under test at run time.
-fn repository_file(path: &str) -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("../..")
-        .join(path)
-}
 
 /// The README's CRD step (Helm installs `crds/` only when the CRD is missing, and other tests
 /// may have installed it first), then waits until the API server serves it.
@@ -526,27 +519,11 @@ impl LocalOperator {
 
     /// A GET on the operator's HTTP port: status and body, `None` while it does not answer.
     async fn get(&self, path: &str) -> Option<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics))
-            .await
-            .ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let status = response.get(9..12)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n")?.1.to_owned();
-        Some((status, body))
+        http_get(([127, 0, 0, 1], self.metrics).into(), path).await
     }
 
     async fn successful_reconciles(&self) -> u64 {
-        let (_, metrics) = self.get("/metrics").await.unwrap_or_default();
-        metrics
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("shop_operator_reconciles_total{outcome=\"Success\"} ")
-            })
-            .map_or(0, |count| count.trim().parse().expect("a counter value"))
+        successful_reconciles(&self.get("/metrics").await.unwrap_or_default().1)
     }
 
     /// Waits until it has reconciled at least `count` times successfully.
@@ -613,36 +590,7 @@ impl Drop for ReleaseOnFailure {
         if !self.armed {
             return;
         }
-        let namespace = self.namespace.clone();
-        let released = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = kube::Client::try_default().await?;
-                let shops = kube::Api::<ShopService>::namespaced(client.clone(), &namespace);
-                for shop in shops.list(&ListParams::default()).await?.items {
-                    shops
-                        .patch(
-                            &shop.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                        )
-                        .await?;
-                }
-                kube::Api::<PersistentVolume>::all(client)
-                    .delete_collection(&DeleteParams::default(), &volume_selector(&namespace))
-                    .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(released, Ok(Ok(()))) {
-            eprintln!(
-                "could not release namespace {}; remove its finalizers by hand",
-                self.namespace
-            );
-        }
+        release_namespace_from_drop(&self.namespace, Duration::ZERO);
     }
 }
 

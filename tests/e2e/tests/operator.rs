@@ -5,11 +5,10 @@
 //!
 //! Before a test deletes its namespace it deletes its ShopServices while the operator still
 //! runs: the finalizer would otherwise hold the namespace in Terminating. A failing test
-//! cannot do that, so dropping an [`Operator`] that was not stopped (the test failed, by a
+//! cannot do that, so dropping an [`InProcessOperator`] that was not stopped (the test failed, by a
 //! panic or an error) removes the finalizers and the test's volumes instead.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,225 +16,43 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion, wait_for_none};
 use serde_json::json;
-use shop_e2e::{delete_volumes, install_crd, operator_rbac_yaml, provide_volumes, repository_file};
+use shop_e2e::{
+    InProcessOperator, OPERATOR_NAMESPACE, delete_volumes, kube_error, provide_volumes,
+    repository_file,
+};
 use shop_operator::controller::leader::LeaderElection;
-use shop_operator::controller::{self, Settings};
 use shop_operator::crd::{DatabaseMode, ShopService};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 /// Long enough for a namespace's worth of rollouts on a busy two-core machine.
 const TIMEOUT: Duration = Duration::from_secs(120);
 const FIELD_MANAGER: &str = "shop-e2e";
-/// The operator's ServiceAccount and namespace, as the operator chart (`k8s/operator`) names them.
-const OPERATOR_USER: &str = "system:serviceaccount:shop-system:shop-operator";
-const OPERATOR_NAMESPACE: &str = "shop-system";
 /// Short, so that a takeover after a crash is quick to test.
 const LEASE_DURATION: Duration = Duration::from_secs(3);
 
-/// The operator, running on this test's runtime until [`Operator::stop`].
-struct Operator {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    http: SocketAddr,
-    namespace: String,
-}
-
-impl Operator {
-    /// Installs the checked-in CRD and starts the operator on `namespace`.
-    async fn start(harness: &Harness, namespace: &str) -> Result<Operator> {
-        Operator::start_replica(harness, namespace, None).await
-    }
-
-    /// [`Operator::start`] with leader election on the Lease `lease` in the operator's
-    /// namespace, as `identity`; leases last [`LEASE_DURATION`].
-    async fn start_replica(
-        harness: &Harness,
-        namespace: &str,
-        election: Option<(&str, &str)>,
-    ) -> Result<Operator> {
-        install_crd(harness).await?;
-        let client = operator_client(harness).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let http = listener.local_addr().expect("a bound address");
-        let settings = Settings {
-            namespace: Some(namespace.into()),
-            default_image: IMAGE.into(),
-            http_listener: listener,
-            leader_election: election.map(|(lease, identity)| {
-                Arc::new(LeaderElection::new(
-                    kube::Api::namespaced(client.clone(), OPERATOR_NAMESPACE),
-                    lease,
-                    identity,
-                    LEASE_DURATION,
-                ))
-            }),
-            shared_cleanup_timeout: controller::DEFAULT_SHARED_CLEANUP_TIMEOUT,
-        };
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client.clone(), settings, async {
-            let _ = stopped.await;
-        }));
-        Ok(Operator {
-            shutdown: Some(shutdown),
-            task: Some(task),
-            http,
-            namespace: namespace.into(),
-        })
-    }
-
-    /// A GET on the operator's HTTP port: the status code and the body.
-    async fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(self.http)
-            .await
-            .expect("connect to the operator");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response[9..12].parse().expect("an HTTP status line");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    /// Successful reconciles so far, from `/metrics`.
-    async fn successful_reconciles(&self) -> u64 {
-        let (_, metrics) = self.get("/metrics").await;
-        metrics
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("shop_operator_reconciles_total{outcome=\"Success\"} ")
-            })
-            .map_or(0, |count| count.trim().parse().expect("a counter value"))
-    }
-
-    /// Waits until `/metrics` counts a successful reconcile. The children and the status are
-    /// written inside a reconcile, and the count goes up only when it returns: a test that saw
-    /// the writes must still wait for the count.
-    async fn wait_for_a_successful_reconcile(&self) {
-        let deadline = Instant::now() + TIMEOUT;
-        while self.successful_reconciles().await == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "no reconcile finished successfully within {TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let task = self.task.take().expect("the operator runs until stopped");
-        let stopped = tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("the operator stops within 30 s of its shutdown signal");
-        stopped
-            .expect("the operator task does not panic")
-            .expect("the operator stops cleanly");
-    }
-}
-
-/// A client with the rights of the operator's ServiceAccount in `k8s/operator` (the chart's RBAC)
-/// and nothing more: the tests run the operator with it, so the manifest is tested too.
-async fn operator_client(harness: &Harness) -> Result<kube::Client> {
-    harness
-        .apply_yaml(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop-system}\n",
-            None,
-        )
-        .await?;
-    harness.apply_yaml(&operator_rbac_yaml(), None).await?;
-    let mut config = kube::Config::from_kubeconfig(&Default::default())
-        .await
-        .expect("the kubeconfig the harness connected with");
-    config.auth_info.impersonate = Some(OPERATOR_USER.into());
-    config.auth_info.impersonate_groups = Some(vec![
-        "system:serviceaccounts".into(),
-        "system:serviceaccounts:shop-system".into(),
-        "system:authenticated".into(),
-    ]);
-    Ok(kube::Client::try_from(config).expect("a client for the operator's ServiceAccount"))
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let Some(task) = self.task.take() else {
-            return; // stopped: the test cleaned up after itself
-        };
-        // Stop it first, or it would put the finalizers back.
-        task.abort();
-        // The test's runtime cannot be used from `drop`; a helper thread runs its own.
-        let namespace = self.namespace.clone();
-        let released = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(release_namespace(&namespace))
-        })
-        .join();
-        if !matches!(released, Ok(Ok(()))) {
-            eprintln!(
-                "could not remove the finalizers in namespace {}; remove them by hand",
-                self.namespace
-            );
-        }
-    }
-}
-
-/// Lets a failed test's namespace be deleted without the operator: removes the finalizers
-/// of its ShopServices, and deletes its PersistentVolumes and Lease.
-async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
-    // A request the aborted operator had already sent may still land.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let client = kube::Client::try_default().await?;
-    let shops = kube::Api::<ShopService>::namespaced(client.clone(), namespace);
-    let unfinalized = json!({"metadata": {"finalizers": null}});
-    for shop in shops.list(&ListParams::default()).await?.items {
-        shops
-            .patch(
-                &shop.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&unfinalized),
-            )
-            .await?;
-    }
-    // The leader-election test names its Lease after its namespace.
-    match kube::Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE)
-        .delete(namespace, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.is_not_found() => {}
-        Err(e) => return Err(e.into()),
-    }
-    kube::Api::<PersistentVolume>::all(client)
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&format!("shop-e2e/namespace={namespace}")),
-        )
-        .await?;
-    Ok(())
-}
-
-fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
-    let context = context.to_owned();
-    move |source| kube_harness::Error::Kube { context, source }
+/// The operator in-process on `namespace`, with leader election on the Lease `lease` in the
+/// operator's namespace as `identity`; leases last [`LEASE_DURATION`].
+async fn start_replica(
+    harness: &Harness,
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+) -> Result<InProcessOperator> {
+    InProcessOperator::start_with(harness, namespace, |client, settings| {
+        settings.leader_election = Some(Arc::new(LeaderElection::new(
+            kube::Api::namespaced(client.clone(), OPERATOR_NAMESPACE),
+            lease,
+            identity,
+            LEASE_DURATION,
+        )));
+    })
+    .await
 }
 
 fn condition_is(shop: &ShopService, type_: &str, status: &str) -> bool {
@@ -316,7 +133,7 @@ async fn the_example_shop_becomes_ready_with_every_child() -> Result<()> {
     };
     let started = Instant::now();
     let ns = harness.namespace("op-shop").await?;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
     let yaml = std::fs::read_to_string(repository_file("examples/shop.yaml")).unwrap();
     let shops: Vec<ShopService> = kube_harness::parse_manifests(&yaml)?
         .into_iter()
@@ -414,7 +231,7 @@ async fn image_autoscaling_and_scale_changes_reach_the_deployment() -> Result<()
     };
     let started = Instant::now();
     let ns = harness.namespace("op-changes").await?;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
     apply_shop(
         &ns,
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: cart}\nspec: {component: cart, replicas: 2}\n",
@@ -534,7 +351,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     // One Lease per test run, so that runs do not contend with each other.
     let lease = ns.name().to_owned();
     let leases = kube::Api::<Lease>::namespaced(harness.client(), OPERATOR_NAMESPACE);
-    let first = Operator::start_replica(&harness, ns.name(), Some((&lease, "first"))).await?;
+    let first = start_replica(&harness, ns.name(), &lease, "first").await?;
     wait_for(
         &leases,
         &lease,
@@ -543,7 +360,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
         |l: Option<&Lease>| holder(l) == Some("first"),
     )
     .await?;
-    let second = Operator::start_replica(&harness, ns.name(), Some((&lease, "second"))).await?;
+    let second = start_replica(&harness, ns.name(), &lease, "second").await?;
     assert_eq!(second.get("/readyz").await.0, 200, "a standby is ready");
 
     apply_shop(
@@ -552,7 +369,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
     )
     .await?;
     wait_ready(&ns, "cart").await?;
-    first.wait_for_a_successful_reconcile().await;
+    first.wait_for_reconciles_above(0, TIMEOUT).await;
     assert_eq!(
         second.successful_reconciles().await,
         0,
@@ -578,7 +395,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() -> Result<()> {
         |d: Option<&Deployment>| pod_image(d).as_deref() == Some("example.org/cart:2"),
     )
     .await?;
-    second.wait_for_a_successful_reconcile().await;
+    second.wait_for_reconciles_above(0, TIMEOUT).await;
     eprintln!("the leader election check took {:?}", started.elapsed());
 
     delete_shop_services(&ns).await?;
@@ -616,7 +433,7 @@ async fn a_new_shop_service_updates_its_dependents_and_the_gateway() -> Result<(
     };
     let started = Instant::now();
     let ns = harness.namespace("op-peers").await?;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
     apply_shop(
         &ns,
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: gateway}\nspec: {component: gateway}\n---\napiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: cart}\nspec: {component: cart, dependsOn: [catalog], route: {pathPrefix: /api/cart}}\n",
@@ -702,7 +519,7 @@ async fn a_paused_shop_service_is_left_alone_until_resumed() -> Result<()> {
     };
     let started = Instant::now();
     let ns = harness.namespace("op-paused").await?;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
     apply_shop(
         &ns,
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: cart}\nspec: {component: cart}\n",
@@ -808,7 +625,7 @@ async fn reconciling_a_settled_shop_service_changes_nothing() -> Result<()> {
     };
     let started = Instant::now();
     let ns = harness.namespace("op-idempotent").await?;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
     let shops = apply_shop(
         &ns,
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: orders}\nspec: {component: order, database: {mode: Dedicated}}\n---\napiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: gateway}\nspec: {component: gateway}\n",
@@ -850,14 +667,9 @@ async fn reconciling_a_settled_shop_service_changes_nothing() -> Result<()> {
             .await
             .map_err(kube_error("annotate"))?;
     }
-    let deadline = Instant::now() + TIMEOUT;
-    while operator.successful_reconciles().await < reconciles + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "no reconcile after the annotations"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    operator
+        .wait_for_reconciles_above(reconciles, TIMEOUT)
+        .await;
     let nudged = shops_api.get("orders").await.map_err(kube_error("get"))?;
     // Give any write the reconciles might make the time to land before comparing.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -892,7 +704,7 @@ async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
     };
     let started = Instant::now();
     let ns = harness.namespace("op-delete").await?;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
     let shops = apply_shop(
         &ns,
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: kept}\nspec: {component: payment, database: {mode: Dedicated, deletionPolicy: Retain}}\n---\napiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: gone}\nspec: {component: notification, database: {mode: Dedicated, deletionPolicy: Delete}}\n",

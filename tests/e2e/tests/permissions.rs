@@ -18,21 +18,15 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
 use shop_e2e::{
-    OperatorProcess, install_crd, kubeconfig_as_service_account, provide_volumes,
-    release_namespace, repository_file,
+    OperatorProcess, TEST_IMAGE, install_crd, kube_error, kubeconfig_as_service_account,
+    provide_volumes, release_namespace, repository_file,
 };
 use shop_operator::controller::permissions::RBAC_MANIFEST;
 use shop_operator::crd::ShopService;
 
-const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a refusal to start may take: a client, one list and a few dozen access reviews.
 const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
-    let context = context.to_owned();
-    move |source| kube_harness::Error::Kube { context, source }
-}
 
 /// The rules of the manifest's ClusterRole `shop-operator` and Role
 /// `shop-operator-leader-election`, together.
@@ -166,7 +160,7 @@ async fn missing_permissions_stop_the_operator_at_startup_with_one_message() -> 
     let log = log_file(&ns);
     let started = Instant::now();
     let mut operator = OperatorProcess::start(
-        &["--namespace", ns.name(), "--default-image", IMAGE],
+        &["--namespace", ns.name(), "--default-image", TEST_IMAGE],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
         &log,
     );
@@ -265,7 +259,7 @@ async fn without_a_namespace_the_check_is_cluster_wide() -> Result<()> {
     let kubeconfig = kubeconfig_as_service_account(ns.name(), "cluster-wide");
     let log = log_file(&ns);
     let mut operator = OperatorProcess::start(
-        &["--default-image", IMAGE],
+        &["--default-image", TEST_IMAGE],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
         &log,
     );
@@ -323,7 +317,7 @@ async fn the_manifests_rules_suffice_to_start_and_reconcile() -> Result<()> {
             "--namespace",
             ns.name(),
             "--default-image",
-            IMAGE,
+            TEST_IMAGE,
             "--leader-elect",
             "--lease-duration",
             "3",

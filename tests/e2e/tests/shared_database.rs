@@ -9,7 +9,6 @@
 //! it fails.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -19,21 +18,14 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion};
 use serde_json::json;
-use shop_e2e::{install_crd, operator_rbac_yaml};
+use shop_e2e::{InProcessOperator, kube_error};
 use shop_operator::controller::shared_database::identifier;
-use shop_operator::controller::{self, Settings};
 use shop_operator::crd::ShopService;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Executor, Row};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 const TIMEOUT: Duration = Duration::from_secs(120);
 const FIELD_MANAGER: &str = "shop-e2e";
-/// The operator's ServiceAccount and namespace, as the operator chart (`k8s/operator`) names them.
-const OPERATOR_USER: &str = "system:serviceaccount:shop-system:shop-operator";
 /// How long the operator waits for an unreachable shared server before it lets a deleted
 /// ShopService go: short, so that the test of it is quick.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,128 +49,12 @@ fn postgres_url() -> Option<String> {
     }
 }
 
-/// The operator, running on this test's runtime until [`Operator::stop`].
-struct Operator {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    http: SocketAddr,
-    namespace: String,
-}
-
-impl Operator {
-    /// Installs the checked-in CRD and starts the operator on `namespace`, with the rights of
-    /// its ServiceAccount in `k8s/operator` (the chart's RBAC).
-    async fn start(harness: &Harness, namespace: &str) -> Result<Operator> {
-        install_crd(harness).await?;
-        harness
-            .apply_yaml(
-                "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop-system}\n",
-                None,
-            )
-            .await?;
-        harness.apply_yaml(&operator_rbac_yaml(), None).await?;
-        let mut config = kube::Config::from_kubeconfig(&Default::default())
-            .await
-            .expect("the kubeconfig the harness connected with");
-        config.auth_info.impersonate = Some(OPERATOR_USER.into());
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".into(),
-            "system:serviceaccounts:shop-system".into(),
-            "system:authenticated".into(),
-        ]);
-        let client = kube::Client::try_from(config).expect("a client for the operator");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let http = listener.local_addr().expect("a bound address");
-        let settings = Settings {
-            namespace: Some(namespace.into()),
-            default_image: IMAGE.into(),
-            http_listener: listener,
-            leader_election: None,
-            shared_cleanup_timeout: CLEANUP_TIMEOUT,
-        };
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client, settings, async {
-            let _ = stopped.await;
-        }));
-        Ok(Operator {
-            shutdown: Some(shutdown),
-            task: Some(task),
-            http,
-            namespace: namespace.into(),
-        })
-    }
-
-    /// Successful reconciles so far, from `/metrics`.
-    async fn successful_reconciles(&self) -> u64 {
-        let mut stream = tokio::net::TcpStream::connect(self.http)
-            .await
-            .expect("connect to the operator");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("shop_operator_reconciles_total{outcome=\"Success\"} ")
-            })
-            .map_or(0, |count| count.trim().parse().expect("a counter value"))
-    }
-
-    async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        let task = self.task.take().expect("the operator runs until stopped");
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("the operator stops within 30 s of its shutdown signal")
-            .expect("the operator task does not panic")
-            .expect("the operator stops cleanly");
-    }
-}
-
-impl Drop for Operator {
-    /// A failed test: stop the operator and remove the finalizers it would have removed, so
-    /// that the namespace can go.
-    fn drop(&mut self) {
-        let Some(task) = self.task.take() else {
-            return;
-        };
-        task.abort();
-        let namespace = self.namespace.clone();
-        let released = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let client = kube::Client::try_default().await?;
-                let shops = kube::Api::<ShopService>::namespaced(client, &namespace);
-                for shop in shops.list(&ListParams::default()).await?.items {
-                    shops
-                        .patch(
-                            &shop.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                        )
-                        .await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(released, Ok(Ok(()))) {
-            eprintln!(
-                "could not remove the finalizers in namespace {}",
-                self.namespace
-            );
-        }
-    }
+/// The operator in-process on `namespace`, with a short [`CLEANUP_TIMEOUT`].
+async fn start_operator(harness: &Harness, namespace: &str) -> Result<InProcessOperator> {
+    InProcessOperator::start_with(harness, namespace, |_, settings| {
+        settings.shared_cleanup_timeout = CLEANUP_TIMEOUT;
+    })
+    .await
 }
 
 /// The roles and databases a test expects the operator to make, dropped from the server when
@@ -289,11 +165,6 @@ fn shared_shop(name: &str, policy: &str, server_secret: &str) -> String {
     format!(
         "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {{name: {name}}}\nspec: {{component: cart, database: {{mode: Shared, deletionPolicy: {policy}, sharedServerSecret: {server_secret}}}}}\n"
     )
-}
-
-fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Error {
-    let context = context.to_owned();
-    move |source| kube_harness::Error::Kube { context, source }
 }
 
 /// The credentials Secret of `name`, decoded.
@@ -419,7 +290,7 @@ async fn shared_databases_are_private_stable_and_follow_the_deletion_policy() ->
     // What docs/shared-databases.md asks of the admin, and no more: not a superuser.
     let (operator_admin_url, admin_password) =
         admin_role(&admin_url, &admin_name, "NOSUPERUSER CREATEROLE CREATEDB").await;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = start_operator(&harness, ns.name()).await?;
     create_secret(&ns, SERVER_SECRET, &[("url", &operator_admin_url)]).await?;
     ns.apply_yaml(&shared_shop("alpha", "Delete", SERVER_SECRET))
         .await?;
@@ -509,14 +380,9 @@ async fn shared_databases_are_private_stable_and_follow_the_deletion_policy() ->
             .await
             .map_err(kube_error("annotate"))?;
     }
-    let deadline = Instant::now() + TIMEOUT;
-    while operator.successful_reconciles().await < reconciles + 1 {
-        assert!(
-            Instant::now() < deadline,
-            "no reconcile after the annotations"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    operator
+        .wait_for_reconciles_above(reconciles, TIMEOUT)
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (after, version_after) = credentials(&ns, "alpha").await;
     assert_eq!(after["password"], password, "the password never changes");
@@ -613,7 +479,7 @@ async fn shared_server_problems_are_reported_and_never_hold_a_deletion() -> Resu
         "NOSUPERUSER NOCREATEROLE NOCREATEDB",
     )
     .await;
-    let operator = Operator::start(&harness, ns.name()).await?;
+    let operator = start_operator(&harness, ns.name()).await?;
     create_secret(&ns, "weak", &[("url", &weak_admin_url)]).await?;
     ns.apply_yaml(&shared_shop("denied", "Retain", "weak"))
         .await?;
