@@ -11,6 +11,7 @@ use shop_operator::controller::{self, Settings};
 
 /// The image of the bundled services by default: this release's.
 const DEFAULT_IMAGE: &str = concat!("ghcr.io/shop-dev/shop:", env!("CARGO_PKG_VERSION"));
+use shop_operator::build::database::DEFAULT_POSTGRES_IMAGE;
 
 #[derive(Parser)]
 #[command(name = "shop-operator", about = "The Kubernetes operator of the shop")]
@@ -41,6 +42,9 @@ struct RenderArgs {
     /// The image of the bundled services, for ShopServices without `spec.image`.
     #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     default_image: String,
+    /// The PostgreSQL image of Dedicated databases.
+    #[arg(long, env = "SHOP_OPERATOR_POSTGRES_IMAGE", default_value = DEFAULT_POSTGRES_IMAGE)]
+    postgres_image: String,
 }
 
 #[derive(clap::Args)]
@@ -51,6 +55,10 @@ struct RunArgs {
     /// The image of the bundled services, for ShopServices without `spec.image`.
     #[arg(long, env = "SHOP_OPERATOR_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
     default_image: String,
+    /// The PostgreSQL image of Dedicated databases (any image with the official one's
+    /// environment contract, `postgres` as uid 70, `sh` and `pg_isready`).
+    #[arg(long, env = "SHOP_OPERATOR_POSTGRES_IMAGE", default_value = DEFAULT_POSTGRES_IMAGE)]
+    postgres_image: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     #[arg(
         long,
@@ -110,6 +118,7 @@ fn render(args: RenderArgs) -> anyhow::Result<String> {
     let options = shop_operator::render::Options {
         namespace: args.namespace,
         default_image: args.default_image,
+        postgres_image: args.postgres_image,
     };
     shop_operator::render::render(&services, &options)
 }
@@ -155,6 +164,7 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings {
         namespace: args.namespace,
         default_image: args.default_image,
+        postgres_image: args.postgres_image,
         http_listener,
         leader_election,
         shared_cleanup_timeout: Duration::from_secs(args.shared_cleanup_timeout),

@@ -31,6 +31,8 @@ pub struct Options {
     pub namespace: String,
     /// The image of the bundled services, as the operator's `--default-image`.
     pub default_image: String,
+    /// The PostgreSQL image of Dedicated databases, as the operator's `--postgres-image`.
+    pub postgres_image: String,
 }
 
 /// The ShopServices in a YAML stream (documents separated by `---`). Empty documents are
@@ -92,6 +94,7 @@ pub fn render(services: &[ShopService], options: &Options) -> anyhow::Result<Str
         let namespace = shop.metadata.namespace.as_deref().unwrap_or_default();
         let context = Context {
             default_image: &options.default_image,
+            postgres_image: &options.postgres_image,
             namespace_services: &by_namespace[namespace],
             database_password: Some(PLACEHOLDER_PASSWORD),
         };
@@ -219,6 +222,7 @@ spec:
         Options {
             namespace: "preview".into(),
             default_image: "ghcr.io/shop-dev/shop:1.0.0".into(),
+            postgres_image: crate::build::database::DEFAULT_POSTGRES_IMAGE.into(),
         }
     }
 

@@ -5,6 +5,10 @@
 # component listens on 127.0.0.1 only.
 #
 # Usage: tests/cluster/cluster.sh up       build/reuse the tools, start the cluster, wait until ready
+#        tests/cluster/cluster.sh up --real-node   the same with one real node instead of kwok's
+#        tests/cluster/cluster.sh images   build the shop's images and load them into the real node
+#        tests/cluster/cluster.sh exec CMD...      run CMD where the cluster is (the real node's netns)
+#        tests/cluster/cluster.sh shell    a shell there, with KUBECONFIG and PATH set
 #        tests/cluster/cluster.sh down     stop every process of the cluster and remove its state
 #        tests/cluster/cluster.sh env      print export lines: eval "$(tests/cluster/cluster.sh env)"
 #        tests/cluster/cluster.sh status   show whether it runs, its nodes and its listening sockets
@@ -33,6 +37,13 @@ KUBECTL_CACHE=$CLUSTER_DIR/kubectl-cache
 export KWOK_WORKDIR=$CLUSTER_DIR/kwok
 KWOK_CLUSTER_DIR=$KWOK_WORKDIR/clusters/$CLUSTER_NAME
 READY_TIMEOUT=120s
+# Present while the cluster runs with the real node (up --real-node).
+REAL_NODE_MARK=$CLUSTER_DIR/real-node
+LOCAL_VOLUMES=${SHOP_CLUSTER_LOCAL_VOLUMES:-16}
+# The images of the real node: built by images.sh, cached by content.
+IMAGES_DIR=${SHOP_IMAGES_DIR:-$HOME/.cache/shop/images/out}
+PAUSE_IMAGE=localhost/shop/pause:1
+COREDNS_IMAGE=localhost/shop/coredns:${COREDNS_VERSION#v}
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() {
@@ -41,13 +52,18 @@ die() {
 }
 
 # kwokctl logs JSON lines; they go to a file, shown only when kwokctl fails.
+real_node() { [[ -f $REAL_NODE_MARK ]]; }
+# With the real node, the cluster lives in its network namespace: so do its clients.
+where() { if real_node; then in_netns "$@"; else "$@"; fi; }
 kwokctl() {
-	if ! "$SHOP_TOOLS_BIN/kwokctl" --name "$CLUSTER_NAME" "$@" >>"$CLUSTER_DIR/kwokctl.log" 2>&1; then
+	if ! where "$SHOP_TOOLS_BIN/kwokctl" --name "$CLUSTER_NAME" "$@" >>"$CLUSTER_DIR/kwokctl.log" 2>&1; then
 		tail -n 20 "$CLUSTER_DIR/kwokctl.log" >&2
 		return 1
 	fi
 }
-kubectl() { KUBECACHEDIR=$KUBECTL_CACHE "$SHOP_TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+kubectl() { KUBECACHEDIR=$KUBECTL_CACHE where "$SHOP_TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+# shellcheck source=node.sh
+source "$HERE/node.sh"
 
 # PIDs of the cluster's processes, from the pid files kwokctl writes.
 cluster_pids() {
@@ -161,6 +177,45 @@ componentsPatches:
       - key: egress-selector-config-file
         value: $EGRESS_CONFIG
 EOF
+	if real_node; then
+		# The real node: the API server listens on the pod bridge (pods reach it as the
+		# `kubernetes` Service), advertises that address, publishes its endpoints, and dials
+		# the kubelet for logs, exec and port-forward (no egress selector): all of it inside
+		# the node's network namespace. Its certificate names the Service address.
+		cat >"$KWOKCTL_CONFIG" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  disableQPSLimits: true
+  kubeVersion: $KUBERNETES_VERSION
+  etcdVersion: ${ETCD_VERSION#v}
+  kwokVersion: $KWOK_VERSION
+  kubeApiserverCertSANs: [10.96.0.1, $NODE_IP]
+  # The port the operator chart's NetworkPolicy allows towards the API server.
+  kubeApiserverPort: 6443
+  kubeApiserverBinary: $bin/kube-apiserver
+  kubeControllerManagerBinary: $bin/kube-controller-manager
+  kubeSchedulerBinary: $bin/kube-scheduler
+  kubectlBinary: $bin/kubectl
+  etcdBinary: $bin/etcd
+  kwokControllerBinary: $bin/kwok
+componentsPatches:
+  - name: kube-apiserver
+    extraArgs:
+      - key: bind-address
+        value: 0.0.0.0
+      - key: advertise-address
+        value: $NODE_IP
+      - key: service-cluster-ip-range
+        value: $SERVICE_CIDR_REAL
+      # The node's name resolves nowhere (no DNS outside the cluster): dial its address.
+      - key: kubelet-preferred-address-types
+        value: InternalIP
+EOF
+		return
+	fi
 	if [[ -n $SERVICE_CIDR ]]; then
 		cat >>"$KWOKCTL_CONFIG" <<EOF
       - key: service-cluster-ip-range
@@ -170,10 +225,19 @@ EOF
 }
 
 cmd_up() {
-	local start=$SECONDS tools_start=$SECONDS
-	"$HERE/install.sh" >/dev/null
+	local start=$SECONDS tools_start=$SECONDS want_real=false
+	[[ ${1:-} == --real-node ]] && want_real=true
+	if $want_real; then
+		"$HERE/install.sh" --real-node >/dev/null
+	else
+		"$HERE/install.sh" >/dev/null
+	fi
 	local tools_secs=$((SECONDS - tools_start))
 
+	if [[ -d $KWOK_CLUSTER_DIR ]] && [[ $want_real != "$(real_node && echo true || echo false)" ]]; then
+		log "cluster $CLUSTER_NAME runs $(real_node && echo with || echo without) the real node: recreating it"
+		cmd_down
+	fi
 	if [[ -d $KWOK_CLUSTER_DIR ]]; then
 		if api_ready; then
 			log "cluster $CLUSTER_NAME is already up: reusing it"
@@ -186,12 +250,29 @@ cmd_up() {
 	fi
 
 	mkdir -p "$CLUSTER_DIR"
+	local disable=()
+	if $want_real; then
+		node_preflight
+		build_images infra
+		touch "$REAL_NODE_MARK"
+		node_netns_up
+		# No kwok nodes, so no kwok controller (it would take over the real node's status).
+		disable=(--disable kwok-controller)
+	fi
 	write_config
 	log "creating cluster $CLUSTER_NAME (state in $CLUSTER_DIR)"
 	# --kubeconfig "" keeps kwokctl away from ~/.kube/config; tests get their own file.
-	kwokctl --config "$KWOKCTL_CONFIG" create cluster --kubeconfig "" --wait "$READY_TIMEOUT" ||
+	kwokctl --config "$KWOKCTL_CONFIG" create cluster --kubeconfig "" --wait "$READY_TIMEOUT" "${disable[@]}" ||
 		die "kwokctl create cluster failed; component logs: $KWOK_CLUSTER_DIR/logs"
 	cp "$KWOK_CLUSTER_DIR/kubeconfig.yaml" "$KUBECONFIG_PATH"
+	if $want_real; then
+		wait_ready 0
+		check_components
+		node_up
+		check_sockets_contained
+		print_summary "$start" "$tools_secs"
+		return
+	fi
 	# Node addresses on loopback too, so that no address in the cluster names the machine's
 	# network (kwok's default 192.0.2.x is a documentation range that this VM may use).
 	kwokctl scale node --replicas "$NODES" --param '.nodeIPs=["127.0.0.1"]' || die "kwokctl scale node failed"
@@ -202,7 +283,7 @@ cmd_up() {
 }
 
 wait_ready() {
-	local tries=0
+	local tries=0 NODES=${1:-$NODES}
 	until api_ready; do
 		((++tries <= 240)) || die "the API server did not become ready"
 		sleep 0.5
@@ -213,7 +294,7 @@ wait_ready() {
 		((++tries <= 240)) || die "fewer than $NODES nodes registered"
 		sleep 0.5
 	done
-	kubectl wait --for=condition=Ready node --all --timeout="$READY_TIMEOUT" >/dev/null
+	((NODES == 0)) || kubectl wait --for=condition=Ready node --all --timeout="$READY_TIMEOUT" >/dev/null
 }
 
 print_summary() {
@@ -231,6 +312,7 @@ cmd_down() {
 	fi
 	local pids
 	pids=$(cluster_pids)
+	node_stop
 	if [[ -d $KWOK_CLUSTER_DIR ]]; then
 		log "stopping cluster $CLUSTER_NAME"
 		# kwokctl removes the cluster's context from the kubeconfig it is given: give it ours.
@@ -249,6 +331,7 @@ cmd_down() {
 		log "process $pid did not stop within 10s of SIGTERM; killing it"
 		kill -KILL "$pid" 2>/dev/null || true
 	done
+	node_cleanup
 	rm -rf "$CLUSTER_DIR"
 	log "cluster $CLUSTER_NAME removed"
 }
@@ -269,20 +352,55 @@ cmd_status() {
 		log "cluster $CLUSTER_NAME: exists but the API server does not answer (logs: $KWOK_CLUSTER_DIR/logs)"
 		return 1
 	fi
-	log "cluster $CLUSTER_NAME: up; kubeconfig $KUBECONFIG_PATH"
+	log "cluster $CLUSTER_NAME: up$(real_node && echo ' with the real node'); kubeconfig $KUBECONFIG_PATH"
 	kubectl version >&2
 	kubectl get nodes >&2
 	check_components
-	check_loopback_only
+	if real_node; then
+		check_no_route_out
+		check_sockets_contained
+	else
+		check_loopback_only
+	fi
+}
+
+# Builds the images (images.sh, cached by content): `infra` the node's own (pause, CoreDNS,
+# busybox), `all` also the shop's (from the binaries in SHOP_BIN_DIR), PostgreSQL and NATS.
+build_images() {
+	[[ -z ${SHOP_IMAGES_SKIP_BUILD_TMP:-} ]] || return 0
+	local debs
+	debs=$(readlink -f "$SHOP_TOOLS_BIN/busybox")
+	SHOP_TOOLS_BIN=$SHOP_TOOLS_BIN SHOP_IMAGE_DEBS_ROOT=${debs%/bin/busybox} \
+		"$HERE/images.sh" build "$IMAGES_DIR" "$1" >&2 || die "building the images failed"
+}
+
+cmd_images() {
+	real_node || die "no real node runs (tests/cluster/cluster.sh up --real-node)"
+	local start=$SECONDS
+	build_images all
+	node_import_images "$IMAGES_DIR/images.txt"
+	log "images loaded into $NODE_NAME in $((SECONDS - start))s"
+}
+
+cmd_exec() {
+	[[ $# -gt 0 ]] || die "usage: cluster.sh exec COMMAND [ARG]..."
+	eval "$(cmd_env)"
+	if real_node; then
+		exec nsenter --net="$NETNS_PATH" -- "$@"
+	fi
+	exec "$@"
 }
 
 case ${1:-} in
-up) cmd_up ;;
+up) cmd_up "${@:2}" ;;
 down) cmd_down ;;
 env) cmd_env ;;
 status) cmd_status ;;
+images) cmd_images ;;
+exec) cmd_exec "${@:2}" ;;
+shell) cmd_exec "${SHELL:-bash}" ;;
 *)
-	sed -n '7,10p' "$0" | sed 's/^# //' >&2
+	sed -n '7,14p' "$0" | sed 's/^# //' >&2
 	exit 2
 	;;
 esac

@@ -10,6 +10,7 @@
 # looks cached. Safe to run twice, and concurrently (a lock serialises runs).
 #
 # Usage: tests/cluster/install.sh            build what is missing, print the PATH line
+#        tests/cluster/install.sh --real-node  also what the real node needs (containerd, ...)
 #        source tests/cluster/install.sh     only defines the pinned versions and paths
 set -euo pipefail
 
@@ -21,6 +22,20 @@ KUBERNETES_VERSION=v1.36.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+# The real node (cluster.sh up --real-node). containerd 2.3 is in the support matrix of
+# Kubernetes 1.36 (2.3.0+, 2.2.0+); runc 1.5 is what containerd 2.3's CI tests; kube-router is
+# the only NetworkPolicy engine served by the proxy that works on this kernel (docs in
+# README.md); CoreDNS and nats-server run as pods of images built by images.sh.
+CONTAINERD_VERSION=v2.3.7
+RUNC_VERSION=v1.5.3
+KUBE_ROUTER_VERSION=v2.1.0
+COREDNS_VERSION=v1.15.0
+NATS_SERVER_VERSION=v2.10.24
+# Debian packages the real node needs: the CNI plugins (bridge, host-local, loopback),
+# iptables/ipset/conntrack (kube-proxy, kube-router), mmdebstrap (images), libseccomp (runc).
+NODE_PACKAGES=(containernetworking-plugins iptables ipset conntrack mmdebstrap libseccomp-dev)
+# Debian packages whose files go into images, downloaded (not installed) into the cache.
+IMAGE_DEBS=(catatonit busybox-static)
 MIN_GO_MINOR=26 # the go.mod files of these releases say `go 1.26.0`
 
 SHOP_TOOLS_DIR=${SHOP_TOOLS_DIR:-$HOME/.cache/shop/tools}
@@ -81,8 +96,16 @@ ensure() {
 	local dest=$SHOP_TOOLS_DIR/$name start=$SECONDS bin
 	if [[ -d $dest ]]; then
 		for bin in "$@"; do
-			[[ -x $dest/bin/$bin ]] || die "$dest exists but lacks bin/$bin; remove that folder and run again"
+			if [[ ! -x $dest/bin/$bin ]]; then
+				# An older layout of the same version (the Kubernetes folder before it held the
+				# kubelet): build it again rather than fail.
+				log "$name: cached folder lacks bin/$bin; rebuilding it"
+				rm -rf "$dest"
+				break
+			fi
 		done
+	fi
+	if [[ -d $dest ]]; then
 		log "$name: cached (0s)"
 	else
 		# Go is needed only to build: a filled cache works without it.
@@ -150,7 +173,9 @@ build_kubernetes() {
 			k8s.io/kubernetes/cmd/kube-apiserver \
 			k8s.io/kubernetes/cmd/kube-controller-manager \
 			k8s.io/kubernetes/cmd/kube-scheduler \
-			k8s.io/kubernetes/cmd/kubectl
+			k8s.io/kubernetes/cmd/kubectl \
+			k8s.io/kubernetes/cmd/kubelet \
+			k8s.io/kubernetes/cmd/kube-proxy
 	)
 }
 
@@ -197,6 +222,98 @@ build_helm() {
 	GOBIN=$out/bin nice -n 10 "$GO" install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# containerd, its runc shim and ctr, static (no cgo: PKCS#11 decryption is all that is lost).
+build_containerd() {
+	local out=$1 mod=github.com/containerd/containerd/v2
+	GOBIN=$out/bin nice -n 10 "$GO" install -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+		-ldflags "-s -w -X $mod/version.Version=$CONTAINERD_VERSION" \
+		"$mod/cmd/containerd@$CONTAINERD_VERSION" "$mod/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+		"$mod/cmd/ctr@$CONTAINERD_VERSION"
+}
+
+# runc needs cgo (its nsenter part is C) and libseccomp; without the optional libpathrs tag.
+build_runc() {
+	local out=$1
+	[[ -f /usr/include/seccomp.h ]] || die "runc needs libseccomp-dev (apt-get install libseccomp-dev)"
+	GOBIN=$out/bin CGO_ENABLED=1 nice -n 10 "$GO" install -trimpath -tags seccomp \
+		-ldflags "-s -w -X main.version=${RUNC_VERSION#v}" "github.com/opencontainers/runc@$RUNC_VERSION"
+}
+
+build_kube_router() {
+	local out=$1
+	GOBIN=$out/bin nice -n 10 "$GO" install -trimpath -ldflags "-s -w" \
+		"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
+# CoreDNS with only the plugins the cluster's Corefile uses, not its ~60: a main package of
+# our own links coremain and those plugins (each registers itself in init), which builds in a
+# fraction of the time of the full server.
+build_coredns() {
+	local out=$1 src=$1/src p
+	mkdir -p "$src" "$out/bin"
+	printf 'module shop.local/coredns-build\n\ngo 1.%s.0\n\nrequire github.com/coredns/coredns %s\n' \
+		"$MIN_GO_MINOR" "$COREDNS_VERSION" >"$src/go.mod"
+	{
+		printf 'package main\n\nimport (\n\t"github.com/coredns/coredns/core/dnsserver"\n'
+		printf '\t"github.com/coredns/coredns/coremain"\n'
+		for p in errors log health ready kubernetes cache reload loadbalance; do
+			printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "$p"
+		done
+		printf ')\n\nfunc main() {\n\t_ = dnsserver.Directives\n\tcoremain.Run()\n}\n'
+	} >"$src/main.go"
+	(
+		cd "$src"
+		nice -n 10 "$GO" build -mod=mod -trimpath -ldflags "-s -w" -o "$out/bin/coredns" .
+	)
+}
+
+build_nats_server() {
+	local out=$1
+	GOBIN=$out/bin nice -n 10 "$GO" install -trimpath -ldflags "-s -w" \
+		"github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION"
+}
+
+# The Debian packages of the real node, installed when missing (apt-get, as root).
+ensure_node_packages() {
+	local missing=() pkg
+	for pkg in "${NODE_PACKAGES[@]}"; do
+		dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+	done
+	((${#missing[@]} == 0)) && return
+	((EUID == 0)) || die "the real node needs these Debian packages: ${missing[*]} (run as root, or install them)"
+	log "installing Debian packages: ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
+		{ apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2; } ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+# Debian packages whose files the images take (catatonit as the pause process, busybox for
+# the test pods), unpacked into the cache, keyed by the package version.
+build_image_debs() {
+	local out=$1 pkg deb
+	mkdir -p "$out/bin" "$out/debs"
+	for pkg in "${IMAGE_DEBS[@]}"; do
+		(cd "$out/debs" && apt-get download "$pkg" >&2) || die "apt-get download $pkg failed"
+	done
+	for deb in "$out"/debs/*.deb; do dpkg-deb -x "$deb" "$out/root"; done
+	ln -s ../root/usr/bin/catatonit "$out/bin/catatonit"
+	ln -s ../root/bin/busybox "$out/bin/busybox"
+}
+
+# Installs what the real node needs: called by `cluster.sh up --real-node` (or
+# `install.sh --real-node`); the kwok tier needs none of it.
+install_real_node() {
+	ensure_node_packages
+	ensure "containerd-$CONTAINERD_VERSION" build_containerd containerd containerd-shim-runc-v2 ctr
+	ensure "runc-$RUNC_VERSION" build_runc runc
+	ensure "kube-router-$KUBE_ROUTER_VERSION" build_kube_router kube-router
+	ensure "coredns-$COREDNS_VERSION" build_coredns coredns
+	ensure "nats-server-$NATS_SERVER_VERSION" build_nats_server nats-server
+	local debs_key
+	debs_key=$(apt-cache policy "${IMAGE_DEBS[@]}" | awk '/Candidate/ { print $2 }' | paste -sd_ | tr ':~+' '---')
+	ensure "image-debs-$debs_key" build_image_debs catatonit busybox
+}
+
 main() {
 	local start=$SECONDS
 	mkdir -p "$SHOP_TOOLS_BIN"
@@ -213,7 +330,8 @@ main() {
 	ensure "kwok-$KWOK_VERSION" build_kwok kwok kwokctl
 	ensure "helm-$HELM_VERSION" build_helm helm
 	ensure "kubernetes-$KUBERNETES_VERSION" build_kubernetes \
-		kube-apiserver kube-controller-manager kube-scheduler kubectl
+		kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
+	if [[ ${1:-} == --real-node ]]; then install_real_node; fi
 	if [[ $BUILT == true ]]; then
 		# The binaries are what is cached; Go's compile cache (~4 GB after these builds)
 		# would only speed up a version bump. The module cache (~2 GB) stays, so a rebuild

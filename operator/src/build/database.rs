@@ -38,7 +38,9 @@ use super::common::{
 use super::network_policy::tcp;
 use crate::crd::DeletionPolicy;
 
-pub const POSTGRES_IMAGE: &str = "postgres:17-alpine";
+/// The PostgreSQL image of Dedicated databases when the operator is given none
+/// (`--postgres-image`): the official image, whose `postgres` user is uid 70.
+pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17-alpine";
 pub const POSTGRES_PORT: i32 = 5432;
 
 /// The `postgres` user of the Alpine PostgreSQL image.
@@ -117,9 +119,9 @@ impl DatabaseLogin {
     }
 }
 
-pub fn dedicated(owner: &Owner, password: &str) -> DedicatedDatabase {
+pub fn dedicated(owner: &Owner, password: &str, image: &str) -> DedicatedDatabase {
     DedicatedDatabase {
-        stateful_set: stateful_set(owner),
+        stateful_set: stateful_set(owner, image),
         service: service(owner),
         network_policy: network_policy(owner),
         credentials: credentials_secret(owner, &DatabaseLogin::dedicated(owner, password)),
@@ -155,7 +157,7 @@ pub fn credentials_secret(owner: &Owner, login: &DatabaseLogin) -> Secret {
     }
 }
 
-fn stateful_set(owner: &Owner) -> StatefulSet {
+fn stateful_set(owner: &Owner, image: &str) -> StatefulSet {
     let name = names::database(owner.name);
     let database = &owner.spec().database;
     let claim_policy = match database.deletion_policy {
@@ -220,7 +222,7 @@ fn pod_spec(owner: &Owner) -> PodSpec {
     };
     let postgres = Container {
         name: "postgres".into(),
-        image: Some(POSTGRES_IMAGE.into()),
+        image: Some(image.into()),
         env: Some(vec![
             from_secret("POSTGRES_USER", "username"),
             from_secret("POSTGRES_PASSWORD", "password"),
@@ -372,7 +374,7 @@ mod tests {
     fn credentials_have_the_standard_keys_and_a_uri_that_opens_the_database() {
         let shop = order(DeletionPolicy::Retain);
         let owner = Owner::new(&shop).unwrap();
-        let secret = dedicated(&owner, "s3cret").credentials;
+        let secret = dedicated(&owner, "s3cret", DEFAULT_POSTGRES_IMAGE).credentials;
         assert_eq!(
             secret.metadata.name.as_deref(),
             Some("order-history-db-credentials")
@@ -412,7 +414,7 @@ mod tests {
             (DeletionPolicy::Delete, true, "Delete"),
         ] {
             let shop = order(policy);
-            let database = dedicated(&Owner::new(&shop).unwrap(), "pw");
+            let database = dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE);
             assert_eq!(
                 database.credentials.metadata.owner_references.is_some(),
                 owned,
@@ -432,7 +434,7 @@ mod tests {
     #[test]
     fn postgres_runs_restricted_as_its_own_user_on_the_claim() {
         let shop = order(DeletionPolicy::Retain);
-        let stateful_set = dedicated(&Owner::new(&shop).unwrap(), "pw").stateful_set;
+        let stateful_set = dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE).stateful_set;
         assert_eq!(
             stateful_set.metadata.name.as_deref(),
             Some("order-history-db")
@@ -464,7 +466,7 @@ mod tests {
         assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
 
         let postgres = &pod.containers[0];
-        assert_eq!(postgres.image.as_deref(), Some(POSTGRES_IMAGE));
+        assert_eq!(postgres.image.as_deref(), Some(DEFAULT_POSTGRES_IMAGE));
         let container_security = postgres.security_context.as_ref().unwrap();
         assert_eq!(container_security.read_only_root_filesystem, Some(true));
         assert_eq!(container_security.allow_privilege_escalation, Some(false));
@@ -517,7 +519,7 @@ mod tests {
     #[test]
     fn only_the_services_own_pods_reach_the_database() {
         let shop = order(DeletionPolicy::Retain);
-        let database = dedicated(&Owner::new(&shop).unwrap(), "pw");
+        let database = dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE);
         let spec = database.network_policy.spec.unwrap();
         let selected = spec.pod_selector.unwrap().match_labels.unwrap();
         assert_eq!(selected["app.kubernetes.io/component"], "database");

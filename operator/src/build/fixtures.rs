@@ -42,6 +42,7 @@ pub fn routed(name: &str, component: Component, prefix: &str) -> ShopService {
 pub fn context<'a>(services: &'a [ShopService], password: Option<&'a str>) -> Context<'a> {
     Context {
         default_image: IMAGE,
+        postgres_image: super::database::DEFAULT_POSTGRES_IMAGE,
         namespace_services: services,
         database_password: password,
     }

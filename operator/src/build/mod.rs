@@ -51,6 +51,9 @@ use crate::crd::{Component, DEFAULT_PORT, DatabaseMode, ShopService};
 pub struct Context<'a> {
     /// The image of the bundled services, used when `spec.image` is not set.
     pub default_image: &'a str,
+    /// The PostgreSQL image of Dedicated databases ([`database::DEFAULT_POSTGRES_IMAGE`]
+    /// unless the operator is told otherwise).
+    pub postgres_image: &'a str,
     /// Every ShopService in the namespace, the one being built included: where its
     /// dependencies listen, who depends on it, and (for a gateway) which are routed.
     pub namespace_services: &'a [ShopService],
@@ -158,7 +161,7 @@ pub fn children(shop: &ShopService, context: &Context) -> Result<Children, Build
                     .ok_or_else(|| BuildError::MissingDatabasePassword {
                         name: owner.name.into(),
                     })?;
-            Some(database::dedicated(&owner, password))
+            Some(database::dedicated(&owner, password, context.postgres_image))
         }
         DatabaseMode::Shared | DatabaseMode::None => None,
     };

@@ -79,6 +79,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// The image of the bundled services, for ShopServices without `spec.image`.
     pub default_image: String,
+    /// The PostgreSQL image of Dedicated databases.
+    pub postgres_image: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub http_listener: TcpListener,
     /// Reconcile only while holding the leader lease; always when `None` (one replica).
@@ -133,6 +135,7 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub default_image: String,
+    pub postgres_image: String,
     /// See [`Settings::shared_cleanup_timeout`].
     pub shared_cleanup_timeout: Duration,
     recorder: Recorder,
@@ -238,6 +241,7 @@ pub async fn run(
         ),
         client: client.clone(),
         default_image: settings.default_image,
+        postgres_image: settings.postgres_image,
         shared_cleanup_timeout: settings.shared_cleanup_timeout,
         random: ring::rand::SystemRandom::new(),
         metrics: metrics.clone(),

@@ -59,6 +59,7 @@ pub async fn apply(shop: Arc<ShopService>, ctx: &Context) -> Result<Action, Erro
 
     let build_context = build::Context {
         default_image: &ctx.default_image,
+        postgres_image: &ctx.postgres_image,
         namespace_services: &namespace_services,
         database_password: password.as_deref(),
     };

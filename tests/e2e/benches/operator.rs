@@ -339,6 +339,7 @@ async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamesp
         .collect();
     let context = Context {
         default_image: IMAGE,
+        postgres_image: shop_operator::build::database::DEFAULT_POSTGRES_IMAGE,
         namespace_services: &stored,
         database_password: Some("bench-not-a-secret"),
     };

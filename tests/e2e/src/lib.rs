@@ -443,6 +443,7 @@ impl InProcessOperator {
         let mut settings = Settings {
             namespace: Some(namespace.into()),
             default_image: TEST_IMAGE.into(),
+            postgres_image: shop_operator::build::database::DEFAULT_POSTGRES_IMAGE.into(),
             http_listener: listener,
             leader_election: None,
             shared_cleanup_timeout: controller::DEFAULT_SHARED_CLEANUP_TIMEOUT,

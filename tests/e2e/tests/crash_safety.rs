@@ -391,6 +391,7 @@ fn desired_children(
             .map(|p| String::from_utf8(p.clone()).expect("a UTF-8 password"));
         let context = build::Context {
             default_image: TEST_IMAGE,
+            postgres_image: build::database::DEFAULT_POSTGRES_IMAGE,
             namespace_services: shops,
             database_password: password.as_deref(),
         };
