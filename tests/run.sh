@@ -52,8 +52,25 @@ eval "$(tests/cluster/cluster.sh env)"
 step "end-to-end tests against the cluster"
 # Some tests run the operator as a process of its own (to kill it; to run it as the chart's
 # ServiceAccount).
-cargo build --locked -p shop-operator
+cargo build --locked -p shop -p shop-operator
 export SHOP_OPERATOR_BIN=$CARGO_TARGET_DIR/debug/shop-operator
-cargo test --locked -p shop-e2e
+# The real-node tests need running containers; they run on the real node below.
+cargo test --locked -p shop-e2e -- --skip real_node_
+tests/cluster/cluster.sh down
+
+step "the real node (kubelet, containerd, CNI, kube-proxy, kube-router, CoreDNS)"
+tests/cluster/cluster.sh up --real-node
+
+step "the images, built here, loaded into the node"
+# The debug binaries the tests above built (their dependencies are optimised): a release
+# build would add minutes for what the tests do not measure.
+SHOP_BIN_DIR=$CARGO_TARGET_DIR/debug tests/cluster/cluster.sh images
+
+step "end-to-end tests on real pods (the whole shop, installed with both charts)"
+cargo test --locked -p shop-e2e --test real_node --no-run
+# Inside the node's network namespace, where the cluster is; nothing there routes out.
+tests/cluster/cluster.sh exec cargo test --offline --locked -p shop-e2e --test real_node
+# Containment again after the suite: no route out, every socket inside the node's ranges.
+tests/cluster/cluster.sh status
 
 step "all tests passed"

@@ -40,7 +40,7 @@ READY_TIMEOUT=120s
 # Present while the cluster runs with the real node (up --real-node).
 REAL_NODE_MARK=$CLUSTER_DIR/real-node
 LOCAL_VOLUMES=${SHOP_CLUSTER_LOCAL_VOLUMES:-16}
-# The images of the real node: built by images.sh, cached by content.
+# The images of the real node: built by image-build.sh, cached by content.
 IMAGES_DIR=${SHOP_IMAGES_DIR:-$HOME/.cache/shop/images/out}
 PAUSE_IMAGE=localhost/shop/pause:1
 COREDNS_IMAGE=localhost/shop/coredns:${COREDNS_VERSION#v}
@@ -341,6 +341,8 @@ cmd_env() {
 	printf 'export KUBECACHEDIR=%q\n' "$KUBECTL_CACHE"
 	# shellcheck disable=SC2016 # $PATH is expanded by whoever evaluates the line
 	printf 'export PATH=%q:"$PATH"\n' "$SHOP_TOOLS_BIN"
+	# Tells the tests the pods are real (tests/e2e/tests/real_node.rs).
+	if real_node; then printf 'export SHOP_REAL_NODE=1 SHOP_IMAGES_DIR=%q\n' "$IMAGES_DIR"; fi
 }
 
 cmd_status() {
@@ -364,14 +366,13 @@ cmd_status() {
 	fi
 }
 
-# Builds the images (images.sh, cached by content): `infra` the node's own (pause, CoreDNS,
+# Builds the images (image-build.sh, cached by content): `infra` the node's own (pause, CoreDNS,
 # busybox), `all` also the shop's (from the binaries in SHOP_BIN_DIR), PostgreSQL and NATS.
 build_images() {
-	[[ -z ${SHOP_IMAGES_SKIP_BUILD_TMP:-} ]] || return 0
 	local debs
 	debs=$(readlink -f "$SHOP_TOOLS_BIN/busybox")
 	SHOP_TOOLS_BIN=$SHOP_TOOLS_BIN SHOP_IMAGE_DEBS_ROOT=${debs%/bin/busybox} \
-		"$HERE/images.sh" build "$IMAGES_DIR" "$1" >&2 || die "building the images failed"
+		"$HERE/image-build.sh" "$IMAGES_DIR" "$1" || die "building the images failed"
 }
 
 cmd_images() {

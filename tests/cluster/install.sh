@@ -25,7 +25,7 @@ HELM_VERSION=v3.22.0
 # The real node (cluster.sh up --real-node). containerd 2.3 is in the support matrix of
 # Kubernetes 1.36 (2.3.0+, 2.2.0+); runc 1.5 is what containerd 2.3's CI tests; kube-router is
 # the only NetworkPolicy engine served by the proxy that works on this kernel (docs in
-# README.md); CoreDNS and nats-server run as pods of images built by images.sh.
+# README.md); CoreDNS and nats-server run as pods of images built by image-build.sh.
 CONTAINERD_VERSION=v2.3.7
 RUNC_VERSION=v1.5.3
 KUBE_ROUTER_VERSION=v2.1.0

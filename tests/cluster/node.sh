@@ -510,9 +510,16 @@ node_stop() {
 node_cleanup() {
 	[[ -d $NODE_DIR ]] || return 0
 	shopt -s globstar nullglob
-	# Whatever is left inside our namespaces (shims, containers) is ours; end it.
-	local pids
-	pids=$(node_namespace_pids | grep -vx "$$" || true)
+	# Whatever is left inside our namespaces (shims, containers) is ours; end it. Shims
+	# are also found by their command line, which names our containerd's socket.
+	local pids p
+	pids=$(
+		node_namespace_pids | grep -vx "$$" || true
+		for p in /proc/[0-9]*; do
+			grep -qF -- "$NODE_DIR/containerd/containerd.sock" "$p/cmdline" 2>/dev/null && echo "${p#/proc/}"
+		done
+		true
+	)
 	if [[ -n $pids ]]; then
 		# shellcheck disable=SC2086 # one pid a word
 		kill -KILL $pids 2>/dev/null || true

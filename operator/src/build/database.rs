@@ -181,7 +181,7 @@ fn stateful_set(owner: &Owner, image: &str) -> StatefulSet {
                     labels: Some(owner.labels(Role::Database)),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(owner)),
+                spec: Some(pod_spec(owner, image)),
             },
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
@@ -206,7 +206,7 @@ fn stateful_set(owner: &Owner, image: &str) -> StatefulSet {
     }
 }
 
-fn pod_spec(owner: &Owner) -> PodSpec {
+fn pod_spec(owner: &Owner, image: &str) -> PodSpec {
     let secret = names::credentials_secret(owner.name);
     let from_secret = |variable: &str, key: &str| EnvVar {
         name: variable.into(),

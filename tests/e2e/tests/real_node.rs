@@ -1,0 +1,606 @@
+//! The whole shop on real pods: the cluster of `tests/cluster/cluster.sh up --real-node` (a
+//! real kubelet, containerd, runc, CNI bridge, kube-proxy, kube-router and CoreDNS), the images
+//! of `cluster.sh images`, and both charts installed the way the README's "On the local test
+//! cluster" section says. Run inside the node's network namespace:
+//!
+//! ```sh
+//! tests/cluster/cluster.sh up --real-node && tests/cluster/cluster.sh images
+//! tests/cluster/cluster.sh exec cargo test -p shop-e2e --test real_node
+//! ```
+//!
+//! One test, in steps that build on each other (an install of the whole shop takes a minute on
+//! two cores; doing it once per check would take the suite's time budget). Without the real
+//! node (`SHOP_REAL_NODE` unset) it says SKIPPED and passes, except under `CI=true`, where it
+//! fails. The kwok tier skips it by name (`--skip real_node_`).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const OPERATOR_NAMESPACE: &str = "shop-system";
+const SHOP_NAMESPACE: &str = "shop";
+const CANARY_NAMESPACE: &str = "netpol-canary";
+/// The whole shop Ready, on a busy two-core node.
+const SHOP_READY: Duration = Duration::from_secs(300);
+const EVENTS_ARRIVE: Duration = Duration::from_secs(60);
+const GOOD_CARD: &str = "4242424242424242";
+const DECLINED_CARD: &str = "4000000000000002";
+const BUSYBOX: &str = "localhost/shop/busybox:1";
+
+/// The README's install commands, with the images `cluster.sh images` loaded.
+const INSTALL_OPERATOR: &[&str] = &[
+    "install",
+    "shop-operator",
+    "charts/shop-operator",
+    "-n",
+    OPERATOR_NAMESPACE,
+    "--create-namespace",
+    "--set",
+    "image.tag=e2e",
+    "--set",
+    "postgresImage=localhost/shop/postgres:17",
+    "--wait",
+    "--timeout",
+    "3m",
+];
+const INSTALL_SHOP: &[&str] = &[
+    "install",
+    "shop",
+    "charts/shop",
+    "-n",
+    SHOP_NAMESPACE,
+    "--create-namespace",
+    "--set",
+    "nats.image.repository=localhost/shop/nats",
+    "--set",
+    "nats.image.tag=2.10.24",
+];
+
+fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(shop_e2e::repository_file(""))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn ok(program: &str, args: &[&str]) -> String {
+    let (success, text) = run(program, args);
+    assert!(success, "{program} {}:\n{text}", args.join(" "));
+    text
+}
+
+fn kubectl(args: &[&str]) -> String {
+    ok("kubectl", args)
+}
+
+fn step(what: &str, started: Instant) {
+    eprintln!("[real-node {:>4}s] {what}", started.elapsed().as_secs());
+}
+
+/// What the cluster shows when something does not become ready: every pod, and the events.
+fn cluster_state() -> String {
+    let (_, pods) = run("kubectl", &["get", "pods", "-A", "-o", "wide"]);
+    let (_, events) = run(
+        "kubectl",
+        &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+    );
+    let tail: Vec<&str> = events.lines().rev().take(40).collect();
+    format!("{pods}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+}
+
+/// Fails at once, naming the pod, when the node cannot run what was asked: an image that is
+/// not loaded (nothing can be pulled here) or a node without room.
+fn fail_fast_on_unschedulable_or_unpullable() {
+    let (_, events) = run(
+        "kubectl",
+        &["get", "events", "-A", "-o", "jsonpath={range .items[*]}{.reason} {.involvedObject.namespace}/{.involvedObject.name}: {.message}{\"\\n\"}{end}"],
+    );
+    for line in events.lines() {
+        assert!(
+            !line.contains("Insufficient cpu") && !line.contains("Insufficient memory"),
+            "the node has no room for the shop: {line}\n(requests must fit one 2-core node)"
+        );
+        assert!(
+            !line.contains("ErrImagePull") && !line.contains("ErrImageNeverPull"),
+            "an image is not loaded into the node (tests/cluster/cluster.sh images): {line}"
+        );
+    }
+}
+
+fn wait_shop_ready(started: Instant) {
+    let deadline = Instant::now() + SHOP_READY;
+    loop {
+        fail_fast_on_unschedulable_or_unpullable();
+        let (ready, _) = run(
+            "kubectl",
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "shopservice",
+                "--all",
+                "-n",
+                SHOP_NAMESPACE,
+                "--timeout=10s",
+            ],
+        );
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shop was not Ready within {SHOP_READY:?}:\n{}\n{}",
+            kubectl(&["get", "shopservices", "-n", SHOP_NAMESPACE]),
+            cluster_state()
+        );
+    }
+    step("every ShopService Ready", started);
+}
+
+fn json_of(args: &[&str]) -> Value {
+    serde_json::from_str(&kubectl(args)).expect("kubectl prints JSON")
+}
+
+/// Every pod of the shop runs on the real node, its containers ready, and every init container
+/// (the `migrate` step) exited 0.
+fn check_real_pods() {
+    let pods = json_of(&["get", "pods", "-n", SHOP_NAMESPACE, "-o", "json"]);
+    let items = pods["items"].as_array().expect("a pod list");
+    assert!(items.len() >= 18, "the whole shop: {} pods", items.len());
+    let mut migrations = 0;
+    for pod in items {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        if pod["metadata"]["deletionTimestamp"].is_string() {
+            continue;
+        }
+        assert_eq!(pod["status"]["phase"], "Running", "{name}: {}", pod["status"]);
+        assert_eq!(pod["spec"]["nodeName"], "shop-node", "{name} on the real node");
+        for container in pod["status"]["containerStatuses"].as_array().unwrap() {
+            assert_eq!(container["ready"], true, "{name}: {container}");
+            assert!(container["containerID"].as_str().unwrap().starts_with("containerd://"));
+        }
+        for init in pod["status"]["initContainerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(init["state"]["terminated"]["exitCode"], 0, "{name}: {init}");
+            migrations += 1;
+        }
+    }
+    assert!(migrations >= 8, "the migrate init containers ran: {migrations}");
+    let claims = json_of(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "json"]);
+    for claim in claims["items"].as_array().unwrap() {
+        assert_eq!(
+            claim["status"]["phase"], "Bound",
+            "{}",
+            claim["metadata"]["name"]
+        );
+    }
+}
+
+/// The gateway's Service address: the test runs inside the node's network namespace, where
+/// kube-proxy translates it.
+fn gateway() -> String {
+    let ip = kubectl(&[
+        "get",
+        "service",
+        "gateway",
+        "-n",
+        SHOP_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}",
+    ]);
+    format!("http://{ip}/api")
+}
+
+struct Shop {
+    client: reqwest::Client,
+    api: String,
+}
+
+struct Customer {
+    email: String,
+    token: String,
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+impl Shop {
+    fn new() -> Shop {
+        Shop {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            api: gateway(),
+        }
+    }
+
+    async fn get(&self, path: &str, customer: Option<&Customer>) -> (StatusCode, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.api));
+        if let Some(customer) = customer {
+            request = request.bearer_auth(&customer.token);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn sign_in(&self, email: &str) -> Option<Customer> {
+        let response = self
+            .client
+            .post(format!("{}/auth/login", self.api))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .ok()?;
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        let tokens: Value = response.json().await.ok()?;
+        Some(Customer {
+            email: email.into(),
+            token: tokens["access_token"].as_str()?.into(),
+        })
+    }
+
+    async fn register(&self, name: &str) -> Customer {
+        let email = format!("{name}-{}@example.com", std::process::id());
+        let created = self
+            .client
+            .post(format!("{}/users", self.api))
+            .json(&json!({"email": email, "password": PASSWORD, "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED, "registering {email}");
+        self.sign_in(&email).await.expect("a new customer signs in")
+    }
+
+    async fn set_cart(&self, customer: &Customer, product: &str, quantity: u32) {
+        let response = self
+            .client
+            .put(format!("{}/cart/items/{product}", self.api))
+            .bearer_auth(&customer.token)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    }
+
+    async fn available(&self, product: &str) -> i64 {
+        let (_, stock) = self.get(&format!("/stock/{product}"), None).await;
+        stock["available"].as_i64().expect("a stock level")
+    }
+
+    async fn checkout(&self, customer: &Customer, card: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/orders", self.api))
+            .bearer_auth(&customer.token)
+            .header("Idempotency-Key", format!("{}-{card}-{}", customer.email, std::process::id()))
+            .json(&json!({
+                "shipping_address": {"name": "Ada Lovelace", "line1": "12 Analytical Row",
+                    "city": "Berlin", "postal_code": "10115", "country": "DE"},
+                "payment": {"card_number": card, "exp_month": 12, "exp_year": 2031, "cvc": "123"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The customer journey: register, sign in, search, cart, checkout with the good card and
+/// with a declined one. Returns the customer's e-mail (later steps sign in again).
+async fn customer_journey(shop: &Shop) -> String {
+    let customer = shop.register("real-node").await;
+    let (status, found) = shop.get("/products?q=almanac&limit=5", None).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let items = found["items"].as_array().expect("search results");
+    assert!(!items.is_empty(), "the search finds the seed catalog's almanac");
+    let product = items[0]["id"].as_str().unwrap().to_owned();
+
+    let before = shop.available(&product).await;
+    shop.set_cart(&customer, &product, 2).await;
+    let (status, order) = shop.checkout(&customer, GOOD_CARD).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(shop.available(&product).await, before - 2, "stock lowered");
+    let tracking = order["tracking_number"].as_str().expect("a tracking number");
+    let (status, shipment) = shop.get(&format!("/shipments/{tracking}"), Some(&customer)).await;
+    assert_eq!(status, StatusCode::OK, "{shipment}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    // The events over NATS: the cart emptied, a notification recorded.
+    eventually("the cart emptied by order.confirmed", EVENTS_ARRIVE, || async {
+        let (_, cart) = shop.get("/cart", Some(&customer)).await;
+        cart["items"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    eventually("a notification of the order", EVENTS_ARRIVE, || async {
+        let (_, notes) = shop.get("/notifications", Some(&customer)).await;
+        notes.to_string().contains(&order_id).then_some(())
+    })
+    .await;
+
+    // A declined card: 402, the order FAILED, the stock back, the cart kept.
+    let before = shop.available(&product).await;
+    shop.set_cart(&customer, &product, 1).await;
+    let (status, failed) = shop.checkout(&customer, DECLINED_CARD).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{failed}");
+    let (_, orders) = shop.get("/orders", Some(&customer)).await;
+    assert!(
+        orders.to_string().contains("FAILED"),
+        "the declined order is FAILED: {orders}"
+    );
+    assert_eq!(shop.available(&product).await, before, "stock restored");
+    let (_, cart) = shop.get("/cart", Some(&customer)).await;
+    assert_eq!(cart["items"].as_array().map(Vec::len), Some(1), "cart kept: {cart}");
+    customer.email
+}
+
+/// A throwaway pod (restricted profile) that can try TCP connections from inside a namespace.
+fn probe_pod(namespace: &str, name: &str, labels: &str, command: &str) {
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+  "metadata": {{"name": "{name}", "namespace": "{namespace}", "labels": {labels}}},
+  "spec": {{"terminationGracePeriodSeconds": 0,
+    "securityContext": {{"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                         "seccompProfile": {{"type": "RuntimeDefault"}}}},
+    "containers": [{{"name": "probe", "image": "{BUSYBOX}", "imagePullPolicy": "Never",
+      "command": ["/bin/busybox", "sh", "-c", "{command}"],
+      "resources": {{"requests": {{"cpu": "5m", "memory": "8Mi"}}, "limits": {{"memory": "32Mi"}}}},
+      "securityContext": {{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                           "capabilities": {{"drop": ["ALL"]}}}}}}]}}}}"#
+    );
+    let path = std::env::temp_dir().join(format!("shop-real-node-{name}.json"));
+    std::fs::write(&path, manifest).unwrap();
+    kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{name}"),
+        "-n",
+        namespace,
+        "--timeout=60s",
+    ]);
+}
+
+/// Whether a TCP connection from the pod to `host:port` opens within 3 s.
+fn connects(namespace: &str, pod: &str, host: &str, port: u16) -> bool {
+    run(
+        "kubectl",
+        &[
+            "exec",
+            "-n",
+            namespace,
+            pod,
+            "--",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!("/bin/busybox nc -w 3 {host} {port} </dev/null"),
+        ],
+    )
+    .0
+}
+
+/// Proves the engine enforces at all before any test relies on it: a connection that works
+/// stops working under a deny-all policy.
+fn network_policy_canary() {
+    kubectl(&["create", "namespace", CANARY_NAMESPACE]);
+    kubectl(&[
+        "label",
+        "namespace",
+        CANARY_NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    probe_pod(
+        CANARY_NAMESPACE,
+        "server",
+        r#"{"app": "server"}"#,
+        "exec /bin/busybox httpd -f -p 8080 -h /",
+    );
+    probe_pod(CANARY_NAMESPACE, "client", "{}", "exec /bin/busybox sleep 3600");
+    let server = kubectl(&[
+        "get",
+        "pod",
+        "server",
+        "-n",
+        CANARY_NAMESPACE,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    assert!(
+        connects(CANARY_NAMESPACE, "client", &server, 8080),
+        "pod to pod does not work at all (CNI bridge?)"
+    );
+    let policy = std::env::temp_dir().join("shop-real-node-deny.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+  "metadata": {{"name": "deny-all", "namespace": "{CANARY_NAMESPACE}"}},
+  "spec": {{"podSelector": {{}}, "policyTypes": ["Ingress"]}}}}"#
+        ),
+    )
+    .unwrap();
+    kubectl(&["apply", "-f", policy.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connects(CANARY_NAMESPACE, "client", &server, 8080) {
+        assert!(
+            Instant::now() < deadline,
+            "NetworkPolicy not enforced: a deny-all policy left pod-to-pod traffic open for 30 s \
+             (is kube-router running? see the node's logs/kube-router.log)"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    kubectl(&["delete", "namespace", CANARY_NAMESPACE, "--wait=false"]);
+}
+
+fn leader() -> String {
+    kubectl(&[
+        "get",
+        "lease",
+        "shop-operator",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+fn deployment_replicas(name: &str) -> (String, String) {
+    let text = kubectl(&[
+        "get",
+        "deployment",
+        name,
+        "-n",
+        SHOP_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.replicas} {.status.readyReplicas}",
+    ]);
+    let (spec, ready) = text.split_once(' ').unwrap_or((&text, ""));
+    (spec.to_owned(), ready.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_node_the_whole_shop_on_real_pods() {
+    if std::env::var_os("SHOP_REAL_NODE").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no real node (run inside `tests/cluster/cluster.sh exec` after `up --real-node`)"
+        );
+        eprintln!("SKIPPED: no real node (tests/cluster/cluster.sh up --real-node)");
+        return;
+    }
+    let started = Instant::now();
+    network_policy_canary();
+    step("canary: the NetworkPolicy engine enforces a deny-all policy", started);
+
+    ok("helm", INSTALL_OPERATOR);
+    let operators = json_of(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "json"]);
+    assert_eq!(operators["items"].as_array().unwrap().len(), 2, "two operator replicas");
+    step("operator chart installed: two replicas Running", started);
+    ok("helm", INSTALL_SHOP);
+    wait_shop_ready(started);
+    check_real_pods();
+    step("real pods: Running, probes passed, migrations exited 0, volumes Bound", started);
+
+    let shop = Shop::new();
+    let email = customer_journey(&shop).await;
+    step("customer journey: CONFIRMED with the good card, FAILED with a declined one", started);
+
+    // NetworkPolicy on the shop: a stranger pod reaches the gateway, not payment's internal
+    // API nor any database. (The order service reaching payment is the checkout above.)
+    probe_pod(SHOP_NAMESPACE, "stranger", "{}", "exec /bin/busybox sleep 3600");
+    assert!(connects(SHOP_NAMESPACE, "stranger", "gateway", 8080), "the gateway is open");
+    assert!(!connects(SHOP_NAMESPACE, "stranger", "payment", 8080), "payment is closed");
+    for db in ["user", "catalog", "cart", "order", "payment", "inventory", "shipping", "notification"] {
+        assert!(
+            !connects(SHOP_NAMESPACE, "stranger", &format!("{db}-db"), 5432),
+            "{db}'s database is closed to strangers"
+        );
+    }
+    kubectl(&["delete", "pod", "stranger", "-n", SHOP_NAMESPACE, "--wait=false"]);
+    step("NetworkPolicy: payment and every database closed to a stranger pod", started);
+
+    // The operator's leader pod deleted: the other replica takes over and carries out a
+    // change made meanwhile.
+    let old = leader();
+    let change = Instant::now();
+    kubectl(&["delete", "pod", &old, "-n", OPERATOR_NAMESPACE, "--wait=false"]);
+    kubectl(&[
+        "patch", "shopservice", "shipping", "-n", SHOP_NAMESPACE, "--type", "merge", "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ]);
+    eventually("the change carried out by the new leader", Duration::from_secs(90), || async {
+        let (spec, ready) = deployment_replicas("shipping");
+        (spec == "2" && ready == "2").then_some(())
+    })
+    .await;
+    let new = leader();
+    assert_ne!(new, old, "another replica holds the lease");
+    step(
+        &format!("leader {old} deleted: {new} took over; change done in {:?}", change.elapsed()),
+        started,
+    );
+
+    // The user service's database pod deleted: it comes back with its data.
+    kubectl(&["delete", "pod", "user-db-0", "-n", SHOP_NAMESPACE, "--wait=true"]);
+    eventually("the customer signs in after the database pod came back", Duration::from_secs(120), || {
+        shop.sign_in(&email)
+    })
+    .await;
+    step("user-db-0 deleted: back with its data (the account signs in)", started);
+
+    // helm uninstall keeps the retained databases' volumes; a reinstall finds the data.
+    ok("helm", &["uninstall", "shop", "-n", SHOP_NAMESPACE, "--wait", "--timeout", "3m"]);
+    eventually("Delete removes notification's volume", Duration::from_secs(60), || async {
+        let claims = kubectl(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "name"]);
+        (!claims.contains("data-notification-db-0")).then_some(())
+    })
+    .await;
+    let claims = kubectl(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "name"]);
+    assert!(claims.contains("data-user-db-0"), "the retained volume stays: {claims}");
+    ok("helm", INSTALL_SHOP);
+    wait_shop_ready(started);
+    let shop = Shop::new();
+    eventually("the customer signs in after the reinstall", Duration::from_secs(60), || {
+        shop.sign_in(&email)
+    })
+    .await;
+    step("uninstall and reinstall: the retained data is found", started);
+}
+
+/// The shop image built here (`cluster.sh images`) holds what the `Dockerfile`'s final stage
+/// puts in the image `docker build` makes: the same files, user, entrypoint, command, ports
+/// and labels.
+#[test]
+fn real_node_image_matches_the_dockerfile() {
+    let Some(images) = std::env::var_os("SHOP_IMAGES_DIR") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no images (SHOP_IMAGES_DIR; run inside `tests/cluster/cluster.sh exec`)"
+        );
+        eprintln!("SKIPPED: no images built (tests/cluster/cluster.sh images)");
+        return;
+    };
+    let describe = |what: &str, path: &str| -> Value {
+        let text = ok("python3", &["tests/cluster/oci_layout.py", what, path]);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} {path}: {e}: {text}"))
+    };
+    let archive = std::path::Path::new(&images).join("shop.tar");
+    let from_dockerfile = describe("describe", "Dockerfile");
+    let built_here = describe("inspect", archive.to_str().unwrap());
+    assert_eq!(
+        from_dockerfile["files"],
+        json!(["/usr/local/bin/shop", "/usr/local/bin/shop-operator"]),
+        "the Dockerfile's files as the test expects them"
+    );
+    assert_eq!(built_here, from_dockerfile, "the image built here drifted from the Dockerfile");
+}
