@@ -79,7 +79,7 @@ image coredns.tar "localhost/shop/coredns:$("$TOOLS/coredns" -version | awk -F- 
 	--add "$TOOLS/coredns:/coredns:755:0:0" --entrypoint '["/coredns"]' --user 65532:65532
 
 if [[ $WHAT == all ]]; then
-	bin=${SHOP_BIN_DIR:?SHOP_BIN_DIR must name the folder with shop and shop-operator}
+	bin=${SHOP_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
 	for b in shop shop-operator; do [[ -x $bin/$b ]] || die "$bin/$b is missing (cargo build -p shop -p shop-operator)"; done
 	# Debug sections are most of a debug build's size, and no part of what the image runs.
 	mkdir -p "$CACHE/bin"

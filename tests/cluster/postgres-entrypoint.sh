@@ -7,8 +7,9 @@ set -eu
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
 mkdir -p "$PGDATA"
 # Every start, as the official image does: the kubelet's fsGroup pass makes the volume
-# group-writable, and PostgreSQL refuses a data directory that is not 0700.
-chmod 700 "$PGDATA"
+# group-writable and setgid, and PostgreSQL refuses a data directory that is not 0700
+# (five digits: GNU chmod keeps a directory's setgid bit otherwise).
+chmod 00700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	pw=/tmp/.pgpass.$$
 	umask 077

@@ -434,7 +434,8 @@ mod tests {
     #[test]
     fn postgres_runs_restricted_as_its_own_user_on_the_claim() {
         let shop = order(DeletionPolicy::Retain);
-        let stateful_set = dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE).stateful_set;
+        let stateful_set =
+            dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE).stateful_set;
         assert_eq!(
             stateful_set.metadata.name.as_deref(),
             Some("order-history-db")

@@ -161,7 +161,11 @@ pub fn children(shop: &ShopService, context: &Context) -> Result<Children, Build
                     .ok_or_else(|| BuildError::MissingDatabasePassword {
                         name: owner.name.into(),
                     })?;
-            Some(database::dedicated(&owner, password, context.postgres_image))
+            Some(database::dedicated(
+                &owner,
+                password,
+                context.postgres_image,
+            ))
         }
         DatabaseMode::Shared | DatabaseMode::None => None,
     };

@@ -94,7 +94,10 @@ fn cluster_state() -> String {
         &["get", "events", "-A", "--sort-by=.lastTimestamp"],
     );
     let tail: Vec<&str> = events.lines().rev().take(40).collect();
-    format!("{pods}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    format!(
+        "{pods}\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
 }
 
 /// Fails at once, naming the pod, when the node cannot run what was asked: an image that is
@@ -102,7 +105,13 @@ fn cluster_state() -> String {
 fn fail_fast_on_unschedulable_or_unpullable() {
     let (_, events) = run(
         "kubectl",
-        &["get", "events", "-A", "-o", "jsonpath={range .items[*]}{.reason} {.involvedObject.namespace}/{.involvedObject.name}: {.message}{\"\\n\"}{end}"],
+        &[
+            "get",
+            "events",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.involvedObject.namespace}/{.involvedObject.name}: {.message}{\"\\n\"}{end}",
+        ],
     );
     for line in events.lines() {
         assert!(
@@ -161,11 +170,23 @@ fn check_real_pods() {
         if pod["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }
-        assert_eq!(pod["status"]["phase"], "Running", "{name}: {}", pod["status"]);
-        assert_eq!(pod["spec"]["nodeName"], "shop-node", "{name} on the real node");
+        assert_eq!(
+            pod["status"]["phase"], "Running",
+            "{name}: {}",
+            pod["status"]
+        );
+        assert_eq!(
+            pod["spec"]["nodeName"], "shop-node",
+            "{name} on the real node"
+        );
         for container in pod["status"]["containerStatuses"].as_array().unwrap() {
             assert_eq!(container["ready"], true, "{name}: {container}");
-            assert!(container["containerID"].as_str().unwrap().starts_with("containerd://"));
+            assert!(
+                container["containerID"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("containerd://")
+            );
         }
         for init in pod["status"]["initContainerStatuses"]
             .as_array()
@@ -176,7 +197,10 @@ fn check_real_pods() {
             migrations += 1;
         }
     }
-    assert!(migrations >= 8, "the migrate init containers ran: {migrations}");
+    assert!(
+        migrations >= 8,
+        "the migrate init containers ran: {migrations}"
+    );
     let claims = json_of(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "json"]);
     for claim in claims["items"].as_array().unwrap() {
         assert_eq!(
@@ -231,7 +255,10 @@ impl Shop {
             request = request.bearer_auth(&customer.token);
         }
         let response = request.send().await.expect("the gateway answers");
-        (response.status(), response.json().await.unwrap_or(Value::Null))
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 
     async fn sign_in(&self, email: &str) -> Option<Customer> {
@@ -274,7 +301,11 @@ impl Shop {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
     }
 
     async fn available(&self, product: &str) -> i64 {
@@ -287,7 +318,10 @@ impl Shop {
             .client
             .post(format!("{}/orders", self.api))
             .bearer_auth(&customer.token)
-            .header("Idempotency-Key", format!("{}-{card}-{}", customer.email, std::process::id()))
+            .header(
+                "Idempotency-Key",
+                format!("{}-{card}-{}", customer.email, std::process::id()),
+            )
             .json(&json!({
                 "shipping_address": {"name": "Ada Lovelace", "line1": "12 Analytical Row",
                     "city": "Berlin", "postal_code": "10115", "country": "DE"},
@@ -296,7 +330,10 @@ impl Shop {
             .send()
             .await
             .unwrap();
-        (response.status(), response.json().await.unwrap_or(Value::Null))
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -322,7 +359,10 @@ async fn customer_journey(shop: &Shop) -> String {
     let (status, found) = shop.get("/products?q=almanac&limit=5", None).await;
     assert_eq!(status, StatusCode::OK, "{found}");
     let items = found["items"].as_array().expect("search results");
-    assert!(!items.is_empty(), "the search finds the seed catalog's almanac");
+    assert!(
+        !items.is_empty(),
+        "the search finds the seed catalog's almanac"
+    );
     let product = items[0]["id"].as_str().unwrap().to_owned();
 
     let before = shop.available(&product).await;
@@ -331,15 +371,23 @@ async fn customer_journey(shop: &Shop) -> String {
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(shop.available(&product).await, before - 2, "stock lowered");
-    let tracking = order["tracking_number"].as_str().expect("a tracking number");
-    let (status, shipment) = shop.get(&format!("/shipments/{tracking}"), Some(&customer)).await;
+    let tracking = order["tracking_number"]
+        .as_str()
+        .expect("a tracking number");
+    let (status, shipment) = shop
+        .get(&format!("/shipments/{tracking}"), Some(&customer))
+        .await;
     assert_eq!(status, StatusCode::OK, "{shipment}");
     let order_id = order["id"].as_str().unwrap().to_owned();
     // The events over NATS: the cart emptied, a notification recorded.
-    eventually("the cart emptied by order.confirmed", EVENTS_ARRIVE, || async {
-        let (_, cart) = shop.get("/cart", Some(&customer)).await;
-        cart["items"].as_array()?.is_empty().then_some(())
-    })
+    eventually(
+        "the cart emptied by order.confirmed",
+        EVENTS_ARRIVE,
+        || async {
+            let (_, cart) = shop.get("/cart", Some(&customer)).await;
+            cart["items"].as_array()?.is_empty().then_some(())
+        },
+    )
     .await;
     eventually("a notification of the order", EVENTS_ARRIVE, || async {
         let (_, notes) = shop.get("/notifications", Some(&customer)).await;
@@ -359,7 +407,11 @@ async fn customer_journey(shop: &Shop) -> String {
     );
     assert_eq!(shop.available(&product).await, before, "stock restored");
     let (_, cart) = shop.get("/cart", Some(&customer)).await;
-    assert_eq!(cart["items"].as_array().map(Vec::len), Some(1), "cart kept: {cart}");
+    assert_eq!(
+        cart["items"].as_array().map(Vec::len),
+        Some(1),
+        "cart kept: {cart}"
+    );
     customer.email
 }
 
@@ -425,7 +477,12 @@ fn network_policy_canary() {
         r#"{"app": "server"}"#,
         "exec /bin/busybox httpd -f -p 8080 -h /",
     );
-    probe_pod(CANARY_NAMESPACE, "client", "{}", "exec /bin/busybox sleep 3600");
+    probe_pod(
+        CANARY_NAMESPACE,
+        "client",
+        "{}",
+        "exec /bin/busybox sleep 3600",
+    );
     let server = kubectl(&[
         "get",
         "pod",
@@ -500,81 +557,180 @@ async fn real_node_the_whole_shop_on_real_pods() {
     }
     let started = Instant::now();
     network_policy_canary();
-    step("canary: the NetworkPolicy engine enforces a deny-all policy", started);
+    step(
+        "canary: the NetworkPolicy engine enforces a deny-all policy",
+        started,
+    );
 
     ok("helm", INSTALL_OPERATOR);
     let operators = json_of(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "json"]);
-    assert_eq!(operators["items"].as_array().unwrap().len(), 2, "two operator replicas");
+    assert_eq!(
+        operators["items"].as_array().unwrap().len(),
+        2,
+        "two operator replicas"
+    );
     step("operator chart installed: two replicas Running", started);
     ok("helm", INSTALL_SHOP);
     wait_shop_ready(started);
     check_real_pods();
-    step("real pods: Running, probes passed, migrations exited 0, volumes Bound", started);
+    step(
+        "real pods: Running, probes passed, migrations exited 0, volumes Bound",
+        started,
+    );
 
     let shop = Shop::new();
     let email = customer_journey(&shop).await;
-    step("customer journey: CONFIRMED with the good card, FAILED with a declined one", started);
+    step(
+        "customer journey: CONFIRMED with the good card, FAILED with a declined one",
+        started,
+    );
 
     // NetworkPolicy on the shop: a stranger pod reaches the gateway, not payment's internal
     // API nor any database. (The order service reaching payment is the checkout above.)
-    probe_pod(SHOP_NAMESPACE, "stranger", "{}", "exec /bin/busybox sleep 3600");
-    assert!(connects(SHOP_NAMESPACE, "stranger", "gateway", 8080), "the gateway is open");
-    assert!(!connects(SHOP_NAMESPACE, "stranger", "payment", 8080), "payment is closed");
-    for db in ["user", "catalog", "cart", "order", "payment", "inventory", "shipping", "notification"] {
+    probe_pod(
+        SHOP_NAMESPACE,
+        "stranger",
+        "{}",
+        "exec /bin/busybox sleep 3600",
+    );
+    assert!(
+        connects(SHOP_NAMESPACE, "stranger", "gateway", 8080),
+        "the gateway is open"
+    );
+    assert!(
+        !connects(SHOP_NAMESPACE, "stranger", "payment", 8080),
+        "payment is closed"
+    );
+    for db in [
+        "user",
+        "catalog",
+        "cart",
+        "order",
+        "payment",
+        "inventory",
+        "shipping",
+        "notification",
+    ] {
         assert!(
             !connects(SHOP_NAMESPACE, "stranger", &format!("{db}-db"), 5432),
             "{db}'s database is closed to strangers"
         );
     }
-    kubectl(&["delete", "pod", "stranger", "-n", SHOP_NAMESPACE, "--wait=false"]);
-    step("NetworkPolicy: payment and every database closed to a stranger pod", started);
+    kubectl(&[
+        "delete",
+        "pod",
+        "stranger",
+        "-n",
+        SHOP_NAMESPACE,
+        "--wait=false",
+    ]);
+    step(
+        "NetworkPolicy: payment and every database closed to a stranger pod",
+        started,
+    );
 
     // The operator's leader pod deleted: the other replica takes over and carries out a
     // change made meanwhile.
     let old = leader();
     let change = Instant::now();
-    kubectl(&["delete", "pod", &old, "-n", OPERATOR_NAMESPACE, "--wait=false"]);
     kubectl(&[
-        "patch", "shopservice", "shipping", "-n", SHOP_NAMESPACE, "--type", "merge", "-p",
+        "delete",
+        "pod",
+        &old,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--wait=false",
+    ]);
+    kubectl(&[
+        "patch",
+        "shopservice",
+        "shipping",
+        "-n",
+        SHOP_NAMESPACE,
+        "--type",
+        "merge",
+        "-p",
         r#"{"spec":{"replicas":2}}"#,
     ]);
-    eventually("the change carried out by the new leader", Duration::from_secs(90), || async {
-        let (spec, ready) = deployment_replicas("shipping");
-        (spec == "2" && ready == "2").then_some(())
-    })
+    eventually(
+        "the change carried out by the new leader",
+        Duration::from_secs(90),
+        || async {
+            let (spec, ready) = deployment_replicas("shipping");
+            (spec == "2" && ready == "2").then_some(())
+        },
+    )
     .await;
     let new = leader();
     assert_ne!(new, old, "another replica holds the lease");
     step(
-        &format!("leader {old} deleted: {new} took over; change done in {:?}", change.elapsed()),
+        &format!(
+            "leader {old} deleted: {new} took over; change done in {:?}",
+            change.elapsed()
+        ),
         started,
     );
 
     // The user service's database pod deleted: it comes back with its data.
-    kubectl(&["delete", "pod", "user-db-0", "-n", SHOP_NAMESPACE, "--wait=true"]);
-    eventually("the customer signs in after the database pod came back", Duration::from_secs(120), || {
-        shop.sign_in(&email)
-    })
+    kubectl(&[
+        "delete",
+        "pod",
+        "user-db-0",
+        "-n",
+        SHOP_NAMESPACE,
+        "--wait=true",
+    ]);
+    eventually(
+        "the customer signs in after the database pod came back",
+        Duration::from_secs(120),
+        || shop.sign_in(&email),
+    )
     .await;
-    step("user-db-0 deleted: back with its data (the account signs in)", started);
+    step(
+        "user-db-0 deleted: back with its data (the account signs in)",
+        started,
+    );
 
     // helm uninstall keeps the retained databases' volumes; a reinstall finds the data.
-    ok("helm", &["uninstall", "shop", "-n", SHOP_NAMESPACE, "--wait", "--timeout", "3m"]);
-    eventually("Delete removes notification's volume", Duration::from_secs(60), || async {
-        let claims = kubectl(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "name"]);
-        (!claims.contains("data-notification-db-0")).then_some(())
-    })
+    ok(
+        "helm",
+        &[
+            "uninstall",
+            "shop",
+            "-n",
+            SHOP_NAMESPACE,
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    );
+    eventually(
+        "Delete removes notification's volume",
+        Duration::from_secs(60),
+        || async {
+            let claims = kubectl(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "name"]);
+            (!claims.contains("data-notification-db-0")).then_some(())
+        },
+    )
     .await;
     let claims = kubectl(&["get", "pvc", "-n", SHOP_NAMESPACE, "-o", "name"]);
-    assert!(claims.contains("data-user-db-0"), "the retained volume stays: {claims}");
+    assert!(
+        claims.contains("data-user-db-0"),
+        "the retained volume stays: {claims}"
+    );
     ok("helm", INSTALL_SHOP);
     wait_shop_ready(started);
     let shop = Shop::new();
-    eventually("the customer signs in after the reinstall", Duration::from_secs(60), || {
-        shop.sign_in(&email)
-    })
+    eventually(
+        "the customer signs in after the reinstall",
+        Duration::from_secs(60),
+        || shop.sign_in(&email),
+    )
     .await;
-    step("uninstall and reinstall: the retained data is found", started);
+    step(
+        "uninstall and reinstall: the retained data is found",
+        started,
+    );
 }
 
 /// The shop image built here (`cluster.sh images`) holds what the `Dockerfile`'s final stage
@@ -602,5 +758,8 @@ fn real_node_image_matches_the_dockerfile() {
         json!(["/usr/local/bin/shop", "/usr/local/bin/shop-operator"]),
         "the Dockerfile's files as the test expects them"
     );
-    assert_eq!(built_here, from_dockerfile, "the image built here drifted from the Dockerfile");
+    assert_eq!(
+        built_here, from_dockerfile,
+        "the image built here drifted from the Dockerfile"
+    );
 }
