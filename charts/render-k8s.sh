@@ -44,13 +44,13 @@ kustomization operator >"$out/kustomization.yaml"
 namespace shop-system >"$out/operator/namespace.yaml"
 {
   echo "$header"
-  helm template shop-operator "$root/charts/shop-operator" --namespace shop-system --include-crds
+  helm template shop-operator "$root/charts/shop-operator" --namespace shop-system --include-crds --skip-tests
 } >"$out/operator/shop-operator.yaml"
 kustomization namespace.yaml shop-operator.yaml >"$out/operator/kustomization.yaml"
 
 namespace shop >"$out/shop/namespace.yaml"
 {
   echo "$header"
-  helm template shop "$root/charts/shop" --namespace shop
+  helm template shop "$root/charts/shop" --namespace shop --skip-tests
 } >"$out/shop/shop.yaml"
 kustomization namespace.yaml shop.yaml >"$out/shop/kustomization.yaml"

@@ -217,15 +217,22 @@ impl Upstream {
         // never multiply load on a struggling upstream. Only failed connections are retried:
         // nothing was sent, so it is safe for any method. An upstream's error answer is not
         // retried; its problem goes back to the caller.
+        // Each retry is logged (a connection refused by a pod going away, say): how many
+        // failures the retries absorb is something an operator, and the real-node test, counts.
+        let upstream = name.to_owned();
         let retry = reqwest::retry::for_host(host)
             .max_retries_per_request(options.max_retries)
             .max_extra_load(options.retry_budget)
-            .classify_fn(|attempt| {
+            .classify_fn(move |attempt| {
                 let connect_failed = attempt
                     .error()
                     .and_then(|e| e.downcast_ref::<reqwest::Error>())
                     .is_some_and(reqwest::Error::is_connect);
                 if connect_failed {
+                    tracing::info!(
+                        upstream = %upstream,
+                        "upstream connection failed; retrying if the retry budget allows"
+                    );
                     attempt.retryable()
                 } else {
                     attempt.success()

@@ -41,6 +41,8 @@ const INSTALL_OPERATOR: &[&str] = &[
     "image.tag=e2e",
     "--set",
     "postgresImage=localhost/shop/postgres:17",
+    "--set",
+    "tests.image=localhost/shop/busybox:1",
     "--wait",
     "--timeout",
     "3m",
@@ -56,7 +58,14 @@ const INSTALL_SHOP: &[&str] = &[
     "nats.image.repository=localhost/shop/nats",
     "--set",
     "nats.image.tag=2.10.24",
+    "--set",
+    "tests.image=localhost/shop/busybox:1",
 ];
+/// The second tag of the shop image that `cluster.sh images` loads: a rolling update to it
+/// changes every pod of the Deployment.
+const ROLLOUT_IMAGE: &str = "ghcr.io/shop-dev/shop:e2e-rollout";
+/// What the gateway logs for each failed connection it retries (shop_kit::client).
+const RETRY_LOG: &str = "upstream connection failed; retrying";
 
 fn run(program: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(program)
@@ -519,6 +528,209 @@ fn network_policy_canary() {
     kubectl(&["delete", "namespace", CANARY_NAMESPACE, "--wait=false"]);
 }
 
+/// A steady load on the catalog through the gateway's Service: `workers` loops of
+/// `GET /api/products`, until [`Load::finish`]. Every answer that is not 200 is a failure.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(api: &str, workers: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, client) = (stop.clone(), client.clone());
+                let url = format!("{api}/products?limit=5");
+                tokio::spawn(async move {
+                    let (mut requests, mut failures) = (0, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        requests += 1;
+                        match client.get(&url).send().await {
+                            Ok(response) if response.status() == StatusCode::OK => {}
+                            Ok(response) => failures.push(format!(
+                                "{}: {}",
+                                response.status(),
+                                response.text().await.unwrap_or_default()
+                            )),
+                            Err(e) => failures.push(format!("{e:#}")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    (requests, failures)
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    /// Stops the load; the number of requests made and the failures seen.
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut requests, mut failures) = (0, Vec::new());
+        for worker in self.workers {
+            let (n, mut failed) = worker.await.unwrap();
+            requests += n;
+            failures.append(&mut failed);
+        }
+        (requests, failures)
+    }
+}
+
+/// How many failed connections to the catalog the gateway has retried so far, from its pods'
+/// logs.
+fn gateway_retries_of_catalog() -> usize {
+    let logs = kubectl(&[
+        "logs",
+        "-n",
+        SHOP_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/instance=gateway,app.kubernetes.io/name=gateway",
+        "--tail=-1",
+    ]);
+    logs.lines()
+        .filter(|line| line.contains(RETRY_LOG) && line.contains("catalog"))
+        .count()
+}
+
+fn catalog_pods() -> Vec<String> {
+    kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        SHOP_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/instance=catalog,app.kubernetes.io/name=catalog",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The catalog's Deployment settled: every replica updated, available, and no old pod left.
+fn catalog_settled() -> bool {
+    let text = kubectl(&[
+        "get",
+        "deployment",
+        "catalog",
+        "-n",
+        SHOP_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.replicas} {.status.updatedReplicas} {.status.availableReplicas} {.status.replicas}",
+    ]);
+    let numbers: Vec<&str> = text.split(' ').collect();
+    numbers.len() == 4 && numbers.iter().all(|n| *n == numbers[0])
+}
+
+/// Rolls the catalog to a new image tag under a steady load, then deletes one of its pods by
+/// hand under load: no request may fail. Returns what to report.
+async fn catalog_under_load(api: &str) -> String {
+    assert!(
+        catalog_settled(),
+        "the catalog is settled before the rollout"
+    );
+    let retries_before = gateway_retries_of_catalog();
+    let load = Load::start(api, 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rollout = Instant::now();
+    kubectl(&[
+        "patch",
+        "shopservice",
+        "catalog",
+        "-n",
+        SHOP_NAMESPACE,
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"image":"{ROLLOUT_IMAGE}"}}}}"#),
+    ]);
+    eventually(
+        "the catalog's pods on the new tag",
+        Duration::from_secs(180),
+        || async {
+            let images = kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                SHOP_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/instance=catalog,app.kubernetes.io/name=catalog",
+                "-o",
+                "jsonpath={.items[*].spec.containers[0].image}",
+            ]);
+            (catalog_settled()
+                && !images.is_empty()
+                && images
+                    .split_whitespace()
+                    .all(|image| image == ROLLOUT_IMAGE))
+            .then_some(())
+        },
+    )
+    .await;
+    let rollout_took = rollout.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (requests, failures) = load.finish().await;
+    let retries_rollout = gateway_retries_of_catalog() - retries_before;
+    assert!(requests > 100, "a steady load: only {requests} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed during the catalog's rolling update: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+
+    let load = Load::start(api, 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = catalog_pods().remove(0);
+    kubectl(&[
+        "delete",
+        "pod",
+        &victim,
+        "-n",
+        SHOP_NAMESPACE,
+        "--wait=false",
+    ]);
+    eventually(
+        "the deleted catalog pod replaced",
+        Duration::from_secs(120),
+        || async { (catalog_settled() && !catalog_pods().contains(&victim)).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (deleted_requests, failures) = load.finish().await;
+    let retries_deleted = gateway_retries_of_catalog() - retries_before - retries_rollout;
+    assert!(
+        failures.is_empty(),
+        "{} of {deleted_requests} requests failed after catalog pod {victim} was deleted: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    format!(
+        "catalog rolled to a new tag in {rollout_took:.1?} under load: 0 of {requests} requests \
+         failed ({retries_rollout} connections retried by the gateway); pod {victim} deleted under \
+         load: 0 of {deleted_requests} failed ({retries_deleted} retried)"
+    )
+}
+
+/// `helm test` of a release: its chart's test pod runs and passes. (A passed test pod is
+/// deleted at once, hook-succeeded; a failed one stays, and its log is the message.)
+fn helm_test(release: &str, namespace: &str, pod: &str) {
+    let (passed, output) = run(
+        "helm",
+        &["test", release, "-n", namespace, "--timeout", "2m"],
+    );
+    if !passed {
+        let (_, logs) = run("kubectl", &["logs", pod, "-n", namespace]);
+        panic!("helm test {release} failed:\n{output}\ntest pod {pod}:\n{logs}");
+    }
+}
+
 fn leader() -> String {
     kubectl(&[
         "get",
@@ -628,6 +840,21 @@ async fn real_node_the_whole_shop_on_real_pods() {
         "NetworkPolicy: payment and every database closed to a stranger pod",
         started,
     );
+
+    // The charts' own test pods (templates/tests/).
+    helm_test(
+        "shop-operator",
+        OPERATOR_NAMESPACE,
+        "shop-operator-test-metrics",
+    );
+    helm_test("shop", SHOP_NAMESPACE, "shop-test-gateway");
+    step(
+        "helm test: the operator's metrics and readiness, the gateway's upstreams and catalog",
+        started,
+    );
+
+    let report = catalog_under_load(&shop.api).await;
+    step(&report, started);
 
     // The operator's leader pod deleted: the other replica takes over and carries out a
     // change made meanwhile.
