@@ -130,8 +130,32 @@ check_components() {
 	log "PodSecurity admission enabled; garbage collector and HPA controllers started"
 }
 
-write_config() {
+# What both kinds of cluster share in kwokctl's configuration: every binary is a local path,
+# so kwokctl never downloads anything; bindAddress keeps all components on loopback (kwokctl's
+# default is 0.0.0.0); QPS limits are off so scale tests are not throttled to a few objects
+# per second.
+kwokctl_options() {
 	local bin=$SHOP_TOOLS_BIN
+	cat <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  disableQPSLimits: true
+  kubeVersion: $KUBERNETES_VERSION
+  etcdVersion: ${ETCD_VERSION#v}
+  kwokVersion: $KWOK_VERSION
+  kubeApiserverBinary: $bin/kube-apiserver
+  kubeControllerManagerBinary: $bin/kube-controller-manager
+  kubeSchedulerBinary: $bin/kube-scheduler
+  kubectlBinary: $bin/kubectl
+  etcdBinary: $bin/etcd
+  kwokControllerBinary: $bin/kwok
+EOF
+}
+
+write_config() {
 	# The API server is the only component that would ever dial a node, pod or service
 	# address (logs, exec, port-forward, the proxy subresources). kwok's fake addresses are
 	# not on this machine (its default node IPs 192.0.2.x can even be the machine's own
@@ -148,27 +172,12 @@ egressSelections:
         uds:
           udsName: $CLUSTER_DIR/no-cluster-egress.sock
 EOF
-	# Every binary is a local path, so kwokctl never downloads anything; bindAddress keeps
-	# all components on loopback (kwokctl's default is 0.0.0.0); QPS limits are off so
-	# scale tests are not throttled to a few objects per second. The API server advertises
-	# loopback instead of the machine's address and publishes no endpoints for the
-	# `kubernetes` Service (loopback endpoints are invalid, and no pod runs to use them).
-	cat >"$KWOKCTL_CONFIG" <<EOF
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokctlConfiguration
-options:
-  runtime: binary
-  bindAddress: 127.0.0.1
-  disableQPSLimits: true
-  kubeVersion: $KUBERNETES_VERSION
-  etcdVersion: ${ETCD_VERSION#v}
-  kwokVersion: $KWOK_VERSION
-  kubeApiserverBinary: $bin/kube-apiserver
-  kubeControllerManagerBinary: $bin/kube-controller-manager
-  kubeSchedulerBinary: $bin/kube-scheduler
-  kubectlBinary: $bin/kubectl
-  etcdBinary: $bin/etcd
-  kwokControllerBinary: $bin/kwok
+	# The API server advertises loopback instead of the machine's address and publishes no
+	# endpoints for the `kubernetes` Service (loopback endpoints are invalid, and no pod runs
+	# to use them).
+	{
+		kwokctl_options
+		cat <<EOF
 componentsPatches:
   - name: kube-apiserver
     extraArgs:
@@ -179,30 +188,18 @@ componentsPatches:
       - key: egress-selector-config-file
         value: $EGRESS_CONFIG
 EOF
+	} >"$KWOKCTL_CONFIG"
 	if real_node; then
 		# The real node: the API server listens on the pod bridge (pods reach it as the
 		# `kubernetes` Service), advertises that address, publishes its endpoints, and dials
 		# the kubelet for logs, exec and port-forward (no egress selector): all of it inside
 		# the node's network namespace. Its certificate names the Service address.
-		cat >"$KWOKCTL_CONFIG" <<EOF
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokctlConfiguration
-options:
-  runtime: binary
-  bindAddress: 127.0.0.1
-  disableQPSLimits: true
-  kubeVersion: $KUBERNETES_VERSION
-  etcdVersion: ${ETCD_VERSION#v}
-  kwokVersion: $KWOK_VERSION
+		{
+			kwokctl_options
+			cat <<EOF
   kubeApiserverCertSANs: [10.96.0.1, $NODE_IP]
   # The port the operator chart's NetworkPolicy allows towards the API server.
   kubeApiserverPort: 6443
-  kubeApiserverBinary: $bin/kube-apiserver
-  kubeControllerManagerBinary: $bin/kube-controller-manager
-  kubeSchedulerBinary: $bin/kube-scheduler
-  kubectlBinary: $bin/kubectl
-  etcdBinary: $bin/etcd
-  kwokControllerBinary: $bin/kwok
 componentsPatches:
   - name: kube-apiserver
     extraArgs:
@@ -216,6 +213,7 @@ componentsPatches:
       - key: kubelet-preferred-address-types
         value: InternalIP
 EOF
+		} >"$KWOKCTL_CONFIG"
 		return
 	fi
 	if [[ -n $SERVICE_CIDR ]]; then

@@ -50,6 +50,9 @@ helm install shop charts/shop --namespace shop --create-namespace
 # kind's default StorageClass provisions the databases' volumes.
 kubectl wait --namespace shop --for condition=Ready shopservices --all --timeout 10m
 kubectl get shopservices --namespace shop
+# The charts' own test pods (templates/tests/; busybox pulled from Docker Hub).
+helm test shop-operator --namespace shop-system
+helm test shop --namespace shop
 # The in-cluster operator watches every namespace; the tests run operators of their own in
 # their namespaces, so it goes before them (the shop first, while the operator finishes its
 # deletions).

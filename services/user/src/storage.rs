@@ -145,10 +145,11 @@ impl Store {
             return Ok(keys);
         }
         let key = crate::domain::generate_key()?;
-        // Replicas starting together may each insert a key; all of them end up in the JWKS.
+        // Replicas starting together each try to insert the first key (generation 1, unique):
+        // one wins, the others' inserts do nothing, and every replica then reads the same key.
         sqlx::query(
-            "INSERT INTO signing_keys (kid, pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (kid) DO NOTHING",
+            "INSERT INTO signing_keys (kid, pkcs8, public_key, created_at, generation) \
+             VALUES ($1, $2, $3, $4, 1) ON CONFLICT DO NOTHING",
         )
         .bind(&key.kid)
         .bind(&key.pkcs8)
@@ -173,5 +174,38 @@ impl Store {
                 public_key,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas starting together on a fresh database: all of them sign with, and publish, the
+    /// same one key.
+    #[tokio::test]
+    async fn replicas_starting_together_agree_on_one_signing_key() {
+        for test_db in shop_kit::testing::all_backends().await {
+            let db = Database::connect_and_migrate(&test_db.url, &crate::MIGRATOR)
+                .await
+                .unwrap();
+            let [a, b, c, d] = [(); 4].map(|()| Store::new(db.clone()));
+            let started = tokio::join!(
+                a.signing_keys(),
+                b.signing_keys(),
+                c.signing_keys(),
+                d.signing_keys()
+            );
+            let kids: Vec<Vec<String>> = [started.0, started.1, started.2, started.3]
+                .into_iter()
+                .map(|keys| keys.unwrap().into_iter().map(|k| k.kid).collect())
+                .collect();
+            assert_eq!(kids[0].len(), 1, "{:?}: one key", test_db.backend);
+            assert!(
+                kids.iter().all(|k| *k == kids[0]),
+                "{:?}: every replica has the same key: {kids:?}",
+                test_db.backend
+            );
+        }
     }
 }

@@ -365,6 +365,13 @@ where
 /// with a declined one. Returns the customer's e-mail (later steps sign in again).
 async fn customer_journey(shop: &Shop) -> String {
     let customer = shop.register("real-node").await;
+    // Tokens from either user replica are accepted wherever they are checked (each sign-in
+    // lands on a replica at random; every replica must publish the key that signed it).
+    for _ in 0..8 {
+        let token = shop.sign_in(&customer.email).await.expect("signs in");
+        let (status, cart) = shop.get("/cart", Some(&token)).await;
+        assert_eq!(status, StatusCode::OK, "a fresh token is accepted: {cart}");
+    }
     let (status, found) = shop.get("/products?q=almanac&limit=5", None).await;
     assert_eq!(status, StatusCode::OK, "{found}");
     let items = found["items"].as_array().expect("search results");
@@ -813,19 +820,27 @@ async fn real_node_the_whole_shop_on_real_pods() {
         !connects(SHOP_NAMESPACE, "stranger", "payment", 8080),
         "payment is closed"
     );
-    for db in [
-        "user",
-        "catalog",
-        "cart",
-        "order",
-        "payment",
-        "inventory",
-        "shipping",
-        "notification",
-    ] {
+    // Every database there is: the Services of the PostgreSQL pods (`<name>-db`).
+    let databases = kubectl(&[
+        "get",
+        "services",
+        "-n",
+        SHOP_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=postgresql",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let databases: Vec<&str> = databases.split_whitespace().collect();
+    assert_eq!(
+        databases.len(),
+        8,
+        "examples/shop.yaml's eight databases: {databases:?}"
+    );
+    for db in databases {
         assert!(
-            !connects(SHOP_NAMESPACE, "stranger", &format!("{db}-db"), 5432),
-            "{db}'s database is closed to strangers"
+            !connects(SHOP_NAMESPACE, "stranger", db, 5432),
+            "{db} is closed to strangers"
         );
     }
     kubectl(&[
