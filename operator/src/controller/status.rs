@@ -50,7 +50,10 @@ impl Computed {
 /// The status of `owner`'s ShopService given what was observed.
 pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStatus {
     let shop = owner.shop;
-    let rollout = Rollout::of(observed.deployment);
+    // Autoscaled: the Deployment starts at one replica until the autoscaler's first sync; the
+    // service is not Ready below the minimum its spec promises.
+    let minimum = shop.spec.autoscaling.as_ref().map(|a| a.min_replicas);
+    let rollout = Rollout::of(observed.deployment, minimum);
     let database = database_state(owner, observed.database, observed.shared);
     let database_ready = database
         .as_ref()
@@ -247,13 +250,15 @@ struct Rollout {
 }
 
 impl Rollout {
-    fn of(deployment: &Deployment) -> Rollout {
+    /// `minimum`: the autoscaler's minReplicas, when the ShopService is autoscaled.
+    fn of(deployment: &Deployment, minimum: Option<i32>) -> Rollout {
         let status = deployment.status.clone().unwrap_or_default();
         let desired = deployment
             .spec
             .as_ref()
             .and_then(|spec| spec.replicas)
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .max(minimum.unwrap_or(0));
         let seen = status.observed_generation >= deployment.metadata.generation;
         let updated = status.updated_replicas.unwrap_or(0);
         let available = status.available_replicas.unwrap_or(0);
@@ -436,6 +441,27 @@ mod tests {
         );
         assert_eq!((status.replicas, status.ready_replicas), (Some(2), Some(2)));
         assert!(status.database.is_none());
+    }
+
+    #[test]
+    fn an_autoscaled_service_is_not_ready_below_its_minimum() {
+        let mut gateway = shop("gateway", Some(Component::Gateway));
+        gateway.spec.autoscaling = Some(crate::crd::Autoscaling {
+            min_replicas: 2,
+            max_replicas: 6,
+            target_cpu_utilization_percentage: 70,
+        });
+        let owner = Owner::new(&gateway).unwrap();
+        // Created without replicas (the autoscaler's field): one pod until its first sync.
+        let mut starting = deployment(1, available(1));
+        starting.spec.as_mut().unwrap().replicas = None;
+        let status = compute(&owner, observe(&starting), &time(100));
+        let ready = condition(&status, READY);
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.message, "1 of 2 pods available");
+        let scaled = deployment(2, available(2));
+        let status = compute(&owner, observe(&scaled), &time(100));
+        assert_eq!(condition(&status, READY).status, "True");
     }
 
     #[test]
