@@ -62,9 +62,9 @@ step "the real node (kubelet, containerd, CNI, kube-proxy, kube-router, CoreDNS)
 tests/cluster/cluster.sh up --real-node
 
 step "the images, built here, loaded into the node"
-# The debug binaries the tests above built (their dependencies are optimised): a release
-# build would add minutes for what the tests do not measure.
-SHOP_BIN_DIR=$CARGO_TARGET_DIR/debug tests/cluster/cluster.sh images
+# The debug binaries the tests above built in $CARGO_TARGET_DIR/debug (their dependencies are
+# optimised): a release build would add minutes for what the tests do not measure.
+tests/cluster/cluster.sh images
 
 step "end-to-end tests on real pods (the whole shop, installed with both charts)"
 cargo test --locked -p shop-e2e --test real_node --no-run

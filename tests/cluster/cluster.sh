@@ -42,8 +42,6 @@ REAL_NODE_MARK=$CLUSTER_DIR/real-node
 LOCAL_VOLUMES=${SHOP_CLUSTER_LOCAL_VOLUMES:-16}
 # The images of the real node: built by image-build.sh, cached by content.
 IMAGES_DIR=${SHOP_IMAGES_DIR:-$HOME/.cache/shop/images/out}
-SHOP_IMAGE=ghcr.io/shop-dev/shop:e2e
-SHOP_ROLLOUT_IMAGE=ghcr.io/shop-dev/shop:e2e-rollout
 PAUSE_IMAGE=localhost/shop/pause:1
 COREDNS_IMAGE=localhost/shop/coredns:${COREDNS_VERSION#v}
 

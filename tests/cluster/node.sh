@@ -282,10 +282,10 @@ node_import_images() {
 	while read -r ref file; do
 		[[ -n $ref ]] || continue
 		ctr_ images import "$dir/$file" >/dev/null 2>&1 || die "ctr images import $dir/$file failed"
-		# A second tag of the shop image, for a rolling update to "a new image tag" without a
-		# second build (tests/e2e/tests/real_node.rs).
-		if [[ $ref == "$SHOP_IMAGE" ]]; then
-			ctr_ images tag --force "$SHOP_IMAGE" "$SHOP_ROLLOUT_IMAGE" >/dev/null
+		# A second tag of the shop image (`<repository>:e2e-rollout`), for a rolling update to
+		# "a new image tag" without a second build (tests/e2e/tests/real_node.rs).
+		if [[ $file == shop.tar ]]; then
+			ctr_ images tag --force "$ref" "${ref%:*}:e2e-rollout" >/dev/null
 		fi
 	done <"$list"
 }

@@ -216,9 +216,8 @@ impl Upstream {
         // reqwest's retry layer draws from a token budget (tower's TpsBudget), so retries can
         // never multiply load on a struggling upstream. Only failed connections are retried:
         // nothing was sent, so it is safe for any method. An upstream's error answer is not
-        // retried; its problem goes back to the caller.
-        // Each retry is logged (a connection refused by a pod going away, say): how many
-        // failures the retries absorb is something an operator, and the real-node test, counts.
+        // retried; its problem goes back to the caller. Each retry is logged (a connection
+        // refused by a pod going away, say), so the failures retries absorb can be counted.
         let upstream = name.to_owned();
         let retry = reqwest::retry::for_host(host)
             .max_retries_per_request(options.max_retries)

@@ -543,16 +543,12 @@ struct Load {
 }
 
 impl Load {
-    fn start(api: &str, workers: usize) -> Load {
+    fn start(shop: &Shop, workers: usize) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
         let workers = (0..workers)
             .map(|_| {
-                let (stop, client) = (stop.clone(), client.clone());
-                let url = format!("{api}/products?limit=5");
+                let (stop, client) = (stop.clone(), shop.client.clone());
+                let url = format!("{}/products?limit=5", shop.api);
                 tokio::spawn(async move {
                     let (mut requests, mut failures) = (0, Vec::new());
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -600,11 +596,12 @@ fn gateway_retries_of_catalog() -> usize {
         "--tail=-1",
     ]);
     logs.lines()
-        .filter(|line| line.contains(RETRY_LOG) && line.contains("catalog"))
+        .filter(|line| line.contains(RETRY_LOG) && line.contains(r#""upstream":"catalog""#))
         .count()
 }
 
-fn catalog_pods() -> Vec<String> {
+/// One field of each of the catalog's pods (terminating ones too), e.g. `.metadata.name`.
+fn catalog_pods(field: &str) -> Vec<String> {
     kubectl(&[
         "get",
         "pods",
@@ -613,7 +610,7 @@ fn catalog_pods() -> Vec<String> {
         "-l",
         "app.kubernetes.io/instance=catalog,app.kubernetes.io/name=catalog",
         "-o",
-        "jsonpath={.items[*].metadata.name}",
+        &format!("jsonpath={{.items[*]{field}}}"),
     ])
     .split_whitespace()
     .map(str::to_owned)
@@ -637,13 +634,13 @@ fn catalog_settled() -> bool {
 
 /// Rolls the catalog to a new image tag under a steady load, then deletes one of its pods by
 /// hand under load: no request may fail. Returns what to report.
-async fn catalog_under_load(api: &str) -> String {
+async fn catalog_under_load(shop: &Shop) -> String {
     assert!(
         catalog_settled(),
         "the catalog is settled before the rollout"
     );
     let retries_before = gateway_retries_of_catalog();
-    let load = Load::start(api, 4);
+    let load = Load::start(shop, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rollout = Instant::now();
     kubectl(&[
@@ -661,21 +658,10 @@ async fn catalog_under_load(api: &str) -> String {
         "the catalog's pods on the new tag",
         Duration::from_secs(180),
         || async {
-            let images = kubectl(&[
-                "get",
-                "pods",
-                "-n",
-                SHOP_NAMESPACE,
-                "-l",
-                "app.kubernetes.io/instance=catalog,app.kubernetes.io/name=catalog",
-                "-o",
-                "jsonpath={.items[*].spec.containers[0].image}",
-            ]);
+            let images = catalog_pods(".spec.containers[0].image");
             (catalog_settled()
                 && !images.is_empty()
-                && images
-                    .split_whitespace()
-                    .all(|image| image == ROLLOUT_IMAGE))
+                && images.iter().all(|image| image == ROLLOUT_IMAGE))
             .then_some(())
         },
     )
@@ -683,7 +669,7 @@ async fn catalog_under_load(api: &str) -> String {
     let rollout_took = rollout.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (requests, failures) = load.finish().await;
-    let retries_rollout = gateway_retries_of_catalog() - retries_before;
+    let retries_rollout = gateway_retries_of_catalog().saturating_sub(retries_before);
     assert!(requests > 100, "a steady load: only {requests} requests");
     assert!(
         failures.is_empty(),
@@ -692,9 +678,9 @@ async fn catalog_under_load(api: &str) -> String {
         &failures[..failures.len().min(5)]
     );
 
-    let load = Load::start(api, 4);
+    let load = Load::start(shop, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let victim = catalog_pods().remove(0);
+    let victim = catalog_pods(".metadata.name").remove(0);
     kubectl(&[
         "delete",
         "pod",
@@ -706,12 +692,15 @@ async fn catalog_under_load(api: &str) -> String {
     eventually(
         "the deleted catalog pod replaced",
         Duration::from_secs(120),
-        || async { (catalog_settled() && !catalog_pods().contains(&victim)).then_some(()) },
+        || async {
+            (catalog_settled() && !catalog_pods(".metadata.name").contains(&victim)).then_some(())
+        },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (deleted_requests, failures) = load.finish().await;
-    let retries_deleted = gateway_retries_of_catalog() - retries_before - retries_rollout;
+    let retries_deleted =
+        gateway_retries_of_catalog().saturating_sub(retries_before + retries_rollout);
     assert!(
         failures.is_empty(),
         "{} of {deleted_requests} requests failed after catalog pod {victim} was deleted: {:?}",
@@ -868,7 +857,7 @@ async fn real_node_the_whole_shop_on_real_pods() {
         started,
     );
 
-    let report = catalog_under_load(&shop.api).await;
+    let report = catalog_under_load(&shop).await;
     step(&report, started);
 
     // The operator's leader pod deleted: the other replica takes over and carries out a
