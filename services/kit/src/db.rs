@@ -127,16 +127,11 @@ impl Database {
             .map(|_| ())
     }
 
-    /// Whether an error is a unique-constraint violation (for 409 responses), on either backend.
+    /// Whether an error is a unique-constraint violation (for 409 responses), on either backend:
+    /// the `Any` driver hands the backend's own error through, whose kind sqlx classifies.
     pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-        match err {
-            sqlx::Error::Database(db) => {
-                db.code()
-                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
-                    || db.message().contains("UNIQUE constraint failed")
-            }
-            _ => false,
-        }
+        err.as_database_error()
+            .is_some_and(|db| db.is_unique_violation())
     }
 }
 
