@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::http::{Method, StatusCode};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Config, StateMachine};
 use serde::de::DeserializeOwned;
@@ -65,16 +66,38 @@ const BREAKER_MAX_OPEN: Duration = Duration::from_secs(30);
 /// How long the breaker stays open each time: doubling from the first period up to 30 s, half of
 /// it fixed and half random ("equal jitter"), so callers do not all come back at once.
 ///
-/// Our own rather than failsafe's: its backoffs count whole seconds, so a 1 s start gives a first
-/// period of 0 s, and they panic below 1 s.
-#[derive(Debug, Clone)]
+/// backon's schedule rather than failsafe's: failsafe's backoffs count whole seconds, so a 1 s
+/// start gives a first period of 0 s, and they panic below 1 s. backon's jitter adds up to one
+/// more delay, so the schedule runs at half the periods.
+#[derive(Debug)]
 pub struct OpenBackoff {
-    next: Duration,
+    schedule: ExponentialBuilder,
+    periods: ExponentialBackoff,
 }
 
 impl OpenBackoff {
     pub fn new(first: Duration) -> Self {
-        Self { next: first }
+        let schedule = ExponentialBuilder::new()
+            .with_min_delay(first / 2)
+            .with_max_delay(BREAKER_MAX_OPEN / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            schedule,
+            periods: schedule.build(),
+        }
+    }
+}
+
+/// A clone starts the schedule over: failsafe keeps a pristine clone and takes a fresh copy of
+/// it each time the circuit closes again.
+impl Clone for OpenBackoff {
+    fn clone(&self) -> Self {
+        Self {
+            schedule: self.schedule,
+            periods: self.schedule.build(),
+        }
     }
 }
 
@@ -82,29 +105,16 @@ impl Iterator for OpenBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let current = self.next;
-        self.next = (current * 2).min(BREAKER_MAX_OPEN);
-        let half = current / 2;
-        Some(half + half.mul_f64(random_fraction()))
+        self.periods.next()
     }
 }
 
-/// A number in [0, 1) from the standard library's randomly seeded hasher; plenty for jitter.
-fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Why a call to another service did not produce a usable answer.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// backon doubles in `f32`: a period may miss the exact bound by a few nanoseconds.
+    const ROUNDING: Duration = Duration::from_micros(1);
 
     #[test]
     fn open_periods_double_with_jitter_up_to_the_cap() {
@@ -114,16 +124,35 @@ mod tests {
         let mut base = Duration::from_millis(400);
         for period in &periods {
             assert!(
-                *period >= base / 2 && *period <= base,
+                *period + ROUNDING >= base / 2 && *period <= base + ROUNDING,
                 "{period:?} outside [{:?}, {base:?}]",
                 base / 2
             );
             base = (base * 2).min(BREAKER_MAX_OPEN);
         }
-        assert!(periods[9] >= BREAKER_MAX_OPEN / 2);
+        assert!(periods[9] + ROUNDING >= BREAKER_MAX_OPEN / 2);
+        assert!(
+            periods.windows(2).any(|pair| pair[1] != pair[0] * 2),
+            "the periods are jittered: {periods:?}"
+        );
+    }
+
+    #[test]
+    fn a_clone_starts_the_schedule_over() {
+        let mut backoff = OpenBackoff::new(Duration::from_secs(8));
+        let pristine = backoff.clone();
+        backoff.by_ref().take(3).for_each(drop);
+        let first = pristine.clone().next().unwrap();
+        assert!(
+            first + ROUNDING >= Duration::from_secs(4)
+                && first <= Duration::from_secs(8) + ROUNDING,
+            "{first:?}"
+        );
+        assert!(backoff.next().unwrap() + ROUNDING >= BREAKER_MAX_OPEN / 2);
     }
 }
 
+/// Why a call to another service did not produce a usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("the {upstream} service is unavailable (circuit open)")]

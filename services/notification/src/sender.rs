@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use crate::storage::{Due, Store};
 
@@ -88,9 +89,19 @@ pub fn mask_address(address: &str) -> String {
         .join(", ")
 }
 
-/// The delay before attempt `attempts + 1` after a failure: 2, 4, 8, 16 s ...
+/// The delay before attempt `attempts + 1` after a failure: 2, 4, 8, 16 s ... up to 256 s. Not
+/// jittered: a message is retried by the one dispatcher holding its lease, not by a crowd.
 fn backoff(attempts: i64) -> Duration {
-    Duration::from_secs(1u64 << attempts.clamp(1, 8))
+    let mut schedule = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_secs(256))
+        .with_factor(2.0)
+        .without_max_times()
+        .build();
+    let nth = attempts.clamp(1, 8) - 1;
+    schedule
+        .nth(nth as usize)
+        .expect("a schedule without a maximum never ends")
 }
 
 /// Sends every due message once. Returns how many were handed to the sender (sent or skipped).
@@ -157,8 +168,11 @@ mod tests {
 
     #[test]
     fn the_backoff_grows_and_is_bounded() {
+        assert_eq!(backoff(0), Duration::from_secs(2));
         assert_eq!(backoff(1), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(16));
+        assert_eq!(backoff(7), Duration::from_secs(128));
+        assert_eq!(backoff(8), Duration::from_secs(256));
         assert_eq!(backoff(40), Duration::from_secs(256));
     }
 }
