@@ -5,6 +5,16 @@ use shop_kit::{Database, Money};
 
 use crate::domain::{Cart, CartLine, line};
 
+/// One line of a cart as stored, its unit price in minor units.
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    product_id: String,
+    name: String,
+    quantity: i64,
+    unit_price_minor: i64,
+    currency: String,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: Database,
@@ -16,7 +26,7 @@ impl Store {
     }
 
     pub async fn cart(&self, user_id: &str) -> Result<Cart, sqlx::Error> {
-        let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
+        let rows: Vec<LineRow> = sqlx::query_as(
             "SELECT product_id, name, quantity, unit_price_minor, currency FROM cart_items \
              WHERE user_id = $1 ORDER BY updated_at, product_id",
         )
@@ -25,8 +35,13 @@ impl Store {
         .await?;
         Ok(Cart::from_lines(
             rows.into_iter()
-                .map(|(product_id, name, quantity, amount, currency)| {
-                    line(product_id, name, quantity, Money::new(amount, &currency))
+                .map(|row| {
+                    line(
+                        row.product_id,
+                        row.name,
+                        row.quantity,
+                        Money::new(row.unit_price_minor, &row.currency),
+                    )
                 })
                 .collect(),
         ))

@@ -12,6 +12,14 @@ use time::OffsetDateTime;
 
 use crate::domain::{self, Reservation, ReservationStatus, ReservedItem, Shortfall, StockRecord};
 
+/// A reservation's own row; its lines are in `reservation_lines`.
+#[derive(sqlx::FromRow)]
+struct ReservationRow {
+    status: String,
+    expires_at: String,
+    created_at: String,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: Database,
@@ -82,13 +90,18 @@ impl Store {
     }
 
     pub async fn reservation(&self, order_id: &str) -> Result<Option<Reservation>, sqlx::Error> {
-        let head: Option<(String, String, String)> = sqlx::query_as(
+        let head: Option<ReservationRow> = sqlx::query_as(
             "SELECT status, expires_at, created_at FROM reservations WHERE order_id = $1",
         )
         .bind(order_id)
         .fetch_optional(self.db.pool())
         .await?;
-        let Some((status, expires_at, created_at)) = head else {
+        let Some(ReservationRow {
+            status,
+            expires_at,
+            created_at,
+        }) = head
+        else {
             return Ok(None);
         };
         let lines: Vec<(String, i64)> = sqlx::query_as(

@@ -11,8 +11,6 @@ use shop_kit::events::outbox;
 use shop_kit::page::{self, Cursor};
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
 use shop_shipping::domain::{Address, Quote};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::domain::{CardSummary, Order, OrderItem, OrderStatus, Step, StepEntry};
 use crate::events;
@@ -20,6 +18,34 @@ use crate::events;
 const ORDER_COLUMNS: &str = "id, user_id, request_hash, status, step, runner, items, currency, \
     subtotal, shipping_cost, shipping_quote, shipping_address, card_brand, card_last4, charge_id, \
     payment_check, tracking_number, reason_code, reason, reason_errors, created_at, updated_at";
+
+/// An order as stored (the columns of [`ORDER_COLUMNS`]): money in minor units of `currency`,
+/// items, address, quote and reason errors as JSON text, `payment_check` as 0 or 1 (a BIGINT on
+/// both backends). Its `status` column is left out: it follows from `step`.
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: String,
+    user_id: String,
+    request_hash: String,
+    step: String,
+    runner: String,
+    items: String,
+    currency: String,
+    subtotal: i64,
+    shipping_cost: Option<i64>,
+    shipping_quote: Option<String>,
+    shipping_address: String,
+    card_brand: String,
+    card_last4: String,
+    charge_id: Option<String>,
+    payment_check: i64,
+    tracking_number: Option<String>,
+    reason_code: Option<String>,
+    reason: Option<String>,
+    reason_errors: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -142,7 +168,7 @@ impl Store {
 
     /// The user's order under an Idempotency-Key.
     pub async fn by_key(&self, user_id: &str, key: &str) -> Result<Option<SagaState>, sqlx::Error> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idem_key = $2"
         ))
         .bind(user_id)
@@ -153,7 +179,7 @@ impl Store {
     }
 
     pub async fn state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
-        let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        let row = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -162,18 +188,17 @@ impl Store {
 
     /// The order without its step history: what the saga reads before each step.
     pub async fn saga_state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
-        sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
-            .as_ref()
             .map(decode)
             .transpose()
     }
 
-    async fn with_history(&self, row: Option<AnyRow>) -> Result<Option<SagaState>, sqlx::Error> {
+    async fn with_history(&self, row: Option<OrderRow>) -> Result<Option<SagaState>, sqlx::Error> {
         let Some(row) = row else { return Ok(None) };
-        let mut state = decode(&row)?;
+        let mut state = decode(row)?;
         state.order.history = self.history(&state.order.id).await?;
         Ok(Some(state))
     }
@@ -203,9 +228,9 @@ impl Store {
         after: Option<&Cursor>,
         limit: i64,
     ) -> Result<(Vec<Order>, Option<Cursor>), sqlx::Error> {
-        let rows = match after {
+        let rows: Vec<OrderRow> = match after {
             Some(c) => {
-                sqlx::query(&format!(
+                sqlx::query_as(&format!(
                     "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
                      AND (created_at < $2 OR (created_at = $3 AND id < $4)) \
                      ORDER BY created_at DESC, id DESC LIMIT $5"
@@ -219,7 +244,7 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query(&format!(
+                sqlx::query_as(&format!(
                     "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
                      ORDER BY created_at DESC, id DESC LIMIT $2"
                 ))
@@ -230,7 +255,7 @@ impl Store {
             }
         };
         let orders = rows
-            .iter()
+            .into_iter()
             .map(|row| decode(row).map(|state| state.order))
             .collect::<Result<Vec<_>, _>>()?;
         let (mut orders, next) = page::split(orders, limit, |last| {
@@ -414,11 +439,11 @@ async fn moved(
 
 /// The order as this transaction sees it: what the event written with a step describes.
 async fn order_in(tx: &mut Tx, id: &str) -> Result<Order, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+    let row = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
         .bind(id)
         .fetch_one(&mut **tx)
         .await?;
-    Ok(decode(&row)?.order)
+    Ok(decode(row)?.order)
 }
 
 async fn record_step(tx: &mut Tx, id: &str, step: Step, at: &str) -> Result<(), sqlx::Error> {
@@ -442,46 +467,43 @@ fn json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, sql
     serde_json::from_str(text).map_err(|_| corrupt(what))
 }
 
-fn decode(row: &AnyRow) -> Result<SagaState, sqlx::Error> {
-    let currency: String = row.try_get("currency")?;
-    let subtotal: i64 = row.try_get("subtotal")?;
-    let shipping_cost: Option<i64> = row.try_get("shipping_cost")?;
-    let step: String = row.try_get("step")?;
-    let step = Step::parse(&step).ok_or_else(|| corrupt("step"))?;
-    let quote: Option<String> = row.try_get("shipping_quote")?;
-    let errors: Option<String> = row.try_get("reason_errors")?;
-    let items: String = row.try_get("items")?;
-    let address: String = row.try_get("shipping_address")?;
-    let payment_check: i64 = row.try_get("payment_check")?;
+fn decode(row: OrderRow) -> Result<SagaState, sqlx::Error> {
+    let step = Step::parse(&row.step).ok_or_else(|| corrupt("step"))?;
+    let currency = row.currency;
     Ok(SagaState {
         order: Order {
-            id: row.try_get("id")?,
-            user_id: row.try_get("user_id")?,
+            id: row.id,
+            user_id: row.user_id,
             status: step.status(),
             step,
-            items: json(&items, "items list")?,
-            subtotal: Money::new(subtotal, &currency),
-            shipping_cost: shipping_cost.map(|c| Money::new(c, &currency)),
-            total: Money::new(subtotal + shipping_cost.unwrap_or(0), &currency),
+            items: json(&row.items, "items list")?,
+            subtotal: Money::new(row.subtotal, &currency),
+            shipping_cost: row.shipping_cost.map(|c| Money::new(c, &currency)),
+            total: Money::new(row.subtotal + row.shipping_cost.unwrap_or(0), &currency),
+            shipping_address: json(&row.shipping_address, "address")?,
             currency,
-            shipping_address: json(&address, "address")?,
             card: CardSummary {
-                brand: row.try_get("card_brand")?,
-                last4: row.try_get("card_last4")?,
+                brand: row.card_brand,
+                last4: row.card_last4,
             },
-            tracking_number: row.try_get("tracking_number")?,
-            reason_code: row.try_get("reason_code")?,
-            reason: row.try_get("reason")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
+            tracking_number: row.tracking_number,
+            reason_code: row.reason_code,
+            reason: row.reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
             history: Vec::new(),
         },
-        request_hash: row.try_get("request_hash")?,
-        runner: row.try_get("runner")?,
-        quote: quote.as_deref().map(|q| json(q, "quote")).transpose()?,
-        charge_id: row.try_get("charge_id")?,
-        payment_check: payment_check != 0,
-        reason_errors: errors
+        request_hash: row.request_hash,
+        runner: row.runner,
+        quote: row
+            .shipping_quote
+            .as_deref()
+            .map(|q| json(q, "quote"))
+            .transpose()?,
+        charge_id: row.charge_id,
+        payment_check: row.payment_check != 0,
+        reason_errors: row
+            .reason_errors
             .as_deref()
             .map(|e| json(e, "reason"))
             .transpose()?

@@ -22,9 +22,50 @@ const CLAIM_POLL: Duration = Duration::from_millis(20);
 /// because the effect and "done" commit together, conditional on the claim token.
 pub const STALE_CLAIM: Duration = Duration::from_secs(30);
 
-/// An idempotency key as stored: request hash, status, claim token, claimed at, response status
-/// and body.
-type KeyRow = (String, String, String, String, Option<i64>, Option<String>);
+/// An idempotency key as stored; the response is there once the status is `done`.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    request_hash: String,
+    status: String,
+    claim_token: String,
+    claimed_at: String,
+    response_status: Option<i64>,
+    response_body: Option<String>,
+}
+
+/// A charge as stored, its card summarised.
+#[derive(sqlx::FromRow)]
+struct ChargeRow {
+    id: String,
+    order_id: String,
+    status: String,
+    failure_code: Option<String>,
+    amount: i64,
+    currency: String,
+    refunded: i64,
+    card_brand: String,
+    card_last4: String,
+    created_at: String,
+}
+
+/// What a refund that did not fit is checked against.
+#[derive(sqlx::FromRow)]
+struct BalanceRow {
+    status: String,
+    currency: String,
+    amount: i64,
+    refunded: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct TransactionRow {
+    id: String,
+    kind: String,
+    amount: i64,
+    currency: String,
+    outcome: String,
+    created_at: String,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -105,12 +146,13 @@ impl Store {
                 .fetch_optional(self.db.pool())
                 .await?;
             // Gone: its owner failed and gave it up; try to claim it again.
-            if let Some((stored_hash, status, old_token, claimed_at, status_code, body)) = row {
-                if stored_hash != hash {
+            if let Some(stored) = row {
+                if stored.request_hash != hash {
                     return Ok(Claim::Mismatch);
                 }
-                if status == "done" {
-                    let (Some(status), Some(body)) = (status_code, body) else {
+                if stored.status == "done" {
+                    let (Some(status), Some(body)) = (stored.response_status, stored.response_body)
+                    else {
                         return Err(sqlx::Error::Decode("a done key without a response".into()));
                     };
                     return Ok(Claim::Replay(StoredResponse {
@@ -118,7 +160,7 @@ impl Store {
                         body,
                     }));
                 }
-                if claimed_at < stale_before() {
+                if stored.claimed_at < stale_before() {
                     let token = uuid::Uuid::new_v4().to_string();
                     let taken = sqlx::query(
                         "UPDATE idempotency_keys SET claim_token = $1, claimed_at = $2 \
@@ -128,7 +170,7 @@ impl Store {
                     .bind(now_rfc3339())
                     .bind(scope)
                     .bind(key)
-                    .bind(&old_token)
+                    .bind(&stored.claim_token)
                     .execute(self.db.pool())
                     .await?;
                     if taken.rows_affected() == 1 {
@@ -268,7 +310,7 @@ impl Store {
                 RefundOutcome::Refunded(refund_id, total, at)
             }
             None => {
-                let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+                let row: Option<BalanceRow> = sqlx::query_as(
                     "SELECT status, currency, amount, refunded FROM charges WHERE id = $1",
                 )
                 .bind(charge_id)
@@ -276,13 +318,13 @@ impl Store {
                 .await?;
                 match row {
                     None => RefundOutcome::NotFound,
-                    Some((status, _, _, _)) if status != ChargeStatus::Succeeded.as_str() => {
+                    Some(charge) if charge.status != ChargeStatus::Succeeded.as_str() => {
                         RefundOutcome::ChargeFailed
                     }
-                    Some((_, currency, _, _)) if currency != amount.currency => {
-                        RefundOutcome::CurrencyMismatch(currency)
+                    Some(charge) if charge.currency != amount.currency => {
+                        RefundOutcome::CurrencyMismatch(charge.currency)
                     }
-                    Some((_, _, charged, refunded)) => RefundOutcome::Exceeds(charged, refunded),
+                    Some(charge) => RefundOutcome::Exceeds(charge.amount, charge.refunded),
                 }
             }
         };
@@ -340,19 +382,7 @@ impl Store {
         condition: &str,
         value: &str,
     ) -> Result<Vec<ChargeDetails>, sqlx::Error> {
-        type Row = (
-            String,
-            String,
-            String,
-            Option<String>,
-            i64,
-            String,
-            i64,
-            String,
-            String,
-            String,
-        );
-        let rows: Vec<Row> = sqlx::query_as(&format!(
+        let rows: Vec<ChargeRow> = sqlx::query_as(&format!(
             "SELECT id, order_id, status, failure_code, amount, currency, refunded, card_brand, \
              card_last4, created_at FROM charges WHERE {condition} ORDER BY created_at, id"
         ))
@@ -360,40 +390,44 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?;
         let mut charges = Vec::with_capacity(rows.len());
-        for (id, order_id, status, failure_code, amount, currency, refunded, brand, last4, at) in
-            rows
-        {
-            let transactions: Vec<(String, String, i64, String, String, String)> = sqlx::query_as(
+        for row in rows {
+            let transactions: Vec<TransactionRow> = sqlx::query_as(
                 "SELECT id, kind, amount, currency, outcome, created_at FROM transactions \
                  WHERE charge_id = $1 ORDER BY created_at, id",
             )
-            .bind(&id)
+            .bind(&row.id)
             .fetch_all(self.db.pool())
             .await?;
+            let status = row.status;
             charges.push(ChargeDetails {
                 status: ChargeStatus::parse(&status).ok_or_else(|| {
                     sqlx::Error::Decode(format!("unknown charge status {status:?}").into())
                 })?,
-                charge_id: id,
-                order_id,
-                failure_code,
-                amount: Money { amount, currency },
-                refunded,
-                card: CardSummary { brand, last4 },
-                created_at: at,
+                charge_id: row.id,
+                order_id: row.order_id,
+                failure_code: row.failure_code,
+                amount: Money {
+                    amount: row.amount,
+                    currency: row.currency,
+                },
+                refunded: row.refunded,
+                card: CardSummary {
+                    brand: row.card_brand,
+                    last4: row.card_last4,
+                },
+                created_at: row.created_at,
                 transactions: transactions
                     .into_iter()
-                    .map(
-                        |(transaction_id, kind, amount, currency, outcome, created_at)| {
-                            Transaction {
-                                transaction_id,
-                                kind,
-                                amount: Money { amount, currency },
-                                outcome,
-                                created_at,
-                            }
+                    .map(|transaction| Transaction {
+                        transaction_id: transaction.id,
+                        kind: transaction.kind,
+                        amount: Money {
+                            amount: transaction.amount,
+                            currency: transaction.currency,
                         },
-                    )
+                        outcome: transaction.outcome,
+                        created_at: transaction.created_at,
+                    })
                     .collect(),
             });
         }

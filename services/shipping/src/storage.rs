@@ -39,7 +39,18 @@ fn decode_error(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored {what} is unreadable: {e}").into())
 }
 
-type ShipmentRow = (String, String, String, String, i64, String, String, String);
+/// A shipment as stored; items, address and quote are JSON text.
+#[derive(sqlx::FromRow)]
+struct ShipmentRow {
+    order_id: String,
+    user_id: String,
+    status: String,
+    created_at: String,
+    items_count: i64,
+    items: String,
+    address: String,
+    quote: String,
+}
 
 impl Store {
     pub fn new(db: Database) -> Self {
@@ -128,8 +139,7 @@ impl Store {
         .bind(tracking_number)
         .fetch_optional(self.db.pool())
         .await?;
-        let Some((order_id, user_id, status, created_at, items_count, items, address, quote)) = row
-        else {
+        let Some(row) = row else {
             return Ok(None);
         };
         let history: Vec<(String, String)> = sqlx::query_as(
@@ -149,15 +159,15 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Some(Shipment {
             tracking_number: tracking_number.to_owned(),
-            order_id,
-            user_id,
-            status: parse_status(&status)?,
-            items_count,
-            items: serde_json::from_str(&items).map_err(|e| decode_error("items", e))?,
-            address: serde_json::from_str(&address).map_err(|e| decode_error("address", e))?,
-            quote: serde_json::from_str(&quote).map_err(|e| decode_error("quote", e))?,
+            order_id: row.order_id,
+            user_id: row.user_id,
+            status: parse_status(&row.status)?,
+            items_count: row.items_count,
+            items: serde_json::from_str(&row.items).map_err(|e| decode_error("items", e))?,
+            address: serde_json::from_str(&row.address).map_err(|e| decode_error("address", e))?,
+            quote: serde_json::from_str(&row.quote).map_err(|e| decode_error("quote", e))?,
             history,
-            created_at,
+            created_at: row.created_at,
         }))
     }
 

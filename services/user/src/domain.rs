@@ -49,6 +49,7 @@ pub fn validate_registration(email: &str, password: &str, name: &str) -> ApiResu
 }
 
 /// A freshly generated Ed25519 signing key, as stored.
+#[derive(sqlx::FromRow)]
 pub struct KeyMaterial {
     pub kid: String,
     /// PKCS#8 document, standard base64.

@@ -161,19 +161,11 @@ impl Store {
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyMaterial>, sqlx::Error> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
+        sqlx::query_as(
             "SELECT kid, pkcs8, public_key FROM signing_keys ORDER BY created_at DESC, kid",
         )
         .fetch_all(self.db.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kid, pkcs8, public_key)| KeyMaterial {
-                kid,
-                pkcs8,
-                public_key,
-            })
-            .collect())
+        .await
     }
 }
 
