@@ -1,10 +1,11 @@
 //! The gateway: the shop's single entry point.
 //!
 //! `domain` (the route table, pure) → `keys` (token verification against the user service's JWKS)
-//! → `routes` (the proxy and aggregate readiness).
+//! → `rate_limit` (the per-client layer) → `routes` (the proxy and aggregate readiness).
 
 pub mod domain;
 pub mod keys;
+pub mod rate_limit;
 pub mod routes;
 
 use std::num::NonZeroU32;

@@ -1,16 +1,15 @@
 //! The gateway's handlers: the proxy for everything under the route table, and aggregate readiness.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use governor::DefaultKeyedRateLimiter;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,6 +18,7 @@ use shop_kit::{Json, Problem, Upstream, UpstreamOptions};
 
 use crate::domain::{self, RouteTable};
 use crate::keys::KeyCache;
+use crate::rate_limit::{self, ClientLimiter};
 
 /// The route table with a client per upstream, swapped whole on reload.
 pub struct Snapshot {
@@ -55,7 +55,8 @@ pub struct UpstreamLabels {
 pub struct Gateway {
     pub snapshot: Arc<RwLock<Arc<Snapshot>>>,
     pub keys: Arc<KeyCache>,
-    pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// Per-client quota for the proxied routes; `None` when switched off.
+    pub limiter: Option<Arc<ClientLimiter>>,
     pub max_body_bytes: usize,
     pub upstream_responses: Family<UpstreamLabels, Counter>,
 }
@@ -67,10 +68,16 @@ impl Gateway {
 }
 
 pub fn router(gateway: Gateway) -> Router {
+    let api = Router::new()
+        .route("/api", axum::routing::any(proxy))
+        .route("/api/{*rest}", axum::routing::any(proxy));
+    let api = match gateway.limiter.clone() {
+        Some(limiter) => rate_limit::per_client(api, limiter),
+        None => api,
+    };
     Router::new()
         .route("/readyz/upstreams", get(upstream_readiness))
-        .route("/api", axum::routing::any(proxy))
-        .route("/api/{*rest}", axum::routing::any(proxy))
+        .merge(api)
         .with_state(gateway)
 }
 
@@ -104,17 +111,6 @@ async fn proxy(
 }
 
 async fn forward(gw: &Gateway, peer: SocketAddr, request: Request) -> Result<Response, Problem> {
-    if let Some(limiter) = &gw.limiter
-        && limiter.check_key(&peer.ip()).is_err()
-    {
-        let mut response =
-            Problem::too_many_requests("too many requests from this client; slow down")
-                .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Ok(response);
-    }
     let snapshot = gw.snapshot();
     let route = snapshot
         .table
