@@ -2,6 +2,8 @@
 //!
 //! Services write portable SQL (`$1` placeholders, `BIGINT`/`TEXT` columns, ids as text) and run it
 //! through sqlx's `Any` driver, so one storage module and one migration set serve both backends.
+//! Rows are read into `#[derive(sqlx::FromRow)]` structs named after their columns (flags are
+//! `BIGINT` 0/1, read as `i64`); a pair may stay a tuple destructured where it is read.
 
 use std::time::Duration;
 
