@@ -2,9 +2,10 @@
 //!
 //! - [`crd`]: the contract, the `ShopService` custom resource and its validation.
 //! - [`build`]: pure functions from a ShopService to the objects it should have, one module
-//!   per kind of object. No client, no I/O: everything they need comes in as arguments.
-//! - [`controller`]: all the I/O: the reconcile pipeline, the status writer, the running
-//!   controller and its HTTP endpoints.
+//!   per kind of object, and the one list of what a ShopService owns (`build::owned`). No
+//!   client, no I/O: everything they need comes in as arguments.
+//! - [`controller`]: the reconcile's steps (apply, prune, cleanup, credentials), the running
+//!   controller and its HTTP endpoints, with its pure parts (status, peers) apart.
 //! - [`render`]: `shop-operator render`, the objects of some ShopServices as YAML, without a
 //!   cluster.
 

@@ -8,14 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::build::{self, Child, Children, Context};
+use crate::crd::ShopService;
 use anyhow::{Context as _, bail};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Resource;
-use serde::Serialize;
-
-use crate::build::{self, Children, Context};
-use crate::crd::ShopService;
 
 /// What stands in for a generated database password. The running operator draws a random
 /// one once and keeps it in the credentials Secret; a preview must never show one.
@@ -99,7 +96,7 @@ pub fn render(services: &[ShopService], options: &Options) -> anyhow::Result<Str
             database_password: Some(PLACEHOLDER_PASSWORD),
         };
         let children = build::children(shop, &context)?;
-        write_children(&mut out, &children)?;
+        write_children(&mut out, children)?;
     }
     Ok(out)
 }
@@ -118,27 +115,20 @@ fn as_if_stored(shop: &ShopService, default_namespace: &str) -> ShopService {
 }
 
 /// Appends the children in the order the operator applies them.
-fn write_children(out: &mut String, children: &Children) -> anyhow::Result<()> {
-    write_object(out, &children.service_account, None)?;
-    if let Some(database) = &children.database {
-        let note = "# The password is a placeholder: the operator generates a random one when this\n\
-                    # Secret does not exist yet, and never changes it afterwards.\n";
-        write_object(out, &without_real_values(&database.credentials), Some(note))?;
-        write_object(out, &database.service, None)?;
-        write_object(out, &database.network_policy, None)?;
-        write_object(out, &database.stateful_set, None)?;
-    }
-    if let Some(route_table) = &children.route_table {
-        write_object(out, route_table, None)?;
-    }
-    write_object(out, &children.service, None)?;
-    write_object(out, &children.network_policy, None)?;
-    write_object(out, &children.deployment, None)?;
-    if let Some(hpa) = &children.horizontal_pod_autoscaler {
-        write_object(out, hpa, None)?;
-    }
-    if let Some(pdb) = &children.pod_disruption_budget {
-        write_object(out, pdb, None)?;
+fn write_children(out: &mut String, children: Children) -> anyhow::Result<()> {
+    for child in children.into_apply_order() {
+        match child {
+            Child::Secret(secret) => {
+                let note = "# The password is a placeholder: the operator generates a random one when this\n\
+                            # Secret does not exist yet, and never changes it afterwards.\n";
+                write_object(
+                    out,
+                    &Child::Secret(without_real_values(&secret)),
+                    Some(note),
+                )?;
+            }
+            other => write_object(out, &other, None)?,
+        }
     }
     Ok(())
 }
@@ -167,26 +157,24 @@ fn without_real_values(secret: &Secret) -> Secret {
 
 /// One YAML document: `---`, a comment naming the object, `note`, then the object with its
 /// `apiVersion` and `kind`.
-fn write_object<K>(out: &mut String, object: &K, note: Option<&str>) -> anyhow::Result<()>
-where
-    K: Resource<DynamicType = ()> + Serialize,
-{
-    let meta = object.meta();
+fn write_object(out: &mut String, child: &Child, note: Option<&str>) -> anyhow::Result<()> {
+    let kind = child.kind();
+    let meta = child.meta();
     out.push_str(&format!(
         "---\n# {} {}/{}\n",
-        K::kind(&()),
+        kind.kind,
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default()
     ));
     if let Some(note) = note {
         out.push_str(note);
     }
-    let mut value = serde_json::to_value(object)?;
+    let mut value = child.to_json()?;
     // k8s-openapi writes apiVersion and kind itself; make sure the document leads with them
     // even for a type that would not.
     if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), K::api_version(&()).into());
-        map.insert("kind".into(), K::kind(&()).into());
+        map.insert("apiVersion".into(), kind.api_version.into());
+        map.insert("kind".into(), kind.kind.into());
     }
     out.push_str(&serde_saphyr::to_string(&value)?);
     Ok(())

@@ -4,7 +4,9 @@
 //! ([`Context`]) and returns the desired object; none of them talks to the cluster, reads a
 //! clock or draws a random number, so the same input always gives the same objects and a
 //! server-side apply of them changes nothing when nothing changed. [`children`] calls them
-//! all: it is the operator's whole output for one ShopService.
+//! all: it is the operator's whole output for one ShopService, a [`Children`], which
+//! [`owned`] turns into the one apply-ordered list of [`Child`]ren and whose kinds it names
+//! once ([`OWNED_KINDS`]).
 //!
 //! | file | objects |
 //! |---|---|
@@ -16,6 +18,7 @@
 //! | [`network_policy`] | NetworkPolicy `<name>`: who may talk to the pods, and to whom they may talk |
 //! | [`database`] | for a Dedicated database: StatefulSet, Service and NetworkPolicy `<name>-db`, Secret `<name>-db-credentials` |
 //! | [`routes`] | for a gateway: ConfigMap `<name>-routes`, the route table |
+//! | [`owned`] | no builder: `Children`, the apply order, and the table of owned kinds |
 //!
 //! Shared names, labels, owner references and security settings are in [`common`].
 
@@ -24,6 +27,7 @@ pub mod database;
 pub mod deployment;
 pub mod hpa;
 pub mod network_policy;
+pub mod owned;
 pub mod pdb;
 pub mod routes;
 pub mod service;
@@ -34,14 +38,8 @@ pub(crate) mod fixtures;
 
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-
 pub use common::Owner;
-use database::DedicatedDatabase;
+pub use owned::{Child, Children, OWNED_KINDS, OwnedKind, Prune};
 
 use crate::crd::{Component, DEFAULT_PORT, DatabaseMode, ShopService};
 
@@ -132,27 +130,13 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// Every object one ShopService should have. An `Option` that is `None` is an object that
-/// must not exist (the apply step deletes it if it does).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Children {
-    pub service_account: ServiceAccount,
-    pub deployment: Deployment,
-    pub service: Service,
-    pub horizontal_pod_autoscaler: Option<HorizontalPodAutoscaler>,
-    pub pod_disruption_budget: Option<PodDisruptionBudget>,
-    pub network_policy: NetworkPolicy,
-    /// A Dedicated database. A Shared one has no objects here: its role, database and
-    /// credentials Secret are made by the I/O layer on the shared server (it builds the Secret
-    /// with [`database::credentials_secret`]).
-    pub database: Option<DedicatedDatabase>,
-    /// The route table, for a gateway.
-    pub route_table: Option<ConfigMap>,
-}
-
 /// The operator's whole output for one ShopService.
 pub fn children(shop: &ShopService, context: &Context) -> Result<Children, BuildError> {
-    let owner = Owner::new(shop)?;
+    children_of(&Owner::new(shop)?, context)
+}
+
+/// [`children`] of a ShopService already checked to be stored.
+pub fn children_of(owner: &Owner, context: &Context) -> Result<Children, BuildError> {
     let database = match owner.spec().database.mode {
         DatabaseMode::Dedicated => {
             let password =
@@ -161,59 +145,39 @@ pub fn children(shop: &ShopService, context: &Context) -> Result<Children, Build
                     .ok_or_else(|| BuildError::MissingDatabasePassword {
                         name: owner.name.into(),
                     })?;
-            Some(database::dedicated(
-                &owner,
-                password,
-                context.postgres_image,
-            ))
+            Some(database::dedicated(owner, password, context.postgres_image))
         }
         DatabaseMode::Shared | DatabaseMode::None => None,
     };
     Ok(Children {
-        service_account: service_account::service_account(&owner),
-        deployment: deployment::deployment(&owner, context),
-        service: service::service(&owner),
-        horizontal_pod_autoscaler: hpa::horizontal_pod_autoscaler(&owner),
-        pod_disruption_budget: pdb::pod_disruption_budget(&owner),
-        network_policy: network_policy::network_policy(&owner, context),
+        service_account: service_account::service_account(owner),
+        deployment: deployment::deployment(owner, context),
+        service: service::service(owner),
+        horizontal_pod_autoscaler: hpa::horizontal_pod_autoscaler(owner),
+        pod_disruption_budget: pdb::pod_disruption_budget(owner),
+        network_policy: network_policy::network_policy(owner, context),
         database,
-        route_table: routes::route_table(&owner, context),
+        route_table: routes::route_table(owner, context),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use kube::ResourceExt;
     use kube::api::ObjectMeta;
-    use kube::{Resource, ResourceExt};
 
     use super::fixtures::{context, namespace, shop};
     use super::*;
     use crate::crd::{Autoscaling, Component, DeletionPolicy};
 
     /// The metadata of every object in `children`, named by kind for failure messages.
-    fn all_metadata(children: &Children) -> Vec<(&'static str, &ObjectMeta)> {
-        let mut all = vec![
-            ("ServiceAccount", children.service_account.meta()),
-            ("Deployment", children.deployment.meta()),
-            ("Service", children.service.meta()),
-            ("NetworkPolicy", children.network_policy.meta()),
-        ];
-        if let Some(hpa) = &children.horizontal_pod_autoscaler {
-            all.push(("HorizontalPodAutoscaler", hpa.meta()));
-        }
-        if let Some(pdb) = &children.pod_disruption_budget {
-            all.push(("PodDisruptionBudget", pdb.meta()));
-        }
-        if let Some(route_table) = &children.route_table {
-            all.push(("ConfigMap", route_table.meta()));
-        }
-        if let Some(db) = &children.database {
-            all.push(("StatefulSet", db.stateful_set.meta()));
-            all.push(("Service", db.service.meta()));
-            all.push(("NetworkPolicy", db.network_policy.meta()));
-            all.push(("Secret", db.credentials.meta()));
-        }
-        all
+    fn all_metadata(children: &Children) -> Vec<(&'static str, ObjectMeta)> {
+        children
+            .clone()
+            .into_apply_order()
+            .iter()
+            .map(|child| (child.kind().kind, child.meta().clone()))
+            .collect()
     }
 
     /// A ShopService that has every optional child: autoscaling (HPA, PDB), a Dedicated
@@ -237,7 +201,7 @@ mod tests {
         let children = children(&gateway, &context(&services, Some("pw"))).unwrap();
         let all = all_metadata(&children);
         assert_eq!(all.len(), 11, "every optional child is present");
-        for (kind, meta) in all {
+        for (kind, meta) in &all {
             let labels = meta.labels.as_ref().unwrap();
             for key in ["name", "instance", "component", "managed-by", "part-of"] {
                 let key = format!("app.kubernetes.io/{key}");
@@ -247,6 +211,90 @@ mod tests {
             assert_eq!(labels["app.kubernetes.io/managed-by"], "shop-operator");
             assert_eq!(labels["app.kubernetes.io/part-of"], "shop");
             assert_eq!(meta.namespace.as_deref(), Some(namespace()), "{kind}");
+        }
+    }
+
+    fn kinds_and_names(children: Children) -> Vec<String> {
+        children
+            .into_apply_order()
+            .iter()
+            .map(|child| format!("{} {}", child.kind().kind, child.name()))
+            .collect()
+    }
+
+    #[test]
+    fn the_apply_order_puts_what_pods_use_before_the_pods() {
+        let gateway = everything(DeletionPolicy::Delete);
+        let services = [gateway.clone()];
+        let built = children(&gateway, &context(&services, Some("pw"))).unwrap();
+        assert_eq!(
+            kinds_and_names(built),
+            [
+                "ServiceAccount front",
+                "Secret front-db-credentials",
+                "Service front-db",
+                "NetworkPolicy front-db",
+                "StatefulSet front-db",
+                "ConfigMap front-routes",
+                "Service front",
+                "NetworkPolicy front",
+                "Deployment front",
+                "HorizontalPodAutoscaler front",
+                "PodDisruptionBudget front",
+            ]
+        );
+    }
+
+    /// `OWNED_KINDS` (the watches, the prune, the RBAC check) and the children built agree:
+    /// a kind missing from the table would be applied but never watched.
+    #[test]
+    fn the_owned_kinds_are_exactly_the_kinds_of_the_children() {
+        let gateway = everything(DeletionPolicy::Delete);
+        let services = [gateway.clone()];
+        let built = children(&gateway, &context(&services, Some("pw"))).unwrap();
+        let of_children: std::collections::BTreeSet<&str> = built
+            .into_apply_order()
+            .iter()
+            .map(|child| child.kind().kind)
+            .collect();
+        let table: std::collections::BTreeSet<&str> =
+            OWNED_KINDS.iter().map(|kind| kind.kind).collect();
+        assert_eq!(table.len(), OWNED_KINDS.len(), "a kind is listed twice");
+        assert_eq!(of_children, table);
+    }
+
+    /// The prune leaves the kinds marked `Prune::Never` alone, which is right only while no
+    /// change of a ShopService's spec makes one of their objects undesired (the database mode
+    /// cannot change: the API server refuses it).
+    #[test]
+    fn kinds_never_pruned_do_not_come_and_go_with_the_spec() {
+        for mode in [
+            DatabaseMode::None,
+            DatabaseMode::Dedicated,
+            DatabaseMode::Shared,
+        ] {
+            let mut plain = shop("front", Some(Component::Cart));
+            plain.spec.database.mode = mode;
+            let mut gateway = everything(DeletionPolicy::Retain);
+            gateway.spec.database.mode = mode;
+            let mut scaled_to_zero = plain.clone();
+            scaled_to_zero.spec.replicas = 0;
+            let mut two_pods = plain.clone();
+            two_pods.spec.replicas = 2;
+            let never_pruned = |shop: &ShopService| {
+                let services = [shop.clone()];
+                let built = children(shop, &context(&services, Some("pw"))).unwrap();
+                built
+                    .into_apply_order()
+                    .iter()
+                    .filter(|child| child.kind().prune == Prune::Never)
+                    .map(|child| format!("{} {}", child.kind().kind, child.name()))
+                    .collect::<Vec<_>>()
+            };
+            let expected = never_pruned(&plain);
+            for variant in [&gateway, &scaled_to_zero, &two_pods] {
+                assert_eq!(never_pruned(variant), expected, "{mode:?}");
+            }
         }
     }
 
@@ -306,21 +354,11 @@ mod tests {
         let services = [gateway.clone(), lonely.clone()];
         for shop in [&gateway, &lonely] {
             let built = children(shop, &context(&services, Some("pw"))).unwrap();
-            let mut objects = vec![
-                serde_json::to_value(&built.service_account).unwrap(),
-                serde_json::to_value(&built.deployment).unwrap(),
-                serde_json::to_value(&built.service).unwrap(),
-                serde_json::to_value(&built.network_policy).unwrap(),
-                serde_json::to_value(&built.horizontal_pod_autoscaler).unwrap(),
-                serde_json::to_value(&built.pod_disruption_budget).unwrap(),
-                serde_json::to_value(&built.route_table).unwrap(),
-            ];
-            if let Some(db) = &built.database {
-                objects.push(serde_json::to_value(&db.stateful_set).unwrap());
-                objects.push(serde_json::to_value(&db.service).unwrap());
-                objects.push(serde_json::to_value(&db.network_policy).unwrap());
-                objects.push(serde_json::to_value(&db.credentials).unwrap());
-            }
+            let objects: Vec<serde_json::Value> = built
+                .into_apply_order()
+                .iter()
+                .map(|child| child.to_json().unwrap())
+                .collect();
             let mut found = Vec::new();
             for object in &objects {
                 empty_lists(

@@ -1,47 +1,60 @@
-//! The running operator: all of its I/O.
+//! The running operator: all of its I/O, and the pure decisions it makes, apart.
 //!
-//! - [`reconcile`]: the pipeline for one ShopService (dereference → build → apply → prune →
-//!   status) and the cleanup on deletion, under the finalizer `shop.dev/cleanup`.
-//! - [`status`]: the status computed from what was applied (pure).
-//! - [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
-//! - [`leader`]: leader election, so that replicas stand by while one reconciles.
-//! - [`permissions`]: every API permission the operator uses, checked at startup.
-//! - this file: the kube-runtime `Controller` that calls the pipeline, with its watches,
-//!   per-object backoff, Events and graceful shutdown.
+//! Pure (no client, no clock of their own, unit-tested without a cluster):
+//! - [`status`]: the status computed from what was applied, and the Events a change deserves.
+//! - [`peers`]: which ShopServices a change of one re-queues.
+//! - [`permissions`]: every API permission the operator uses (and the startup check that asks).
+//!
+//! I/O, one reconcile's steps:
+//! - [`apply`]: dereference → build → Shared database → apply → prune → status, for a
+//!   ShopService that exists.
+//! - [`prune`]: deletes what is labelled for and controlled by a ShopService but no longer
+//!   applied, kind by kind from `build::OWNED_KINDS`.
+//! - [`cleanup`]: the database's `deletionPolicy`, under the finalizer `shop.dev/cleanup`.
+//! - [`credentials`]: the database password (read back or generated once) and the shared
+//!   server's admin Secret.
+//! - [`shared_database`]: the role and database on a shared PostgreSQL server.
+//! - [`context`]: what every reconcile shares, its errors, and publishing Events.
+//!
+//! I/O, the process: [`metrics`] (`/healthz`, `/readyz`, `/metrics`), [`leader`] (leader
+//! election), and this file: [`run`], the kube-runtime `Controller` with its watches,
+//! per-object backoff and graceful shutdown, and [`reconcile`], which dispatches one
+//! ShopService to `apply` or `cleanup` and publishes the Events their steps returned.
 
+pub mod apply;
+pub mod cleanup;
+pub mod context;
+pub mod credentials;
 pub mod leader;
 pub mod metrics;
 pub mod peers;
 pub mod permissions;
-pub mod reconcile;
+pub mod prune;
+#[cfg(test)]
+mod reconcile_tests;
 pub mod shared_database;
 pub mod status;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::{self as runtime, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use ring::rand::SecureRandom;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::build::BuildError;
 use crate::build::common::MANAGER;
+use crate::build::{OWNED_KINDS, Owner};
 use crate::crd::ShopService;
+pub use context::{Context, Error, Note};
 use leader::LeaderElection;
 use metrics::{Metrics, Outcome};
 use peers::PeerTrigger;
@@ -54,24 +67,6 @@ pub const FINALIZER: &str = "shop.dev/cleanup";
 /// 2-core cluster it was no faster (the API server is the limit) and more than doubled the
 /// operator's peak memory.
 const CONCURRENCY: u16 = 4;
-/// The first retry after a failure, doubled on each further failure up to the cap.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(300);
-
-/// The API server refuses an Event whose note is longer than 1 kB.
-const MAX_EVENT_NOTE: usize = 1024;
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max - '…'.len_utf8();
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
 
 /// How the operator runs.
 pub struct Settings {
@@ -93,123 +88,7 @@ pub struct Settings {
 /// [`Settings::shared_cleanup_timeout`] unless told otherwise.
 pub const DEFAULT_SHARED_CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{action}: {error}")]
-    Kube {
-        action: String,
-        #[source]
-        error: kube::Error,
-    },
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error("ShopService has no namespace")]
-    NotNamespaced,
-    #[error(
-        "Secret {secret_name} exists but has no valid key `password`; the operator will not replace it (that would lock the service out of its data): restore the key or delete the Secret"
-    )]
-    CredentialsWithoutPassword { secret_name: String },
-    #[error(
-        "could not clean up the Shared database: {problem}; left for now: {left}; retrying until {give_up_at}, then giving up and leaving them behind"
-    )]
-    SharedCleanupPending {
-        problem: String,
-        left: String,
-        give_up_at: String,
-    },
-    #[error("the operating system's random number generator failed")]
-    Random,
-    #[error(transparent)]
-    Finalizer(Box<finalizer::Error<Error>>),
-}
-
-impl Error {
-    /// Wraps a kube error with what was being done, for `map_err`.
-    fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-        let action = action.into();
-        move |error| Error::Kube { action, error }
-    }
-}
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub default_image: String,
-    pub postgres_image: String,
-    /// See [`Settings::shared_cleanup_timeout`].
-    pub shared_cleanup_timeout: Duration,
-    recorder: Recorder,
-    random: ring::rand::SystemRandom,
-    metrics: Arc<Metrics>,
-    /// Consecutive failures per ShopService, for its backoff; cleared by a success.
-    failures: Mutex<HashMap<ObjectRef<ShopService>, u32>>,
-    /// The controller's cache of ShopServices (through the peer trigger, which knows whether
-    /// it is up to date), once its first list is complete: reconciles read a ShopService's
-    /// peers from it instead of listing them from the API server each time (a list per
-    /// reconcile made N ShopServices cost N² reads).
-    synced_shops: std::sync::OnceLock<Arc<PeerTrigger>>,
-}
-
-impl Context {
-    /// Every ShopService of `namespace`: from the cache once it is synced and up to date, from
-    /// the API server otherwise (a reconcile must never build from a stale picture of its
-    /// peers: nothing would trigger it again).
-    pub async fn namespace_services(&self, namespace: &str) -> Result<Vec<ShopService>, Error> {
-        if let Some(cached) = self
-            .synced_shops
-            .get()
-            .and_then(|peers| peers.namespace_services(namespace))
-        {
-            return Ok(cached);
-        }
-        Ok(
-            Api::<ShopService>::namespaced(self.client.clone(), namespace)
-                .list(&ListParams::default())
-                .await
-                .map_err(Error::kube("list the ShopServices of the namespace"))?
-                .items,
-        )
-    }
-}
-
-impl Context {
-    /// Publishes a Kubernetes Event about `shop`. A failure to publish is logged, never
-    /// fatal: events are for people, the reconcile does not depend on them.
-    async fn publish(
-        &self,
-        shop: &ShopService,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, MAX_EVENT_NOTE)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &shop.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish an event");
-        }
-    }
-
-    /// The wait before retrying `shop` after its `failures`-th consecutive failure:
-    /// exponential with "equal jitter" (between half and all of the exponential value), so
-    /// that objects failing together do not retry together.
-    fn backoff(&self, failures: u32) -> Duration {
-        let exponential = FIRST_RETRY
-            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
-            .min(MAX_RETRY);
-        let mut byte = [0u8; 1];
-        let fraction = match self.random.fill(&mut byte) {
-            Ok(()) => f64::from(byte[0]) / 255.0,
-            Err(_) => 1.0,
-        };
-        exponential.mul_f64(0.5 + fraction / 2.0)
-    }
-}
+type Shutdown = Shared<BoxFuture<'static, ()>>;
 
 /// Runs the operator until `shutdown` completes: the controller and the HTTP endpoints.
 pub async fn run(
@@ -217,93 +96,187 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let shops: Api<ShopService> = match &settings.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    check_crd_installed(&shops).await?;
-    // Before anything is reconciled: a missing permission would otherwise show up as
-    // reconciles failing one call at a time.
-    let lease_namespace = settings
-        .leader_election
-        .as_ref()
-        .and_then(|election| election.namespace());
-    permissions::check(&client, settings.namespace.as_deref(), lease_namespace).await?;
+    let Settings {
+        namespace,
+        default_image,
+        postgres_image,
+        http_listener,
+        leader_election,
+        shared_cleanup_timeout,
+    } = settings;
+    let shops: Api<ShopService> = watched(&client, &namespace);
+    preflight(
+        &client,
+        &shops,
+        namespace.as_deref(),
+        leader_election.as_deref(),
+    )
+    .await?;
 
     let metrics = Arc::new(Metrics::default());
-    let context = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
-        client: client.clone(),
-        default_image: settings.default_image,
-        postgres_image: settings.postgres_image,
-        shared_cleanup_timeout: settings.shared_cleanup_timeout,
-        random: ring::rand::SystemRandom::new(),
-        metrics: metrics.clone(),
-        failures: Mutex::default(),
-        synced_shops: std::sync::OnceLock::new(),
-    });
+    let context = Arc::new(Context::new(
+        client.clone(),
+        default_image,
+        postgres_image,
+        shared_cleanup_timeout,
+        metrics.clone(),
+    ));
+    let shutdown: Shutdown = shutdown.boxed().shared();
+    let http = serve_http(http_listener, &metrics, shutdown.clone());
 
-    let shutdown = shutdown.shared();
-    let http = tokio::spawn(
-        axum::serve(settings.http_listener, metrics.clone().router())
-            .with_graceful_shutdown(shutdown.clone())
+    let Some(leadership) = take_the_lead(leader_election.as_ref(), &metrics, &shutdown).await
+    else {
+        http.await??;
+        return Ok(());
+    };
+    let (controller, store, peers) = controller(&client, shops, namespace.as_ref(), &context);
+    let readiness = ready_once_synced(store, peers, &context, &metrics);
+
+    info!("shop-operator started");
+    let leadership_lost = leadership.lost_flag();
+    controller
+        .graceful_shutdown_on(leadership.stop_on(shutdown))
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                // Logged with its backoff by `error_policy`.
+                Ok(_) | Err(runtime::Error::ReconcilerFailed(..)) => {}
+                // Mostly watch errors; the watchers retry with their own backoff.
+                Err(e) => warn!(error = %e, "controller"),
+            }
+        })
+        .await;
+
+    readiness.abort();
+    if *leadership_lost.borrow() {
+        // Another replica may be reconciling already: stop at once, and let Kubernetes
+        // restart this one as a standby.
+        anyhow::bail!("lost the leader lease");
+    }
+    if let Some(election) = &leader_election {
+        election.resign().await;
+    }
+    http.await??;
+    info!("shop-operator stopped");
+    Ok(())
+}
+
+/// Before anything is reconciled: the CRD is installed and every permission is granted (a
+/// missing one would otherwise show up as reconciles failing one call at a time).
+async fn preflight(
+    client: &Client,
+    shops: &Api<ShopService>,
+    namespace: Option<&str>,
+    leader_election: Option<&LeaderElection>,
+) -> anyhow::Result<()> {
+    check_crd_installed(shops).await?;
+    let lease_namespace = leader_election.and_then(|election| election.namespace());
+    permissions::check(client, namespace, lease_namespace).await
+}
+
+fn serve_http(
+    listener: TcpListener,
+    metrics: &Arc<Metrics>,
+    shutdown: Shutdown,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(
+        axum::serve(listener, metrics.clone().router())
+            .with_graceful_shutdown(shutdown)
             .into_future(),
-    );
+    )
+}
 
-    let (lost, keeper) = match &settings.leader_election {
-        Some(election) => {
-            // A standby is healthy and ready: it is doing its job, which is to wait.
-            metrics.set_ready();
-            info!("waiting for the leader lease");
-            tokio::select! {
-                () = election.acquire() => info!("acquired the leader lease"),
-                () = shutdown.clone() => {
-                    http.await??;
-                    return Ok(());
+/// Holding the lead: with leader election, the task that keeps the lease and tells when it
+/// is lost. Dropping it stops keeping the lease.
+struct Leadership {
+    lost: Option<tokio::sync::oneshot::Receiver<()>>,
+    keeper: Option<JoinHandle<()>>,
+    mark_lost: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
+    }
+}
+
+impl Leadership {
+    /// Whether the lease was lost, once the controller has stopped.
+    fn lost_flag(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.mark_lost.subscribe()
+    }
+
+    /// What stops the controller: `shutdown`, or losing the lease. Owns the lead for as
+    /// long as the controller runs.
+    async fn stop_on(mut self, shutdown: Shutdown) {
+        match self.lost.take() {
+            Some(lost) => tokio::select! {
+                () = shutdown => {}
+                Ok(()) = lost => {
+                    let _ = self.mark_lost.send(true);
                 }
-            }
-            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-            let election = election.clone();
-            let keeper = tokio::spawn(async move {
-                election.keep().await;
-                let _ = lost_tx.send(());
-            });
-            (Some(lost_rx), Some(keeper))
+            },
+            None => shutdown.await,
         }
-        None => (None, None),
-    };
-    let (mark_lost, leadership_lost) = tokio::sync::watch::channel(false);
-    let controller_stop = {
-        let shutdown = shutdown.clone();
-        async move {
-            match lost {
-                Some(lost) => tokio::select! {
-                    () = shutdown => {}
-                    Ok(()) = lost => {
-                        let _ = mark_lost.send(true);
-                    }
-                },
-                None => shutdown.await,
-            }
-        }
-    };
+    }
+}
 
-    // Only the operator's own children are cached: they carry its label.
-    let owned =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    let namespace = settings.namespace;
-    let controller = Controller::new(shops.clone(), watcher::Config::default());
+/// Waits for the leader lease when there is an election (a standby is ready meanwhile: it
+/// is doing its job, which is to wait); `None` when `shutdown` came first.
+async fn take_the_lead(
+    election: Option<&Arc<LeaderElection>>,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> Option<Leadership> {
+    let (mark_lost, _) = tokio::sync::watch::channel(false);
+    let Some(election) = election else {
+        return Some(Leadership {
+            lost: None,
+            keeper: None,
+            mark_lost,
+        });
+    };
+    metrics.set_ready();
+    info!("waiting for the leader lease");
+    tokio::select! {
+        () = election.acquire() => info!("acquired the leader lease"),
+        () = shutdown.clone() => return None,
+    }
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let election = election.clone();
+    let keeper = tokio::spawn(async move {
+        election.keep().await;
+        let _ = lost_tx.send(());
+    });
+    Some(Leadership {
+        lost: Some(lost_rx),
+        keeper: Some(keeper),
+        mark_lost,
+    })
+}
+
+/// The controller of ShopServices: its own watch, one watch per owned kind (a change to a
+/// child reconciles its ShopService), and the peers' watch. Also its cache of ShopServices,
+/// whose counts `/metrics` reports.
+fn controller(
+    client: &Client,
+    shops: Api<ShopService>,
+    namespace: Option<&String>,
+    context: &Arc<Context>,
+) -> (
+    Controller<ShopService>,
+    Store<ShopService>,
+    Arc<PeerTrigger>,
+) {
+    let mut controller = Controller::new(shops.clone(), watcher::Config::default())
+        .with_config(runtime::Config::default().concurrency(CONCURRENCY));
     let store = controller.store();
-    metrics.count_pending_with({
+    context.metrics.count_pending_with({
         let store = store.clone();
         // Weak: the context owns the metrics, which own this.
-        let context = Arc::downgrade(&context);
+        let context = Arc::downgrade(context);
         move || {
             let Some(context) = context.upgrade() else {
                 return metrics::PendingCounts::default();
@@ -315,83 +288,58 @@ pub async fn run(
             })
         }
     });
+
+    // Only the operator's own children are watched: they carry its label.
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    for kind in &OWNED_KINDS {
+        let resource = kind.api_resource();
+        let api = match namespace {
+            Some(namespace) => {
+                Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+            }
+            None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+        };
+        controller = controller.owns_with(api, resource, owned.clone());
+    }
+    // A ShopService's children depend on its whole namespace (dependency URLs and ports,
+    // network policies, the gateway's route table): a change to one spec reconciles its
+    // peers too.
     let peers = Arc::new(PeerTrigger::new(store.clone()));
     let trigger = peers.clone();
-    let controller = controller
-        .with_config(runtime::Config::default().concurrency(CONCURRENCY))
-        .owns(api::<Deployment>(&client, &namespace), owned.clone())
-        .owns(api::<Service>(&client, &namespace), owned.clone())
-        .owns(
-            api::<HorizontalPodAutoscaler>(&client, &namespace),
-            owned.clone(),
-        )
-        .owns(
-            api::<PodDisruptionBudget>(&client, &namespace),
-            owned.clone(),
-        )
-        .owns(api::<NetworkPolicy>(&client, &namespace), owned.clone())
-        .owns(api::<ServiceAccount>(&client, &namespace), owned.clone())
-        .owns(api::<Secret>(&client, &namespace), owned.clone())
-        .owns(api::<ConfigMap>(&client, &namespace), owned.clone())
-        .owns(api::<StatefulSet>(&client, &namespace), owned)
-        // A ShopService's children depend on its whole namespace (dependency URLs and ports,
-        // network policies, the gateway's route table): a change to one spec reconciles its
-        // peers too.
-        .watches(shops, watcher::Config::default(), move |shop| {
-            peers.peers_of(&shop)
-        })
-        .graceful_shutdown_on(controller_stop);
-
-    let readiness = tokio::spawn({
-        let metrics = metrics.clone();
-        let context = context.clone();
-        async move {
-            // Polled again every second: the store wakes only the last task that waited on
-            // it (a oneshot channel), and the controller itself waits on it too.
-            loop {
-                match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(_)) => return,
-                    Err(_) => continue,
-                }
-            }
-            let _ = context.synced_shops.set(trigger);
-            metrics.set_ready();
-            info!("ShopService cache synced; ready");
-        }
+    let controller = controller.watches(shops, watcher::Config::default(), move |shop| {
+        trigger.peers_of(&shop)
     });
-
-    let controller =
-        controller
-            .run(reconcile, error_policy, context)
-            .for_each(|result| async move {
-                match result {
-                    // Logged with its backoff by `error_policy`.
-                    Ok(_) | Err(runtime::Error::ReconcilerFailed(..)) => {}
-                    // Mostly watch errors; the watchers retry with their own backoff.
-                    Err(e) => warn!(error = %e, "controller"),
-                }
-            });
-    info!("shop-operator started");
-    controller.await;
-    readiness.abort();
-    if let Some(keeper) = keeper {
-        keeper.abort();
-    }
-    if *leadership_lost.borrow() {
-        // Another replica may be reconciling already: stop at once, and let Kubernetes
-        // restart this one as a standby.
-        anyhow::bail!("lost the leader lease");
-    }
-    if let Some(election) = &settings.leader_election {
-        election.resign().await;
-    }
-    http.await??;
-    info!("shop-operator stopped");
-    Ok(())
+    (controller, store, peers)
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// Once the cache of ShopServices is synced: reconciles read their peers from it (through
+/// `peers`), and the operator is ready.
+fn ready_once_synced(
+    store: Store<ShopService>,
+    peers: Arc<PeerTrigger>,
+    context: &Arc<Context>,
+    metrics: &Arc<Metrics>,
+) -> JoinHandle<()> {
+    let metrics = metrics.clone();
+    let context = context.clone();
+    tokio::spawn(async move {
+        // Polled again every second: the store wakes only the last task that waited on
+        // it (a oneshot channel), and the controller itself waits on it too.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
+        }
+        let _ = context.synced_shops.set(peers);
+        metrics.set_ready();
+        info!("ShopService cache synced; ready");
+    })
+}
+
+fn watched<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -415,6 +363,9 @@ async fn check_crd_installed(shops: &Api<ShopService>) -> anyhow::Result<()> {
     }
 }
 
+/// One reconcile of one ShopService: `apply`, or `cleanup` once it is deleted (the finalizer
+/// helper adds and removes `shop.dev/cleanup`), then the Events their steps returned, also
+/// when a step failed.
 async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!(
         "reconcile",
@@ -429,13 +380,18 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
             &shop.namespace().ok_or(Error::NotNamespaced)?,
         );
         let object_ref = ObjectRef::from_obj(shop.as_ref());
-        let result = finalizer(&shops, FINALIZER, shop, |event| async {
+        let mut notes = Vec::new();
+        let result = finalizer(&shops, FINALIZER, shop.clone(), |event| async {
             match event {
-                finalizer::Event::Apply(shop) => reconcile::apply(shop, &ctx).await,
-                finalizer::Event::Cleanup(shop) => reconcile::cleanup(shop, &ctx).await,
+                finalizer::Event::Apply(shop) => {
+                    let owner = Owner::new(&shop)?;
+                    apply::apply(&owner, &ctx, &mut notes).await
+                }
+                finalizer::Event::Cleanup(shop) => cleanup::cleanup(&shop, &ctx, &mut notes).await,
             }
         })
         .await;
+        ctx.publish(&shop, notes).await;
         let result = gone_is_done(result).map_err(|e| Error::Finalizer(Box::new(e)));
         let outcome = if result.is_ok() {
             ctx.failures
@@ -487,20 +443,15 @@ fn error_policy(shop: Arc<ShopService>, error: &Error, ctx: Arc<Context>) -> Act
         retry_in_ms = retry.as_millis() as u64,
         "reconcile failed"
     );
-    let note = format!(
-        "{error} (failure {failures}; retrying in {}s)",
-        retry.as_secs()
+    let note = Note::warning(
+        "ReconcileFailed",
+        "Reconcile",
+        format!(
+            "{error} (failure {failures}; retrying in {}s)",
+            retry.as_secs()
+        ),
     );
-    tokio::spawn(async move {
-        ctx.publish(
-            &shop,
-            EventType::Warning,
-            "ReconcileFailed",
-            "Reconcile",
-            note,
-        )
-        .await;
-    });
+    tokio::spawn(async move { ctx.publish(&shop, vec![note]).await });
     Action::requeue(retry)
 }
 

@@ -367,6 +367,47 @@ mod tests {
         );
     }
 
+    /// Every kind a ShopService owns is applied (server-side: `create` and `patch`), watched
+    /// (`list`, `watch`) and, when the prune may delete it, deleted; and every resource the
+    /// operator watches besides its own ShopServices is an owned kind.
+    #[test]
+    fn the_permissions_cover_every_owned_kind_and_watch_nothing_else() {
+        use crate::build::{OWNED_KINDS, Prune};
+        let verbs_on = |group: &str, resource: &str| -> Vec<&'static str> {
+            REQUIRED
+                .iter()
+                .filter(|p| p.scope == Scope::Watched)
+                .filter(|p| p.group == group && p.resource == resource)
+                .flat_map(|p| p.verbs.iter().copied())
+                .collect()
+        };
+        for kind in &OWNED_KINDS {
+            let granted = verbs_on(kind.group, kind.plural);
+            let mut needed = vec!["list", "watch", "create", "patch"];
+            if matches!(kind.prune, Prune::WhenNotApplied { .. }) {
+                needed.push("delete");
+            }
+            for verb in needed {
+                assert!(
+                    granted.contains(&verb),
+                    "REQUIRED lacks {verb} on {} ({:?})",
+                    kind.plural,
+                    kind.prune
+                );
+            }
+        }
+        for permission in REQUIRED.iter().filter(|p| p.verbs.contains(&"watch")) {
+            let owned = OWNED_KINDS
+                .iter()
+                .any(|kind| (kind.group, kind.plural) == (permission.group, permission.resource));
+            assert!(
+                owned || permission.resource == "shopservices",
+                "{} is watched but not an owned kind: add it to build::OWNED_KINDS",
+                permission.resource
+            );
+        }
+    }
+
     /// (group, resource, verb, scope) triples.
     type Grants = BTreeSet<(String, String, String, &'static str)>;
 

@@ -1,10 +1,12 @@
 //! The status of a ShopService, computed from what the apply step got back from the API
 //! server. Pure: the clock comes in as an argument, so the same observations give the same
-//! status and the operator writes it only when something really changed.
+//! status and the operator writes it only when something really changed. Also the Events a
+//! change of status deserves ([`notes`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::context::Note;
 use crate::build::Owner;
 use crate::build::common::names;
 use crate::build::database::DatabaseLogin;
@@ -209,6 +211,33 @@ pub fn paused(shop: &ShopService, now: &Time) -> ShopServiceStatus {
     status
 }
 
+/// The Events a change of status from `before` to `after` deserves: a condition that turned
+/// True, or stayed True for another reason, of the two a person wants to hear about (Ready,
+/// and Degraded as a Warning with its own reason).
+pub fn notes(before: Option<&ShopServiceStatus>, after: &ShopServiceStatus) -> Vec<Note> {
+    let newly_true = |type_: &str| {
+        let now = find_condition(Some(after), type_).filter(|c| c.status == "True");
+        let then = find_condition(before, type_).filter(|c| c.status == "True");
+        now.filter(|now| then.is_none_or(|then| then.reason != now.reason))
+    };
+    let mut notes = Vec::new();
+    if let Some(ready) = newly_true(READY) {
+        notes.push(Note::normal("Ready", "Reconcile", ready.message.clone()));
+    }
+    if let Some(degraded) = newly_true(DEGRADED) {
+        notes.push(Note::warning(
+            &degraded.reason,
+            "Reconcile",
+            degraded.message.clone(),
+        ));
+    }
+    notes
+}
+
+fn find_condition<'a>(status: Option<&'a ShopServiceStatus>, type_: &str) -> Option<&'a Condition> {
+    status?.conditions.iter().find(|c| c.type_ == type_)
+}
+
 /// The condition as it should be stored: `lastTransitionTime` stays as it was unless the
 /// condition's status changed, so rewriting the same facts changes nothing.
 fn merge(
@@ -376,6 +405,8 @@ fn database_status(
 mod tests {
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, StatefulSetStatus};
     use k8s_openapi::jiff::Timestamp;
+
+    use kube::runtime::events::EventType;
 
     use super::*;
     use crate::build::fixtures::shop;
@@ -626,6 +657,34 @@ mod tests {
         assert_eq!(condition(&status, DATABASE_READY).status, "True");
         assert_eq!(condition(&status, READY).status, "True");
         assert_eq!(status.database.unwrap().phase, DatabasePhase::Ready);
+    }
+
+    #[test]
+    fn events_announce_a_condition_turning_true_or_changing_reason_once() {
+        let cart = shop("cart", Some(Component::Cart));
+        let owner = Owner::new(&cart).unwrap();
+        let rolling = compute(&owner, observe(&deployment(2, available(1))), &time(1));
+        let ready = compute(&owner, observe(&deployment(2, available(2))), &time(2));
+        assert_eq!(notes(None, &rolling), []);
+        let became_ready = notes(Some(&rolling), &ready);
+        assert_eq!(became_ready.len(), 1, "{became_ready:?}");
+        assert_eq!(became_ready[0].reason, "Ready");
+        assert_eq!(became_ready[0].type_, EventType::Normal);
+        assert_eq!(became_ready[0].message, condition(&ready, READY).message);
+        assert_eq!(notes(Some(&ready), &ready), [], "still Ready: nothing new");
+
+        let mut degraded = ready.clone();
+        let condition = degraded
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == DEGRADED)
+            .unwrap();
+        condition.status = "True".into();
+        condition.reason = "RouteConflict".into();
+        let warned = notes(Some(&ready), &degraded);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].type_, EventType::Warning);
+        assert_eq!(warned[0].reason, "RouteConflict");
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! The prune: deletes what a ShopService controls but no longer wants. For every owned kind
+//! that may come and go ([`Prune::WhenNotApplied`] in [`OWNED_KINDS`]), every object labelled
+//! for the ShopService and controlled by it that this reconcile did not apply is deleted;
+//! nothing is named kind by kind here.
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use tracing::info;
+
+use super::context::{Context, Error, Note};
+use crate::build::common::{MANAGER, Role};
+use crate::build::{Child, OWNED_KINDS, OwnedKind, Owner, Prune};
+
+/// Deletes the objects of the prunable kinds that `applied` does not hold; an Event for each.
+pub async fn prune(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    applied: &[Child],
+) -> Result<Vec<Note>, Error> {
+    let mut notes = Vec::new();
+    for kind in &OWNED_KINDS {
+        let Prune::WhenNotApplied { why } = kind.prune else {
+            continue;
+        };
+        let wanted: Vec<&str> = applied
+            .iter()
+            .filter(|child| child.kind() == kind)
+            .map(Child::name)
+            .collect();
+        for name in prune_kind(ctx, owner, kind, &wanted).await? {
+            let message = format!("deleted {} {name}: {why}", kind.kind);
+            info!(note = %message, "pruned");
+            notes.push(Note::normal("Pruned", "Prune", message));
+        }
+    }
+    Ok(notes)
+}
+
+/// Deletes every object of `kind` that `owner` controls except those named in `wanted`;
+/// returns the names of those it deleted.
+async fn prune_kind(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    kind: &OwnedKind,
+    wanted: &[&str],
+) -> Result<Vec<String>, Error> {
+    let api = Api::<DynamicObject>::namespaced_with(
+        ctx.client.clone(),
+        owner.namespace,
+        &kind.api_resource(),
+    );
+    // Metadata is all the prune reads: names and owner references.
+    let existing = api
+        .list_metadata(&ListParams::default().labels(&selector(owner.name, None)))
+        .await
+        .map_err(Error::kube(format!(
+            "list the {}s of {}",
+            kind.kind, owner.name
+        )))?;
+    let owner_uid = owner.shop.uid();
+    let mut deleted = Vec::new();
+    for object in existing.items {
+        let controlled = object.owner_references().iter().any(|reference| {
+            reference.controller == Some(true) && Some(&reference.uid) == owner_uid.as_ref()
+        });
+        let name = object.name_any();
+        if !controlled || wanted.contains(&name.as_str()) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(Error::kube(format!("delete {} {name}", kind.kind))(e)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// The label selector of the operator's objects for the ShopService `name`, of one role or
+/// all of them.
+pub fn selector(name: &str, role: Option<Role>) -> String {
+    let mut selector =
+        format!("app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGER}");
+    if let Some(role) = role {
+        selector.push_str(&format!(",app.kubernetes.io/component={}", role.as_str()));
+    }
+    selector
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_pick_the_operators_objects_of_one_service() {
+        assert_eq!(
+            selector("cart", Some(Role::Database)),
+            "app.kubernetes.io/instance=cart,app.kubernetes.io/managed-by=shop-operator,app.kubernetes.io/component=database"
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! Reconciles against a mocked API server: each request the reconcile makes arrives here in
+//! order, is checked (method, path, what matters of its body) and answered as the API server
+//! would. The cluster tests (`tests/e2e`) run the same paths against a real one; these need
+//! nothing but the process and say exactly which calls a reconcile makes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle, SendResponse};
+
+use super::metrics::Metrics;
+use super::{Context, FINALIZER, reconcile};
+use crate::build::fixtures::{IMAGE, namespace, shop};
+use crate::crd::{Component, DatabaseMode, DeletionPolicy, ShopService};
+
+const SHOP_SERVICES: &str = "/apis/shop.dev/v1alpha1/namespaces/shop/shopservices";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+const SELECTOR: &str =
+    "app.kubernetes.io%2Finstance%3Dcart%2Capp.kubernetes.io%2Fmanaged-by%3Dshop-operator";
+
+/// The API server's side of the mocked connection.
+struct ApiServer(Handle<Request<Body>, Response<Body>>);
+
+/// One request, to be answered.
+struct Exchange {
+    query: String,
+    content_type: String,
+    body: Value,
+    reply: SendResponse<Response<Body>>,
+}
+
+impl Exchange {
+    /// Whether the query holds every `key=value` of `expected`, in any order.
+    fn query_has(&self, expected: &[&str]) -> bool {
+        let pairs: Vec<&str> = self.query.split('&').collect();
+        expected.iter().all(|pair| pairs.contains(pair))
+    }
+
+    /// A server-side apply as the operator's field manager, taking over conflicting fields.
+    fn assert_applied_by_the_operator(&self) {
+        assert!(
+            self.query_has(&["fieldManager=shop-operator", "force=true"]),
+            "{}",
+            self.query
+        );
+        assert_eq!(self.content_type, "application/apply-patch+yaml");
+    }
+
+    fn answer(self, status: StatusCode, body: &Value) {
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        self.reply.send_response(response);
+    }
+
+    /// Answers with the object sent, as an apply or a create returns it.
+    fn echo(self) {
+        let body = self.body.clone();
+        self.answer(StatusCode::OK, &body);
+    }
+
+    /// Checks a server-side apply as the operator's field manager and echoes it.
+    fn applied(self) -> Value {
+        self.assert_applied_by_the_operator();
+        let body = self.body.clone();
+        self.echo();
+        body
+    }
+}
+
+impl ApiServer {
+    /// The next request, which must be `method` on `path`.
+    async fn expect(&mut self, method: Method, path: &str) -> Exchange {
+        let (request, reply) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
+            .unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
+        let what = format!("{} {}", request.method(), request.uri());
+        assert_eq!(request.method(), method, "{what}");
+        assert_eq!(request.uri().path(), path, "{what}");
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let content_type = request
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        Exchange {
+            query,
+            content_type,
+            body,
+            reply,
+        }
+    }
+
+    /// The next request must be a server-side apply of `path`; returns what was applied.
+    async fn apply(&mut self, path: &str) -> Value {
+        self.expect(Method::PATCH, path).await.applied()
+    }
+
+    /// An Event is published about the ShopService; returns its reason and note.
+    async fn event(&mut self) -> (String, String) {
+        let exchange = self.expect(Method::POST, EVENTS).await;
+        let reason = exchange.body["reason"].as_str().unwrap().to_owned();
+        let note = exchange.body["note"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(exchange.body["regarding"]["name"], "cart");
+        exchange.echo();
+        (reason, note)
+    }
+
+    /// A list of the ShopServices of the namespace, answered with `shops`.
+    async fn list_shop_services(&mut self, shops: &[&ShopService]) {
+        self.expect(Method::GET, SHOP_SERVICES).await.answer(
+            StatusCode::OK,
+            &json!({
+                "apiVersion": "shop.dev/v1alpha1",
+                "kind": "ShopServiceList",
+                "metadata": {},
+                "items": shops,
+            }),
+        );
+    }
+
+    /// The prune's metadata list of one kind for `cart`, answered with `items`.
+    async fn list_for_prune(&mut self, path: &str, items: Vec<Value>) {
+        let exchange = self.expect(Method::GET, path).await;
+        assert!(
+            exchange
+                .query
+                .contains(&format!("labelSelector={SELECTOR}")),
+            "{}",
+            exchange.query
+        );
+        exchange.answer(
+            StatusCode::OK,
+            &json!({
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadataList",
+                "metadata": {},
+                "items": items,
+            }),
+        );
+    }
+
+    /// The prune finds nothing of the three kinds that may come and go.
+    async fn prune_finds_nothing(&mut self) {
+        self.list_for_prune("/api/v1/namespaces/shop/configmaps", Vec::new())
+            .await;
+        self.list_for_prune(
+            "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers",
+            Vec::new(),
+        )
+        .await;
+        self.list_for_prune(
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
+            Vec::new(),
+        )
+        .await;
+    }
+
+    /// The status is written; returns it.
+    async fn status(&mut self) -> Value {
+        let exchange = self
+            .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart/status"))
+            .await;
+        exchange.assert_applied_by_the_operator();
+        let status = exchange.body["status"].clone();
+        let mut stored = serde_json::to_value(cart()).unwrap();
+        stored["status"] = status.clone();
+        exchange.answer(StatusCode::OK, &stored);
+        status
+    }
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+/// A stored ShopService `cart` that already carries the finalizer, so reconciles go straight
+/// to apply (or cleanup).
+fn cart() -> ShopService {
+    let mut cart = shop("cart", Some(Component::Cart));
+    cart.metadata.generation = Some(1);
+    cart.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    cart
+}
+
+/// Runs one reconcile of `shop` while `script` plays the API server; then checks that the
+/// reconcile made no request beyond those the script expected.
+async fn reconcile_against<F>(
+    shop: ShopService,
+    script: impl FnOnce(ApiServer) -> F,
+) -> Result<Action, super::Error>
+where
+    F: Future<Output = ApiServer>,
+{
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, namespace());
+    let context = Arc::new(Context::new(
+        client,
+        IMAGE.into(),
+        crate::build::database::DEFAULT_POSTGRES_IMAGE.into(),
+        Duration::from_secs(300),
+        Arc::new(Metrics::default()),
+    ));
+    let reconciling = tokio::spawn(reconcile(Arc::new(shop), context));
+    let mut server = script(ApiServer(handle)).await;
+    let result = tokio::time::timeout(Duration::from_secs(5), reconciling)
+        .await
+        .expect("the reconcile ends")
+        .expect("the reconcile does not panic");
+    // The context, and with it every client, is gone with the reconcile: a request still
+    // waiting would be one the script did not expect.
+    if let Some((request, _)) = server.0.next_request().await {
+        panic!("unexpected request {} {}", request.method(), request.uri());
+    }
+    result
+}
+
+#[tokio::test]
+async fn a_new_shop_service_first_gets_the_finalizer() {
+    let mut new = cart();
+    new.metadata.finalizers = None;
+    let result = reconcile_against(new, |mut server| async move {
+        let exchange = server
+            .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart"))
+            .await;
+        assert_eq!(exchange.content_type, "application/json-patch+json");
+        let added = exchange.body.as_array().unwrap().last().unwrap().clone();
+        assert_eq!(added["op"], "add");
+        assert_eq!(added["value"], json!([FINALIZER]));
+        let mut stored = serde_json::to_value(cart()).unwrap();
+        stored["metadata"]["finalizers"] = json!([FINALIZER]);
+        exchange.answer(StatusCode::OK, &stored);
+        server
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_shop_service_gets_its_children_applied_in_order_then_its_status() {
+    let result = reconcile_against(cart(), |mut server| async move {
+        server.list_shop_services(&[&cart()]).await;
+        let account = server
+            .apply("/api/v1/namespaces/shop/serviceaccounts/cart")
+            .await;
+        assert_eq!(account["kind"], "ServiceAccount");
+        assert_eq!(account["automountServiceAccountToken"], false);
+        server.apply("/api/v1/namespaces/shop/services/cart").await;
+        server
+            .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart")
+            .await;
+        // Answered as a Deployment whose one pod is available.
+        let exchange = server
+            .expect(
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/shop/deployments/cart",
+            )
+            .await;
+        exchange.assert_applied_by_the_operator();
+        let mut deployment = exchange.body.clone();
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            IMAGE
+        );
+        assert_eq!(
+            deployment["metadata"]["ownerReferences"][0]["uid"],
+            "uid-of-cart"
+        );
+        deployment["metadata"]["generation"] = json!(1);
+        deployment["status"] = json!({"observedGeneration": 1, "replicas": 1,
+            "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+        exchange.answer(StatusCode::OK, &deployment);
+
+        server.prune_finds_nothing().await;
+        let status = server.status().await;
+        assert_eq!(status["observedGeneration"], 1);
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "True", "{status}");
+        let (reason, _) = server.event().await;
+        assert_eq!(reason, "Ready");
+        server
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn a_dedicated_database_gets_a_password_once_and_its_objects_first() {
+    let mut cart = cart();
+    cart.spec.database.mode = DatabaseMode::Dedicated;
+    let stored = cart.clone();
+    let result = reconcile_against(cart, |mut server| async move {
+        server.list_shop_services(&[&stored]).await;
+        server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/cart-db-credentials",
+            )
+            .await
+            .answer(StatusCode::NOT_FOUND, &not_found());
+        server
+            .apply("/api/v1/namespaces/shop/serviceaccounts/cart")
+            .await;
+        let secret = server
+            .apply("/api/v1/namespaces/shop/secrets/cart-db-credentials")
+            .await;
+        let password = secret["data"]["password"].as_str().unwrap();
+        // 32 characters, base64-encoded.
+        assert_eq!(password.len(), 44, "{password}");
+        server
+            .apply("/api/v1/namespaces/shop/services/cart-db")
+            .await;
+        server
+            .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart-db")
+            .await;
+        server
+            .apply("/apis/apps/v1/namespaces/shop/statefulsets/cart-db")
+            .await;
+        server.apply("/api/v1/namespaces/shop/services/cart").await;
+        server
+            .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart")
+            .await;
+        server
+            .apply("/apis/apps/v1/namespaces/shop/deployments/cart")
+            .await;
+        server.prune_finds_nothing().await;
+        let status = server.status().await;
+        assert_eq!(status["database"]["secretName"], "cart-db-credentials");
+        let (reason, note) = server.event().await;
+        assert_eq!(reason, "GeneratedCredentials");
+        assert!(!note.contains(password), "{note}");
+        server
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn children_no_longer_wanted_are_pruned_and_others_left_alone() {
+    let controlled = |name: &str, uid: &str| {
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+               "metadata": {"name": name, "namespace": "shop",
+                            "ownerReferences": [{"apiVersion": "shop.dev/v1alpha1",
+                                "kind": "ShopService", "name": "cart", "uid": uid,
+                                "controller": true}]}})
+    };
+    let result = reconcile_against(cart(), |mut server| async move {
+        server.list_shop_services(&[&cart()]).await;
+        for path in [
+            "/api/v1/namespaces/shop/serviceaccounts/cart",
+            "/api/v1/namespaces/shop/services/cart",
+            "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart",
+            "/apis/apps/v1/namespaces/shop/deployments/cart",
+        ] {
+            server.apply(path).await;
+        }
+        server
+            .list_for_prune("/api/v1/namespaces/shop/configmaps", Vec::new())
+            .await;
+        // Autoscaling was switched off: the HPA goes. One of another owner stays.
+        server
+            .list_for_prune(
+                "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers",
+                vec![
+                    controlled("cart", "uid-of-cart"),
+                    controlled("cart-old", "uid-of-another-cart"),
+                ],
+            )
+            .await;
+        server
+            .expect(
+                Method::DELETE,
+                "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/cart",
+            )
+            .await
+            .answer(
+                StatusCode::OK,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success"}),
+            );
+        server
+            .list_for_prune(
+                "/apis/policy/v1/namespaces/shop/poddisruptionbudgets",
+                Vec::new(),
+            )
+            .await;
+        server.status().await;
+        let (reason, note) = server.event().await;
+        assert_eq!(reason, "Pruned");
+        assert_eq!(
+            note,
+            "deleted HorizontalPodAutoscaler cart: autoscaling is off"
+        );
+        server
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_shop_service_only_says_so_in_its_status() {
+    let mut paused = cart();
+    paused.spec.paused = true;
+    let result = reconcile_against(paused, |mut server| async move {
+        let status = server.status().await;
+        let progressing = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Progressing")
+            .unwrap();
+        assert_eq!(progressing["reason"], "Paused");
+        server
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn deleting_with_policy_delete_removes_the_secret_and_volumes_then_the_finalizer() {
+    let mut deleted = cart();
+    deleted.spec.database.mode = DatabaseMode::Dedicated;
+    deleted.spec.database.deletion_policy = DeletionPolicy::Delete;
+    deleted.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    let stored = deleted.clone();
+    let result = reconcile_against(deleted, |mut server| async move {
+        server
+            .expect(
+                Method::DELETE,
+                "/api/v1/namespaces/shop/secrets/cart-db-credentials",
+            )
+            .await
+            .answer(StatusCode::NOT_FOUND, &not_found());
+        let claims = server
+            .expect(
+                Method::DELETE,
+                "/api/v1/namespaces/shop/persistentvolumeclaims",
+            )
+            .await;
+        assert!(
+            claims
+                .query
+                .contains("app.kubernetes.io%2Fcomponent%3Ddatabase"),
+            "{}",
+            claims.query
+        );
+        claims.answer(
+            StatusCode::OK,
+            &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                    "items": []}),
+        );
+        let release = server
+            .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart"))
+            .await;
+        assert_eq!(release.content_type, "application/json-patch+json");
+        assert!(
+            release.body.to_string().contains("remove"),
+            "{}",
+            release.body
+        );
+        let mut released = serde_json::to_value(&stored).unwrap();
+        released["metadata"]["finalizers"] = json!([]);
+        release.answer(StatusCode::OK, &released);
+        let (reason, _) = server.event().await;
+        assert_eq!(reason, "DeletedData");
+        server
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_refused_apply_fails_the_reconcile_before_prune_and_status() {
+    let result = reconcile_against(cart(), |mut server| async move {
+        server.list_shop_services(&[&cart()]).await;
+        server
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/shop/serviceaccounts/cart",
+            )
+            .await
+            .answer(
+                StatusCode::FORBIDDEN,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Forbidden", "code": 403,
+                        "message": "serviceaccounts \"cart\" is forbidden"}),
+            );
+        server
+    })
+    .await;
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("apply ServiceAccount cart"), "{error}");
+}
+
+#[tokio::test]
+async fn a_credentials_secret_without_a_password_is_never_replaced() {
+    let mut cart = cart();
+    cart.spec.database.mode = DatabaseMode::Dedicated;
+    let stored = cart.clone();
+    let result = reconcile_against(cart, |mut server| async move {
+        server.list_shop_services(&[&stored]).await;
+        server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/cart-db-credentials",
+            )
+            .await
+            .answer(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "cart-db-credentials", "namespace": "shop"},
+                        "data": {"username": "Y2FydA=="}}),
+            );
+        server
+    })
+    .await;
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("has no valid key `password`"), "{error}");
+}
