@@ -425,9 +425,8 @@ async fn user_registered_reaches_a_consumer() {
         let sink = EventSink::start("notification").await;
         let bus = local_bus(vec![sink.peer()]);
         let runtime = shop_events::testing::runtime_with_bus("user", &db.url, bus);
-        let (config, metrics) = (&runtime.config, &runtime.metrics);
         let service = shop_user::build(&runtime, settings()).await.unwrap();
-        let server = testing::spawn_service(service, &config, &metrics).await;
+        let server = testing::spawn_service(service, &runtime.config, &runtime.metrics).await;
         let client = Client::new();
 
         let created = register(&client, &server.url, "Bea@Example.com").await;
