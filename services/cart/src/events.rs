@@ -8,9 +8,9 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use shop_events::Event;
+use shop_events::consume::{HandleError, Handler};
 use shop_kit::db::Tx;
-use shop_kit::events::Event;
-use shop_kit::events::consume::{HandleError, Handler};
 use uuid::Uuid;
 
 /// The consumer name under which events are recorded in `processed_events`.
@@ -43,7 +43,7 @@ struct OrderedItem {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CartHandler;
 
-/// The cart's event consumer, for `shop_kit::events::consume::apply(&db, CONSUMER, &handler(), &event)`.
+/// The cart's event consumer, for `shop_events::consume::apply(&db, CONSUMER, &handler(), &event)`.
 pub fn handler() -> CartHandler {
     CartHandler
 }

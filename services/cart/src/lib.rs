@@ -11,35 +11,65 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
+use shop_events::{Consumer, Runtime};
 use shop_kit::config::env_or;
-use shop_kit::events::{Bus, Consumer};
-use shop_kit::{Database, Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
+use shop_kit::{Database, Service, Upstream, UpstreamOptions};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Connects, migrates, and returns the service to serve. `CATALOG_URL` names the catalog; carts
-/// lose what was bought through the `order.confirmed` events consumed from `bus`.
-pub async fn build(config: &ServiceConfig, bus: &Bus, _metrics: &Metrics) -> Result<Service> {
-    let db = open(&config.database_url).await?;
+/// The cart service's own settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The catalog, which prices what is put in a cart (`CATALOG_URL`, default the `shop up`
+    /// port).
+    pub catalog_url: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            catalog_url: "http://127.0.0.1:8082".into(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            catalog_url: env_or("CATALOG_URL", &Self::default().catalog_url),
+        })
+    }
+}
+
+/// Connects, migrates, and returns the service to serve. Carts lose what was bought through the
+/// `order.confirmed` events consumed from the runtime's bus.
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
+    let db = open(&runtime.config.database_url).await?;
     let catalog = Upstream::new(
         "catalog",
-        &env_or("CATALOG_URL", "http://127.0.0.1:8082"),
+        &settings.catalog_url,
         &UpstreamOptions::from_env()?,
     )?;
-    let (routes, consumer) =
-        Consumer::start(bus, db.clone(), events::CONSUMER, events::handler()).await?;
+    let consumer = Consumer::start(
+        &runtime.bus,
+        db.clone(),
+        events::CONSUMER,
+        events::handler(),
+    )
+    .await?;
     let mut service = service(db, catalog);
-    service.router = consumer.attach(service.router.merge(routes));
+    service.router = service.router.merge(consumer.routes);
+    service.tasks.extend(consumer.tasks);
     Ok(service)
 }
 
-/// Connects, runs the migrations and installs the kit's event tables (for the consumer in
+/// Connects, runs the migrations and installs the event tables (for the consumer in
 /// [`events`]).
 pub async fn open(database_url: &str) -> Result<Database> {
     let db = Database::connect_and_migrate(database_url, &MIGRATOR).await?;
-    shop_kit::events::install_tables(&db).await?;
+    shop_events::install_tables(&db).await?;
     Ok(db)
 }
 
@@ -52,5 +82,6 @@ pub fn service(db: Database, catalog: Upstream) -> Service {
         }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks: Default::default(),
     }
 }

@@ -14,12 +14,13 @@ async fn start(
     cart_db: &testing::TestDatabase,
     catalog_db: &testing::TestDatabase,
 ) -> (TestServer, TestServer) {
-    let config = testing::config(&catalog_db.url);
-    let metrics = Metrics::new("catalog");
+    let runtime = shop_events::testing::runtime("catalog", &catalog_db.url);
     let catalog = testing::spawn_service(
-        shop_catalog::build(&config, &metrics).await.unwrap(),
-        &config,
-        &metrics,
+        shop_catalog::build(&runtime, shop_catalog::Settings::default())
+            .await
+            .unwrap(),
+        &runtime.config,
+        &runtime.metrics,
     )
     .await;
     let config = testing::config(&cart_db.url);

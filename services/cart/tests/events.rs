@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use shop_cart::events::{CONSUMER, handler};
 use shop_cart::storage::Store;
-use shop_kit::events::Event;
-use shop_kit::events::consume::{Applied, HandleError, apply};
+use shop_events::Event;
+use shop_events::consume::{Applied, HandleError, apply};
 use shop_kit::testing;
 use shop_kit::{Database, Money};
 use uuid::Uuid;

@@ -7,15 +7,26 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
-use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use shop_events::Runtime;
+use shop_kit::{Database, Service};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The catalog has no settings of its own; the type keeps `build` the same in every service.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {})
+    }
+}
+
 /// Connects, migrates, seeds an empty catalog, and returns the service to serve.
-pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {
+    let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     let store = storage::Store::new(db.clone());
     let seeded = store.seed_if_empty().await?;
     if seeded > 0 {
@@ -26,5 +37,6 @@ pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service
         router: routes::router(routes::AppState { store }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks: Default::default(),
     })
 }

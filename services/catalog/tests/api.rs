@@ -4,19 +4,17 @@ use std::collections::HashSet;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_kit::Metrics;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::testing::{self, TestDatabase, TestServer, expect_problem};
 
 const ADMIN: &str = "0190f5c4-0000-7000-8000-000000000001";
 
 async fn start(db: &TestDatabase) -> TestServer {
-    let config = testing::config(&db.url);
-    let metrics = Metrics::new("catalog");
-    let service = shop_catalog::build(&config, &metrics)
+    let runtime = shop_events::testing::runtime("catalog", &db.url);
+    let service = shop_catalog::build(&runtime, shop_catalog::Settings::default())
         .await
         .expect("the catalog builds");
-    testing::spawn_service(service, &config, &metrics).await
+    testing::spawn_service(service, &runtime.config, &runtime.metrics).await
 }
 
 async fn get(client: &Client, url: &str) -> Value {

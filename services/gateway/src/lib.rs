@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use governor::{Quota, RateLimiter};
 use prometheus_client::metrics::family::Family;
+use shop_events::Runtime;
 use shop_kit::config::{env_or, env_parse};
-use shop_kit::{Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
+use shop_kit::{Service, Tasks, Upstream, UpstreamOptions};
 
 use crate::domain::RouteTable;
 use crate::routes::{Gateway, Snapshot};
@@ -74,11 +75,29 @@ fn read_routes(source: &RouteSource) -> Result<(String, RouteTable)> {
     Ok((raw, table))
 }
 
-pub async fn build(
-    config: &ServiceConfig,
-    settings: Settings,
-    metrics: &Metrics,
-) -> Result<Service> {
+/// Applies the route table at `source` when its text differs from `current_raw`.
+fn reload_routes(
+    source: &RouteSource,
+    current_raw: &mut String,
+    snapshot: &RwLock<Arc<Snapshot>>,
+    options: &UpstreamOptions,
+) -> Result<()> {
+    let (raw, table) =
+        read_routes(source).context("route table not reloaded; keeping the previous one")?;
+    if raw == *current_raw {
+        return Ok(());
+    }
+    let previous = snapshot.read().expect("route table lock").clone();
+    let next = Snapshot::new(table, Some(&previous), options).context("route table not applied")?;
+    tracing::info!(routes = next.table.routes.len(), "route table reloaded");
+    *snapshot.write().expect("route table lock") = Arc::new(next);
+    *current_raw = raw;
+    Ok(())
+}
+
+/// Loads the route table and the token keys, and returns the service to serve.
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
+    let (config, metrics) = (&runtime.config, &runtime.metrics);
     let options = UpstreamOptions::from_env()?;
     let (mut current_raw, table) = read_routes(&settings.routes)?;
     tracing::info!(routes = table.routes.len(), "route table loaded");
@@ -115,45 +134,36 @@ pub async fn build(
         upstream_responses,
     };
 
-    // Background upkeep: reload the route table when its file changes, refresh keys, and let the
-    // rate limiter forget idle clients.
-    let reload_source = settings.routes.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(settings.reload_every);
-        let mut ticks: u64 = 0;
-        loop {
-            tick.tick().await;
-            ticks += 1;
-            match read_routes(&reload_source) {
-                Ok((raw, table)) if raw != current_raw => {
-                    let previous = snapshot.read().expect("route table lock").clone();
-                    match Snapshot::new(table, Some(&previous), &options) {
-                        Ok(next) => {
-                            tracing::info!(
-                                routes = next.table.routes.len(),
-                                "route table reloaded"
-                            );
-                            *snapshot.write().expect("route table lock") = Arc::new(next);
-                            current_raw = raw;
-                        }
-                        Err(e) => tracing::error!(error = %e, "route table not applied"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "route table not reloaded; keeping the previous one")
-                }
-            }
-            if ticks.is_multiple_of(150) {
-                if let Err(e) = keys.refresh().await {
-                    tracing::warn!(error = %e, "token keys not refreshed");
-                }
+    let mut tasks = Tasks::new();
+    // Reload the route table when its file changes.
+    let (reload_source, reloading) = (settings.routes.clone(), snapshot.clone());
+    tasks.spawn_every(
+        tokio::time::interval(settings.reload_every),
+        "reloading the route table",
+        move || {
+            std::future::ready(reload_routes(
+                &reload_source,
+                &mut current_raw,
+                &reloading,
+                &options,
+            ))
+        },
+    );
+    // Every 150 reloads: refresh the token keys, and let the rate limiter forget idle clients.
+    let upkeep_every = settings.reload_every * 150;
+    tasks.spawn_every(
+        tokio::time::interval_at(tokio::time::Instant::now() + upkeep_every, upkeep_every),
+        "refreshing the token keys",
+        move || {
+            let (keys, limiter) = (keys.clone(), limiter.clone());
+            async move {
                 if let Some(limiter) = &limiter {
                     limiter.retain_recent();
                 }
+                keys.refresh().await.map(|_| ())
             }
-        }
-    });
+        },
+    );
 
     let ready_snapshot = gateway.snapshot.clone();
     Ok(Service {
@@ -175,6 +185,7 @@ pub async fn build(
                 }
             })
         }),
+        tasks,
     })
 }
 

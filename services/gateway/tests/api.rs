@@ -18,9 +18,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop_gateway::{RouteSource, Settings};
+use shop_kit::Problem;
 use shop_kit::auth::{AUDIENCE, Claims, ISSUER, JWKS_PATH};
 use shop_kit::testing::{self, TestServer, expect_problem};
-use shop_kit::{Metrics, Problem};
 
 const USER_ID: &str = "0b7e5e0c-3f5e-4c1a-9a3e-5d0c1e2f3a4b";
 
@@ -174,12 +174,9 @@ impl Shop {
             rate_limit_per_second: rate_limit.0,
             rate_limit_burst: rate_limit.1,
         };
-        let config = testing::config("sqlite::memory:");
-        let metrics = Metrics::new("gateway");
-        let service = shop_gateway::build(&config, settings, &metrics)
-            .await
-            .unwrap();
-        let gateway = testing::spawn_service(service, &config, &metrics).await;
+        let runtime = shop_events::testing::runtime("gateway", "sqlite::memory:");
+        let service = shop_gateway::build(&runtime, settings).await.unwrap();
+        let gateway = testing::spawn_service(service, &runtime.config, &runtime.metrics).await;
         Self {
             url: gateway.url.clone(),
             client: reqwest::Client::new(),

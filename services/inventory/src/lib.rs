@@ -8,13 +8,12 @@ pub mod domain;
 pub mod routes;
 pub mod storage;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use shop_events::{Relay, Runtime};
 use shop_kit::config::env_parse;
-use shop_kit::events::{Bus, Relay};
-use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use shop_kit::{Database, Service, Tasks};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -74,13 +73,8 @@ impl Settings {
 
 /// Connects, migrates, stocks the seed catalog's products on an empty database, and returns the
 /// service to serve.
-pub async fn build(
-    config: &ServiceConfig,
-    settings: Settings,
-    bus: &Bus,
-    metrics: &Metrics,
-) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
+    let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     // The catalog derives its seed ids deterministically; reusing its seed keeps both services in
     // step without a call between them at start-up. Products added later start at 0 until stocked.
     let seed_ids: Vec<String> = shop_catalog::domain::seed()
@@ -94,52 +88,38 @@ pub async fn build(
     if seeded > 0 {
         tracing::info!(products = seeded, "stocked the seed catalog");
     }
-    // Relays `stock.low` from the outbox for as long as the router lives.
-    let relay = Relay::start(bus, db.clone(), metrics).await?;
+    // Relays `stock.low` from the outbox while the service runs.
+    let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
     let mut service = service(db, settings);
-    service.router = relay.attach(service.router);
+    service.tasks.extend(relay.tasks);
     Ok(service)
 }
 
-/// The service over a migrated database, with its expiry sweeper running while it is served.
+/// The service over a migrated database, with its expiry sweeper among its tasks.
 pub fn service(db: Database, settings: Settings) -> Service {
     let store = storage::Store::new(db.clone());
-    let sweeper = Arc::new(Sweeper::start(store.clone(), settings.sweep_interval));
+    let mut tasks = Tasks::new();
+    let sweeping = store.clone();
+    // Frees the holds nobody committed in time: at start, then every interval.
+    tasks.spawn_every(
+        tokio::time::interval(settings.sweep_interval),
+        "sweeping expired reservations",
+        move || {
+            let store = sweeping.clone();
+            async move {
+                let freed = store.free_expired(None).await?;
+                if freed > 0 {
+                    tracing::info!(freed, "freed expired reservations");
+                }
+                Ok::<_, sqlx::Error>(())
+            }
+        },
+    );
     Service {
         name: "inventory",
-        router: routes::router(routes::AppState {
-            store,
-            settings,
-            _sweeper: sweeper,
-        }),
+        router: routes::router(routes::AppState { store, settings }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
-    }
-}
-
-/// The background task that frees expired holds. It lives as long as the router's state: when
-/// the last copy is dropped, the task is stopped.
-pub struct Sweeper(tokio::task::JoinHandle<()>);
-
-impl Sweeper {
-    fn start(store: storage::Store, every: Duration) -> Self {
-        Self(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match store.free_expired(None).await {
-                    Ok(0) => {}
-                    Ok(freed) => tracing::info!(freed, "freed expired reservations"),
-                    Err(e) => tracing::warn!(error = %e, "sweeping expired reservations failed"),
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Sweeper {
-    fn drop(&mut self) {
-        self.0.abort();
+        tasks,
     }
 }

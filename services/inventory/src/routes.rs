@@ -3,8 +3,6 @@
 //! `/api/stock/...` is public (the gateway routes it); `/internal/...` is for the order service's
 //! checkout saga and is not routed by the gateway.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,18 +11,17 @@ use shop_kit::{ApiResult, Caller, FieldError, Json, Path, Problem};
 use utoipa::OpenApi;
 use uuid::Uuid;
 
+use crate::Settings;
 use crate::domain::{
     self, Reservation, ReservationStatus, ReserveItem, ReserveRequest, ReservedItem, SetStock,
     StockLevel, StockRecord,
 };
 use crate::storage::{ReserveOutcome, Store, Transition};
-use crate::{Settings, Sweeper};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub settings: Settings,
-    pub(crate) _sweeper: Arc<Sweeper>,
 }
 
 #[derive(OpenApi)]

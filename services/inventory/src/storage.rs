@@ -232,7 +232,7 @@ impl Store {
         threshold: i64,
         time: &str,
     ) -> Result<(), sqlx::Error> {
-        let mut event = shop_kit::events::Event::new(
+        let mut event = shop_events::Event::new(
             "stock.low",
             "inventory",
             1,
@@ -244,7 +244,7 @@ impl Store {
         );
         // The event carries the time of the change it announces.
         time.clone_into(&mut event.time);
-        shop_kit::events::outbox::insert(tx, &event).await
+        shop_events::outbox::insert(tx, &event).await
     }
 
     /// The held units leave the warehouse. Only a live (held, unexpired) reservation commits.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
+use shop_events::testing::{EventSink, local_bus};
 use shop_inventory::Settings;
-use shop_kit::Metrics;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use uuid::Uuid;
@@ -335,6 +335,40 @@ async fn the_sweeper_releases_expired_holds() {
     }
 }
 
+/// The sweeper is one of the service's tasks: once the server is gone, so is the sweeper.
+#[tokio::test]
+async fn the_sweeper_stops_with_the_service() {
+    let db = testing::sqlite();
+    let busy = Settings {
+        sweep_interval: Duration::from_millis(50),
+        ..Settings::default()
+    };
+    let inv = start(&db, busy).await;
+    let p = product();
+    inv.stock(&p, 5).await;
+    let mut body = order(&Uuid::now_v7().to_string(), &[(&p, 2)]);
+    body["ttl_seconds"] = json!(1);
+    assert_eq!(inv.reserve(body).await.status(), StatusCode::CREATED);
+
+    let Inventory(TestService {
+        server, db: pool, ..
+    }) = inv;
+    drop(server);
+    // Well past the hold's expiry, at twenty sweeps a second had the sweeper run on.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let row: (i64, i64) =
+        sqlx::query_as("SELECT on_hand, reserved FROM stock WHERE product_id = $1")
+            .bind(&p)
+            .fetch_one(pool.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        row,
+        (5, 2),
+        "the hold was freed after the service was dropped"
+    );
+}
+
 #[tokio::test]
 async fn fifty_checkouts_race_for_ten_units() {
     for db in testing::all_backends().await {
@@ -545,19 +579,14 @@ async fn bad_input_is_refused_and_changes_nothing() {
 async fn the_seed_catalog_is_stocked() {
     for db in testing::all_backends().await {
         eprintln!("backend: {}", db.backend);
-        let config = testing::config(&db.url);
-        let metrics = Metrics::new("inventory");
+        let runtime = shop_events::testing::runtime("inventory", &db.url);
+        let (config, metrics) = (&runtime.config, &runtime.metrics);
         let server = testing::spawn_service(
-            shop_inventory::build(
-                &config,
-                Settings::default(),
-                &shop_kit::events::Bus::none(Default::default()),
-                &metrics,
-            )
-            .await
-            .unwrap(),
-            &config,
-            &metrics,
+            shop_inventory::build(&runtime, Settings::default())
+                .await
+                .unwrap(),
+            config,
+            metrics,
         )
         .await;
         let (_, products) = shop_catalog::domain::seed();
@@ -715,14 +744,13 @@ async fn commit_and_release_racing_settle_on_one() {
 async fn stock_low_reaches_a_consumer() {
     for db in testing::all_backends().await {
         eprintln!("backend: {}", db.backend);
-        let sink = testing::EventSink::start("audit").await;
-        let config = testing::config(&db.url);
-        let metrics = Metrics::new("inventory");
-        let bus = testing::local_bus(vec![sink.peer()]);
-        let service = shop_inventory::build(&config, Settings::default(), &bus, &metrics)
+        let sink = EventSink::start("audit").await;
+        let bus = local_bus(vec![sink.peer()]);
+        let runtime = shop_events::testing::runtime_with_bus("inventory", &db.url, bus);
+        let service = shop_inventory::build(&runtime, Settings::default())
             .await
             .unwrap();
-        let inv = Inventory(TestService::serve(service, &metrics, &db.url).await);
+        let inv = Inventory(TestService::serve(service, &runtime.metrics, &db.url).await);
         let p = product();
         inv.stock(&p, 6).await;
         let response = inv

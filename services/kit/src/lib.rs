@@ -13,20 +13,25 @@
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
 //! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
-//! - [`events`]: the transactional outbox and consumers that apply each event once.
+//! - [`runtime`]: what every service is built from (`build(&runtime, settings)`).
+//! - [`tasks`]: a service's background tasks, stopped with it.
+//!
+//! The events between services (outbox, relays, buses, consumers) stand on the kit in their own
+//! crate, `shop-events`.
 
 pub mod client;
 pub mod config;
 pub mod context;
 pub mod db;
-pub mod events;
 pub mod extract;
 pub mod idempotency;
 pub mod metrics;
 pub mod money;
 pub mod page;
 pub mod problem;
+pub mod runtime;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -39,5 +44,7 @@ pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
 pub use money::Money;
 pub use problem::{ApiResult, FieldError, Problem, Validator};
+pub use runtime::Runtime;
 pub use server::Service;
+pub use tasks::Tasks;
 pub mod auth;

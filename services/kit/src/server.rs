@@ -21,6 +21,8 @@ use crate::config::ServiceConfig;
 use crate::context::{REQUEST_ID_HEADER, scope_request_id};
 use crate::metrics::{self, Metrics};
 use crate::problem::Problem;
+use crate::runtime::Runtime;
+use crate::tasks::Tasks;
 
 /// A readiness check: `Ok` when the service can do its work (for most, the database answers).
 pub type ReadyCheck =
@@ -33,6 +35,8 @@ pub struct Service {
     pub router: Router,
     pub openapi: utoipa::openapi::OpenApi,
     pub ready: ReadyCheck,
+    /// Its background work (sweepers, relays, ...): running while it is served, stopped after.
+    pub tasks: Tasks,
 }
 
 #[derive(Clone)]
@@ -102,9 +106,10 @@ async fn close_when_draining(
     response
 }
 
-/// A service ready to be served, with its shutdown switch.
+/// A service ready to be served, with its shutdown switch and its background tasks.
 pub struct App {
     pub router: Router,
+    pub tasks: Tasks,
     shutting_down: Arc<AtomicBool>,
     shutdown_delay: Duration,
 }
@@ -154,6 +159,7 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
     App {
         router,
+        tasks: service.tasks,
         shutting_down,
         shutdown_delay: config.shutdown_delay,
     }
@@ -183,7 +189,8 @@ pub async fn shutdown_signal() {
 
 /// Serves until `shutdown` resolves; then reports unready and keeps serving for the app's
 /// shutdown delay (closing connections after each response), stops accepting, lets in-flight
-/// requests finish, and returns once they have or once `grace` has passed, whichever is first.
+/// requests finish, and once they have or once `grace` has passed, whichever is first, stops
+/// the app's background tasks and returns.
 ///
 /// The accept loop is our own rather than `axum::serve`: that one uses hyper-util's
 /// version-sniffing connection, whose graceful shutdown drops a connection that is still reading
@@ -199,6 +206,7 @@ pub async fn serve_with(
     // Connection tasks hold a receiver each: when the sender sees none left, all are done.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let router = app.router;
+    let tasks = app.tasks;
     let shutting_down = app.shutting_down.clone();
     let delay = app.shutdown_delay;
     let service_name = name.to_owned();
@@ -249,6 +257,8 @@ pub async fn serve_with(
         () = stop_tx.closed() => {},
         () = tokio::time::sleep(grace) => tracing::warn!(service = name, ?grace, "requests still in flight after the grace period; exiting"),
     }
+    // After the requests: a request may still have needed them (a relay woken by a commit).
+    tasks.stop().await;
     tracing::info!(service = name, "stopped");
     Ok(())
 }
@@ -305,8 +315,9 @@ fn serve_connection(
     });
 }
 
-/// Binds `config.listen` and serves until SIGTERM or Ctrl-C.
-pub async fn run(service: Service, config: &ServiceConfig, metrics: &Metrics) -> Result<()> {
+/// Binds the runtime's `config.listen` and serves until SIGTERM or Ctrl-C.
+pub async fn run<B>(service: Service, runtime: &Runtime<B>) -> Result<()> {
+    let (config, metrics) = (&runtime.config, &runtime.metrics);
     let name = service.name;
     let listener = TcpListener::bind(config.listen)
         .await

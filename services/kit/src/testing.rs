@@ -81,10 +81,12 @@ pub async fn all_backends() -> Vec<TestDatabase> {
     dbs
 }
 
-/// A server on a free loopback port, stopped when dropped.
+/// A server on a free loopback port, stopped when dropped, and with it the background tasks
+/// of the service it serves.
 pub struct TestServer {
     pub url: String,
     task: tokio::task::JoinHandle<()>,
+    _tasks: crate::Tasks,
 }
 
 impl Drop for TestServer {
@@ -105,7 +107,11 @@ pub async fn spawn(router: Router) -> TestServer {
         )
         .await;
     });
-    TestServer { url, task }
+    TestServer {
+        url,
+        task,
+        _tasks: crate::Tasks::default(),
+    }
 }
 
 /// The configuration a service gets in tests: a loopback port chosen later, short deadlines.
@@ -120,13 +126,17 @@ pub fn config(database_url: &str) -> crate::ServiceConfig {
     }
 }
 
-/// Serves a built service with the full middleware stack, as `shop serve` would.
+/// Serves a built service with the full middleware stack, as `shop serve` would; its background
+/// tasks run until the server is dropped.
 pub async fn spawn_service(
     service: crate::Service,
     config: &crate::ServiceConfig,
     metrics: &crate::Metrics,
 ) -> TestServer {
-    spawn(crate::server::app(service, config, metrics).router).await
+    let app = crate::server::app(service, config, metrics);
+    let mut server = spawn(app.router).await;
+    server._tasks = app.tasks;
+    server
 }
 
 /// A service under test: served with the full middleware stack on a free port, with a pool of its
@@ -339,91 +349,4 @@ impl Drop for NatsServer {
         }
         let _ = std::fs::remove_dir_all(&self.store);
     }
-}
-
-/// A consumer on the local bus that keeps every event it is given, for tests of producers:
-/// build the producer with `Bus::local(vec![sink.peer()], ...)` and wait for its events.
-pub struct EventSink {
-    pub server: TestServer,
-    name: String,
-    received: std::sync::Arc<std::sync::Mutex<Vec<crate::events::Event>>>,
-    _db: TestDatabase,
-    _running: crate::events::Running,
-}
-
-struct Keep(std::sync::Arc<std::sync::Mutex<Vec<crate::events::Event>>>);
-
-#[async_trait::async_trait]
-impl crate::events::consume::Handler for Keep {
-    async fn handle(
-        &self,
-        _tx: &mut crate::db::Tx,
-        event: &crate::events::Event,
-    ) -> Result<(), crate::events::consume::HandleError> {
-        self.0.lock().expect("sink lock").push(event.clone());
-        Ok(())
-    }
-}
-
-impl EventSink {
-    /// A sink named `name` (its consumer name) on a free port, with its own SQLite database.
-    pub async fn start(name: &str) -> Self {
-        let db_file = sqlite();
-        let db = crate::db::Database::connect(&db_file.url)
-            .await
-            .expect("the sink's database");
-        let received = std::sync::Arc::default();
-        let bus = crate::events::Bus::none(crate::events::EventOptions::default());
-        let (routes, running) =
-            crate::events::Consumer::start(&bus, db, name, Keep(std::sync::Arc::clone(&received)))
-                .await
-                .expect("starting the sink");
-        Self {
-            server: spawn(routes).await,
-            name: name.to_owned(),
-            received,
-            _db: db_file,
-            _running: running,
-        }
-    }
-
-    /// This sink as a local-bus peer.
-    pub fn peer(&self) -> crate::events::Peer {
-        crate::events::Peer {
-            name: self.name.clone(),
-            url: self.server.url.clone(),
-        }
-    }
-
-    /// Every event applied so far, in arrival order (each once).
-    pub fn events(&self) -> Vec<crate::events::Event> {
-        self.received.lock().expect("sink lock").clone()
-    }
-
-    /// The first event of `kind`, waiting up to `timeout`; panics when none arrives.
-    pub async fn wait_for(&self, kind: &str, timeout: std::time::Duration) -> crate::events::Event {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(event) = self.events().into_iter().find(|e| e.kind == kind) {
-                return event;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {kind} event reached the sink within {timeout:?}; got {:?}",
-                self.events()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// A local bus to `peers` that polls every 20 ms, for producers under test.
-pub fn local_bus(peers: Vec<crate::events::Peer>) -> crate::events::Bus {
-    crate::events::Bus::local(
-        peers,
-        crate::events::EventOptions {
-            poll_interval: std::time::Duration::from_millis(20),
-            ..crate::events::EventOptions::default()
-        },
-    )
 }

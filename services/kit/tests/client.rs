@@ -55,6 +55,7 @@ async fn the_request_id_travels_to_the_next_service() {
         router,
         openapi: utoipa::openapi::OpenApi::default(),
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        tasks: Default::default(),
     };
     let config = testing::config("sqlite://unused");
     let app = testing::spawn_service(service, &config, &Metrics::new("caller")).await;

@@ -34,6 +34,7 @@ async fn request_spans_reach_an_otlp_collector() {
         router: Router::new().route("/hello", get(|| async { "hi" })),
         openapi: utoipa::openapi::OpenApi::default(),
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        tasks: Default::default(),
     };
     let config = testing::config("sqlite://unused");
     let app = testing::spawn_service(service, &config, &Metrics::new("otlp-test")).await;

@@ -149,10 +149,8 @@ pub enum Unusable {
 
 impl Notice {
     /// Reads an event: `Ok(None)` for a type this service does not handle.
-    pub fn parse(event: &shop_kit::events::Event) -> Result<Option<Self>, Unusable> {
-        fn read<T: serde::de::DeserializeOwned>(
-            event: &shop_kit::events::Event,
-        ) -> Result<T, Unusable> {
+    pub fn parse(event: &shop_events::Event) -> Result<Option<Self>, Unusable> {
+        fn read<T: serde::de::DeserializeOwned>(event: &shop_events::Event) -> Result<T, Unusable> {
             if event.version() != EVENT_VERSION {
                 return Err(Unusable::Version {
                     kind: event.kind.clone(),
@@ -406,7 +404,7 @@ pub struct Notification {
 mod tests {
     use super::*;
     use serde_json::json;
-    use shop_kit::events::Event;
+    use shop_events::Event;
 
     #[test]
     fn money_is_formatted_from_minor_units() {

@@ -7,9 +7,9 @@
 //! transaction; the [dispatcher](crate::sender::Dispatcher) sends it after the commit.
 
 use async_trait::async_trait;
+use shop_events::Event;
+use shop_events::consume::{HandleError, Handler};
 use shop_kit::db::Tx;
-use shop_kit::events::Event;
-use shop_kit::events::consume::{HandleError, Handler};
 
 use crate::domain::{Audience, Notice, Recipient};
 use crate::storage::InTx;

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
+use shop_events::{Consumer, Runtime};
 use shop_kit::config::{env_or, env_parse};
-use shop_kit::events::{Bus, Consumer};
-use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use shop_kit::{Database, Service, Tasks};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -99,30 +99,31 @@ impl Settings {
     }
 }
 
-/// Connects, runs the migrations and installs the kit's event tables.
+/// Connects, runs the migrations and installs the event tables.
 pub async fn open(database_url: &str) -> Result<Database> {
     let db = Database::connect_and_migrate(database_url, &MIGRATOR).await?;
-    shop_kit::events::install_tables(&db).await?;
+    shop_events::install_tables(&db).await?;
     Ok(db)
 }
 
-/// Connects, migrates, and returns the service to serve, consuming the shop's events from `bus`
-/// for as long as its router lives.
-pub async fn build(
-    config: &ServiceConfig,
-    settings: Settings,
-    bus: &Bus,
-    _metrics: &Metrics,
-) -> Result<Service> {
-    let db = open(&config.database_url).await?;
-    let (routes, consumer) =
-        Consumer::start(bus, db.clone(), events::CONSUMER, handler(&settings)).await?;
+/// Connects, migrates, and returns the service to serve, consuming the shop's events from the
+/// runtime's bus while it runs.
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
+    let db = open(&runtime.config.database_url).await?;
+    let consumer = Consumer::start(
+        &runtime.bus,
+        db.clone(),
+        events::CONSUMER,
+        handler(&settings),
+    )
+    .await?;
     let mut service = service(db, settings);
-    service.router = consumer.attach(service.router.merge(routes));
+    service.router = service.router.merge(consumer.routes);
+    service.tasks.extend(consumer.tasks);
     Ok(service)
 }
 
-/// The event consumer, for `shop_kit::events::consume::apply(&db, events::CONSUMER, &handler, &event)`.
+/// The event consumer, for `shop_events::consume::apply(&db, events::CONSUMER, &handler, &event)`.
 pub fn handler(settings: &Settings) -> NotificationHandler {
     NotificationHandler::new(&settings.admin_emails)
 }
@@ -140,15 +141,23 @@ pub fn service_with_sender(
     send_interval: Duration,
 ) -> Service {
     let store = storage::Store::new(db.clone());
-    let dispatcher = sender::Dispatcher::start(store.clone(), sender, send_interval);
+    let mut tasks = Tasks::new();
+    let sending = store.clone();
+    // The dispatcher: its first pass one interval after start, like every other.
+    tasks.spawn_every(
+        tokio::time::interval_at(tokio::time::Instant::now() + send_interval, send_interval),
+        "sending notifications",
+        move || {
+            let (store, sender) = (sending.clone(), sender.clone());
+            async move { sender::send_due(&store, sender.as_ref()).await.map(|_| ()) }
+        },
+    );
     Service {
         name: "notification",
-        router: routes::router(routes::AppState {
-            store,
-            _dispatcher: Arc::new(dispatcher),
-        }),
+        router: routes::router(routes::AppState { store }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks,
     }
 }
 

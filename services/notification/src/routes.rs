@@ -15,8 +15,6 @@ use crate::storage::{Store, Whose};
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    /// Lives as long as the router: dropping the last copy stops the dispatcher.
-    pub _dispatcher: std::sync::Arc<crate::sender::Dispatcher>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

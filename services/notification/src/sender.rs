@@ -1,10 +1,10 @@
-//! Sending recorded messages: a pluggable [`Sender`] and the [`Dispatcher`] that feeds it.
+//! Sending recorded messages: a pluggable [`Sender`], and [`send_due`], which the service's
+//! dispatcher task runs every interval.
 //!
 //! A message is recorded first (in the event consumer's transaction) and sent afterwards, so a
 //! sender that fails or a process that dies mid-send loses nothing: the message stays `pending`
 //! and is tried again with a growing delay, up to [`MAX_ATTEMPTS`], then marked `failed`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,32 +127,6 @@ pub async fn send_due(store: &Store, sender: &dyn Sender) -> Result<usize, sqlx:
         }
     }
     Ok(delivered)
-}
-
-/// The background task that sends due messages every `interval`. Stopped when dropped.
-pub struct Dispatcher(tokio::task::JoinHandle<()>);
-
-impl Dispatcher {
-    pub fn start(store: Store, sender: Arc<dyn Sender>, interval: Duration) -> Self {
-        Self(tokio::spawn(async move {
-            // The first pass one interval after start, like every other.
-            let mut ticks =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                if let Err(e) = send_due(&store, sender.as_ref()).await {
-                    tracing::warn!(error = %e, "sending notifications failed; will retry");
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! (see `storage`). Schema version 1 of each; the kit adds `version` to `data`.
 
 use serde::Serialize;
+use shop_events::Event;
 use shop_kit::Money;
-use shop_kit::events::Event;
 
 use crate::domain::{Order, OrderItem};
 

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
+use shop_events::{Relay, Runtime, Waker};
 use shop_kit::config::{env_or, env_parse};
-use shop_kit::events::{Bus, Relay, Waker};
-use shop_kit::{Database, Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
+use shop_kit::{Database, Service, Tasks, Upstream, UpstreamOptions};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -117,24 +117,18 @@ impl Upstreams {
     }
 }
 
-/// Connects, migrates, and returns the service to serve, its events relayed to `bus` (the relay
-/// creates the kit's event tables).
-pub async fn build(
-    config: &ServiceConfig,
-    settings: Settings,
-    bus: &Bus,
-    metrics: &Metrics,
-) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
-    // Relays `order.*` from the outbox for as long as the router lives.
-    let relay = Relay::start(bus, db.clone(), metrics).await?;
-    let mut service = service_waking(db, Upstreams::from_env()?, settings, relay.waker());
-    service.router = relay.attach(service.router);
+/// Connects, migrates, and returns the service to serve, its events relayed to the runtime's
+/// bus (the relay creates the event tables).
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
+    let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
+    // Relays `order.*` from the outbox while the service runs.
+    let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
+    let mut service = service_waking(db, Upstreams::from_env()?, settings, relay.waker.clone());
+    service.tasks.extend(relay.tasks);
     Ok(service)
 }
 
-/// The service over a migrated database (with the event tables), its resumer running while it is
-/// served.
+/// The service over a migrated database (with the event tables), its resumer among its tasks.
 pub fn service(db: Database, upstreams: Upstreams, settings: Settings) -> Service {
     service_waking(db, upstreams, settings, Waker::default())
 }
@@ -154,19 +148,25 @@ pub fn service_waking(
         crash: settings.crash,
         relay,
     });
-    let resumer = saga::Resumer::start(
-        saga.clone(),
-        settings.resume_interval,
-        settings.resume_lease,
+    let mut tasks = Tasks::new();
+    let (resuming, lease) = (saga.clone(), settings.resume_lease);
+    // Continues unfinished orders whose runner has gone quiet: at start, then every interval.
+    tasks.spawn_every(
+        tokio::time::interval(settings.resume_interval),
+        "resuming unfinished orders",
+        move || {
+            let saga = resuming.clone();
+            async move { saga::resume_once(&saga, lease).await.map(|_| ()) }
+        },
     );
     Service {
         name: "order",
         router: routes::router(routes::AppState {
             saga,
             deadline: settings.checkout_deadline,
-            _resumer: Arc::new(resumer),
         }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks,
     }
 }

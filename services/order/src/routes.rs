@@ -20,7 +20,7 @@ use crate::domain::{
     self, CardSummary, CheckoutRequest, Order, OrderItem, OrderPage, OrderProblem, OrderStatus,
     PaymentDetails, Step, StepEntry,
 };
-use crate::saga::{Resumer, Saga};
+use crate::saga::Saga;
 use crate::storage::{NewOrder, SagaState};
 
 /// What a 503 tells the client to wait before a new checkout.
@@ -32,7 +32,6 @@ const REPLAY_POLL: Duration = Duration::from_millis(20);
 pub struct AppState {
     pub saga: Arc<Saga>,
     pub deadline: Duration,
-    pub(crate) _resumer: Arc<Resumer>,
 }
 
 #[derive(OpenApi)]

@@ -7,7 +7,6 @@
 //! charge, so one cut off before its charge is compensated instead (unless payment shows the
 //! charge was made, in which case it goes on).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -54,7 +53,7 @@ pub struct Saga {
     pub crash_at: Option<Step>,
     pub crash: Crash,
     /// Wakes the outbox relay when an order ends.
-    pub relay: shop_kit::events::Waker,
+    pub relay: shop_events::Waker,
 }
 
 /// What the crash test hook does right after persisting its step.
@@ -709,31 +708,6 @@ impl Saga {
             return Ok(Some(Stopped::Halted));
         }
         Ok(Some(Stopped::Finished))
-    }
-}
-
-/// Continues unfinished orders whose runner has gone quiet: at start-up, then every `every`.
-/// Lives as long as the router's state; dropped, it stops.
-pub struct Resumer(tokio::task::JoinHandle<()>);
-
-impl Resumer {
-    pub fn start(saga: Arc<Saga>, every: Duration, lease: Duration) -> Self {
-        Self(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                if let Err(e) = resume_once(&saga, lease).await {
-                    tracing::warn!(error = %e, "resuming unfinished orders failed");
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for Resumer {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

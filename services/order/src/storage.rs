@@ -6,8 +6,8 @@
 //! first and two runners can never both advance one order), then appends the step to the history
 //! and, for the terminal steps, writes the event to the outbox.
 
+use shop_events::outbox;
 use shop_kit::db::Tx;
-use shop_kit::events::outbox;
 use shop_kit::page::{self, Cursor};
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
 use shop_shipping::domain::{Address, Quote};

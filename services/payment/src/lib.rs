@@ -10,15 +10,26 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
-use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use shop_events::Runtime;
+use shop_kit::{Database, Service};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Payment has no settings of its own; the type keeps `build` the same in every service.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {})
+    }
+}
+
 /// Connects, migrates, and returns the service to serve.
-pub async fn build(config: &ServiceConfig, _metrics: &Metrics) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
+pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {
+    let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     Ok(service(db))
 }
 
@@ -31,5 +42,6 @@ pub fn service(db: Database) -> Service {
         }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks: Default::default(),
     }
 }

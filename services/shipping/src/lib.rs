@@ -11,20 +11,30 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
-use shop_kit::events::{Bus, Relay};
-use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use shop_events::{Relay, Runtime};
+use shop_kit::{Database, Service};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Shipping has no settings of its own; the type keeps `build` the same in every service.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {})
+    }
+}
+
 /// Connects, migrates, and returns the service to serve.
-pub async fn build(config: &ServiceConfig, bus: &Bus, metrics: &Metrics) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
-    // Relays `shipment.created` from the outbox for as long as the router lives.
-    let relay = Relay::start(bus, db.clone(), metrics).await?;
+pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {
+    let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
+    // Relays `shipment.created` from the outbox while the service runs.
+    let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
     let mut service = service(db);
-    service.router = relay.attach(service.router);
+    service.tasks.extend(relay.tasks);
     Ok(service)
 }
 
@@ -37,5 +47,6 @@ pub fn service(db: Database) -> Service {
         }),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks: Default::default(),
     }
 }

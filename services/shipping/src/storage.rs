@@ -107,7 +107,7 @@ impl Store {
         }
         Self::add_history(&mut tx, &tracking_number, ShipmentStatus::LabelCreated, &at).await?;
         // The payload carries no name or street: events travel further than the shipment itself.
-        let mut event = shop_kit::events::Event::new(
+        let mut event = shop_events::Event::new(
             "shipment.created",
             "shipping",
             1,
@@ -122,7 +122,7 @@ impl Store {
             }),
         );
         event.time.clone_from(&at);
-        shop_kit::events::outbox::insert(&mut tx, &event).await?;
+        shop_events::outbox::insert(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(CreateOutcome::Created(
             self.shipment(&tracking_number)

@@ -2,7 +2,7 @@
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use shop_kit::Metrics;
+use shop_events::testing::{EventSink, local_bus};
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use uuid::Uuid;
@@ -631,12 +631,13 @@ async fn racing_status_events_move_a_shipment_once() {
 async fn shipment_created_reaches_a_consumer() {
     for db in testing::all_backends().await {
         eprintln!("backend: {}", db.backend);
-        let sink = testing::EventSink::start("audit").await;
-        let config = testing::config(&db.url);
-        let metrics = Metrics::new("shipping");
-        let bus = testing::local_bus(vec![sink.peer()]);
-        let service = shop_shipping::build(&config, &bus, &metrics).await.unwrap();
-        let shipping = Shipping(TestService::serve(service, &metrics, &db.url).await);
+        let sink = EventSink::start("audit").await;
+        let bus = local_bus(vec![sink.peer()]);
+        let runtime = shop_events::testing::runtime_with_bus("shipping", &db.url, bus);
+        let service = shop_shipping::build(&runtime, shop_shipping::Settings::default())
+            .await
+            .unwrap();
+        let shipping = Shipping(TestService::serve(service, &runtime.metrics, &db.url).await);
         let (order_id, owner) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
         let body = shipping.shipment_body(&order_id, &owner).await;
         let response = shipping.post("/internal/shipments", &body).await;

@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use shop::{ServiceName, up};
-use shop_kit::{Metrics, Service, ServiceConfig};
+use shop_events::{Bus, Runtime};
+use shop_kit::{Service, ServiceConfig};
 
 #[derive(Parser)]
 #[command(
@@ -60,46 +61,24 @@ fn main() -> Result<()> {
     })
 }
 
-async fn build(service: ServiceName, config: &ServiceConfig, metrics: &Metrics) -> Result<Service> {
+/// Builds `service` from `runtime` and its own settings from the environment: the one way every
+/// service is built (`shop up` and the process tests run `shop serve` too).
+async fn build(service: ServiceName, runtime: &Runtime) -> Result<Service> {
+    macro_rules! build {
+        ($service:ident) => {
+            $service::build(runtime, $service::Settings::from_env()?).await
+        };
+    }
     match service {
-        ServiceName::Gateway => {
-            shop_gateway::build(config, shop_gateway::Settings::from_env()?, metrics).await
-        }
-        ServiceName::User => {
-            let bus = shop_kit::events::Bus::from_env().await?;
-            shop_user::build(config, shop_user::Settings::from_env()?, &bus, metrics).await
-        }
-        ServiceName::Catalog => shop_catalog::build(config, metrics).await,
-        ServiceName::Cart => {
-            let bus = shop_kit::events::Bus::from_env().await?;
-            shop_cart::build(config, &bus, metrics).await
-        }
-        ServiceName::Inventory => {
-            let (settings, bus) = (
-                shop_inventory::Settings::from_env()?,
-                shop_kit::events::Bus::from_env().await?,
-            );
-            shop_inventory::build(config, settings, &bus, metrics).await
-        }
-        ServiceName::Payment => shop_payment::build(config, metrics).await,
-        ServiceName::Shipping => {
-            let bus = shop_kit::events::Bus::from_env().await?;
-            shop_shipping::build(config, &bus, metrics).await
-        }
-        ServiceName::Order => {
-            let (settings, bus) = (
-                shop_order::Settings::from_env()?,
-                shop_kit::events::Bus::from_env().await?,
-            );
-            shop_order::build(config, settings, &bus, metrics).await
-        }
-        ServiceName::Notification => {
-            let (settings, bus) = (
-                shop_notification::Settings::from_env()?,
-                shop_kit::events::Bus::from_env().await?,
-            );
-            shop_notification::build(config, settings, &bus, metrics).await
-        }
+        ServiceName::Gateway => build!(shop_gateway),
+        ServiceName::User => build!(shop_user),
+        ServiceName::Catalog => build!(shop_catalog),
+        ServiceName::Cart => build!(shop_cart),
+        ServiceName::Inventory => build!(shop_inventory),
+        ServiceName::Payment => build!(shop_payment),
+        ServiceName::Shipping => build!(shop_shipping),
+        ServiceName::Order => build!(shop_order),
+        ServiceName::Notification => build!(shop_notification),
     }
 }
 
@@ -107,15 +86,14 @@ async fn serve(service: ServiceName, started: Instant) -> Result<()> {
     let name = service.as_str();
     let telemetry = shop_kit::telemetry::init(name);
     let result = async {
-        let config = ServiceConfig::from_env(name)?;
-        let metrics = Metrics::new(name);
-        let built = build(service, &config, &metrics).await?;
+        let runtime = Runtime::from_env(name, Bus::from_env().await?)?;
+        let built = build(service, &runtime).await?;
         tracing::info!(
             service = name,
             startup_ms = started.elapsed().as_millis() as u64,
             "started"
         );
-        shop_kit::server::run(built, &config, &metrics).await
+        shop_kit::server::run(built, &runtime).await
     }
     .await;
     if let Err(e) = &result {
@@ -168,7 +146,7 @@ async fn migrate(service: ServiceName) -> Result<()> {
     };
     db.migrate(migrator).await?;
     // The kit's event tables too, so the schema is complete before the service first starts.
-    shop_kit::events::install_tables(&db).await?;
+    shop_events::install_tables(&db).await?;
     tracing::info!(service = name, "database schema is up to date");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! `routes` (HTTP) → `domain` (rules, signing; no I/O) and `passwords` (argon2id hashing in a
 //! bounded pool of reused buffers) → `storage` (SQL). Registration writes `user.registered`
-//! (`{user_id, email, name}`, version 1) to the outbox in the same transaction; the kit's relay
+//! (`{user_id, email, name}`, version 1) to the outbox in the same transaction; the relay
 //! publishes it.
 
 pub mod domain;
@@ -15,9 +15,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Result;
+use shop_events::{Relay, Runtime};
 use shop_kit::config::{env_or, env_parse};
-use shop_kit::events::{Bus, Relay};
-use shop_kit::{Database, Metrics, Service, ServiceConfig};
+use shop_kit::{Database, Service};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -36,38 +36,52 @@ pub struct Settings {
     pub password_hash_concurrency: NonZeroUsize,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            admin_emails: HashSet::new(),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_attempts_per_minute: 10,
+            password_hash_concurrency: NonZeroUsize::MIN,
+        }
+    }
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self> {
+        let defaults = Self::default();
         Ok(Self {
             admin_emails: env_or("SHOP_ADMIN_EMAILS", "")
                 .split(',')
                 .map(domain::normalise_email)
                 .filter(|e| !e.is_empty())
                 .collect(),
-            access_ttl: Duration::from_secs(env_parse("SHOP_ACCESS_TOKEN_TTL_SECS", 900)?),
+            access_ttl: Duration::from_secs(env_parse(
+                "SHOP_ACCESS_TOKEN_TTL_SECS",
+                defaults.access_ttl.as_secs(),
+            )?),
             refresh_ttl: Duration::from_secs(env_parse(
                 "SHOP_REFRESH_TOKEN_TTL_SECS",
-                30 * 24 * 3600,
+                defaults.refresh_ttl.as_secs(),
             )?),
-            login_attempts_per_minute: env_parse("SHOP_LOGIN_ATTEMPTS_PER_MINUTE", 10)?,
+            login_attempts_per_minute: env_parse(
+                "SHOP_LOGIN_ATTEMPTS_PER_MINUTE",
+                defaults.login_attempts_per_minute,
+            )?,
             password_hash_concurrency: env_parse(
                 "SHOP_PASSWORD_HASH_CONCURRENCY",
-                NonZeroUsize::MIN,
+                defaults.password_hash_concurrency,
             )?,
         })
     }
 }
 
 /// Connects, migrates, loads the signing keys, and returns the service to serve.
-pub async fn build(
-    config: &ServiceConfig,
-    settings: Settings,
-    bus: &Bus,
-    metrics: &Metrics,
-) -> Result<Service> {
-    let db = Database::connect_and_migrate(&config.database_url, &MIGRATOR).await?;
-    // Creates the outbox too; relays `user.registered` for as long as the router lives.
-    let relay = Relay::start(bus, db.clone(), metrics).await?;
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
+    let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
+    // Creates the outbox too; relays `user.registered` while the service runs.
+    let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
     let store = storage::Store::new(db.clone());
     let signer = domain::Signer::new(&store.signing_keys().await?, settings.access_ttl)?;
     let passwords = passwords::Passwords::new(settings.password_hash_concurrency);
@@ -75,18 +89,21 @@ pub async fn build(
     let decoy_hash = passwords.hash("not-a-real-password".into()).await?;
     let state = routes::AppState::new(store, signer, settings, passwords, decoy_hash);
     let limiter = state.login_limiter.clone();
+    let mut tasks = relay.tasks;
     // The limiter remembers every account it saw; forget the idle ones now and then.
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
+    tasks.spawn_every(
+        tokio::time::interval(Duration::from_secs(60)),
+        "forgetting idle login limits",
+        move || {
             limiter.retain_recent();
-        }
-    });
+            std::future::ready(Ok::<_, std::convert::Infallible>(()))
+        },
+    );
     Ok(Service {
         name: "user",
-        router: relay.attach(routes::router(state)),
+        router: routes::router(state),
         openapi: routes::ApiDoc::openapi(),
         ready: shop_kit::server::database_ready(db),
+        tasks,
     })
 }

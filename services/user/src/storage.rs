@@ -49,13 +49,13 @@ impl Store {
         .bind(&user.updated_at)
         .execute(&mut *tx)
         .await?;
-        let event = shop_kit::events::Event::new(
+        let event = shop_events::Event::new(
             "user.registered",
             "user",
             1,
             serde_json::json!({"user_id": user.id, "email": user.email, "name": user.name}),
         );
-        shop_kit::events::outbox::insert(&mut tx, &event).await?;
+        shop_events::outbox::insert(&mut tx, &event).await?;
         tx.commit().await
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_kit::Metrics;
+use shop_events::testing::{EventSink, local_bus};
 use shop_kit::context::USER_ID_HEADER;
 use shop_kit::testing::{self, TestDatabase, TestServer, expect_problem};
 
@@ -21,17 +21,11 @@ fn settings() -> shop_user::Settings {
 }
 
 async fn start(db: &TestDatabase) -> TestServer {
-    let config = testing::config(&db.url);
-    let metrics = Metrics::new("user");
-    let service = shop_user::build(
-        &config,
-        settings(),
-        &shop_kit::events::Bus::none(Default::default()),
-        &metrics,
-    )
-    .await
-    .expect("the user service builds");
-    testing::spawn_service(service, &config, &metrics).await
+    let runtime = shop_events::testing::runtime("user", &db.url);
+    let service = shop_user::build(&runtime, settings())
+        .await
+        .expect("the user service builds");
+    testing::spawn_service(service, &runtime.config, &runtime.metrics).await
 }
 
 async fn register(client: &Client, url: &str, email: &str) -> reqwest::Response {
@@ -428,14 +422,11 @@ async fn operational_endpoints() {
 async fn user_registered_reaches_a_consumer() {
     for db in testing::all_backends().await {
         eprintln!("backend: {}", db.backend);
-        let sink = testing::EventSink::start("notification").await;
-        let config = testing::config(&db.url);
-        let metrics = Metrics::new("user");
-        let bus = testing::local_bus(vec![sink.peer()]);
-        let service = shop_user::build(&config, settings(), &bus, &metrics)
-            .await
-            .unwrap();
-        let server = testing::spawn_service(service, &config, &metrics).await;
+        let sink = EventSink::start("notification").await;
+        let bus = local_bus(vec![sink.peer()]);
+        let runtime = shop_events::testing::runtime_with_bus("user", &db.url, bus);
+        let service = shop_user::build(&runtime, settings()).await.unwrap();
+        let server = testing::spawn_service(service, &runtime.config, &runtime.metrics).await;
         let client = Client::new();
 
         let created = register(&client, &server.url, "Bea@Example.com").await;

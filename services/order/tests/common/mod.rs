@@ -123,14 +123,13 @@ impl Shop {
         for _ in 0..6 {
             dbs.push(fresh(backend).await);
         }
-        let catalog_config = testing::config(&dbs[0].url);
-        let metrics = Metrics::new("catalog");
+        let runtime = shop_events::testing::runtime("catalog", &dbs[0].url);
         let catalog = testing::spawn_service(
-            shop_catalog::build(&catalog_config, &metrics)
+            shop_catalog::build(&runtime, shop_catalog::Settings::default())
                 .await
                 .unwrap(),
-            &catalog_config,
-            &metrics,
+            &runtime.config,
+            &runtime.metrics,
         )
         .await;
         let options = UpstreamOptions::default();
@@ -147,20 +146,14 @@ impl Shop {
         )
         .await;
 
-        let inventory_config = testing::config(&dbs[2].url);
-        let metrics = Metrics::new("inventory");
+        // The order's tests read events from outboxes; no bus relays them.
+        let runtime = shop_events::testing::runtime("inventory", &dbs[2].url);
         let inventory = testing::spawn_service(
-            shop_inventory::build(
-                &inventory_config,
-                shop_inventory::Settings::default(),
-                // The order's tests read events from outboxes; no bus relays them.
-                &shop_kit::events::Bus::none(shop_kit::events::EventOptions::default()),
-                &metrics,
-            )
-            .await
-            .unwrap(),
-            &inventory_config,
-            &metrics,
+            shop_inventory::build(&runtime, shop_inventory::Settings::default())
+                .await
+                .unwrap(),
+            &runtime.config,
+            &runtime.metrics,
         )
         .await;
 
@@ -186,7 +179,7 @@ impl Shop {
         let order_db = Database::connect_and_migrate(&order_db_url, &shop_order::MIGRATOR)
             .await
             .unwrap();
-        shop_kit::events::install_tables(&order_db).await.unwrap();
+        shop_events::install_tables(&order_db).await.unwrap();
         let mut shop = Self {
             backend,
             catalog,
@@ -208,8 +201,8 @@ impl Shop {
     /// Starts (or restarts) the order service on its database, with fresh upstream clients.
     pub async fn start_order(&mut self, settings: Settings) {
         self.order = None;
-        // Dropping the old client closes its connections, so the old service's connection tasks,
-        // and with them its router and resumer, go away too.
+        // Dropping the old server stopped its resumer; dropping the old client closes its
+        // connections, so the old service's connection tasks, and with them its router, go too.
         self.client = Client::new();
         let db = Database::connect(&self.order_db_url).await.unwrap();
         let options = UpstreamOptions::default();

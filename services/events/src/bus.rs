@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::env_parse;
+use shop_kit::config::{env_or, env_parse};
 
 /// Tuning shared by relays and consumers; every field has an environment override.
 #[derive(Debug, Clone)]
@@ -135,8 +135,8 @@ impl Bus {
     /// (events wait in the outbox, logged once).
     pub async fn from_env() -> Result<Self> {
         let options = EventOptions::from_env()?;
-        let nats_url = crate::config::env_or("NATS_URL", "");
-        let peers = crate::config::env_or("SHOP_EVENT_PEERS", "");
+        let nats_url = env_or("NATS_URL", "");
+        let peers = env_or("SHOP_EVENT_PEERS", "");
         let bus = if !nats_url.is_empty() {
             Self::nats(&nats_url, options).await?
         } else if !peers.is_empty() {

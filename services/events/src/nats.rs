@@ -11,11 +11,12 @@ use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{AckKind, Context};
 use futures_util::StreamExt;
 
-use super::Event;
-use super::bus::EventOptions;
-use super::consume::{self, HandleError, Handler};
-use super::relay::OutboxRow;
-use crate::db::Database;
+use shop_kit::Database;
+
+use crate::bus::EventOptions;
+use crate::consume::{self, HandleError, Handler};
+use crate::event::Event;
+use crate::outbox::OutboxRow;
 
 /// The stream every event goes to, on `shop.events.<type>`.
 pub const EVENT_STREAM: &str = "SHOP_EVENTS";

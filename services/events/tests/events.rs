@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
+use shop_events::consume::{HandleError, Handler};
+use shop_events::{self as events, Bus, Consumer, Event, EventOptions, Peer, Relay, nats, outbox};
 use shop_kit::Database;
 use shop_kit::Metrics;
 use shop_kit::db::Tx;
-use shop_kit::events::consume::{HandleError, Handler};
-use shop_kit::events::{self, Bus, Consumer, Event, EventOptions, Peer, Relay, nats, outbox};
 use shop_kit::testing::{self, TestDatabase};
 
 fn fast_options() -> EventOptions {
@@ -166,7 +166,10 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
         let replica = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
             .await
             .unwrap();
-        let (routes, running) = Consumer::start(
+        let Consumer {
+            routes,
+            tasks: running,
+        } = Consumer::start(
             &bus,
             consumer.clone(),
             &name,
@@ -270,7 +273,7 @@ async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
         let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
             .await
             .unwrap();
-        let (_, running) = Consumer::start(
+        let Consumer { tasks: running, .. } = Consumer::start(
             &bus,
             consumer.clone(),
             &unique("consumer"),
@@ -359,7 +362,7 @@ async fn nats_poison_messages_go_to_the_dead_letter_stream_and_block_nothing() {
     let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
         .await
         .unwrap();
-    let (_, running) = Consumer::start(
+    let Consumer { tasks: running, .. } = Consumer::start(
         &bus,
         consumer.clone(),
         &name,
@@ -475,7 +478,10 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         let prefix = unique("local");
 
         let consumer_bus = Bus::none(fast_options());
-        let (up_routes, _up) = Consumer::start(
+        let Consumer {
+            routes: up_routes,
+            tasks: _up,
+        } = Consumer::start(
             &consumer_bus,
             up_db.clone(),
             "notification",
@@ -574,7 +580,10 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
             "a restarted relay sent nothing again to the peer that has it all"
         );
 
-        let (late_routes, _late) = Consumer::start(
+        let Consumer {
+            routes: late_routes,
+            tasks: _late,
+        } = Consumer::start(
             &consumer_bus,
             late_db.clone(),
             "cart",
@@ -643,7 +652,10 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         let consumer = open(&consumer_db).await;
         let prefix = unique("localpoison");
         let options = fast_options();
-        let (routes, _running) = Consumer::start(
+        let Consumer {
+            routes,
+            tasks: _running,
+        } = Consumer::start(
             &Bus::none(options.clone()),
             consumer.clone(),
             "notification",
@@ -743,7 +755,7 @@ async fn nats_down_at_start_delays_events_not_the_service() {
     let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
         .await
         .unwrap();
-    let (_, running) = Consumer::start(
+    let Consumer { tasks: running, .. } = Consumer::start(
         &bus,
         consumer.clone(),
         &unique("consumer"),

@@ -15,13 +15,13 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 
-use super::Event;
-use super::bus::EventOptions;
-use super::consume::{self, HandleError, Handler};
-use super::relay::{Delivery, OutboxRow};
-use crate::client::{Upstream, UpstreamError};
-use crate::db::{Database, now_rfc3339};
-use crate::problem::Problem;
+use shop_kit::db::{Database, now_rfc3339};
+use shop_kit::{Problem, Upstream, UpstreamError};
+
+use crate::bus::EventOptions;
+use crate::consume::{self, HandleError, Handler};
+use crate::event::Event;
+use crate::outbox::OutboxRow;
 
 /// The attempt number of a delivery (1 for the first), sent by the producer.
 pub const ATTEMPT_HEADER: &str = "shop-event-attempt";
@@ -29,6 +29,14 @@ pub const ATTEMPT_HEADER: &str = "shop-event-attempt";
 /// The route a consumer listens on for local deliveries.
 pub fn route(consumer: &str) -> String {
     format!("/internal/events/{consumer}")
+}
+
+/// What a peer did with one delivery.
+pub(crate) enum Delivery {
+    /// 2xx: applied, already applied, or dead-lettered by the peer.
+    Taken,
+    /// The peer answered but could not take it now (503 on `Retry`, or a misconfiguration).
+    Refused(String),
 }
 
 /// Delivers one event to one peer. `Err` means the peer could not be reached at all.

@@ -18,18 +18,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use sqlx::Row;
+use shop_kit::db::{Database, now_rfc3339, rfc3339};
+use shop_kit::{Metrics, Tasks, Upstream, UpstreamOptions};
 use tokio::sync::Notify;
 
-use super::bus::{Bus, EventOptions, Kind, Peer};
-use super::running::Running;
-use super::{Event, install_tables, local, nats};
-use crate::client::{Upstream, UpstreamOptions};
-use crate::db::{Database, now_rfc3339, rfc3339};
-use crate::metrics::Metrics;
+use crate::bus::{Bus, EventOptions, Kind, Peer};
+use crate::local::{self, Delivery};
+use crate::nats;
+use crate::outbox::OutboxRow;
+use crate::schema::install_tables;
 
-/// The relay of one producing service.
-pub struct Relay;
+/// The relay of one producing service: its tasks and what wakes them.
+pub struct Relay {
+    /// The polling loops; give them to the service (`service.tasks.extend(relay.tasks)`) so
+    /// they run while it does. Dropped, they stop.
+    pub tasks: Tasks,
+    /// Wakes the loops now instead of at their next poll.
+    pub waker: Waker,
+}
 
 #[derive(Clone, Default)]
 struct RelayMetrics {
@@ -61,31 +67,31 @@ impl RelayMetrics {
 }
 
 impl Relay {
-    /// Starts relaying `db`'s outbox to `bus` (creating the kit's tables if needed). Keep the
-    /// returned guard for the service's lifetime (see [`Running::attach`]).
-    pub async fn start(bus: &Bus, db: Database, metrics: &Metrics) -> Result<Running> {
+    /// Starts relaying `db`'s outbox to `bus` (creating the event tables if needed).
+    pub async fn start(bus: &Bus, db: Database, metrics: &Metrics) -> Result<Self> {
         install_tables(&db)
             .await
             .context("creating the event tables")?;
         let counters = RelayMetrics::register(metrics);
         let options = bus.options.clone();
-        let mut tasks = vec![tokio::spawn(housekeeping(
+        let mut tasks = Tasks::new();
+        tasks.spawn(housekeeping(
             db.clone(),
             options.clone(),
             counters.backlog.clone(),
-        ))];
+        ));
         let mut wakers = Vec::new();
         match &*bus.kind {
             Kind::Nats(jetstream) => {
                 let wake = Arc::new(Notify::new());
                 wakers.push(wake.clone());
-                tasks.push(tokio::spawn(relay_to_nats(
+                tasks.spawn(relay_to_nats(
                     jetstream.clone(),
                     db,
                     options,
                     counters,
                     wake,
-                )));
+                ));
             }
             Kind::Local(peers) => {
                 let names: Arc<[String]> = peers.iter().map(|p| p.name.clone()).collect();
@@ -94,7 +100,7 @@ impl Relay {
                     let wake = Arc::new(Notify::new());
                     wakers.push(wake.clone());
                     let upstream = Upstream::new(&peer.name, &peer.url, &upstream_options)?;
-                    tasks.push(tokio::spawn(relay_to_peer(
+                    tasks.spawn(relay_to_peer(
                         peer.clone(),
                         upstream,
                         names.clone(),
@@ -102,40 +108,36 @@ impl Relay {
                         options.clone(),
                         counters.clone(),
                         wake,
-                    )));
+                    ));
                 }
             }
             Kind::None => {
                 tracing::warn!("no event bus configured: events stay in the outbox until one is");
             }
         }
-        Ok(Running::new(tasks, wakers))
+        Ok(Self {
+            tasks,
+            waker: Waker(wakers),
+        })
+    }
+
+    /// Wakes the relay now (see [`Waker`]).
+    pub fn wake(&self) {
+        self.waker.wake();
     }
 }
 
-/// One outbox row.
-pub(crate) struct OutboxRow {
-    pub id: String,
-    pub event: Event,
-}
+/// Wakes a relay's loops now instead of at their next poll: call it after committing an event
+/// when latency matters (without it the poll interval bounds the delay). Cheap to clone; the
+/// default wakes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Waker(Vec<Arc<Notify>>);
 
-impl OutboxRow {
-    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
-        let id: String = row.try_get("id")?;
-        let payload: String = row.try_get("payload")?;
-        let event = Event {
-            id: id.parse().unwrap_or_default(),
-            kind: row.try_get("type")?,
-            source: row.try_get("source")?,
-            time: row.try_get("time")?,
-            // A payload that is not JSON travels as a string; consumers reject and dead-letter it.
-            data: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
-        };
-        Ok(Self { id, event })
-    }
-
-    pub fn json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.event).expect("an event serializes")
+impl Waker {
+    pub fn wake(&self) {
+        for waker in &self.0 {
+            waker.notify_one();
+        }
     }
 }
 
@@ -255,14 +257,6 @@ async fn publish_batch(
         counters.published.inc();
     }
     Ok(rows.len())
-}
-
-/// What a peer did with one delivery.
-pub(crate) enum Delivery {
-    /// 2xx: applied, already applied, or dead-lettered by the peer.
-    Taken,
-    /// The peer answered but could not take it now (503 on `Retry`, or a misconfiguration).
-    Refused(String),
 }
 
 async fn relay_to_peer(

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::Event;
-use crate::db::{Database, Tx};
+use shop_kit::db::{Database, Tx};
+
+use crate::event::Event;
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +26,7 @@ impl From<sqlx::Error> for HandleError {
 /// Applies one type of event (or several) for one consumer.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Applies `event` inside `tx`. The kit has already recorded the event's id in `tx` and
+    /// Applies `event` inside `tx`. This crate has already recorded the event's id in `tx` and
     /// commits both together; an error rolls both back. Events of types the consumer does not
     /// handle should return `Ok(())`.
     async fn handle(&self, tx: &mut Tx, event: &Event) -> Result<(), HandleError>;
@@ -56,7 +57,7 @@ pub async fn apply(
     )
     .bind(consumer)
     .bind(event.id.to_string())
-    .bind(crate::db::now_rfc3339())
+    .bind(shop_kit::db::now_rfc3339())
     .execute(&mut *tx)
     .await?
     .rows_affected();

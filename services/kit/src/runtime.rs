@@ -1,0 +1,34 @@
+//! What a process gives each service it builds: one value, so every service is built the same way.
+
+use anyhow::Result;
+
+use crate::config::ServiceConfig;
+use crate::metrics::Metrics;
+
+/// The runtime context a service is built from: `build(&runtime, settings)` in every service
+/// crate, whether `shop serve` or a test builds it.
+///
+/// `B` is the event bus (`shop_events::Bus`; services name `shop_events::Runtime`). It is a
+/// parameter because the event crate stands on the kit: naming its bus here would make the two
+/// crates depend on each other.
+#[derive(Clone)]
+pub struct Runtime<B> {
+    /// Where to listen, the database, timeouts.
+    pub config: ServiceConfig,
+    /// Where the service's events go and come from.
+    pub bus: B,
+    /// The service's registry: `/metrics` serves what the service registers here.
+    pub metrics: Metrics,
+}
+
+impl<B> Runtime<B> {
+    /// The context of service `name` from the environment (see [`ServiceConfig::from_env`]),
+    /// with a fresh metric registry.
+    pub fn from_env(name: &str, bus: B) -> Result<Self> {
+        Ok(Self {
+            config: ServiceConfig::from_env(name)?,
+            bus,
+            metrics: Metrics::new(name),
+        })
+    }
+}
