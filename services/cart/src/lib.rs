@@ -11,6 +11,7 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
+use shop_contracts::ServiceName;
 use shop_kit::config::env_or;
 use shop_kit::events::{Bus, Consumer};
 use shop_kit::{Database, Metrics, Service, ServiceConfig, Upstream, UpstreamOptions};
@@ -24,8 +25,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub async fn build(config: &ServiceConfig, bus: &Bus, _metrics: &Metrics) -> Result<Service> {
     let db = open(&config.database_url).await?;
     let catalog = Upstream::new(
-        "catalog",
-        &env_or("CATALOG_URL", "http://127.0.0.1:8082"),
+        ServiceName::Catalog.as_str(),
+        &env_or(&ServiceName::Catalog.url_var(), "http://127.0.0.1:8082"),
         &UpstreamOptions::from_env()?,
     )?;
     let (routes, consumer) =

@@ -22,9 +22,9 @@ fn service(name: &str) -> ServiceName {
         .unwrap_or_else(|| panic!("no service {name}"))
 }
 
-pub const GOOD_CARD: &str = "4242424242424242";
-pub const DECLINED_CARD: &str = "4000000000000002";
-pub const NO_FUNDS_CARD: &str = "4000000000009995";
+pub const GOOD_CARD: &str = shop_contracts::test_cards::SUCCEEDS;
+pub const DECLINED_CARD: &str = shop_contracts::test_cards::DECLINED;
+pub const NO_FUNDS_CARD: &str = shop_contracts::test_cards::INSUFFICIENT_FUNDS;
 
 #[derive(Debug, Clone)]
 pub enum Bus {
