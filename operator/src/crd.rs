@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+use shop_contracts::services;
 
 /// The longest ShopService name: its database's StatefulSet is `<name>-db`, and Kubernetes
 /// needs StatefulSet names of at most 52 characters (the pods' `controller-revision-hash`
@@ -176,16 +177,39 @@ pub enum Component {
 impl Component {
     /// The name `shop serve <name>` and `shop migrate <name>` take.
     pub fn as_str(self) -> &'static str {
+        self.service().as_str()
+    }
+
+    /// The contracts' name of this component.
+    pub fn service(self) -> services::ServiceName {
         match self {
-            Component::Gateway => "gateway",
-            Component::User => "user",
-            Component::Catalog => "catalog",
-            Component::Cart => "cart",
-            Component::Order => "order",
-            Component::Payment => "payment",
-            Component::Inventory => "inventory",
-            Component::Shipping => "shipping",
-            Component::Notification => "notification",
+            Component::Gateway => services::ServiceName::Gateway,
+            Component::User => services::ServiceName::User,
+            Component::Catalog => services::ServiceName::Catalog,
+            Component::Cart => services::ServiceName::Cart,
+            Component::Order => services::ServiceName::Order,
+            Component::Payment => services::ServiceName::Payment,
+            Component::Inventory => services::ServiceName::Inventory,
+            Component::Shipping => services::ServiceName::Shipping,
+            Component::Notification => services::ServiceName::Notification,
+        }
+    }
+}
+
+/// Every bundled service is a component: a service added to the contracts does not compile
+/// here until the CRD can name it.
+impl From<services::ServiceName> for Component {
+    fn from(service: services::ServiceName) -> Self {
+        match service {
+            services::ServiceName::Gateway => Component::Gateway,
+            services::ServiceName::User => Component::User,
+            services::ServiceName::Catalog => Component::Catalog,
+            services::ServiceName::Cart => Component::Cart,
+            services::ServiceName::Order => Component::Order,
+            services::ServiceName::Payment => Component::Payment,
+            services::ServiceName::Inventory => Component::Inventory,
+            services::ServiceName::Shipping => Component::Shipping,
+            services::ServiceName::Notification => Component::Notification,
         }
     }
 }
@@ -734,6 +758,18 @@ mod tests {
             }
         });
         assert!(compared >= 15, "only {compared} defaults compared");
+    }
+
+    #[test]
+    fn every_component_is_a_contracts_service_under_the_same_name() {
+        for service in services::ServiceName::ALL {
+            let component = Component::from(service);
+            assert_eq!(component.service(), service);
+            assert_eq!(
+                serde_json::to_value(component).unwrap(),
+                json!(service.as_str())
+            );
+        }
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub mod names {
 
     /// The variable a dependency's URL is given in: `order-history` → `ORDER_HISTORY_URL`.
     pub fn url_variable(shop: &str) -> String {
-        format!("{}_URL", shop.to_ascii_uppercase().replace('-', "_"))
+        shop_contracts::env::peer_url(shop)
     }
 }
 

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use shop_contracts::{ServiceName, env as vars};
 
 use super::common::{
     Role, SHOP_USER_ID, TMP_DIR, empty_dir_volume, names, restricted_container_security_context,
@@ -150,15 +151,15 @@ fn pod_spec(owner: &Owner, context: &Context) -> PodSpec {
 fn environment(owner: &Owner, context: &Context) -> Vec<EnvVar> {
     let spec = owner.spec();
     let mut env = vec![
-        value("SHOP_LISTEN", format!("0.0.0.0:{}", spec.port)),
-        value("SHOP_LOG_FORMAT", "json"),
-        value("SHOP_SHUTDOWN_DELAY_MS", SHUTDOWN_DELAY_MS.to_string()),
+        value(vars::LISTEN, format!("0.0.0.0:{}", spec.port)),
+        value(vars::LOG_FORMAT, "json"),
+        value(vars::SHUTDOWN_DELAY_MS, SHUTDOWN_DELAY_MS.to_string()),
     ];
     if spec.database.mode != DatabaseMode::None {
         // From the Secret, never inline: the password must not be readable in the
         // Deployment by whoever may read Deployments.
         env.push(EnvVar {
-            name: "DATABASE_URL".into(),
+            name: vars::DATABASE_URL.into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
                     name: names::credentials_secret(owner.name),
@@ -182,15 +183,20 @@ fn environment(owner: &Owner, context: &Context) -> Vec<EnvVar> {
     }
     if spec.component == Some(Component::Gateway) {
         env.push(value(
-            "SHOP_ROUTES_FILE",
+            vars::ROUTES_FILE,
             format!("{ROUTES_DIR}/{}", routes::ROUTE_TABLE_KEY),
         ));
         // The gateway fetches the user service's public keys (JWKS) to verify tokens. Until
         // a user service exists, it is looked for under the conventional name and port.
-        let (user, port) = context.user_service().unwrap_or(("user", DEFAULT_PORT));
+        let (user, port) = context
+            .user_service()
+            .unwrap_or((ServiceName::User.as_str(), DEFAULT_PORT));
         set(
             &mut env,
-            value("USER_URL", names::service_url(user, owner.namespace, port)),
+            value(
+                &ServiceName::User.url_var(),
+                names::service_url(user, owner.namespace, port),
+            ),
         );
     }
     for variable in &spec.env {

@@ -119,7 +119,7 @@ fn event_bus(spec: &ShopServiceSpec) -> Option<NetworkPolicyEgressRule> {
         .env
         .iter()
         .rev()
-        .find(|var| var.name == "NATS_URL")?
+        .find(|var| var.name == shop_contracts::env::NATS_URL)?
         .value
         .trim();
     let ports: BTreeSet<i32> = url

@@ -1,45 +1,12 @@
 //! Cart rules: quantities, totals, one currency per cart. No I/O here.
 
-use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, Money, Problem, Validator};
-use utoipa::ToSchema;
 
 pub const MAX_QUANTITY: i64 = 99;
 pub const MAX_LINES: usize = 100;
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct CartLine {
-    pub product_id: String,
-    pub name: String,
-    pub quantity: i64,
-    pub unit_price: Money,
-    pub line_total: Money,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct Cart {
-    pub items: Vec<CartLine>,
-    /// Absent for an empty cart.
-    pub total: Option<Money>,
-    pub item_count: i64,
-}
-
-impl Cart {
-    pub fn from_lines(items: Vec<CartLine>) -> Self {
-        let total = items.first().map(|first| {
-            Money::new(
-                items.iter().map(|l| l.line_total.amount).sum(),
-                &first.unit_price.currency,
-            )
-        });
-        let item_count = items.iter().map(|l| l.quantity).sum();
-        Self {
-            items,
-            total,
-            item_count,
-        }
-    }
-}
+/// The cart as this service answers it and the order service reads it at checkout.
+pub use shop_contracts::cart::{Cart, CartLine};
 
 pub fn line(product_id: String, name: String, quantity: i64, unit_price: Money) -> CartLine {
     CartLine {

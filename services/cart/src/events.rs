@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use shop_contracts::events::ORDER_CONFIRMED;
 use shop_events::Event;
 use shop_events::consume::{HandleError, Handler};
 use shop_kit::db::Tx;
@@ -17,10 +18,10 @@ use uuid::Uuid;
 pub const CONSUMER: &str = "cart";
 
 /// The event types the cart consumes (for the runner's subscriptions).
-pub const EVENT_TYPES: [&str; 1] = ["order.confirmed"];
+pub const EVENT_TYPES: [&str; 1] = [ORDER_CONFIRMED.name];
 
 /// The schema version of `order.confirmed` this consumer understands.
-const ORDER_CONFIRMED_VERSION: u64 = 1;
+const ORDER_CONFIRMED_VERSION: u64 = ORDER_CONFIRMED.version as u64;
 
 /// The part of `order.confirmed` the cart needs.
 #[derive(Debug, Deserialize)]
@@ -51,7 +52,7 @@ pub fn handler() -> CartHandler {
 #[async_trait]
 impl Handler for CartHandler {
     async fn handle(&self, tx: &mut Tx, event: &Event) -> Result<(), HandleError> {
-        if event.kind != "order.confirmed" {
+        if event.kind != ORDER_CONFIRMED.name {
             return Ok(());
         }
         if event.version() != ORDER_CONFIRMED_VERSION {

@@ -11,6 +11,7 @@ pub mod routes;
 pub mod storage;
 
 use anyhow::Result;
+use shop_contracts::ServiceName;
 use shop_events::{Consumer, Runtime};
 use shop_kit::config::env_or;
 use shop_kit::{Database, Service, Upstream, UpstreamOptions};
@@ -38,7 +39,10 @@ impl Default for Settings {
 impl Settings {
     pub fn from_env() -> Result<Self> {
         Ok(Self {
-            catalog_url: env_or("CATALOG_URL", &Self::default().catalog_url),
+            catalog_url: env_or(
+                &ServiceName::Catalog.url_var(),
+                &Self::default().catalog_url,
+            ),
         })
     }
 }
@@ -48,7 +52,7 @@ impl Settings {
 pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let db = open(&runtime.config.database_url).await?;
     let catalog = Upstream::new(
-        "catalog",
+        ServiceName::Catalog.as_str(),
         &settings.catalog_url,
         &UpstreamOptions::from_env()?,
     )?;

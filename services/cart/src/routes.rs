@@ -4,7 +4,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use shop_contracts::catalog::{Product, product_path};
 use shop_kit::{ApiResult, Caller, Json, Money, Path, Problem, Upstream, UpstreamError};
 use utoipa::{OpenApi, ToSchema};
 
@@ -20,14 +21,6 @@ pub struct AppState {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetQuantity {
     pub quantity: i64,
-}
-
-/// The part of a catalog product the cart needs.
-#[derive(Debug, Deserialize, Serialize)]
-struct CatalogProduct {
-    id: String,
-    name: String,
-    price: Money,
 }
 
 #[derive(OpenApi)]
@@ -67,11 +60,7 @@ async fn set_item(
 ) -> ApiResult<Json<Cart>> {
     domain::validate_quantity(body.quantity)?;
     let user_id = caller.user_id.to_string();
-    let product: CatalogProduct = match state
-        .catalog
-        .get_json(&format!("/api/products/{product_id}"))
-        .await
-    {
+    let product: Product = match state.catalog.get_json(&product_path(product_id)).await {
         Ok(product) => product,
         Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
             return Err(Problem::typed(

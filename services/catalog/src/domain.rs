@@ -1,6 +1,6 @@
 //! Catalog rules: what a valid product is, how search patterns are formed, the seed.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use shop_kit::{ApiResult, Money, Validator};
 use utoipa::ToSchema;
 
@@ -12,22 +12,9 @@ pub const MAX_CATEGORIES: usize = 10;
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct Product {
-    pub id: String,
-    pub sku: String,
-    pub name: String,
-    pub description: String,
-    pub price: Money,
-    pub categories: Vec<String>,
-    pub image_url: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct Category {
-    pub slug: String,
-    pub name: String,
-}
+/// The product and category as this service answers them and the cart and the order service
+/// read them.
+pub use shop_contracts::catalog::{Category, Product};
 
 /// A product as an admin submits it, for create and full update.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -109,153 +96,45 @@ pub fn search_text(sku: &str, name: &str, description: &str) -> String {
     format!("{} {} {}", name, sku, description).to_lowercase()
 }
 
-/// The seed catalog: eight categories, 28 products each, deterministic so every fresh database
-/// (and every replica racing to seed it) holds the same products with the same ids.
+/// The seed catalog: the contracts' seed products (eight categories, 28 products each, ids
+/// derived from their SKUs), named, described and priced here. Deterministic, so every fresh
+/// database (and every replica racing to seed it) holds the same products with the same ids.
 pub fn seed() -> (Vec<Category>, Vec<Product>) {
-    const CATEGORIES: [(&str, &str, [&str; 7]); 8] = [
-        (
-            "kitchen",
-            "Kitchen",
-            [
-                "Kettle",
-                "Chef Knife",
-                "Skillet",
-                "Cutting Board",
-                "Teapot",
-                "Colander",
-                "Whisk",
-            ],
-        ),
-        (
-            "outdoors",
-            "Outdoors",
-            [
-                "Tent",
-                "Lantern",
-                "Backpack",
-                "Sleeping Bag",
-                "Hammock",
-                "Compass",
-                "Canteen",
-            ],
-        ),
-        (
-            "books",
-            "Books",
-            [
-                "Cookbook",
-                "Field Guide",
-                "Atlas",
-                "Novel",
-                "Sketchbook",
-                "Almanac",
-                "Notebook",
-            ],
-        ),
-        (
-            "electronics",
-            "Electronics",
-            [
-                "Headphones",
-                "Speaker",
-                "Charger",
-                "Keyboard",
-                "Desk Lamp",
-                "Radio",
-                "Mouse",
-            ],
-        ),
-        (
-            "clothing",
-            "Clothing",
-            [
-                "Scarf",
-                "Rain Jacket",
-                "Wool Socks",
-                "Beanie",
-                "Flannel Shirt",
-                "Gloves",
-                "Sweater",
-            ],
-        ),
-        (
-            "home",
-            "Home",
-            [
-                "Blanket",
-                "Candle",
-                "Vase",
-                "Cushion",
-                "Wall Clock",
-                "Mirror",
-                "Plant Pot",
-            ],
-        ),
-        (
-            "toys",
-            "Toys",
-            [
-                "Puzzle",
-                "Kite",
-                "Yo-yo",
-                "Building Blocks",
-                "Board Game",
-                "Spinning Top",
-                "Marbles",
-            ],
-        ),
-        (
-            "sports",
-            "Sports",
-            [
-                "Yoga Mat",
-                "Jump Rope",
-                "Water Bottle",
-                "Tennis Balls",
-                "Dumbbell",
-                "Bike Bell",
-                "Frisbee",
-            ],
-        ),
-    ];
-    const STYLES: [&str; 4] = ["Classic", "Compact", "Deluxe", "Everyday"];
-    let namespace = uuid::Uuid::from_u128(0x5b0b_5eed_0000_4000_8000_0000_0000_0000);
-    let mut categories = Vec::new();
-    let mut products = Vec::new();
-    for (c, (slug, label, items)) in CATEGORIES.iter().enumerate() {
-        categories.push(Category {
-            slug: (*slug).into(),
-            name: (*label).into(),
-        });
-        for (i, item) in items.iter().enumerate() {
-            for (s, style) in STYLES.iter().enumerate() {
-                let sku = format!(
-                    "{}-{:02}{}",
-                    slug[..3].to_uppercase(),
-                    i + 1,
-                    (b'A' + s as u8) as char
-                );
-                let name = format!("{style} {item}");
-                // A price from 4.99 to ~150: varied, but fixed per product.
-                let amount =
-                    499 + ((c * 7919 + i * 104_729 + s * 1_299_709) % 14_500) as i64 / 100 * 100;
-                products.push(Product {
-                    id: uuid::Uuid::new_v5(&namespace, sku.as_bytes()).to_string(),
-                    description: format!(
-                        "The {} {} from our {} range: built to last, priced to please.",
-                        style.to_lowercase(),
-                        item.to_lowercase(),
-                        label.to_lowercase()
-                    ),
-                    sku,
-                    name,
-                    price: Money::new(amount, "USD"),
-                    categories: vec![(*slug).into()],
-                    image_url: format!("/images/{slug}/{}.jpg", i + 1),
-                });
+    use shop_contracts::seed::{CATEGORIES, STYLES};
+    let categories = CATEGORIES
+        .iter()
+        .map(|c| Category {
+            slug: c.slug.into(),
+            name: c.name.into(),
+        })
+        .collect();
+    let products = shop_contracts::seed::products()
+        .into_iter()
+        .map(|p| {
+            let category = &CATEGORIES[p.category];
+            let item = category.items[p.item];
+            let style = STYLES[p.style];
+            // A price from 4.99 to ~150: varied, but fixed per product.
+            let amount = 499
+                + ((p.category * 7919 + p.item * 104_729 + p.style * 1_299_709) % 14_500) as i64
+                    / 100
+                    * 100;
+            Product {
+                id: p.id.to_string(),
+                description: format!(
+                    "The {} {} from our {} range: built to last, priced to please.",
+                    style.to_lowercase(),
+                    item.to_lowercase(),
+                    category.name.to_lowercase()
+                ),
+                sku: p.sku,
+                name: format!("{style} {item}"),
+                price: Money::new(amount, "USD"),
+                categories: vec![category.slug.into()],
+                image_url: format!("/images/{}/{}.jpg", category.slug, p.item + 1),
             }
-        }
-    }
+        })
+        .collect();
     (categories, products)
 }
 

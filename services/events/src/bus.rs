@@ -135,7 +135,7 @@ impl Bus {
     /// (events wait in the outbox, logged once).
     pub async fn from_env() -> Result<Self> {
         let options = EventOptions::from_env()?;
-        let nats_url = env_or("NATS_URL", "");
+        let nats_url = env_or(shop_contracts::env::NATS_URL, "");
         let peers = env_or("SHOP_EVENT_PEERS", "");
         let bus = if !nats_url.is_empty() {
             Self::nats(&nats_url, options).await?

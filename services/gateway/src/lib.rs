@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use governor::{Quota, RateLimiter};
 use prometheus_client::metrics::family::Family;
+use shop_contracts::ServiceName;
 use shop_events::Runtime;
 use shop_kit::config::{env_or, env_parse};
 use shop_kit::{Service, Tasks, Upstream, UpstreamOptions};
@@ -46,7 +47,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Result<Self> {
         let routes = match (
-            std::env::var("SHOP_ROUTES_FILE"),
+            std::env::var(shop_contracts::env::ROUTES_FILE),
             std::env::var("SHOP_ROUTES"),
         ) {
             (Ok(path), _) if !path.is_empty() => RouteSource::File(path.into()),
@@ -58,7 +59,7 @@ impl Settings {
         Ok(Self {
             routes,
             reload_every: Duration::from_millis(env_parse("SHOP_ROUTES_RELOAD_MS", 2_000)?),
-            user_url: env_or("USER_URL", "http://127.0.0.1:8081"),
+            user_url: env_or(&ServiceName::User.url_var(), "http://127.0.0.1:8081"),
             rate_limit_per_second: env_parse("SHOP_RATE_LIMIT_PER_SECOND", 200)?,
             rate_limit_burst: env_parse("SHOP_RATE_LIMIT_BURST", 400)?,
         })

@@ -6,7 +6,12 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use shop_kit::{ApiResult, Validator};
 use utoipa::ToSchema;
-use uuid::Uuid;
+
+/// The reservation API's bodies and answers are the contracts' (the order service's saga sends
+/// and reads the same types).
+pub use shop_contracts::inventory::{
+    Reservation, ReservationStatus, ReserveItem, ReserveRequest, ReservedItem,
+};
 
 /// Most units of one product one order may hold.
 pub const MAX_QUANTITY: i64 = 1_000;
@@ -43,71 +48,6 @@ pub struct StockRecord {
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
     pub on_hand: i64,
-}
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReserveRequest {
-    /// The order this hold is for; a retry with the same order id returns the same reservation.
-    pub order_id: Uuid,
-    pub items: Vec<ReserveItem>,
-    /// How long the hold lasts unless committed; the service's default when absent.
-    #[serde(default)]
-    pub ttl_seconds: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReserveItem {
-    pub product_id: Uuid,
-    pub quantity: i64,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ReservationStatus {
-    /// Stock is held until `expires_at`.
-    Held,
-    /// The order is paid: the held units left the warehouse.
-    Committed,
-    /// Given back by the order service (a compensation).
-    Released,
-    /// Not committed in time: the units were freed.
-    Expired,
-}
-
-impl ReservationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Held => "held",
-            Self::Committed => "committed",
-            Self::Released => "released",
-            Self::Expired => "expired",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Held, Self::Committed, Self::Released, Self::Expired]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct ReservedItem {
-    pub product_id: String,
-    pub quantity: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct Reservation {
-    pub order_id: String,
-    /// A hold past its expiry reads as `expired` even before the sweeper has freed it.
-    pub status: ReservationStatus,
-    /// Sorted by product id.
-    pub items: Vec<ReservedItem>,
-    pub expires_at: String,
-    pub created_at: String,
 }
 
 /// A product the reservation could not get enough of.
@@ -204,14 +144,15 @@ pub fn crosses_low(before: i64, after: i64, threshold: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn request(items: &[(Uuid, i64)]) -> ReserveRequest {
         ReserveRequest {
-            order_id: Uuid::now_v7(),
+            order_id: Uuid::now_v7().into(),
             items: items
                 .iter()
                 .map(|(product_id, quantity)| ReserveItem {
-                    product_id: *product_id,
+                    product_id: (*product_id).into(),
                     quantity: *quantity,
                 })
                 .collect(),

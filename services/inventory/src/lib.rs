@@ -75,13 +75,9 @@ impl Settings {
 /// service to serve.
 pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
-    // The catalog derives its seed ids deterministically; reusing its seed keeps both services in
-    // step without a call between them at start-up. Products added later start at 0 until stocked.
-    let seed_ids: Vec<String> = shop_catalog::domain::seed()
-        .1
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    // The seed ids are the contracts' (derived from the seed SKUs), so catalog and inventory agree
+    // without a call between them at start-up. Products added later start at 0 until stocked.
+    let seed_ids = shop_contracts::seed::product_ids();
     let seeded = storage::Store::new(db.clone())
         .seed_if_empty(&seed_ids)
         .await?;

@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use shop_contracts::inventory::{INSUFFICIENT_STOCK, RESERVATIONS_PATH};
 use shop_kit::{ApiResult, Caller, FieldError, Json, Path, Problem};
 use utoipa::OpenApi;
 use uuid::Uuid;
@@ -49,10 +50,22 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
+/// Both routers: what the gateway may route and what only the shop's services call.
 pub fn router(state: AppState) -> Router {
+    public(state.clone()).merge(internal(state))
+}
+
+/// Routed by the gateway: stock levels, and restocking by admins.
+pub fn public(state: AppState) -> Router {
     Router::new()
         .route("/api/stock/{product_id}", get(get_stock).put(set_stock))
-        .route("/internal/reservations", post(reserve))
+        .with_state(state)
+}
+
+/// Not routed by the gateway: the order service's reservations.
+pub fn internal(state: AppState) -> Router {
+    Router::new()
+        .route(RESERVATIONS_PATH, post(reserve))
         .route("/internal/reservations/{order_id}", get(get_reservation))
         .route("/internal/reservations/{order_id}/commit", post(commit))
         .route("/internal/reservations/{order_id}/release", post(release))
@@ -160,7 +173,7 @@ async fn reserve(
                 errors,
                 ..Problem::typed(
                     StatusCode::CONFLICT,
-                    "insufficient-stock",
+                    INSUFFICIENT_STOCK,
                     format!("not enough stock, nothing was held: {detail}"),
                 )
             })

@@ -232,10 +232,11 @@ impl Store {
         threshold: i64,
         time: &str,
     ) -> Result<(), sqlx::Error> {
+        let stock_low = shop_contracts::events::STOCK_LOW;
         let mut event = shop_events::Event::new(
-            "stock.low",
-            "inventory",
-            1,
+            stock_low.name,
+            stock_low.source(),
+            stock_low.version,
             serde_json::json!({
                 "product_id": product_id,
                 "available": available,

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use shop_contracts::env;
 
 /// Reads `key`, or `default` when it is unset or empty.
 pub fn env_or(key: &str, default: &str) -> String {
@@ -51,14 +52,14 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     pub fn from_env(service: &str) -> Result<Self> {
-        let listen = env_or("SHOP_LISTEN", "0.0.0.0:8080");
+        let listen = env_or(env::LISTEN, "0.0.0.0:8080");
         Ok(Self {
             listen: listen
                 .parse()
                 .with_context(|| format!("SHOP_LISTEN={listen:?} is not a socket address"))?,
-            database_url: env_or("DATABASE_URL", &format!("sqlite://{service}.db")),
+            database_url: env_or(env::DATABASE_URL, &format!("sqlite://{service}.db")),
             shutdown_grace: Duration::from_secs(env_parse("SHOP_SHUTDOWN_GRACE_SECS", 20)?),
-            shutdown_delay: Duration::from_millis(env_parse("SHOP_SHUTDOWN_DELAY_MS", 1_000)?),
+            shutdown_delay: Duration::from_millis(env_parse(env::SHUTDOWN_DELAY_MS, 1_000)?),
             request_timeout: Duration::from_millis(env_parse("SHOP_REQUEST_TIMEOUT_MS", 10_000)?),
             max_body_bytes: env_parse("SHOP_MAX_BODY_BYTES", 64 * 1024)?,
         })

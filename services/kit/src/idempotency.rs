@@ -35,6 +35,25 @@ pub fn required_key(headers: &HeaderMap, unit: &str) -> ApiResult<String> {
     }
 }
 
+/// A SHA-256 fingerprint of what a request asks for, which a reused key is checked against. A
+/// card enters as brand, last four digits and expiry, never the full number or CVC: even a hash
+/// of a card number can be reversed by trying the few billion numbers that share its brand and
+/// last four.
+pub fn fingerprint(parts: &[&str]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

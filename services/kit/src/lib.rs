@@ -5,10 +5,10 @@
 //! - [`metrics`]: Prometheus `/metrics` with per-route request counts and latencies.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors and request validation.
 //! - [`extract`]: axum extractors whose rejections are problems too.
-//! - [`idempotency`]: the `Idempotency-Key` header's rule and problems.
+//! - [`idempotency`]: the `Idempotency-Key` header's rule and problems, request fingerprints.
 //! - [`context`]: request ids and the caller's identity, carried across services.
-//! - [`auth`]: the access-token claims the user service signs and the gateway verifies.
-//! - [`money`]: amounts in minor units with an ISO 4217 currency.
+//! - [`auth`]: the access-token claims (the contracts'), re-exported.
+//! - [`money`]: amounts in minor units with an ISO 4217 currency (the contracts'), re-exported.
 //! - [`page`]: the opaque keyset cursor of list endpoints.
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.

@@ -3,6 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use shop_contracts::rules::Checks;
+/// A field's broken rule: the contracts' type, so a rule written there reports in this shape.
+pub use shop_contracts::rules::FieldError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -22,12 +25,6 @@ pub struct Problem {
     /// Field-level validation errors, when the request body was the problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
 }
 
 pub type ApiResult<T> = Result<T, Problem>;
@@ -137,10 +134,11 @@ impl From<sqlx::Error> for Problem {
     }
 }
 
-/// Collects field errors while validating a request, then turns them into one 422.
+/// Collects field errors while validating a request, then turns them into one 422. It derefs to
+/// the contracts' [`Checks`], so a contract's rule (`check_card(&mut v, …)`) records into it.
 #[derive(Debug, Default)]
 pub struct Validator {
-    errors: Vec<FieldError>,
+    checks: Checks,
 }
 
 impl Validator {
@@ -149,31 +147,35 @@ impl Validator {
     }
 
     pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
-        if !ok {
-            self.errors.push(FieldError {
-                field: field.into(),
-                message: message.into(),
-            });
-        }
+        self.checks.check(ok, field, message);
         self
     }
 
     /// A required text field: trimmed length within `1..=max` characters.
     pub fn text(&mut self, field: &str, value: &str, max: usize) -> &mut Self {
-        let len = value.trim().chars().count();
-        self.check(len > 0, field, "must not be empty").check(
-            len <= max,
-            field,
-            format!("must be at most {max} characters"),
-        )
+        self.checks.text(field, value, max);
+        self
     }
 
     pub fn finish(&mut self) -> ApiResult<()> {
-        if self.errors.is_empty() {
+        if self.checks.is_empty() {
             Ok(())
         } else {
-            Err(Problem::validation(std::mem::take(&mut self.errors)))
+            Err(Problem::validation(self.checks.take()))
         }
+    }
+}
+
+impl std::ops::Deref for Validator {
+    type Target = Checks;
+    fn deref(&self) -> &Checks {
+        &self.checks
+    }
+}
+
+impl std::ops::DerefMut for Validator {
+    fn deref_mut(&mut self) -> &mut Checks {
+        &mut self.checks
     }
 }
 

@@ -42,7 +42,7 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs: Box<dyn Layer<Registry> + Send + Sync> =
-        if env_or("SHOP_LOG_FORMAT", "json") == "text" {
+        if env_or(shop_contracts::env::LOG_FORMAT, "json") == "text" {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(ansi)

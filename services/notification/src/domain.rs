@@ -1,12 +1,10 @@
 //! What the events say and the messages they become: parsing, rendering, money. No I/O.
 
 use serde::{Deserialize, Serialize};
+use shop_contracts::events::{self, EventType};
 use shop_kit::Money;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// The schema version of every event data object this service understands.
-pub const EVENT_VERSION: u64 = 1;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -141,8 +139,12 @@ pub enum Notice {
 /// Why an event's data cannot be used; the event is dead-lettered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Unusable {
-    #[error("{kind} has data version {found}; this service understands version {EVENT_VERSION}")]
-    Version { kind: String, found: u64 },
+    #[error("{kind} has data version {found}; this service understands version {understood}")]
+    Version {
+        kind: String,
+        found: u64,
+        understood: u32,
+    },
     #[error("{kind} data is malformed: {reason}")]
     Malformed { kind: String, reason: String },
 }
@@ -150,11 +152,15 @@ pub enum Unusable {
 impl Notice {
     /// Reads an event: `Ok(None)` for a type this service does not handle.
     pub fn parse(event: &shop_events::Event) -> Result<Option<Self>, Unusable> {
-        fn read<T: serde::de::DeserializeOwned>(event: &shop_events::Event) -> Result<T, Unusable> {
-            if event.version() != EVENT_VERSION {
+        fn read<T: serde::de::DeserializeOwned>(
+            event: &shop_events::Event,
+            kind: EventType,
+        ) -> Result<T, Unusable> {
+            if event.version() != u64::from(kind.version) {
                 return Err(Unusable::Version {
                     kind: event.kind.clone(),
                     found: event.version(),
+                    understood: kind.version,
                 });
             }
             event.data_as().map_err(|e| Unusable::Malformed {
@@ -162,13 +168,16 @@ impl Notice {
                 reason: e.to_string(),
             })
         }
-        let notice = match event.kind.as_str() {
-            "user.registered" => Self::UserRegistered(read(event)?),
-            "order.placed" => Self::OrderPlaced(read(event)?),
-            "order.confirmed" => Self::OrderConfirmed(read(event)?),
-            "order.failed" => Self::OrderFailed(read(event)?),
-            "shipment.created" => Self::ShipmentCreated(read(event)?),
-            "stock.low" => Self::StockLow(read(event)?),
+        let Some(kind) = EventType::named(&event.kind) else {
+            return Ok(None);
+        };
+        let notice = match kind {
+            events::USER_REGISTERED => Self::UserRegistered(read(event, kind)?),
+            events::ORDER_PLACED => Self::OrderPlaced(read(event, kind)?),
+            events::ORDER_CONFIRMED => Self::OrderConfirmed(read(event, kind)?),
+            events::ORDER_FAILED => Self::OrderFailed(read(event, kind)?),
+            events::SHIPMENT_CREATED => Self::ShipmentCreated(read(event, kind)?),
+            events::STOCK_LOW => Self::StockLow(read(event, kind)?),
             _ => return Ok(None),
         };
         notice.check().map_err(|reason| Unusable::Malformed {

@@ -7,6 +7,7 @@
 //! transaction; the [dispatcher](crate::sender::Dispatcher) sends it after the commit.
 
 use async_trait::async_trait;
+use shop_contracts::events;
 use shop_events::Event;
 use shop_events::consume::{HandleError, Handler};
 use shop_kit::db::Tx;
@@ -19,12 +20,12 @@ pub const CONSUMER: &str = "notification";
 
 /// The event types this service turns into messages (for the runner's subscriptions).
 pub const EVENT_TYPES: [&str; 6] = [
-    "user.registered",
-    "order.placed",
-    "order.confirmed",
-    "order.failed",
-    "shipment.created",
-    "stock.low",
+    events::USER_REGISTERED.name,
+    events::ORDER_PLACED.name,
+    events::ORDER_CONFIRMED.name,
+    events::ORDER_FAILED.name,
+    events::SHIPMENT_CREATED.name,
+    events::STOCK_LOW.name,
 ];
 
 /// Records the message for each event it handles.

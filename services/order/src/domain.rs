@@ -3,14 +3,14 @@
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use shop_contracts::payment::{self, Card, CardFields, Secret};
+use shop_contracts::shipping::{self, Address};
+use shop_kit::idempotency::fingerprint;
 use shop_kit::{ApiResult, FieldError, Money, Problem, Validator};
-use shop_payment::domain::{Card, CardFields, Secret};
-use shop_shipping::domain::{Address, Item, QuoteRequest};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// The card as an order keeps and shows it: payment's summary of it.
-pub use shop_payment::domain::CardSummary;
+pub use shop_contracts::payment::CardSummary;
 
 /// Most units of one product in one order (the cart's own limit is lower).
 pub const MAX_QUANTITY: i64 = 1_000;
@@ -106,8 +106,9 @@ impl OrderStatus {
 
 /// Why an order failed (`reason_code`, also in `order.failed`).
 pub mod reason {
-    pub const CARD_DECLINED: &str = "card_declined";
-    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
+    /// Payment's decline codes, passed on as they are.
+    pub const CARD_DECLINED: &str = shop_contracts::payment::CARD_DECLINED;
+    pub const INSUFFICIENT_FUNDS: &str = shop_contracts::payment::INSUFFICIENT_FUNDS;
     pub const OUT_OF_STOCK: &str = "out_of_stock";
     pub const PAYMENT_UNAVAILABLE: &str = "payment_unavailable";
     pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
@@ -136,7 +137,7 @@ pub fn failure_status(reason_code: &str) -> StatusCode {
 #[serde(deny_unknown_fields)]
 pub struct PaymentDetails {
     /// 13 to 19 digits passing the Luhn check.
-    #[schema(value_type = String, example = "4242424242424242")]
+    #[schema(value_type = String, example = json!(shop_contracts::test_cards::SUCCEEDS))]
     pub card_number: Secret,
     /// 1 to 12.
     pub exp_month: i64,
@@ -154,38 +155,12 @@ pub struct CheckoutRequest {
     pub payment: PaymentDetails,
 }
 
-/// Checks the request before anything is read or created; `today` is (year, month).
+/// Checks the request before anything is read or created; `today` is (year, month). The address
+/// and card rules are shipping's and payment's, with the errors named after this API's fields.
 pub fn validate_checkout(request: &CheckoutRequest, today: (i64, i64)) -> ApiResult<()> {
-    let mut errors = Vec::new();
-    // The address rules are shipping's: a placeholder parcel lets its validator check the address.
-    let probe = QuoteRequest {
-        items: vec![Item {
-            product_id: Uuid::nil(),
-            quantity: 1,
-            weight_grams: None,
-        }],
-        address: request.shipping_address.clone(),
-        currency: "EUR".into(),
-    };
-    if let Err(problem) = shop_shipping::domain::validate_quote_request(&probe) {
-        errors.extend(problem.errors.into_iter().map(|e| FieldError {
-            field: e.field.replacen("address", "shipping_address", 1),
-            message: e.message,
-        }));
-    }
-    if let Err(problem) = validate_card(&request.payment, today) {
-        errors.extend(problem.errors);
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Problem::validation(errors))
-    }
-}
-
-/// The card checks are payment's, with the errors named after this API's fields.
-fn validate_card(details: &PaymentDetails, today: (i64, i64)) -> ApiResult<()> {
     let mut v = Validator::new();
+    shipping::check_address(&mut v, &request.shipping_address, "shipping_address");
+    let details = &request.payment;
     let card = Card {
         number: details.card_number.clone(),
         exp_month: details.exp_month,
@@ -198,16 +173,16 @@ fn validate_card(details: &PaymentDetails, today: (i64, i64)) -> ApiResult<()> {
         exp_year: "payment.exp_year",
         cvc: "payment.cvc",
     };
-    shop_payment::domain::check_card(&mut v, &card, today, &fields);
+    payment::check_card(&mut v, &card, today, &fields);
     v.finish()
 }
 
 /// What a checkout asks for, as a fingerprint the same key is checked against. The card enters
-/// as brand, last four, length and expiry, never the number or CVC (see payment's fingerprint).
+/// as brand, last four, length and expiry, never the number or CVC (see the kit's fingerprint).
 pub fn request_fingerprint(request: &CheckoutRequest) -> String {
-    let card = shop_payment::domain::summary(&request.payment.card_number.0);
+    let card = payment::summary(&request.payment.card_number.0);
     let address = serde_json::to_string(&request.shipping_address).expect("an address serialises");
-    shop_payment::domain::fingerprint(&[
+    fingerprint(&[
         &address,
         &card.brand,
         &card.last4,
@@ -235,21 +210,6 @@ pub struct OrderItem {
     pub name: String,
     pub quantity: i64,
     pub unit_price: Money,
-}
-
-/// A cart line as the cart service answers it (the part the order needs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct CartLine {
-    pub product_id: String,
-    pub quantity: i64,
-}
-
-/// A catalog product (the part the order needs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct CatalogProduct {
-    pub id: String,
-    pub name: String,
-    pub price: Money,
 }
 
 /// Checks the priced lines: something to buy, sane quantities, one currency. Returns the subtotal.
@@ -357,6 +317,7 @@ pub fn failure_problem(order: &Order, errors: Vec<FieldError>) -> OrderProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shop_contracts::test_cards::SUCCEEDS;
 
     fn request(number: &str, month: i64, year: i64, cvc: &str) -> CheckoutRequest {
         CheckoutRequest {
@@ -380,14 +341,14 @@ mod tests {
     #[test]
     fn cards_are_checked_before_anything_happens() {
         let today = (2026, 11);
-        assert!(validate_checkout(&request("4242424242424242", 11, 2026, "123"), today).is_ok());
+        assert!(validate_checkout(&request(SUCCEEDS, 11, 2026, "123"), today).is_ok());
         for (number, month, year, cvc, field) in [
             ("4242424242424241", 1, 2030, "123", "payment.card_number"),
             ("4242x", 1, 2030, "123", "payment.card_number"),
-            ("4242424242424242", 10, 2026, "123", "payment.exp_month"),
-            ("4242424242424242", 1, 2025, "123", "payment.exp_year"),
-            ("4242424242424242", 13, 2030, "123", "payment.exp_month"),
-            ("4242424242424242", 1, 2030, "12", "payment.cvc"),
+            (SUCCEEDS, 10, 2026, "123", "payment.exp_month"),
+            (SUCCEEDS, 1, 2025, "123", "payment.exp_year"),
+            (SUCCEEDS, 13, 2030, "123", "payment.exp_month"),
+            (SUCCEEDS, 1, 2030, "12", "payment.cvc"),
         ] {
             let err = validate_checkout(&request(number, month, year, cvc), today).unwrap_err();
             assert_eq!(err.status, 422);
@@ -398,7 +359,7 @@ mod tests {
 
     #[test]
     fn address_errors_name_the_request_field() {
-        let mut bad = request("4242424242424242", 1, 2030, "123");
+        let mut bad = request(SUCCEEDS, 1, 2030, "123");
         bad.shipping_address.country = "Germany".into();
         let err = validate_checkout(&bad, (2026, 11)).unwrap_err();
         assert_eq!(err.errors[0].field, "shipping_address.country");
@@ -406,9 +367,9 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_the_secret_parts_but_not_the_rest() {
-        let a = request("4242424242424242", 1, 2030, "123");
-        let b = request("4242424242424242", 1, 2030, "999");
-        let c = request("4242424242424242", 2, 2030, "123");
+        let a = request(SUCCEEDS, 1, 2030, "123");
+        let b = request(SUCCEEDS, 1, 2030, "999");
+        let c = request(SUCCEEDS, 2, 2030, "123");
         assert_eq!(request_fingerprint(&a), request_fingerprint(&b));
         assert_ne!(request_fingerprint(&a), request_fingerprint(&c));
     }

@@ -1,18 +1,19 @@
 //! The events the order service writes, each in the transaction of the change it announces
-//! (see `storage`). Schema version 1 of each; the kit adds `version` to `data`.
+//! (see `storage`). Their names and versions are the contracts'; the kit adds `version` to `data`.
 
 use serde::Serialize;
+use shop_contracts::events::EventType;
 use shop_events::Event;
 use shop_kit::Money;
 
 use crate::domain::{Order, OrderItem};
 
-pub const SOURCE: &str = "order";
-pub const VERSION: u32 = 1;
+pub use shop_contracts::events::{ORDER_CONFIRMED, ORDER_FAILED, ORDER_PLACED};
 
-pub const ORDER_PLACED: &str = "order.placed";
-pub const ORDER_CONFIRMED: &str = "order.confirmed";
-pub const ORDER_FAILED: &str = "order.failed";
+/// An event of this type, as its contract names, versions and sources it.
+fn event(kind: EventType, data: impl Serialize) -> Event {
+    Event::new(kind.name, kind.source(), kind.version, data)
+}
 
 /// `order.placed`: the order exists and its saga starts. `total` is the items' subtotal:
 /// shipping is quoted later in the saga (`order.confirmed` carries the final total).
@@ -46,10 +47,8 @@ pub struct OrderFailed<'a> {
 }
 
 pub fn placed(order_id: &str, user_id: &str, items: &[OrderItem], subtotal: &Money) -> Event {
-    Event::new(
+    event(
         ORDER_PLACED,
-        SOURCE,
-        VERSION,
         OrderPlaced {
             order_id,
             user_id,
@@ -60,10 +59,8 @@ pub fn placed(order_id: &str, user_id: &str, items: &[OrderItem], subtotal: &Mon
 }
 
 pub fn confirmed(order: &Order, tracking_number: &str) -> Event {
-    Event::new(
+    event(
         ORDER_CONFIRMED,
-        SOURCE,
-        VERSION,
         OrderConfirmed {
             order_id: &order.id,
             user_id: &order.user_id,
@@ -76,10 +73,8 @@ pub fn confirmed(order: &Order, tracking_number: &str) -> Event {
 }
 
 pub fn failed(order: &Order, reason_code: &str, reason: &str) -> Event {
-    Event::new(
+    event(
         ORDER_FAILED,
-        SOURCE,
-        VERSION,
         OrderFailed {
             order_id: &order.id,
             user_id: &order.user_id,

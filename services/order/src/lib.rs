@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
+use shop_contracts::ServiceName;
 use shop_events::{Relay, Runtime, Waker};
 use shop_kit::config::{env_or, env_parse};
 use shop_kit::{Database, Service, Tasks, Upstream, UpstreamOptions};
@@ -104,15 +105,19 @@ impl Upstreams {
     /// the `shop up` ports.
     pub fn from_env() -> Result<Self> {
         let options = UpstreamOptions::from_env()?;
-        let upstream = |name: &str, key: &str, default: &str| {
-            Upstream::new(name, &env_or(key, default), &options)
+        let upstream = |service: ServiceName, default: &str| {
+            Upstream::new(
+                service.as_str(),
+                &env_or(&service.url_var(), default),
+                &options,
+            )
         };
         Ok(Self {
-            cart: upstream("cart", "CART_URL", "http://127.0.0.1:8083")?,
-            catalog: upstream("catalog", "CATALOG_URL", "http://127.0.0.1:8082")?,
-            inventory: upstream("inventory", "INVENTORY_URL", "http://127.0.0.1:8084")?,
-            payment: upstream("payment", "PAYMENT_URL", "http://127.0.0.1:8085")?,
-            shipping: upstream("shipping", "SHIPPING_URL", "http://127.0.0.1:8086")?,
+            cart: upstream(ServiceName::Cart, "http://127.0.0.1:8083")?,
+            catalog: upstream(ServiceName::Catalog, "http://127.0.0.1:8082")?,
+            inventory: upstream(ServiceName::Inventory, "http://127.0.0.1:8084")?,
+            payment: upstream(ServiceName::Payment, "http://127.0.0.1:8085")?,
+            shipping: upstream(ServiceName::Shipping, "http://127.0.0.1:8086")?,
         })
     }
 }

@@ -54,7 +54,7 @@ pub struct AppState {
     components(schemas(
         CheckoutRequest,
         PaymentDetails,
-        shop_shipping::domain::Address,
+        shop_contracts::shipping::Address,
         Order,
         OrderItem,
         OrderPage,
@@ -109,7 +109,7 @@ async fn checkout(
     }
     let items = state.saga.priced_cart(&caller).await?;
     let subtotal = domain::check_lines(&items)?;
-    if !shop_shipping::domain::CURRENCIES.contains(&subtotal.currency.as_str()) {
+    if !shop_contracts::shipping::CURRENCIES.contains(&subtotal.currency.as_str()) {
         return Err(Problem::typed(
             StatusCode::UNPROCESSABLE_ENTITY,
             "currency-not-shipped",
@@ -121,7 +121,7 @@ async fn checkout(
     }
     let order_id = Uuid::now_v7().to_string();
     let runner = Uuid::new_v4().to_string();
-    let card = shop_payment::domain::summary(&body.payment.card_number.0);
+    let card = shop_contracts::payment::summary(&body.payment.card_number.0);
     let created = store
         .insert(NewOrder {
             id: &order_id,
@@ -275,5 +275,5 @@ async fn get_order(
 
 /// (year, month) now, in UTC.
 fn this_month() -> (i64, i64) {
-    shop_payment::domain::this_month()
+    shop_contracts::payment::this_month()
 }

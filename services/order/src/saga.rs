@@ -10,15 +10,21 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use serde::Deserialize;
+use shop_contracts::cart::{CART_PATH, Cart};
+use shop_contracts::catalog::{Product, product_path};
+use shop_contracts::inventory::{self, Reservation, ReserveItem, ReserveRequest};
+use shop_contracts::payment::{
+    self, Card, ChargeCreated, ChargeList, ChargeRequest, ChargeStatus, Declined, RefundCreated,
+    RefundRequest,
+};
+use shop_contracts::shipping::{self, CreateShipment, Item, Quote, QuoteRequest, Shipment};
+use shop_contracts::{Money, OrderId, ProductId, UserId};
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::idempotency;
 use shop_kit::{Caller, FieldError, Problem, Upstream, UpstreamError};
-use shop_payment::domain::{ChargeCreated, ChargeList, ChargeStatus, PaymentProblem};
-use shop_shipping::domain::{CreateShipment, Item, Quote, QuoteRequest, Shipment};
 use uuid::Uuid;
 
-use crate::domain::{self, CatalogProduct, OrderItem, PaymentDetails, Step, reason};
+use crate::domain::{self, OrderItem, PaymentDetails, Step, reason};
 use crate::storage::{Failure, Progress, SagaState, Store};
 
 /// The services the order service calls.
@@ -135,14 +141,10 @@ fn fail(code: &'static str, reason: impl Into<String>) -> StepResult {
 impl Saga {
     /// Reads the caller's cart and prices every line from the catalog as it is now.
     pub async fn priced_cart(&self, caller: &Caller) -> Result<Vec<OrderItem>, Problem> {
-        #[derive(Deserialize)]
-        struct Cart {
-            items: Vec<domain::CartLine>,
-        }
         let request = self
             .upstreams
             .cart
-            .request(Method::GET, "/api/cart")
+            .request(Method::GET, CART_PATH)
             .header(USER_ID_HEADER, caller.user_id.to_string())
             .header(USER_ROLES_HEADER, caller.roles.join(","));
         let cart: Cart = self.upstreams.cart.json(request).await.map_err(|e| {
@@ -151,10 +153,10 @@ impl Saga {
         })?;
         let mut items = Vec::with_capacity(cart.items.len());
         for line in cart.items {
-            let product: CatalogProduct = match self
+            let product: Product = match self
                 .upstreams
                 .catalog
-                .get_json(&format!("/api/products/{}", line.product_id))
+                .get_json(&product_path(&line.product_id))
                 .await
             {
                 Ok(product) => product,
@@ -338,24 +340,30 @@ impl Saga {
                 "payment is unavailable right now; nothing was reserved or charged, try again shortly",
             );
         }
-        let body = serde_json::json!({
-            "order_id": order.id,
-            "items": order.items.iter().map(|i| serde_json::json!({
-                "product_id": i.product_id, "quantity": i.quantity,
-            })).collect::<Vec<_>>(),
-        });
+        let body = ReserveRequest {
+            order_id: OrderId::parse_or_nil(&order.id),
+            items: order
+                .items
+                .iter()
+                .map(|i| ReserveItem {
+                    product_id: ProductId::parse_or_nil(&i.product_id),
+                    quantity: i.quantity,
+                })
+                .collect(),
+            ttl_seconds: None,
+        };
         let inventory = &self.upstreams.inventory;
         let request = inventory
-            .request(Method::POST, "/internal/reservations")
+            .request(Method::POST, inventory::RESERVATIONS_PATH)
             .json(&body);
         match inventory
-            .json::<serde_json::Value>(request)
+            .json::<Reservation>(request)
             .await
             .map_err(CallError::from)
         {
             Ok(_) => StepResult::Done(Progress::default()),
             Err(CallError::Rejected(StatusCode::CONFLICT, problem))
-                if problem_kind(problem.as_ref()) == "insufficient-stock" =>
+                if problem_kind(problem.as_ref()) == inventory::INSUFFICIENT_STOCK =>
             {
                 let errors = problem.map(|p| p.errors).unwrap_or_default();
                 StepResult::Fail {
@@ -386,7 +394,7 @@ impl Saga {
             .items
             .iter()
             .map(|i| Item {
-                product_id: Uuid::parse_str(&i.product_id).unwrap_or_default(),
+                product_id: ProductId::parse_or_nil(&i.product_id),
                 quantity: i.quantity,
                 weight_grams: None,
             })
@@ -402,10 +410,8 @@ impl Saga {
             currency: order.currency.clone(),
         };
         let request = shipping
-            .request(Method::POST, "/internal/quotes")
-            .json(&serde_json::json!({
-                "items": body.items, "address": body.address, "currency": body.currency,
-            }));
+            .request(Method::POST, shipping::QUOTES_PATH)
+            .json(&body);
         match shipping
             .json::<Quote>(request)
             .await
@@ -440,18 +446,18 @@ impl Saga {
             // Resumed: the charge is only known to payment (a crash after the call).
             return self.charge_outcome_from_payment(state).await;
         };
-        let body = serde_json::json!({
-            "order_id": order.id,
-            "amount": order.total,
-            "card": {
-                "number": card.card_number.0,
-                "exp_month": card.exp_month,
-                "exp_year": card.exp_year,
-                "cvc": card.cvc.0,
+        let body = ChargeRequest {
+            order_id: OrderId::parse_or_nil(&order.id),
+            amount: order.total.clone(),
+            card: Card {
+                number: card.card_number.clone(),
+                exp_month: card.exp_month,
+                exp_year: card.exp_year,
+                cvc: card.cvc.clone(),
             },
-        });
+        };
         let request = payment
-            .request(Method::POST, "/internal/charges")
+            .request(Method::POST, payment::CHARGES_PATH)
             .header(idempotency::HEADER, domain::charge_key(&order.id))
             .json(&body);
         let response = match payment.send(request).await {
@@ -493,7 +499,7 @@ impl Saga {
             };
         }
         if status == StatusCode::PAYMENT_REQUIRED {
-            let code = match response.json::<PaymentProblem>().await {
+            let code = match response.json::<Declined>().await {
                 Ok(p) if p.code == reason::INSUFFICIENT_FUNDS => reason::INSUFFICIENT_FUNDS,
                 _ => reason::CARD_DECLINED,
             };
@@ -520,7 +526,7 @@ impl Saga {
     async fn charges(&self, order_id: &str) -> Result<ChargeList, CallError> {
         self.upstreams
             .payment
-            .get_json(&format!("/internal/charges?order_id={order_id}"))
+            .get_json(&payment::charges_of_order_path(order_id))
             .await
             .map_err(CallError::from)
     }
@@ -563,12 +569,9 @@ impl Saga {
     async fn commit(&self, state: &SagaState) -> StepResult {
         let order = &state.order;
         let inventory = &self.upstreams.inventory;
-        let request = inventory.request(
-            Method::POST,
-            &format!("/internal/reservations/{}/commit", order.id),
-        );
+        let request = inventory.request(Method::POST, &inventory::commit_path(&order.id));
         match inventory
-            .json::<serde_json::Value>(request)
+            .json::<Reservation>(request)
             .await
             .map_err(CallError::from)
         {
@@ -598,14 +601,14 @@ impl Saga {
         };
         let shipping = &self.upstreams.shipping;
         let body = CreateShipment {
-            order_id: Uuid::parse_str(&order.id).unwrap_or_default(),
-            user_id: Uuid::parse_str(&order.user_id).unwrap_or_default(),
+            order_id: OrderId::parse_or_nil(&order.id),
+            user_id: UserId::parse_or_nil(&order.user_id),
             items: Self::parcel(state),
             address: order.shipping_address.clone(),
             quote,
         };
         let request = shipping
-            .request(Method::POST, "/internal/shipments")
+            .request(Method::POST, shipping::SHIPMENTS_PATH)
             .json(&body);
         match shipping
             .json::<Shipment>(request)
@@ -641,12 +644,9 @@ impl Saga {
     ) -> Result<Option<Stopped>, sqlx::Error> {
         let order = &state.order;
         let inventory = &self.upstreams.inventory;
-        let request = inventory.request(
-            Method::POST,
-            &format!("/internal/reservations/{}/release", order.id),
-        );
+        let request = inventory.request(Method::POST, &inventory::release_path(&order.id));
         match inventory
-            .json::<serde_json::Value>(request)
+            .json::<Reservation>(request)
             .await
             .map_err(CallError::from)
         {
@@ -677,18 +677,15 @@ impl Saga {
                 let request = self
                     .upstreams
                     .payment
-                    .request(
-                        Method::POST,
-                        &format!("/internal/charges/{}/refunds", charge.charge_id),
-                    )
+                    .request(Method::POST, &payment::refunds_path(&charge.charge_id))
                     .header(idempotency::HEADER, domain::refund_key(&charge.charge_id))
-                    .json(&serde_json::json!({
-                        "amount": { "amount": left, "currency": charge.amount.currency },
-                    }));
+                    .json(&RefundRequest {
+                        amount: Money::new(left, &charge.amount.currency),
+                    });
                 match self
                     .upstreams
                     .payment
-                    .json::<serde_json::Value>(request)
+                    .json::<RefundCreated>(request)
                     .await
                     .map_err(CallError::from)
                 {

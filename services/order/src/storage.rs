@@ -6,11 +6,11 @@
 //! first and two runners can never both advance one order), then appends the step to the history
 //! and, for the terminal steps, writes the event to the outbox.
 
+use shop_contracts::shipping::{Address, Quote};
 use shop_events::outbox;
 use shop_kit::db::Tx;
 use shop_kit::page::{self, Cursor};
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
-use shop_shipping::domain::{Address, Quote};
 
 use crate::domain::{CardSummary, Order, OrderItem, OrderStatus, Step, StepEntry};
 use crate::events;

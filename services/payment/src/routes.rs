@@ -10,12 +10,12 @@ use serde::Serialize;
 use shop_kit::idempotency;
 use shop_kit::problem::PROBLEM_JSON;
 use shop_kit::{ApiResult, FieldError, Json, Money, Path, Problem, Query, now_rfc3339};
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use uuid::Uuid;
 
 use crate::domain::{
     self, CardSummary, ChargeCreated, ChargeDetails, ChargeList, ChargeQuery, ChargeRequest,
-    ChargeStatus, PaymentProblem, RefundCreated, RefundRequest, Transaction,
+    ChargeStatus, Declined, PaymentProblem, RefundCreated, RefundRequest, Transaction,
 };
 use crate::storage::{Claim, NewCharge, RefundOutcome, Store, StoredResponse};
 
@@ -30,14 +30,14 @@ pub struct AppState {
         title = "shop payment service",
         description = "Charges against a built-in card processor simulation, refunds, and the \
             record of every transaction; internal (the order service's checkout saga), not routed \
-            by the gateway. Test cards: 4242424242424242 succeeds, 4000000000000002 is declined \
-            (402, code card_declined), 4000000000009995 has insufficient funds (402, code \
-            insufficient_funds); any other Luhn-valid number succeeds. Writes require an \
-            `Idempotency-Key` header (1 to 255 visible ASCII characters, scoped per endpoint): the \
+            by the gateway. Any Luhn-valid number succeeds but the test cards listed at the end. \
+            Writes require an `Idempotency-Key` header (1 to 255 visible ASCII characters, scoped \
+            per endpoint): the \
             same key and body return the first response byte for byte, also to concurrent \
             duplicates; the same key with another body is 422. No card number or CVC is stored, \
             logged or returned: only brand and last four digits."
     ),
+    modifiers(&TestCards),
     paths(create_charge, refund, get_charge, list_charges),
     components(schemas(
         ChargeRequest,
@@ -51,12 +51,31 @@ pub struct AppState {
         CardSummary,
         Transaction,
         PaymentProblem,
+        Declined,
         Money,
         Problem,
         FieldError
     ))
 )]
 pub struct ApiDoc;
+
+/// Appends the test cards to the API's description, from the one list of them.
+struct TestCards;
+
+impl Modify for TestCards {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use shop_contracts::test_cards::{DECLINED, INSUFFICIENT_FUNDS, SUCCEEDS};
+        let cards = format!(
+            " Test cards: {SUCCEEDS} succeeds, {DECLINED} is declined (402, code card_declined), \
+             {INSUFFICIENT_FUNDS} has insufficient funds (402, code insufficient_funds)."
+        );
+        openapi
+            .info
+            .description
+            .get_or_insert_default()
+            .push_str(&cards);
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -123,8 +142,10 @@ async fn create_charge(
                         &decline.code().replace('_', "-"),
                         format!("{}; nothing was charged", decline.message()),
                     ),
-                    code: decline.code().to_owned(),
-                    charge_id: charge_id.clone(),
+                    declined: Declined {
+                        code: decline.code().to_owned(),
+                        charge_id: charge_id.clone(),
+                    },
                 },
             ),
         ),

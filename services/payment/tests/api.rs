@@ -6,9 +6,9 @@ use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use sqlx::Row;
 use uuid::Uuid;
 
-const SUCCEEDS: &str = "4242424242424242";
-const DECLINED: &str = "4000000000000002";
-const NO_FUNDS: &str = "4000000000009995";
+const SUCCEEDS: &str = shop_contracts::test_cards::SUCCEEDS;
+const DECLINED: &str = shop_contracts::test_cards::DECLINED;
+const NO_FUNDS: &str = shop_contracts::test_cards::INSUFFICIENT_FUNDS;
 /// Every full card number the tests send; none may be stored or answered.
 const ALL_CARDS: [&str; 4] = [SUCCEEDS, DECLINED, NO_FUNDS, "5555555555554444"];
 const TABLES: [&str; 3] = ["charges", "transactions", "idempotency_keys"];
@@ -496,7 +496,7 @@ async fn bad_input_is_refused_and_records_nothing() {
             (card("4242424242424241", json!(12), json!(2099), json!("123")), 422, "card.number"),
             (card("4242abcd42424242", json!(12), json!(2099), json!("123")), 422, "card.number"),
             (card("424242", json!(12), json!(2099), json!("123")), 422, "card.number"),
-            (card("42424242424242424242", json!(12), json!(2099), json!("123")), 422, "card.number"),
+            (card(&format!("{SUCCEEDS}4242"), json!(12), json!(2099), json!("123")), 422, "card.number"),
             (card("", json!(12), json!(2099), json!("123")), 422, "card.number"),
             (card(SUCCEEDS, json!(13), json!(2099), json!("123")), 422, "card.exp_month"),
             (card(SUCCEEDS, json!(0), json!(2099), json!("123")), 422, "card.exp_month"),
@@ -511,7 +511,7 @@ async fn bad_input_is_refused_and_records_nothing() {
             (card(SUCCEEDS, json!(12), json!(2099), json!("12345")), 422, "card.cvc"),
             (card(SUCCEEDS, json!(12), json!(2099), json!("12a")), 422, "card.cvc"),
             (
-                with_card(json!({"number": 4242424242424242_u64, "exp_month": 12, "exp_year": 2099, "cvc": "123"})),
+                with_card(json!({"number": SUCCEEDS.parse::<u64>().unwrap(), "exp_month": 12, "exp_year": 2099, "cvc": "123"})),
                 422,
                 "card.number",
             ),

@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use shop_contracts::shipping::{QUOTES_PATH, SHIPMENTS_PATH};
 use shop_kit::{ApiResult, Caller, FieldError, Json, Money, Path, Problem};
 use utoipa::OpenApi;
 
@@ -53,11 +54,23 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
+/// Both routers: what the gateway may route and what only the shop's services call.
 pub fn router(state: AppState) -> Router {
+    public(state.clone()).merge(internal(state))
+}
+
+/// Routed by the gateway: tracking by number, open to anyone who has it.
+pub fn public(state: AppState) -> Router {
     Router::new()
         .route("/api/shipments/{tracking_number}", get(track))
-        .route("/internal/quotes", post(quote))
-        .route("/internal/shipments", post(create))
+        .with_state(state)
+}
+
+/// Not routed by the gateway: the order service's quotes and shipments, the carrier's events.
+pub fn internal(state: AppState) -> Router {
+    Router::new()
+        .route(QUOTES_PATH, post(quote))
+        .route(SHIPMENTS_PATH, post(create))
         .route("/internal/shipments/{tracking_number}", get(get_shipment))
         .route(
             "/internal/shipments/{tracking_number}/events",

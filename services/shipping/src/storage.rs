@@ -107,10 +107,11 @@ impl Store {
         }
         Self::add_history(&mut tx, &tracking_number, ShipmentStatus::LabelCreated, &at).await?;
         // The payload carries no name or street: events travel further than the shipment itself.
+        let created = shop_contracts::events::SHIPMENT_CREATED;
         let mut event = shop_events::Event::new(
-            "shipment.created",
-            "shipping",
-            1,
+            created.name,
+            created.source(),
+            created.version,
             serde_json::json!({
                 "tracking_number": tracking_number,
                 "order_id": order_id,

@@ -15,6 +15,17 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::ServiceName;
+use shop_contracts::env;
+
+/// The services others call, each found through its `*_URL` variable.
+const CALLED: [ServiceName; 6] = [
+    ServiceName::User,
+    ServiceName::Catalog,
+    ServiceName::Cart,
+    ServiceName::Inventory,
+    ServiceName::Payment,
+    ServiceName::Shipping,
+];
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -179,7 +190,7 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
                 args.port,
                 database_url(service),
             ))
-            .env("SHOP_ROUTES_FILE", &routes_file)
+            .env(env::ROUTES_FILE, &routes_file)
             .kill_on_drop(true)
             .envs(args.env.iter().map(|(k, v)| (k, v)));
         for (key, default) in [
@@ -224,24 +235,23 @@ pub fn service_env(
     host: IpAddr,
     base: u16,
     database_url: String,
-) -> Vec<(&'static str, String)> {
+) -> Vec<(String, String)> {
     let url_of = |s: ServiceName| format!("http://{host}:{}", port_of(base, s));
     let event_peers = EVENT_CONSUMERS
         .iter()
         .map(|s| format!("{}={}", s.as_str(), url_of(*s)))
         .collect::<Vec<_>>()
         .join(",");
-    vec![
-        ("SHOP_LISTEN", format!("{host}:{}", port_of(base, service))),
-        ("DATABASE_URL", database_url),
-        ("USER_URL", url_of(ServiceName::User)),
-        ("CATALOG_URL", url_of(ServiceName::Catalog)),
-        ("CART_URL", url_of(ServiceName::Cart)),
-        ("INVENTORY_URL", url_of(ServiceName::Inventory)),
-        ("PAYMENT_URL", url_of(ServiceName::Payment)),
-        ("SHIPPING_URL", url_of(ServiceName::Shipping)),
-        ("SHOP_EVENT_PEERS", event_peers),
-    ]
+    let mut env = vec![
+        (
+            env::LISTEN.to_owned(),
+            format!("{host}:{}", port_of(base, service)),
+        ),
+        (env::DATABASE_URL.to_owned(), database_url),
+    ];
+    env.extend(CALLED.map(|peer| (peer.contract().url_var(), url_of(peer))));
+    env.push(("SHOP_EVENT_PEERS".to_owned(), event_peers));
+    env
 }
 
 /// The services that keep data (every one but the gateway).

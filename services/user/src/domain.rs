@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use shop_kit::auth::{AUDIENCE, Claims, ISSUER};
+use shop_contracts::auth::{AUDIENCE, Claims, ISSUER};
 use shop_kit::{ApiResult, Validator};
 
 pub const MAX_EMAIL: usize = 254;

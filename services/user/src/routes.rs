@@ -122,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/me", get(me).patch(update_me))
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
-        .route(shop_kit::auth::JWKS_PATH, get(jwks))
+        .route(shop_contracts::auth::JWKS_PATH, get(jwks))
         .with_state(state)
 }
 

@@ -49,10 +49,11 @@ impl Store {
         .bind(&user.updated_at)
         .execute(&mut *tx)
         .await?;
+        let registered = shop_contracts::events::USER_REGISTERED;
         let event = shop_events::Event::new(
-            "user.registered",
-            "user",
-            1,
+            registered.name,
+            registered.source(),
+            registered.version,
             serde_json::json!({"user_id": user.id, "email": user.email, "name": user.name}),
         );
         shop_events::outbox::insert(&mut tx, &event).await?;

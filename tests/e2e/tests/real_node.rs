@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_contracts::test_cards::{DECLINED as DECLINED_CARD, SUCCEEDS as GOOD_CARD};
 
 const OPERATOR_NAMESPACE: &str = "shop-system";
 const SHOP_NAMESPACE: &str = "shop";
@@ -25,8 +26,6 @@ const CANARY_NAMESPACE: &str = "netpol-canary";
 /// The whole shop Ready, on a busy two-core node.
 const SHOP_READY: Duration = Duration::from_secs(300);
 const EVENTS_ARRIVE: Duration = Duration::from_secs(60);
-const GOOD_CARD: &str = "4242424242424242";
-const DECLINED_CARD: &str = "4000000000000002";
 const BUSYBOX: &str = "localhost/shop/busybox:1";
 
 /// The README's install commands, with the images `cluster.sh images` loaded.

@@ -417,9 +417,9 @@ pub fn key() -> String {
     format!("test-{}", uuid::Uuid::new_v4())
 }
 
-pub const GOOD_CARD: &str = "4242424242424242";
-pub const DECLINED_CARD: &str = "4000000000000002";
-pub const NO_FUNDS_CARD: &str = "4000000000009995";
+pub const GOOD_CARD: &str = shop_contracts::test_cards::SUCCEEDS;
+pub const DECLINED_CARD: &str = shop_contracts::test_cards::DECLINED;
+pub const NO_FUNDS_CARD: &str = shop_contracts::test_cards::INSUFFICIENT_FUNDS;
 
 /// Every step name the crash tests iterate over.
 pub fn steps() -> Vec<Step> {

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use shop_contracts::test_cards;
+
 /// The four kinds of traffic the mix is weighted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Group {
@@ -205,9 +207,9 @@ pub enum Card {
 impl Card {
     pub fn number(self) -> &'static str {
         match self {
-            Self::Good => "4242424242424242",
-            Self::Declined => "4000000000000002",
-            Self::InsufficientFunds => "4000000000009995",
+            Self::Good => test_cards::SUCCEEDS,
+            Self::Declined => test_cards::DECLINED,
+            Self::InsufficientFunds => test_cards::INSUFFICIENT_FUNDS,
         }
     }
 }

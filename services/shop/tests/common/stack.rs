@@ -22,9 +22,9 @@ fn service(name: &str) -> ServiceName {
         .unwrap_or_else(|| panic!("no service {name}"))
 }
 
-pub const GOOD_CARD: &str = "4242424242424242";
-pub const DECLINED_CARD: &str = "4000000000000002";
-pub const NO_FUNDS_CARD: &str = "4000000000009995";
+pub const GOOD_CARD: &str = shop_contracts::test_cards::SUCCEEDS;
+pub const DECLINED_CARD: &str = shop_contracts::test_cards::DECLINED;
+pub const NO_FUNDS_CARD: &str = shop_contracts::test_cards::INSUFFICIENT_FUNDS;
 
 #[derive(Debug, Clone)]
 pub enum Bus {
@@ -101,32 +101,38 @@ impl Stack {
     }
 
     /// `shop up`'s environment for `name`, with the tests' settings, and NATS when asked for.
-    fn environment(&self, name: &'static str) -> Vec<(&'static str, String)> {
+    fn environment(&self, name: &'static str) -> Vec<(String, String)> {
         let mut env = service_env(
             service(name),
             [127, 0, 0, 1].into(),
             self.base,
             self.databases[name].clone(),
         );
-        env.extend([
-            ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
-            ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
-            ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
-            ("ORDER_RESUME_INTERVAL_MS", "500".into()),
-            // A saga whose process died is taken over after 2 s of silence (15 s by default).
-            ("ORDER_RESUME_LEASE_MS", "2000".into()),
-        ]);
+        env.extend(
+            [
+                ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
+                ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
+                ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
+                ("ORDER_RESUME_INTERVAL_MS", "500".into()),
+                // A saga whose process died is taken over after 2 s of silence (15 s by default).
+                ("ORDER_RESUME_LEASE_MS", "2000".into()),
+            ]
+            .map(|(key, value): (&str, String)| (key.to_owned(), value)),
+        );
         if name == "gateway" {
             let ports: Vec<(&str, u16)> = ServiceName::ALL
                 .iter()
                 .map(|s| (s.as_str(), port_of(self.base, *s)))
                 .collect();
             let routes = shop_gateway::domain::local_table(&ports);
-            env.push(("SHOP_ROUTES", serde_json::to_string(&routes).unwrap()));
+            env.push((
+                "SHOP_ROUTES".into(),
+                serde_json::to_string(&routes).unwrap(),
+            ));
         }
         // NATS_URL takes over from the local bus's peers that `shop up` sets.
         if let Bus::Nats(url) = &self.bus {
-            env.push(("NATS_URL", url.clone()));
+            env.push((shop_contracts::env::NATS_URL.into(), url.clone()));
         }
         env
     }
@@ -134,7 +140,12 @@ impl Stack {
     /// Starts `service` (again), with `extra` environment, and waits until it is ready.
     pub async fn start_service(&mut self, service: &'static str, extra: &[(&str, String)]) {
         let mut env = self.environment(service);
-        env.extend(extra.iter().cloned());
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.clone())),
+        );
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let log = self.dir.0.join(format!("{service}.log"));
         let process = Process::start_logging(service, &["serve", service], &env, &log);
         self.processes.insert(service, process);

@@ -1,0 +1,88 @@
+//! Event type names and data versions. Producers write an event with its type's name, version
+//! and producer; consumers subscribe by name and refuse a version they do not understand. The
+//! payloads are not here: each consumer reads only the fields it needs (a tolerant reader).
+
+use crate::services::ServiceName;
+
+/// One kind of event: its `type`, the `version` of its data and the service that writes it (the
+/// event's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventType {
+    pub name: &'static str,
+    pub version: u32,
+    pub producer: ServiceName,
+}
+
+impl EventType {
+    /// The event's `source`.
+    pub fn source(self) -> &'static str {
+        self.producer.as_str()
+    }
+
+    /// The type of this name, if the shop has one.
+    pub fn named(name: &str) -> Option<Self> {
+        ALL.into_iter().find(|t| t.name == name)
+    }
+}
+
+/// A new account: `user_id`, `email`, `name`.
+pub const USER_REGISTERED: EventType = EventType {
+    name: "user.registered",
+    version: 1,
+    producer: ServiceName::User,
+};
+/// An order exists and its saga starts.
+pub const ORDER_PLACED: EventType = EventType {
+    name: "order.placed",
+    version: 1,
+    producer: ServiceName::Order,
+};
+/// An order is paid, committed and shipped.
+pub const ORDER_CONFIRMED: EventType = EventType {
+    name: "order.confirmed",
+    version: 1,
+    producer: ServiceName::Order,
+};
+/// An order's saga ended without the order; compensations have run.
+pub const ORDER_FAILED: EventType = EventType {
+    name: "order.failed",
+    version: 1,
+    producer: ServiceName::Order,
+};
+/// A hold took a product's availability below the inventory's threshold.
+pub const STOCK_LOW: EventType = EventType {
+    name: "stock.low",
+    version: 1,
+    producer: ServiceName::Inventory,
+};
+/// A shipment was created for an order (no name or street in it).
+pub const SHIPMENT_CREATED: EventType = EventType {
+    name: "shipment.created",
+    version: 1,
+    producer: ServiceName::Shipping,
+};
+
+/// Every event type the shop writes.
+pub const ALL: [EventType; 6] = [
+    USER_REGISTERED,
+    ORDER_PLACED,
+    ORDER_CONFIRMED,
+    ORDER_FAILED,
+    STOCK_LOW,
+    SHIPMENT_CREATED,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        for t in ALL {
+            assert_eq!(EventType::named(t.name), Some(t));
+            assert_eq!(ALL.iter().filter(|o| o.name == t.name).count(), 1);
+        }
+        assert_eq!(EventType::named("cart.touched"), None);
+        assert_eq!(ORDER_CONFIRMED.source(), "order");
+    }
+}
