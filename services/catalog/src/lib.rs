@@ -14,15 +14,8 @@ use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// The catalog has no settings of its own; the type keeps `build` the same in every service.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {}
-
-impl Settings {
-    pub fn from_env() -> Result<Self> {
-        Ok(Self {})
-    }
-}
+/// The catalog service has no settings of its own.
+pub type Settings = shop_kit::NoSettings;
 
 /// Connects, migrates, seeds an empty catalog, and returns the service to serve.
 pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {

@@ -44,7 +44,7 @@ pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
 pub use money::Money;
 pub use problem::{ApiResult, FieldError, Problem, Validator};
-pub use runtime::Runtime;
+pub use runtime::{NoSettings, Runtime};
 pub use server::Service;
 pub use tasks::Tasks;
 pub mod auth;

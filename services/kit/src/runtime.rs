@@ -32,3 +32,14 @@ impl<B> Runtime<B> {
         })
     }
 }
+
+/// The settings of a service that has none of its own (`pub type Settings = NoSettings;`), so
+/// `build(&runtime, settings)` and `Settings::from_env()` stay the same in every service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoSettings;
+
+impl NoSettings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self)
+    }
+}

@@ -17,15 +17,8 @@ use utoipa::OpenApi;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Payment has no settings of its own; the type keeps `build` the same in every service.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {}
-
-impl Settings {
-    pub fn from_env() -> Result<Self> {
-        Ok(Self {})
-    }
-}
+/// The payment service has no settings of its own.
+pub type Settings = shop_kit::NoSettings;
 
 /// Connects, migrates, and returns the service to serve.
 pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {

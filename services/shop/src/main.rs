@@ -25,12 +25,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one service (configured by environment variables; see the README).
-    Serve { service: ServiceName },
+    Serve {
+        #[arg(value_parser = shop::service_name_parser())]
+        service: ServiceName,
+    },
     /// Run every service on this machine: SQLite files in a data folder (nothing else to install),
     /// or one database per service on a PostgreSQL server (--database-url).
     Up(up::UpArgs),
     /// Bring a service's database schema up to date (DATABASE_URL) and exit.
-    Migrate { service: ServiceName },
+    Migrate {
+        #[arg(value_parser = shop::service_name_parser())]
+        service: ServiceName,
+    },
     /// Drive a realistic mix (browse, search, cart, checkout) through the gateway; print latency per operation.
     Load(load::LoadArgs),
     /// Start a shop and a bare axum endpoint, run the load mix, print latency, errors and memory against the targets.

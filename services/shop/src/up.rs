@@ -249,7 +249,7 @@ pub fn service_env(
         ),
         (env::DATABASE_URL.to_owned(), database_url),
     ];
-    env.extend(CALLED.map(|peer| (peer.contract().url_var(), url_of(peer))));
+    env.extend(CALLED.map(|peer| (peer.url_var(), url_of(peer))));
     env.push(("SHOP_EVENT_PEERS".to_owned(), event_peers));
     env
 }
