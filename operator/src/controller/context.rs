@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource};
-use ring::rand::SecureRandom;
 use tracing::warn;
 
 use super::metrics::Metrics;
@@ -175,21 +175,22 @@ impl Context {
             }
         }
     }
+}
 
-    /// The wait before retrying a ShopService after its `failures`-th consecutive failure:
-    /// exponential with "equal jitter" (between half and all of the exponential value), so
-    /// that objects failing together do not retry together.
-    pub(super) fn backoff(&self, failures: u32) -> Duration {
-        let exponential = FIRST_RETRY
-            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
-            .min(MAX_RETRY);
-        let mut byte = [0u8; 1];
-        let fraction = match self.random.fill(&mut byte) {
-            Ok(()) => f64::from(byte[0]) / 255.0,
-            Err(_) => 1.0,
-        };
-        exponential.mul_f64(0.5 + fraction / 2.0)
-    }
+/// The wait before retrying a ShopService after its `failures`-th consecutive failure:
+/// exponential with "equal jitter" (between half and all of the exponential value), so
+/// that objects failing together do not retry together. backon's jitter adds up to one
+/// more delay, so the schedule runs at half the periods.
+pub(super) fn backoff(failures: u32) -> Duration {
+    ExponentialBuilder::new()
+        .with_min_delay(FIRST_RETRY / 2)
+        .with_max_delay(MAX_RETRY / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(failures.clamp(1, 32) as usize - 1)
+        .expect("a schedule without a maximum never ends")
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -202,4 +203,30 @@ fn truncate(mut text: String, max: usize) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_a_second_to_five_minutes_with_equal_jitter() {
+        for failures in 1..=40u32 {
+            let exponential = FIRST_RETRY
+                .saturating_mul(2u32.saturating_pow(failures - 1))
+                .min(MAX_RETRY);
+            for _ in 0..20 {
+                let wait = backoff(failures);
+                // backon doubles in f32: allow a millisecond either side.
+                assert!(
+                    wait + Duration::from_millis(1) >= exponential / 2
+                        && wait <= exponential + Duration::from_millis(1),
+                    "failure {failures}: waited {wait:?}, expected {:?} to {exponential:?}",
+                    exponential / 2
+                );
+            }
+        }
+        let spread: std::collections::HashSet<_> = (0..20).map(|_| backoff(5)).collect();
+        assert!(spread.len() > 1, "the waits are jittered");
+    }
 }

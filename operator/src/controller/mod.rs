@@ -434,7 +434,7 @@ fn error_policy(shop: Arc<ShopService>, error: &Error, ctx: Arc<Context>) -> Act
         *count = count.saturating_add(1);
         *count
     };
-    let retry = ctx.backoff(failures);
+    let retry = context::backoff(failures);
     error!(
         shopservice = %shop.name_any(),
         namespace = %shop.namespace().unwrap_or_default(),

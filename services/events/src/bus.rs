@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use shop_kit::config::{env_or, env_parse};
 
@@ -69,10 +70,15 @@ impl EventOptions {
     /// The wait before attempt `attempt + 1` (attempt counts from 1): doubling from
     /// `retry_base`, capped at `retry_cap`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(20);
-        self.retry_base
-            .saturating_mul(1 << doublings)
-            .min(self.retry_cap)
+        // Not jittered: JetStream redelivers a message to one consumer, not to a crowd.
+        ExponentialBuilder::new()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(self.retry_cap)
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+            .nth(attempt.clamp(1, 32) as usize - 1)
+            .expect("a schedule without a maximum never ends")
     }
 }
 
