@@ -165,11 +165,6 @@ pub mod names {
     pub fn service_url(shop: &str, namespace: &str, port: i32) -> String {
         format!("http://{shop}.{namespace}.svc:{port}")
     }
-
-    /// The variable a dependency's URL is given in: `order-history` → `ORDER_HISTORY_URL`.
-    pub fn url_variable(shop: &str) -> String {
-        shop_contracts::env::peer_url(shop)
-    }
 }
 
 /// Pod-level settings of the `restricted` Pod Security Standard, for pods running as `uid`.

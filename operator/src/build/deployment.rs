@@ -176,7 +176,7 @@ fn environment(owner: &Owner, context: &Context) -> Vec<EnvVar> {
         set(
             &mut env,
             value(
-                &names::url_variable(name),
+                &shop_contracts::env::peer_url(name),
                 names::service_url(name, owner.namespace, context.port_of(name)),
             ),
         );

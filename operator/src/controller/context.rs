@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer;
@@ -179,15 +179,9 @@ impl Context {
 
 /// The wait before retrying a ShopService after its `failures`-th consecutive failure:
 /// exponential with "equal jitter" (between half and all of the exponential value), so
-/// that objects failing together do not retry together. backon's jitter adds up to one
-/// more delay, so the schedule runs at half the periods.
+/// that objects failing together do not retry together.
 pub(super) fn backoff(failures: u32) -> Duration {
-    ExponentialBuilder::new()
-        .with_min_delay(FIRST_RETRY / 2)
-        .with_max_delay(MAX_RETRY / 2)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
+    shop_kit::client::equal_jitter(FIRST_RETRY, MAX_RETRY)
         .build()
         .nth(failures.clamp(1, 32) as usize - 1)
         .expect("a schedule without a maximum never ends")

@@ -72,6 +72,14 @@ pub const ALL: [EventType; 6] = [
     SHIPMENT_CREATED,
 ];
 
+/// The services that consume events (the local bus delivers to them; each has a JetStream consumer).
+pub const CONSUMERS: [ServiceName; 2] = [ServiceName::Notification, ServiceName::Cart];
+
+/// Whether `service` writes or reads events, and so needs the event bus at all.
+pub fn has_events(service: ServiceName) -> bool {
+    ALL.iter().any(|t| t.producer == service) || CONSUMERS.contains(&service)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +92,19 @@ mod tests {
         }
         assert_eq!(EventType::named("cart.touched"), None);
         assert_eq!(ORDER_CONFIRMED.source(), "order");
+    }
+
+    #[test]
+    fn only_producers_and_consumers_have_events() {
+        let with: Vec<_> = ServiceName::ALL
+            .into_iter()
+            .filter(|s| has_events(*s))
+            .collect();
+        use ServiceName::*;
+        assert_eq!(
+            with,
+            [User, Cart, Inventory, Shipping, Order, Notification],
+            "gateway, catalog and payment neither write nor read events"
+        );
     }
 }

@@ -51,10 +51,6 @@ impl Checks {
     pub fn take(&mut self) -> Vec<FieldError> {
         std::mem::take(&mut self.errors)
     }
-
-    pub fn into_errors(self) -> Vec<FieldError> {
-        self.errors
-    }
 }
 
 #[cfg(test)]

@@ -120,11 +120,6 @@ impl Relay {
             waker: Waker(wakers),
         })
     }
-
-    /// Wakes the relay now (see [`Waker`]).
-    pub fn wake(&self) {
-        self.waker.wake();
-    }
 }
 
 /// Wakes a relay's loops now instead of at their next poll: call it after committing an event

@@ -208,7 +208,7 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
         .execute(producer.pool())
         .await
         .unwrap();
-        relay.wake();
+        relay.waker.wake();
         let jetstream = bus.jetstream().unwrap();
         for event in &events[10..20] {
             jetstream

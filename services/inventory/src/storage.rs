@@ -224,7 +224,7 @@ impl Store {
         }))
     }
 
-    /// Writes `stock.low` to the outbox in the caller's transaction; the kit's relay publishes it.
+    /// Writes `stock.low` to the outbox in the caller's transaction; the events crate's relay publishes it.
     async fn stock_low_event(
         tx: &mut Tx,
         product_id: &str,

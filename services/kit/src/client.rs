@@ -75,14 +75,20 @@ pub struct OpenBackoff {
     periods: ExponentialBackoff,
 }
 
+/// Doubling from `first` up to `max`, each delay between half and all of its value ("equal
+/// jitter"): backon's jitter adds up to one more delay, so the schedule runs at half the periods.
+pub fn equal_jitter(first: Duration, max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(first / 2)
+        .with_max_delay(max / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+}
+
 impl OpenBackoff {
     pub fn new(first: Duration) -> Self {
-        let schedule = ExponentialBuilder::new()
-            .with_min_delay(first / 2)
-            .with_max_delay(BREAKER_MAX_OPEN / 2)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
+        let schedule = equal_jitter(first, BREAKER_MAX_OPEN);
         Self {
             schedule,
             periods: schedule.build(),

@@ -4,7 +4,7 @@
 //! `order.failed`, `shipment.created`, and `stock.low` (a message for the administrators).
 //! Other types are ignored. Data that does not parse, or of an unknown `version`, is rejected
 //! (dead-lettered by the runner). The message is only recorded here, in the consumer's
-//! transaction; the [dispatcher](crate::sender::Dispatcher) sends it after the commit.
+//! transaction; the dispatcher task ([`crate::sender::send_due`]) sends it after the commit.
 
 use async_trait::async_trait;
 use shop_contracts::events;

@@ -1,5 +1,5 @@
 //! The notification service on real databases (SQLite and PostgreSQL): events applied through
-//! the kit's consumer become recorded messages, the sender gets them afterwards, and each user
+//! the events crate's consumer become recorded messages, the sender gets them afterwards, and each user
 //! reads theirs over real HTTP.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

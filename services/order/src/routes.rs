@@ -99,7 +99,7 @@ async fn checkout(
     Json(body): Json<CheckoutRequest>,
 ) -> ApiResult<Response> {
     let key = idempotency::required_key(&headers, "checkout")?;
-    domain::validate_checkout(&body, this_month())?;
+    domain::validate_checkout(&body, shop_contracts::payment::this_month())?;
     let hash = domain::request_fingerprint(&body);
     let user_id = caller.user_id.to_string();
     let store = &state.saga.store;
@@ -271,9 +271,4 @@ async fn get_order(
         }
         _ => Err(Problem::not_found(format!("there is no order {order_id}"))),
     }
-}
-
-/// (year, month) now, in UTC.
-fn this_month() -> (i64, i64) {
-    shop_contracts::payment::this_month()
 }

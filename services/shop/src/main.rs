@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use shop::{ServiceName, up};
-use shop_events::{Bus, Runtime};
+use shop_events::{Bus, EventOptions, Runtime};
 use shop_kit::{Service, ServiceConfig};
 
 #[derive(Parser)]
@@ -92,7 +92,13 @@ async fn serve(service: ServiceName, started: Instant) -> Result<()> {
     let name = service.as_str();
     let telemetry = shop_kit::telemetry::init(name);
     let result = async {
-        let runtime = Runtime::from_env(name, Bus::from_env().await?)?;
+        // Only a service that writes or reads events opens the bus (a NATS connection).
+        let bus = if shop_contracts::events::has_events(service) {
+            Bus::from_env().await?
+        } else {
+            Bus::none(EventOptions::default())
+        };
+        let runtime = Runtime::from_env(name, bus)?;
         let built = build(service, &runtime).await?;
         tracing::info!(
             service = name,
@@ -151,7 +157,7 @@ async fn migrate(service: ServiceName) -> Result<()> {
         }
     };
     db.migrate(migrator).await?;
-    // The kit's event tables too, so the schema is complete before the service first starts.
+    // The event crate's tables too, so the schema is complete before the service first starts.
     shop_events::install_tables(&db).await?;
     tracing::info!(service = name, "database schema is up to date");
     Ok(())

@@ -17,16 +17,6 @@ use tokio::sync::mpsc;
 use crate::ServiceName;
 use shop_contracts::env;
 
-/// The services others call, each found through its `*_URL` variable.
-const CALLED: [ServiceName; 6] = [
-    ServiceName::User,
-    ServiceName::Catalog,
-    ServiceName::Cart,
-    ServiceName::Inventory,
-    ServiceName::Payment,
-    ServiceName::Shipping,
-];
-
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
@@ -97,9 +87,6 @@ pub const START_ORDER: [ServiceName; 9] = [
     ServiceName::Order,
     ServiceName::Gateway,
 ];
-
-/// The services that consume events: the local bus's peers (see docs/events.md).
-const EVENT_CONSUMERS: [ServiceName; 2] = [ServiceName::Notification, ServiceName::Cart];
 
 /// A service's port: the gateway's is `base`, the others follow in [`ServiceName::ALL`]'s order.
 pub fn port_of(base: u16, service: ServiceName) -> u16 {
@@ -194,7 +181,7 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             .kill_on_drop(true)
             .envs(args.env.iter().map(|(k, v)| (k, v)));
         for (key, default) in [
-            ("SHOP_LOG_FORMAT", "text"),
+            (env::LOG_FORMAT, "text"),
             ("SHOP_ADMIN_EMAILS", "admin@shop.local"),
         ] {
             if std::env::var_os(key).is_none() && !args.env.iter().any(|(k, _)| k == key) {
@@ -237,7 +224,7 @@ pub fn service_env(
     database_url: String,
 ) -> Vec<(String, String)> {
     let url_of = |s: ServiceName| format!("http://{host}:{}", port_of(base, s));
-    let event_peers = EVENT_CONSUMERS
+    let event_peers = shop_contracts::events::CONSUMERS
         .iter()
         .map(|s| format!("{}={}", s.as_str(), url_of(*s)))
         .collect::<Vec<_>>()
@@ -249,7 +236,13 @@ pub fn service_env(
         ),
         (env::DATABASE_URL.to_owned(), database_url),
     ];
-    env.extend(CALLED.map(|peer| (peer.url_var(), url_of(peer))));
+    // Every service's `*_URL` (each reads those of the peers it calls), so a new one is not missed.
+    env.extend(
+        ServiceName::ALL
+            .into_iter()
+            .filter(|peer| *peer != ServiceName::Gateway)
+            .map(|peer| (peer.url_var(), url_of(peer))),
+    );
     env.push(("SHOP_EVENT_PEERS".to_owned(), event_peers));
     env
 }
