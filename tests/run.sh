@@ -45,6 +45,11 @@ eval "$(tests/nats.sh start)"
 step "unit, service and process tests (SQLite and PostgreSQL)"
 cargo test --workspace --locked --exclude shop-e2e
 
+step "browser tests (headless Chromium)"
+# The storefront in Debian's Chromium, against `shop up` (installs chromium and its npm packages).
+cargo build --locked -p shop
+SHOP_BIN=$CARGO_TARGET_DIR/debug/shop tests/browser/run.sh
+
 step "local Kubernetes cluster (real control plane, kwok nodes)"
 tests/cluster/cluster.sh up
 eval "$(tests/cluster/cluster.sh env)"
