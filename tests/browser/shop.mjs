@@ -172,18 +172,40 @@ export function shotsDir(name) {
 }
 
 /**
- * Watches a browser context: every request (to check the origin), transferred bytes per
- * resource type, and console errors. `mark(label)` starts a new page's bucket.
+ * Watches a browser context: every request (to check the origin), console errors, and the bytes
+ * transferred for each page (a bucket per main-frame navigation: the document and what it loaded).
  */
 export function record(context) {
-  const rec = { requests: [], consoleErrors: [], label: 'start' };
-  context.on('request', (r) => rec.requests.push({ url: r.url(), label: rec.label }));
-  context.on('console', (m) => {
-    if (m.type() === 'error') rec.consoleErrors.push(`${rec.label}: ${m.text()}`);
+  const rec = { requests: [], consoleErrors: [], buckets: [] };
+  const bucketOf = new WeakMap();
+  context.on('request', (r) => {
+    rec.requests.push(r.url());
+    if (r.isNavigationRequest() && r.frame().parentFrame() === null) rec.buckets.push([]);
+    bucketOf.set(r, rec.buckets.at(-1));
   });
-  context.on('weberror', (e) => rec.consoleErrors.push(`${rec.label}: ${e.error().message}`));
-  rec.mark = (label) => { rec.label = label; };
+  context.on('requestfinished', (r) => bucketOf.get(r)?.push(r.sizes().then((s) => ({
+    type: r.resourceType(), bytes: s.responseBodySize + s.responseHeadersSize,
+  }))));
+  context.on('console', (m) => {
+    if (m.type() === 'error') rec.consoleErrors.push(`${m.location().url}: ${m.text()}`);
+  });
+  context.on('weberror', (e) => rec.consoleErrors.push(`uncaught: ${e.error().message}`));
+  /** What the last page transferred: {page: everything but images, images}. */
+  rec.lastPageWeight = async () => {
+    const all = await Promise.all(rec.buckets.at(-1) ?? []);
+    const sum = (f) => all.filter(f).reduce((n, s) => n + s.bytes, 0);
+    return { page: sum((s) => s.type !== 'image'), images: sum((s) => s.type === 'image') };
+  };
   return rec;
+}
+
+/** A page that fetches everything on every visit, so each page's weight is a first visit's. */
+export async function uncachedPage(context) {
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page); // Chromium's own switch; playwright has none
+  await cdp.send('Network.enable');
+  await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+  return page;
 }
 
 /** The axe-core scan of the page as it is: violations at the WCAG 2.0/2.1 A and AA tags. */
@@ -202,32 +224,18 @@ export function formatViolations(label, violations) {
     .join('\n');
 }
 
-/**
- * Loads `url` in a fresh context (empty cache, the given cookies) and sums the bytes transferred,
- * body and headers as they came over the wire: {page: HTML+CSS+JS+other, images}.
- */
-export async function pageWeight(browser, url, storageState) {
-  const context = await browser.newContext({ storageState });
-  const sizes = [];
-  context.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({
-    type: r.resourceType(), bytes: s.responseBodySize + s.responseHeadersSize,
-  }))));
-  const page = await context.newPage();
-  await page.goto(url, { waitUntil: 'load' });
-  await page.waitForLoadState('networkidle');
-  const all = await Promise.all(sizes);
-  await context.close();
-  const sum = (f) => all.filter(f).reduce((n, s) => n + s.bytes, 0);
-  return { page: sum((s) => s.type !== 'image'), images: sum((s) => s.type === 'image') };
+/** A new account through the register page; returns its email. */
+export async function register(page, url) {
+  await page.goto(`${url}/register`);
+  return submitRegistration(page);
 }
 
-/** A new account through the register page; returns its email. Leaves the page where it lands. */
-export async function register(page, url, name = 'Test Shopper') {
+/** Fills and sends the open register page with a new, unique account; returns its email. */
+export async function submitRegistration(page, name = 'Test Shopper') {
   const email = `shopper-${Date.now()}-${Math.random().toString(36).slice(2, 8)}@example.test`;
-  await page.goto(`${url}/register`);
-  await page.getByLabel('Name').fill(name);
-  await page.getByLabel('Email').fill(email);
-  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByLabel('Name', { exact: true }).fill(name);
+  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await page.getByRole('button', { name: 'Create account' }).click();
   await page.waitForURL((u) => !u.pathname.startsWith('/register'));
   return email;
@@ -257,3 +265,42 @@ export async function adminToken(url) {
   }
   return (await api(url, 'POST', '/api/auth/login', { email: ADMIN_EMAIL, password: PASSWORD })).access_token;
 }
+
+/** The product page of `name` (a seed product), reached by searching for it. */
+export async function openProduct(page, url, name) {
+  await page.goto(`${url}/search?q=${encodeURIComponent(name)}`);
+  await page.getByRole('main').getByRole('link', { name, exact: true }).first().click();
+  await page.waitForURL(/\/product\//);
+  await page.getByRole('heading', { level: 1, name, exact: true }).waitFor();
+  return new URL(page.url()).pathname.split('/').pop();
+}
+
+/** Adds `quantity` of the product whose page is open; lands on /cart. */
+export async function addToCart(page, quantity = 1) {
+  await page.getByLabel('Quantity', { exact: true }).fill(String(quantity));
+  await page.getByRole('button', { name: 'Add to cart' }).click();
+  await page.waitForURL(/\/cart$/);
+}
+
+/** Fills the checkout form (the page is open) with an address in Germany and `card`. */
+export async function fillCheckout(page, card) {
+  const fields = {
+    'Full name': 'Erika Mustermann',
+    Address: 'Unter den Linden 1',
+    'Address line 2': '3rd floor',
+    City: 'Berlin',
+    'Postal code': '10117',
+    Country: 'DE',
+    'Card number': card,
+    'Expiry month': '12',
+    'Expiry year': String(new Date().getFullYear() + 2),
+    CVC: '123',
+  };
+  for (const [label, value] of Object.entries(fields)) {
+    await page.getByLabel(label, { exact: true }).fill(value);
+  }
+  return fields;
+}
+
+/** The header's main navigation (where Cart, Orders, Inbox, Register, Sign in are). */
+export const nav = (page) => page.getByRole('navigation', { name: 'Main' });
