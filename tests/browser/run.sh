@@ -8,7 +8,8 @@
 #
 # SHOP_BIN             the shop binary (default: $CARGO_TARGET_DIR/debug/shop)
 # SHOP_CHROMIUM        the browser (default: /usr/bin/chromium, installed if missing)
-# SHOP_BROWSER_SCREENSHOTS  where screenshots go (default: ${TMPDIR:-/tmp}/shop-browser-screenshots)
+# SHOP_BROWSER_SCREENSHOTS  where screenshots and shop up's logs go
+#                      (default: ${TMPDIR:-/tmp}/shop-browser-screenshots)
 # Under CI=true a missing browser or binary fails the run; it never skips.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,8 +62,8 @@ fi
 [ -x "$SHOP_BIN" ] || fail "no shop binary at $SHOP_BIN (run: cargo build --locked -p shop, or set SHOP_BIN)"
 export SHOP_BIN
 
+# Each test empties only its own subfolder there; shop up's logs are kept there too.
 export SHOP_BROWSER_SCREENSHOTS=${SHOP_BROWSER_SCREENSHOTS:-${TMPDIR:-/tmp}/shop-browser-screenshots}
-rm -rf "$SHOP_BROWSER_SCREENSHOTS"
 mkdir -p "$SHOP_BROWSER_SCREENSHOTS"
 
 if [ $# -eq 0 ]; then set -- ./*.test.mjs; fi

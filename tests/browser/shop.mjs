@@ -3,7 +3,7 @@
 // requests and console recorded, bytes transferred).
 import { spawn } from 'node:child_process';
 import {
-  createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync,
+  copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync,
 } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,10 +18,6 @@ export const PASSWORD = 'correct-horse-battery-1';
 // Set explicitly so an admin for setting stock exists whatever the caller's environment says.
 export const ADMIN_EMAIL = 'admin@shop.test';
 
-/** The services `shop up` starts, in port order from the gateway's base port. */
-const PORT_ORDER = ['gateway', 'user', 'catalog', 'cart', 'inventory', 'payment', 'shipping',
-  'order', 'notification', 'storefront'];
-
 function portFree(port) {
   return new Promise((resolve) => {
     const server = net.createServer();
@@ -30,7 +26,10 @@ function portFree(port) {
   });
 }
 
-/** A base port with base..base+12 free on 127.0.0.1 (the ten services and a margin). */
+/**
+ * A base port with base..base+12 free on 127.0.0.1: `shop up` gives the gateway base and the
+ * other nine services the next ports (user, catalog, …, notification, storefront); 3 spare.
+ */
 async function freeBasePort() {
   for (let attempt = 0; attempt < 50; attempt++) {
     // Random, so test files (and parallel runs) rarely try the same range.
@@ -73,7 +72,7 @@ function killAll(upPid, bin) {
 
 /**
  * Starts `$SHOP_BIN up` in a fresh data folder and waits for its summary table.
- * Returns { url, pids: {service: pid}, kill(service), stop(), log }.
+ * Returns { url, pids: {service: pid}, logFile, kill(service), stop() }.
  */
 export async function startShop() {
   const bin = process.env.SHOP_BIN;
@@ -115,14 +114,12 @@ export async function startShop() {
   } finally {
     clearTimeout(timer);
   }
-  const ports = Object.fromEntries(PORT_ORDER.map((s, i) => [s, base + i]));
   const url = `http://127.0.0.1:${base}`;
   console.log(`# shop up (pid ${child.pid}) at ${url}: ${JSON.stringify(pids)}; log ${logFile}`);
 
   return {
     url,
     pids,
-    ports,
     logFile,
     /** SIGKILLs one service (as if it crashed) and waits until `shop up` has seen it exit. */
     async kill(service) {
@@ -137,7 +134,7 @@ export async function startShop() {
       delete pids[service];
     },
     /** SIGTERM to `shop up` (it stops its services); SIGKILL only ours if they outstay 15 s. */
-    async stop({ keepData = false } = {}) {
+    async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const grace = new AbortController();
       const done = await Promise.race([exited.then(() => true),
@@ -147,8 +144,12 @@ export async function startShop() {
         killAll(child.pid, bin);
         await exited;
       }
-      log.end();
-      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
+      await new Promise((resolve) => log.end(resolve));
+      // The log goes beside the screenshots (kept, as CI artifacts are); the data folder goes.
+      const kept = join(screenshotsRoot(), `shop-up-${base}.log`);
+      copyFileSync(logFile, kept);
+      console.log(`# shop up's log: ${kept}`);
+      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -162,10 +163,15 @@ export function launchBrowser() {
   });
 }
 
+function screenshotsRoot() {
+  const root = process.env.SHOP_BROWSER_SCREENSHOTS || join(tmpdir(), 'shop-browser-screenshots');
+  mkdirSync(root, { recursive: true });
+  return root;
+}
+
 /** The screenshot folder for `name` (created fresh), under SHOP_BROWSER_SCREENSHOTS. */
 export function shotsDir(name) {
-  const root = process.env.SHOP_BROWSER_SCREENSHOTS || join(tmpdir(), 'shop-browser-screenshots');
-  const dir = join(root, name);
+  const dir = join(screenshotsRoot(), name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   return dir;
