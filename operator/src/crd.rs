@@ -172,6 +172,7 @@ pub enum Component {
     Inventory,
     Shipping,
     Notification,
+    Storefront,
 }
 
 impl Component {
@@ -192,6 +193,7 @@ impl Component {
             Component::Inventory => services::ServiceName::Inventory,
             Component::Shipping => services::ServiceName::Shipping,
             Component::Notification => services::ServiceName::Notification,
+            Component::Storefront => services::ServiceName::Storefront,
         }
     }
 }
@@ -210,6 +212,7 @@ impl From<services::ServiceName> for Component {
             services::ServiceName::Inventory => Component::Inventory,
             services::ServiceName::Shipping => Component::Shipping,
             services::ServiceName::Notification => Component::Notification,
+            services::ServiceName::Storefront => Component::Storefront,
         }
     }
 }

@@ -285,7 +285,7 @@ export async function openProduct(page, url, name) {
 export async function addToCart(page, quantity = 1) {
   await page.getByLabel('Quantity', { exact: true }).fill(String(quantity));
   await page.getByRole('button', { name: 'Add to cart' }).click();
-  await page.waitForURL(/\/cart$/);
+  await page.waitForURL(/\/cart(\?|$)/);
 }
 
 /** Fills the checkout form (the page is open) with an address in Germany and `card`. */

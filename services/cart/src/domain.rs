@@ -2,7 +2,7 @@
 
 use shop_kit::{ApiResult, Money, Problem, Validator};
 
-pub const MAX_QUANTITY: i64 = 99;
+pub use shop_contracts::cart::MAX_QUANTITY;
 pub const MAX_LINES: usize = 100;
 
 /// The cart as this service answers it and the order service reads it at checkout.

@@ -67,11 +67,10 @@ impl ProductInput {
             format!("must list 1 to {MAX_CATEGORIES} categories"),
         )
         .check(
-            self.image_url.is_empty()
-                || (self.image_url.len() <= 500
-                    && (self.image_url.starts_with("https://") || self.image_url.starts_with('/'))),
+            self.image_url.is_empty() || crate::pictures::is_picture_url(&self.image_url),
             "image_url",
-            "must be an https:// URL or a path, at most 500 characters",
+            "must be empty or one of the catalog's pictures, /images/<category>/<name>.svg \
+             (lower-case letters, digits and dashes): other addresses would not load in the shop",
         );
         self.price.validate(&mut v, "price");
         v.finish()
@@ -127,11 +126,11 @@ pub fn seed() -> (Vec<Category>, Vec<Product>) {
                     item.to_lowercase(),
                     category.name.to_lowercase()
                 ),
-                sku: p.sku,
+                sku: p.sku.clone(),
                 name: format!("{style} {item}"),
                 price: Money::new(amount, "USD"),
                 categories: vec![category.slug.into()],
-                image_url: format!("/images/{}/{}.jpg", category.slug, p.item + 1),
+                image_url: format!("/images/{}/{}.svg", category.slug, p.sku.to_lowercase()),
             }
         })
         .collect();

@@ -1,8 +1,10 @@
 //! The catalog service: products and categories.
 //!
-//! `routes` (HTTP) → `domain` (rules, the seed; no I/O) → `storage` (SQL).
+//! `routes` (HTTP) → `domain` (rules, the seed; no I/O) → `storage` (SQL); `pictures` draws the
+//! product pictures it serves.
 
 pub mod domain;
+pub mod pictures;
 pub mod routes;
 pub mod storage;
 

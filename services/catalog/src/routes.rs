@@ -67,7 +67,27 @@ pub fn router(state: AppState) -> Router {
             "/api/categories",
             get(list_categories).post(create_category),
         )
+        .route("/images/{category}/{file}", get(picture))
         .with_state(state)
+}
+
+/// A product picture: drawn from its path, the same bytes every time, so cached for a year.
+async fn picture(uri: axum::http::Uri) -> axum::response::Response {
+    let path = uri.path();
+    if !crate::pictures::is_picture_url(path) {
+        return Problem::not_found("no such picture").into_response();
+    }
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable",
+            ),
+        ],
+        crate::pictures::draw(path),
+    )
+        .into_response()
 }
 
 /// Search and list products.

@@ -9,6 +9,9 @@ use crate::money::Money;
 /// The caller's cart (the caller named by the identity headers).
 pub const CART_PATH: &str = "/api/cart";
 
+/// The most units of one product a cart line holds.
+pub const MAX_QUANTITY: i64 = 99;
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct CartLine {
     pub product_id: String,

@@ -27,3 +27,10 @@ pub struct Category {
     pub slug: String,
     pub name: String,
 }
+
+/// Where the catalog serves its product pictures (`/images/<category>/<name>.svg`): the prefix
+/// a gateway routes to the catalog, so every `image_url` the API gives loads.
+pub const PICTURES_PREFIX: &str = "/images";
+/// Every product picture is this size in pixels; pages reserve the space before it loads.
+pub const PICTURE_WIDTH: u32 = 480;
+pub const PICTURE_HEIGHT: u32 = 360;

@@ -19,11 +19,12 @@ pub enum ServiceName {
     Shipping,
     Order,
     Notification,
+    Storefront,
 }
 
 impl ServiceName {
     /// Every service, in the order `shop up` assigns their ports (the gateway first).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Gateway,
         Self::User,
         Self::Catalog,
@@ -33,6 +34,7 @@ impl ServiceName {
         Self::Shipping,
         Self::Order,
         Self::Notification,
+        Self::Storefront,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ServiceName {
             Self::Shipping => "shipping",
             Self::Order => "order",
             Self::Notification => "notification",
+            Self::Storefront => "storefront",
         }
     }
 

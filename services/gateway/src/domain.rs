@@ -114,6 +114,9 @@ pub fn local_table(ports: &[(&str, u16)]) -> RouteTable {
         ("/api/stock", "inventory"),
         ("/api/shipments", "shipping"),
         ("/api/notifications", "notification"),
+        (shop_contracts::catalog::PICTURES_PREFIX, "catalog"),
+        // Everything else: the web shop's pages.
+        ("/", "storefront"),
     ];
     RouteTable {
         routes: PREFIXES

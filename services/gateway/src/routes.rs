@@ -1,4 +1,4 @@
-//! The gateway's handlers: the proxy for everything under the route table, and aggregate readiness.
+//! The gateway's handlers: the proxy for every path the route table names, and aggregate readiness.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,16 +68,20 @@ impl Gateway {
 }
 
 pub fn router(gateway: Gateway) -> Router {
-    let api = Router::new()
-        .route("/api", axum::routing::any(proxy))
-        .route("/api/{*rest}", axum::routing::any(proxy));
-    let api = match gateway.limiter.clone() {
-        Some(limiter) => rate_limit::per_client(api, limiter),
-        None => api,
+    // Every path the gateway does not answer itself goes by the route table: `/api/...` to the
+    // services, `/images/...` to the catalog, and, with a `/` route, the rest to the storefront.
+    // The kit's own endpoints (/healthz, /readyz, /metrics, /openapi.json) are static routes and
+    // win over this catch-all.
+    let proxied = Router::new()
+        .route("/", axum::routing::any(proxy))
+        .route("/{*rest}", axum::routing::any(proxy));
+    let proxied = match gateway.limiter.clone() {
+        Some(limiter) => rate_limit::per_client(proxied, limiter),
+        None => proxied,
     };
     Router::new()
         .route("/readyz/upstreams", get(upstream_readiness))
-        .merge(api)
+        .merge(proxied)
         .with_state(gateway)
 }
 

@@ -276,6 +276,9 @@ impl Upstream {
             .timeout(options.request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
+            // A redirect is an answer for the caller (the gateway passes a page's 303 on to the
+            // browser), never something to follow here with the caller's headers.
+            .redirect(reqwest::redirect::Policy::none())
             .retry(retry)
             .build()
             .context("building an HTTP client")?;

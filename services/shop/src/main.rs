@@ -85,6 +85,7 @@ async fn build(service: ServiceName, runtime: &Runtime) -> Result<Service> {
         ServiceName::Shipping => build!(shop_shipping),
         ServiceName::Order => build!(shop_order),
         ServiceName::Notification => build!(shop_notification),
+        ServiceName::Storefront => build!(shop_storefront),
     }
 }
 
@@ -130,7 +131,9 @@ async fn migrate(service: ServiceName) -> Result<()> {
         ServiceName::Shipping => &shop_shipping::MIGRATOR,
         ServiceName::Order => &shop_order::MIGRATOR,
         ServiceName::Notification => &shop_notification::MIGRATOR,
-        ServiceName::Gateway => bail!("the gateway has no database"),
+        ServiceName::Gateway | ServiceName::Storefront => {
+            bail!("the {name} keeps no data and has no database")
+        }
     };
     let config = ServiceConfig::from_env(name)?;
     // In a pod, this init container usually starts before its database accepts connections.

@@ -23,7 +23,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "shop-data")]
     pub data_dir: PathBuf,
     /// The gateway's port; the services take the next ports in order (user, catalog, cart, inventory,
-    /// payment, shipping, order, notification).
+    /// payment, shipping, order, notification, storefront).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// The address every service listens on.
@@ -74,9 +74,10 @@ impl Shop {
     }
 }
 
-/// Start order: the gateway last, so the user service's keys are there when it starts.
+/// Start order: the gateway after the services, so the user service's keys are there when it
+/// starts, and the storefront, a client of the gateway, last.
 /// The event consumers come before the producers, whose relays would otherwise retry a while.
-pub const START_ORDER: [ServiceName; 9] = [
+pub const START_ORDER: [ServiceName; 10] = [
     ServiceName::Notification,
     ServiceName::User,
     ServiceName::Catalog,
@@ -86,6 +87,7 @@ pub const START_ORDER: [ServiceName; 9] = [
     ServiceName::Shipping,
     ServiceName::Order,
     ServiceName::Gateway,
+    ServiceName::Storefront,
 ];
 
 /// A service's port: the gateway's is `base`, the others follow in [`ServiceName::ALL`]'s order.
@@ -240,16 +242,15 @@ pub fn service_env(
     env.extend(
         ServiceName::ALL
             .into_iter()
-            .filter(|peer| *peer != ServiceName::Gateway)
             .map(|peer| (peer.url_var(), url_of(peer))),
     );
     env.push(("SHOP_EVENT_PEERS".to_owned(), event_peers));
     env
 }
 
-/// The services that keep data (every one but the gateway).
+/// The services that keep data (every one but the gateway and the storefront).
 pub fn has_database(service: ServiceName) -> bool {
-    service != ServiceName::Gateway
+    !matches!(service, ServiceName::Gateway | ServiceName::Storefront)
 }
 
 /// A prefix for database names: it is put into SQL unescaped (quoted), so only plain names pass.
@@ -399,10 +400,10 @@ fn print_summary(
     println!("\nshop is up ({} ms to ready)\n", took.as_millis());
     println!("  {:<10} {:<24} {:<8} data", "service", "address", "pid");
     for r in running {
-        let data = if r.service == ServiceName::Gateway {
-            "routes.json (edit it: reloaded live)".to_owned()
-        } else {
-            database(r.service)
+        let data = match r.service {
+            ServiceName::Gateway => "routes.json (edit it: reloaded live)".to_owned(),
+            ServiceName::Storefront => "none (the web shop; a client of the gateway)".to_owned(),
+            service => database(service),
         };
         println!(
             "  {:<10} {:<24} {:<8} {}",
@@ -413,6 +414,7 @@ fn print_summary(
         );
     }
     println!("\n  data folder: {}", data_dir.display());
+    println!("  the shop is at {gateway}/ (open it in a browser)");
     println!("  the public API is the gateway's: try  curl '{gateway}/api/products?q=kettle'");
     println!("  Ctrl-C stops every service.\n");
 }
@@ -462,6 +464,7 @@ mod tests {
             "postgresql://admin:s3cret@db.local:5432/shop_user?sslmode=require"
         );
         assert!(!has_database(ServiceName::Gateway));
+        assert!(!has_database(ServiceName::Storefront));
         assert!(has_database(ServiceName::Inventory));
     }
 
