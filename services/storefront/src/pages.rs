@@ -344,6 +344,7 @@ mod tests {
         };
         let html = page.render().unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
-        assert!(html.contains("&lt;script&gt;") && html.contains("a &amp; b"));
+        // askama writes numeric character references.
+        assert!(html.contains("&#60;script&#62;") && html.contains("a &#38; b"), "{html}");
     }
 }

@@ -363,7 +363,10 @@ async fn not_found(
 
 // ---- the cart ----
 
-#[derive(Debug, Deserialize)]
+/// Every field defaults to empty: a missing one is then refused on the page with the others,
+/// never by the form decoder's plain-text error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct AddForm {
     product_id: String,
     quantity: String,
@@ -594,7 +597,8 @@ async fn cart(
     cart_page(&app, &v, StatusCode::OK, notice).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct QuantityForm {
     quantity: String,
 }
@@ -678,7 +682,8 @@ async fn register_form(Extension(v): Extension<Visitor>, Query(q): Query<NextQue
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RegisterForm {
     name: String,
     email: String,
@@ -779,7 +784,8 @@ async fn signin_form(Extension(v): Extension<Visitor>, Query(q): Query<NextQuery
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct SignInForm {
     email: String,
     password: String,
@@ -921,11 +927,11 @@ async fn checkout_form(State(app): State<App>, Extension(v): Extension<Visitor>)
     checkout_page(&app, &v, StatusCode::OK, None, AddressForm::default()).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct CheckoutForm {
     name: String,
     line1: String,
-    #[serde(default)]
     line2: String,
     city: String,
     postal_code: String,
@@ -1292,10 +1298,10 @@ fn parse_price(raw: &str) -> Option<i64> {
     Some(whole.parse::<i64>().ok()? * 100 + cents)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct AdminSave {
     price: String,
-    #[serde(default)]
     on_hand: String,
 }
 
@@ -1359,30 +1365,25 @@ async fn admin_save(
         Ok(p) => p,
         Err(e) => return failure(&v, e, "That product"),
     };
-    if product.price.amount != amount {
-        if let Err(e) = app.api.set_price(token, &product, amount).await {
-            return match e {
-                ApiError::Rejected { problem, .. } => {
-                    refuse(
-                        check_fields(&problem).details.join("; ")
-                            + &problem.detail.unwrap_or_default(),
-                        kept,
-                    )
-                    .await
-                }
-                e => failure(&v, e, "The catalogue"),
-            };
-        }
+    if product.price.amount != amount
+        && let Err(e) = app.api.set_price(token, &product, amount).await
+    {
+        return match e {
+            ApiError::Rejected { problem, .. } => {
+                refuse(problem.detail.unwrap_or_default(), kept).await
+            }
+            e => failure(&v, e, "The catalogue"),
+        };
     }
-    if let Some(on_hand) = on_hand {
-        if let Err(e) = app.api.set_stock(token, &id, on_hand).await {
-            return match e {
-                ApiError::Rejected { problem, .. } => {
-                    refuse(problem.detail.unwrap_or_default(), kept).await
-                }
-                e => failure(&v, e, "The inventory"),
-            };
-        }
+    if let Some(on_hand) = on_hand
+        && let Err(e) = app.api.set_stock(token, &id, on_hand).await
+    {
+        return match e {
+            ApiError::Rejected { problem, .. } => {
+                refuse(problem.detail.unwrap_or_default(), kept).await
+            }
+            e => failure(&v, e, "The inventory"),
+        };
     }
     see_other(&format!("/product/{id}?saved=1"))
 }
