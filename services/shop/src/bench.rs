@@ -46,13 +46,16 @@ const DATABASE_PREFIX: &str = "shop_bench";
 const BROWSE_P99_MS: f64 = 20.0;
 const CHECKOUT_P99_MS: f64 = 150.0;
 const SERVICE_RSS_MIB: f64 = 48.0;
+/// The storefront's targets (issue 13), in the `browse-pages` mix at 50 concurrent clients.
+const PAGE_P99_MS: f64 = 30.0;
+const STOREFRONT_RSS_MIB: f64 = 32.0;
 
 /// The ceiling: one axum route answering a fixed product as JSON, nothing else in the way.
 pub async fn ceiling(listen: std::net::SocketAddr) -> Result<()> {
     let product = serde_json::json!({
         "id": "47c760a6-4881-5546-97c1-c5d40ade3c1c", "sku": "KIT-01A", "name": "Classic Kettle",
         "description": "The classic kettle from our kitchen range: built to last, priced to please.",
-        "price": {"amount": 499, "currency": "USD"}, "categories": ["kitchen"], "image_url": "/images/kitchen/1.jpg"
+        "price": {"amount": 499, "currency": "USD"}, "categories": ["kitchen"], "image_url": "/images/kitchen/kit-01a.svg"
     });
     let app = Router::new().route("/product", get(move || async move { axum::Json(product) }));
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -277,6 +280,27 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
         " ms",
         checkout.map(|v| v <= CHECKOUT_P99_MS),
     );
+    if args.weights.pages > 0 {
+        let pages = p99(Group::Pages);
+        print_target(
+            "storefront page p99",
+            &format!("≤ {PAGE_P99_MS} ms"),
+            pages,
+            " ms",
+            pages.map(|v| v <= PAGE_P99_MS),
+        );
+        let storefront = memory
+            .iter()
+            .find(|(r, _)| r.service == shop::ServiceName::Storefront)
+            .and_then(|(_, mib)| mib.map(|(_, peak)| peak));
+        print_target(
+            "storefront peak RSS",
+            &format!("≤ {STOREFRONT_RSS_MIB} MiB"),
+            storefront,
+            " MiB",
+            storefront.map(|v| v <= STOREFRONT_RSS_MIB),
+        );
+    }
     let errors = report.total.errors;
     println!(
         "  {:<28} {:>10} {:>14}  {}",

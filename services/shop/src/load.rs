@@ -16,7 +16,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use mix::{BROWSE, Card, Operation, Rng, SEARCH, cart_operation, choose, classify_answer};
+use mix::{BROWSE, Card, Operation, PAGES, Rng, SEARCH, cart_operation, choose, classify_answer};
 pub use mix::{CardWeights, Classified, Group, Weights};
 pub use stats::{Report, Row, Samples};
 
@@ -421,6 +421,30 @@ impl Mix {
                 }
             },
             Group::Checkout => self.checkout(user, record, due).await,
+            Group::Pages => {
+                // An anonymous visitor's page view, as a browser asks for it.
+                let operation = choose(&mut user.rng, &PAGES).expect("fixed weights");
+                let path = match operation {
+                    Operation::PageProduct => {
+                        format!("/product/{}", self.random_product(&mut user.rng))
+                    }
+                    Operation::PageCategory if !self.catalog.categories.is_empty() => {
+                        let categories = &self.catalog.categories;
+                        let slug = &categories[user.rng.below(categories.len() as u64) as usize];
+                        format!("/category/{slug}")
+                    }
+                    Operation::PageSearch => {
+                        let term = SEARCH_TERMS[user.rng.below(SEARCH_TERMS.len() as u64) as usize];
+                        format!("/search?q={term}")
+                    }
+                    _ => "/".to_owned(),
+                };
+                let request = self
+                    .client
+                    .get(self.url(&path))
+                    .header("accept", "text/html");
+                self.send(record, operation, None, request, due).await;
+            }
         }
     }
 

@@ -345,6 +345,9 @@ mod tests {
         let html = page.render().unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
         // askama writes numeric character references.
-        assert!(html.contains("&#60;script&#62;") && html.contains("a &#38; b"), "{html}");
+        assert!(
+            html.contains("&#60;script&#62;") && html.contains("a &#38; b"),
+            "{html}"
+        );
     }
 }

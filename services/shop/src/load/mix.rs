@@ -13,11 +13,19 @@ pub enum Group {
     Search,
     Cart,
     Checkout,
+    /// The storefront's HTML pages, through the gateway.
+    Pages,
 }
 
 impl Group {
     #[cfg(test)]
-    pub const ALL: [Self; 4] = [Self::Browse, Self::Search, Self::Cart, Self::Checkout];
+    pub const ALL: [Self; 5] = [
+        Self::Browse,
+        Self::Search,
+        Self::Cart,
+        Self::Checkout,
+        Self::Pages,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +33,7 @@ impl Group {
             Self::Search => "search",
             Self::Cart => "cart",
             Self::Checkout => "checkout",
+            Self::Pages => "pages",
         }
     }
 }
@@ -41,11 +50,15 @@ pub enum Operation {
     CartDelete,
     CartGet,
     Checkout,
+    PageHome,
+    PageSearch,
+    PageCategory,
+    PageProduct,
 }
 
 impl Operation {
     #[cfg(test)]
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 13] = [
         Self::ListProducts,
         Self::ProductDetails,
         Self::Categories,
@@ -55,6 +68,10 @@ impl Operation {
         Self::CartDelete,
         Self::CartGet,
         Self::Checkout,
+        Self::PageHome,
+        Self::PageSearch,
+        Self::PageCategory,
+        Self::PageProduct,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +85,10 @@ impl Operation {
             Self::CartDelete => "DELETE /api/cart/items/{id}",
             Self::CartGet => "GET /api/cart",
             Self::Checkout => "POST /api/orders",
+            Self::PageHome => "GET / (page)",
+            Self::PageSearch => "GET /search?q= (page)",
+            Self::PageCategory => "GET /category/{slug} (page)",
+            Self::PageProduct => "GET /product/{id} (page)",
         }
     }
 
@@ -77,6 +98,9 @@ impl Operation {
             Self::SearchText | Self::SearchCategory => Group::Search,
             Self::CartPut | Self::CartDelete | Self::CartGet => Group::Cart,
             Self::Checkout => Group::Checkout,
+            Self::PageHome | Self::PageSearch | Self::PageCategory | Self::PageProduct => {
+                Group::Pages
+            }
         }
     }
 }
@@ -86,6 +110,14 @@ pub const BROWSE: [(Operation, u32); 3] = [
     (Operation::ProductDetails, 60),
     (Operation::ListProducts, 30),
     (Operation::Categories, 10),
+];
+
+/// Within the storefront's pages: a visit's shape, mostly product pages.
+pub const PAGES: [(Operation, u32); 4] = [
+    (Operation::PageProduct, 50),
+    (Operation::PageCategory, 20),
+    (Operation::PageSearch, 20),
+    (Operation::PageHome, 10),
 ];
 
 /// Within search: mostly free text, some category filters.
@@ -143,6 +175,8 @@ pub struct Weights {
     pub search: u32,
     pub cart: u32,
     pub checkout: u32,
+    /// The storefront's pages; none in the default mix, which measures the API.
+    pub pages: u32,
 }
 
 impl Default for Weights {
@@ -152,6 +186,7 @@ impl Default for Weights {
             search: 20,
             cart: 15,
             checkout: 5,
+            pages: 0,
         }
     }
 }
@@ -160,38 +195,53 @@ impl FromStr for Weights {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
+        // The storefront's mix: only pages, as browsers visit them.
+        if text.trim() == BROWSE_PAGES {
+            return Ok(Self {
+                browse: 0,
+                search: 0,
+                cart: 0,
+                checkout: 0,
+                pages: 1,
+            });
+        }
         let d = Self::default();
-        let [browse, search, cart, checkout] = parse_weights(
+        let [browse, search, cart, checkout, pages] = parse_weights(
             text,
-            ["browse", "search", "cart", "checkout"],
-            [d.browse, d.search, d.cart, d.checkout],
+            ["browse", "search", "cart", "checkout", "pages"],
+            [d.browse, d.search, d.cart, d.checkout, d.pages],
         )?;
         Ok(Self {
             browse,
             search,
             cart,
             checkout,
+            pages,
         })
     }
 }
+
+/// The name of the pages-only mix (`--weights browse-pages`).
+pub const BROWSE_PAGES: &str = "browse-pages";
 
 impl fmt::Display for Weights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "browse={},search={},cart={},checkout={}",
-            self.browse, self.search, self.cart, self.checkout
+            "browse={},search={},cart={},checkout={},pages={}",
+            self.browse, self.search, self.cart, self.checkout, self.pages
         )
     }
 }
 
 impl Weights {
-    pub fn table(&self) -> [(Group, u32); 4] {
+    pub fn table(&self) -> [(Group, u32); 5] {
         [
             (Group::Browse, self.browse),
             (Group::Search, self.search),
             (Group::Cart, self.cart),
             (Group::Checkout, self.checkout),
+            (Group::Pages, self.pages),
         ]
     }
 }

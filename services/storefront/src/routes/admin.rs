@@ -1,0 +1,129 @@
+//! The admin's form on a product page: price and stock.
+
+use super::*;
+
+/// Minor units as a decimal: 3399 → "33.99".
+pub(super) fn decimal(m: &Money) -> String {
+    format!("{}.{:02}", m.amount / 100, m.amount.rem_euclid(100))
+}
+
+/// A price as typed ("33.99", "34", "34.5") in minor units.
+pub(super) fn parse_price(raw: &str) -> Option<i64> {
+    let raw = raw.trim().trim_start_matches(['$', '€', '£']);
+    let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
+    if whole.is_empty()
+        || fraction.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+        || whole.len() > 9
+    {
+        return None;
+    }
+    let cents = format!("{fraction:0<2}").parse::<i64>().ok()?;
+    Some(whole.parse::<i64>().ok()? * 100 + cents)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct AdminSave {
+    price: String,
+    on_hand: String,
+}
+
+pub(super) async fn admin_save(
+    State(app): State<App>,
+    Extension(v): Extension<Visitor>,
+    Path(id): Path<String>,
+    Form(form): Form<AdminSave>,
+) -> Response {
+    let (Some(token), true) = (v.signed_in(), v.is_admin()) else {
+        return error(
+            &v,
+            StatusCode::FORBIDDEN,
+            "Admins only",
+            "Only the shop's admins can change prices and stock.".to_owned(),
+        );
+    };
+    let Some(id) = uuid(&id) else {
+        return not_found_page(&v, "That product");
+    };
+    let kept = AdminForm {
+        price: form.price.clone(),
+        on_hand: form.on_hand.clone(),
+    };
+    let refuse = |text: String, kept| async {
+        product_page(
+            &app,
+            &v,
+            &id,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(Notice::alert(text)),
+            None,
+            Some(kept),
+        )
+        .await
+    };
+    let Some(amount) = parse_price(&form.price) else {
+        return refuse(
+            format!(
+                "Enter the price as a number such as 24.90 (you entered “{}”).",
+                form.price.trim()
+            ),
+            kept,
+        )
+        .await;
+    };
+    let on_hand = match form.on_hand.trim() {
+        "" => None,
+        raw => match raw.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => return refuse(
+                format!(
+                    "Enter the units on hand as a whole number, 0 or more (you entered “{raw}”)."
+                ),
+                kept,
+            )
+            .await,
+        },
+    };
+    let product = match app.api.product(&id).await {
+        Ok(p) => p,
+        Err(e) => return failure(&v, e, "That product"),
+    };
+    if product.price.amount != amount
+        && let Err(e) = app.api.set_price(token, &product, amount).await
+    {
+        return match e {
+            ApiError::Rejected { problem, .. } => {
+                refuse(problem.detail.unwrap_or_default(), kept).await
+            }
+            e => failure(&v, e, "The catalogue"),
+        };
+    }
+    if let Some(on_hand) = on_hand
+        && let Err(e) = app.api.set_stock(token, &id, on_hand).await
+    {
+        return match e {
+            ApiError::Rejected { problem, .. } => {
+                refuse(problem.detail.unwrap_or_default(), kept).await
+            }
+            e => failure(&v, e, "The inventory"),
+        };
+    }
+    see_other(&format!("/product/{id}?saved=1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_parse_to_minor_units() {
+        assert_eq!(parse_price("33.99"), Some(3399));
+        assert_eq!(parse_price("$34"), Some(3400));
+        assert_eq!(parse_price("34.5"), Some(3450));
+        for bad in ["", "-1", "1.234", "abc", "1e3", "1.-5"] {
+            assert_eq!(parse_price(bad), None, "{bad}");
+        }
+    }
+}
