@@ -1,31 +1,24 @@
 // When checkout cannot go through, and when a service is down: the page says what happened and
 // the cart is kept. The catalog is killed in the last test (this file has a shop of its own).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  addToCart, adminToken, api, fillCheckout, launchBrowser, openProduct, register, shotsDir, startShop,
+  addToCart, adminToken, api, fillCheckout, openProduct, register, shotsDir, shopAndBrowser,
 } from './shop.mjs';
 
-let shop;
-let browser;
-before(async () => {
-  [shop, browser] = await Promise.all([startShop(), launchBrowser()]);
-});
-after(async () => {
-  await browser?.close();
-  await shop?.stop();
-});
+const running = shopAndBrowser();
+
 
 /** A signed-in shopper's page, screenshotting into its own folder. */
 async function shopper(folder) {
-  const context = await browser.newContext();
+  const context = await running.browser.newContext();
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
   const dir = shotsDir(folder);
   let n = 0;
   page.shot = (label) => page.screenshot({ path: join(dir, `${String(++n).padStart(2, '0')}-${label}.png`), fullPage: true });
-  await register(page, shop.url);
+  await register(page, running.shop.url);
   return page;
 }
 
@@ -39,15 +32,15 @@ async function placeOrder(page) {
 }
 
 async function assertCartHolds(page, product) {
-  await page.goto(`${shop.url}/cart`);
+  await page.goto(`${running.shop.url}/cart`);
   await page.getByRole('main').getByRole('link', { name: product, exact: true }).waitFor();
 }
 
 test('a declined card: the checkout page says "declined", the address and the cart are kept', async () => {
   const page = await shopper('declined');
-  await openProduct(page, shop.url, 'Compact Teapot');
+  await openProduct(page, running.shop.url, 'Compact Teapot');
   await addToCart(page);
-  await page.goto(`${shop.url}/checkout`);
+  await page.goto(`${running.shop.url}/checkout`);
   const typed = await fillCheckout(page, '4000000000000002');
   assert.equal(await placeOrder(page), 402);
   await page.shot('checkout-declined');
@@ -61,13 +54,13 @@ test('a declined card: the checkout page says "declined", the address and the ca
 
 test('stock gone before checkout: "no longer in stock", the cart is kept', async () => {
   const page = await shopper('stock-gone');
-  const id = await openProduct(page, shop.url, 'Everyday Whisk');
+  const id = await openProduct(page, running.shop.url, 'Everyday Whisk');
   await addToCart(page, 2);
   // Meanwhile the shop sells all but one: an admin corrects the units on hand.
-  await api(shop.url, 'PUT', `/api/stock/${id}`, { on_hand: 1 }, await adminToken(shop.url));
-  await page.goto(`${shop.url}/product/${id}`);
+  await api(running.shop.url, 'PUT', `/api/stock/${id}`, { on_hand: 1 }, await adminToken(running.shop.url));
+  await page.goto(`${running.shop.url}/product/${id}`);
   await page.getByRole('main').getByText('Only 1 left').waitFor();
-  await page.goto(`${shop.url}/checkout`);
+  await page.goto(`${running.shop.url}/checkout`);
   await fillCheckout(page, '4242424242424242');
   assert.equal(await placeOrder(page), 409);
   await page.shot('checkout-stock-gone');
@@ -79,13 +72,13 @@ test('stock gone before checkout: "no longer in stock", the cart is kept', async
 
 test('the catalog killed mid-session: its pages answer 503 at once, the cart still renders', async () => {
   const page = await shopper('catalog-down');
-  const id = await openProduct(page, shop.url, 'Classic Lantern');
+  const id = await openProduct(page, running.shop.url, 'Classic Lantern');
   await addToCart(page);
 
-  await shop.kill('catalog'); // SIGKILL: no goodbye, as in a crash
+  await running.shop.kill('catalog'); // SIGKILL: no goodbye, as in a crash
   for (const path of [`/product/${id}`, '/search?q=kettle']) {
     const started = Date.now();
-    const response = await page.goto(`${shop.url}${path}`);
+    const response = await page.goto(`${running.shop.url}${path}`);
     const took = Date.now() - started;
     console.log(`# ${path} with the catalog down: ${response.status()} in ${took} ms (page loaded)`);
     assert.equal(response.status(), 503, path);
@@ -95,7 +88,7 @@ test('the catalog killed mid-session: its pages answer 503 at once, the cart sti
   await page.shot('product-unavailable');
 
   // The cart holds names and prices of its own: it renders without the catalog.
-  const cart = await page.goto(`${shop.url}/cart`);
+  const cart = await page.goto(`${running.shop.url}/cart`);
   assert.equal(cart.status(), 200);
   await page.getByRole('heading', { level: 1, name: 'Your cart' }).waitFor();
   await page.getByRole('main').getByRole('link', { name: 'Classic Lantern', exact: true }).waitFor();

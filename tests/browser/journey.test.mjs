@@ -2,24 +2,17 @@
 // to a guest cart, register (the cart follows), check out, see the order and the inbox. Twice:
 // with JavaScript and without. Every page is screenshotted, scanned by axe-core (JavaScript on),
 // weighed, and every request is checked to stay on the shop's origin.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  axeViolations, fillCheckout, formatViolations, launchBrowser, nav, record, shotsDir, submitRegistration,
-  startShop, uncachedPage,
+  axeViolations, fillCheckout, formatViolations, nav, record, shotsDir, submitRegistration,
+  shopAndBrowser, uncachedPage,
 } from './shop.mjs';
 
 const KB = 1024;
-let shop;
-let browser;
-before(async () => {
-  [shop, browser] = await Promise.all([startShop(), launchBrowser()]);
-});
-after(async () => {
-  await browser?.close();
-  await shop?.stop();
-});
+const running = shopAndBrowser();
+
 
 // What each journey saw, for the checks after it (filled as it goes, so a journey that fails
 // halfway still has its pages checked).
@@ -38,14 +31,14 @@ async function journey({ javaScriptEnabled, product }) {
   const name = javaScriptEnabled ? 'journey' : 'journey-no-js';
   const dir = shotsDir(name);
   console.log(`# screenshots of the ${name}: ${dir}`);
-  const context = await browser.newContext({ javaScriptEnabled, viewport: { width: 1280, height: 800 } });
+  const context = await running.browser.newContext({ javaScriptEnabled, viewport: { width: 1280, height: 800 } });
   context.setDefaultTimeout(10_000);
   const rec = record(context);
   const seen = { rec, pages: [] };
   journeys[name] = seen;
   const page = await uncachedPage(context);
   const main = page.getByRole('main');
-  const url = shop.url;
+  const url = running.shop.url;
 
   // Each page of the journey: a screenshot, its weight, and (JavaScript on) an axe scan.
   const checkpoint = async (label) => {
@@ -199,7 +192,7 @@ test('axe-core finds no WCAG 2 A/AA violation on any page of the journey', () =>
 });
 
 test('no request leaves the shop\'s origin; no Content Security Policy errors', () => {
-  const origin = new URL(shop.url).origin;
+  const origin = new URL(running.shop.url).origin;
   for (const [name, { rec }] of Object.entries(journeys)) {
     // data: URLs never leave the page; anything else must go to the gateway.
     const away = rec.requests.filter((u) => !u.startsWith('data:') && new URL(u).origin !== origin);
@@ -227,15 +220,15 @@ test('page weight: ≤ 50 KB without pictures, the home page ≤ 350 KB with the
 test('every picture the catalog API names loads through the gateway', async () => {
   const urls = new Set();
   for (let cursor = ''; ;) {
-    const page = await (await fetch(`${shop.url}/api/products?limit=100${cursor && `&cursor=${cursor}`}`)).json();
+    const page = await (await fetch(`${running.shop.url}/api/products?limit=100${cursor && `&cursor=${cursor}`}`)).json();
     for (const p of page.items) urls.add(p.image_url);
     if (!page.next_cursor) break;
     cursor = encodeURIComponent(page.next_cursor);
   }
-  const page = await browser.newPage();
+  const page = await running.browser.newPage();
   const broken = [];
   for (const path of urls) {
-    const response = await page.goto(new URL(path, shop.url).href);
+    const response = await page.goto(new URL(path, running.shop.url).href);
     const type = response.headers()['content-type'] ?? '';
     if (response.status() !== 200 || !type.startsWith('image/')) broken.push(`${path}: ${response.status()} ${type}`);
   }

@@ -1,39 +1,32 @@
 // Usable on a small phone and by keyboard alone.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { launchBrowser, openProduct, shotsDir, startShop } from './shop.mjs';
+import { openProduct, shotsDir, shopAndBrowser } from './shop.mjs';
 
-let shop;
-let browser;
-before(async () => {
-  [shop, browser] = await Promise.all([startShop(), launchBrowser()]);
-});
-after(async () => {
-  await browser?.close();
-  await shop?.stop();
-});
+const running = shopAndBrowser();
+
 
 test('at 320 px wide the home and product pages do not scroll sideways', async () => {
-  const context = await browser.newContext({ viewport: { width: 320, height: 640 } });
+  const context = await running.browser.newContext({ viewport: { width: 320, height: 640 } });
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
   const dir = shotsDir('narrow');
   const width = () => page.evaluate(() => document.documentElement.scrollWidth);
 
-  await page.goto(`${shop.url}/`);
+  await page.goto(`${running.shop.url}/`);
   await page.screenshot({ path: join(dir, '01-home.png'), fullPage: true });
   assert.ok(await width() <= 320, `home is ${await width()} px wide`);
 
-  await openProduct(page, shop.url, 'Deluxe Kettle');
+  await openProduct(page, running.shop.url, 'Deluxe Kettle');
   await page.screenshot({ path: join(dir, '02-product.png'), fullPage: true });
   assert.ok(await width() <= 320, `the product page is ${await width()} px wide`);
   await context.close();
 });
 
 test('by keyboard: Tab reaches the search box and a product link, focus is visible', async () => {
-  const page = await browser.newPage();
-  await page.goto(`${shop.url}/`);
+  const page = await running.browser.newPage();
+  await page.goto(`${running.shop.url}/`);
   const reached = { search: false, product: false };
   const unseen = [];
   for (let i = 0; i < 60 && !(reached.search && reached.product); i++) {

@@ -2,6 +2,7 @@
 // Chromium through playwright-core, and the checks every journey page gets (screenshot, axe scan,
 // requests and console recorded, bytes transferred).
 import { spawn } from 'node:child_process';
+import { after, before } from 'node:test';
 import {
   copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync,
 } from 'node:fs';
@@ -152,6 +153,19 @@ export async function startShop() {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A shop and a browser for the tests of one file: started before them, stopped after them. */
+export function shopAndBrowser() {
+  const running = {};
+  before(async () => {
+    [running.shop, running.browser] = await Promise.all([startShop(), launchBrowser()]);
+  });
+  after(async () => {
+    await running.browser?.close();
+    await running.shop?.stop();
+  });
+  return running;
 }
 
 export function launchBrowser() {

@@ -33,16 +33,7 @@ pub(super) async fn add_to_cart(
     let quantity = match parse_quantity(&form.quantity, 1) {
         Ok(q) => q,
         Err(notice) => {
-            return product_page(
-                &app,
-                &v,
-                &id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some(notice),
-                Some(form.quantity),
-                None,
-            )
-            .await;
+            return refused(&app, &v, &id, notice, form.quantity).await;
         }
     };
     let added = format!("/cart?{}", query(&[("added", &id)]));
@@ -65,16 +56,7 @@ pub(super) async fn add_to_cart(
                 Err(ApiError::NotFound) => not_found_page(&v, "That product"),
                 Err(ApiError::Rejected { problem, .. }) => {
                     let notice = Notice::alert(problem.detail.unwrap_or_default());
-                    product_page(
-                        &app,
-                        &v,
-                        &id,
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        Some(notice),
-                        Some(form.quantity),
-                        None,
-                    )
-                    .await
+                    refused(&app, &v, &id, notice, form.quantity).await
                 }
                 Err(e) => failure(&v, e, "Your cart"),
             }
@@ -97,21 +79,26 @@ pub(super) async fn add_to_cart(
                         "A guest cart holds at most {} products; sign in to add more.",
                         session::GUEST_CART_MAX_LINES
                     ));
-                    return product_page(
-                        &app,
-                        &v,
-                        &id,
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        Some(notice),
-                        Some(form.quantity),
-                        None,
-                    )
-                    .await;
+                    return refused(&app, &v, &id, notice, form.quantity).await;
                 }
             }
             with_cookie(see_other(&added), guest_cookie(&app, &lines))
         }
     }
+}
+
+/// The product page again, saying why adding it was refused, with the quantity as typed.
+async fn refused(app: &App, v: &Visitor, id: &str, notice: Notice, typed: String) -> Response {
+    product_page(
+        app,
+        v,
+        id,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some(notice),
+        Some(typed),
+        None,
+    )
+    .await
 }
 
 pub(super) fn guest_cookie(app: &App, lines: &[GuestLine]) -> HeaderValue {
