@@ -368,6 +368,58 @@ mod tests {
         );
     }
 
+    /// The storefront is both: routed (the gateway sends it every page) and a client of the
+    /// gateway (every page is built from the public API).
+    fn web_shop() -> [ShopService; 3] {
+        let mut storefront = routed("storefront", Component::Storefront, "/");
+        depends_on(&mut storefront, &["gateway"]);
+        let mut gateway = shop("gateway", Some(Component::Gateway));
+        gateway.spec.port = 8090;
+        let catalog = routed("catalog", Component::Catalog, "/api/products");
+        [storefront, gateway, catalog]
+    }
+
+    #[test]
+    fn the_storefront_admits_only_the_gateway_and_reaches_only_the_gateway() {
+        let services = web_shop();
+        let spec = build(&services[0], &services);
+        let ingress = spec.ingress.clone().unwrap();
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(instances(ingress[0].from.as_ref().unwrap()), ["gateway"]);
+        assert_eq!(
+            ingress[0].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8080))
+        );
+        assert_eq!(
+            callees(&spec),
+            [("gateway".to_owned(), 8090)],
+            "the gateway on its own port, and no service behind it"
+        );
+        assert_eq!(
+            spec.egress.unwrap().len(),
+            2,
+            "DNS and the gateway: no database"
+        );
+    }
+
+    #[test]
+    fn the_gateway_reaches_the_storefront_it_routes_pages_to() {
+        let services = web_shop();
+        let spec = build(&services[1], &services);
+        assert_eq!(
+            spec.ingress.as_ref().unwrap()[0].from,
+            None,
+            "from anywhere"
+        );
+        assert_eq!(
+            callees(&spec),
+            [
+                ("catalog".to_owned(), 8080),
+                ("storefront".to_owned(), 8080)
+            ]
+        );
+    }
+
     #[test]
     fn reaches_each_dependency_on_its_port_and_its_dedicated_database() {
         let mut order = shop("order", Some(Component::Order));
