@@ -64,8 +64,14 @@ pub const MAX_NAME_LENGTH: usize = 49;
 )]
 #[x_kube(
     validation = Rule::new("has(self.component) || has(self.image)").message(
-        "set spec.component to a bundled service (gateway, user, catalog, cart, order, payment, inventory, shipping, notification), or spec.image for a custom workload"
+        "set spec.component to a bundled service (gateway, user, catalog, cart, order, payment, inventory, shipping, notification, storefront), or spec.image for a custom workload"
     ),
+    // `shop migrate` refuses them, so a database would keep the pods in their init container.
+    validation = Rule::new(no_database_rule())
+        .message(Message::Expression(
+            "'the ' + self.component + ' keeps no data: remove spec.database (or set its mode to None)'".into()
+        ))
+        .field_path(".database"),
     validation = Rule::new("!has(self.route) || !has(self.component) || self.component != 'gateway'")
         .message("the gateway is the entry point and cannot be routed to itself: remove spec.route")
         .field_path(".route"),
@@ -79,7 +85,9 @@ pub const MAX_NAME_LENGTH: usize = 49;
 #[serde(rename_all = "camelCase")]
 pub struct ShopServiceSpec {
     /// Which bundled service to run: gateway, user, catalog, cart, order, payment, inventory,
-    /// shipping or notification. May be left out when `image` names a custom workload.
+    /// shipping, notification or storefront (the web shop's pages, built from the gateway's
+    /// API: give it `dependsOn: [gateway]` and `route.pathPrefix: /`). May be left out when
+    /// `image` names a custom workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<Component>,
 
@@ -181,6 +189,22 @@ impl Component {
         self.service().as_str()
     }
 
+    /// Whether it keeps data in a database of its own. The gateway and the storefront do not:
+    /// the API refuses them a database (`spec.database`).
+    pub fn keeps_data(self) -> bool {
+        match self {
+            Component::Gateway | Component::Storefront => false,
+            Component::User
+            | Component::Catalog
+            | Component::Cart
+            | Component::Order
+            | Component::Payment
+            | Component::Inventory
+            | Component::Shipping
+            | Component::Notification => true,
+        }
+    }
+
     /// The contracts' name of this component.
     pub fn service(self) -> services::ServiceName {
         match self {
@@ -215,6 +239,21 @@ impl From<services::ServiceName> for Component {
             services::ServiceName::Storefront => Component::Storefront,
         }
     }
+}
+
+/// The CEL rule that refuses a database to the components that keep no data, listed from
+/// [`Component::keeps_data`] so the two cannot disagree.
+fn no_database_rule() -> String {
+    let stateless: Vec<String> = services::ServiceName::ALL
+        .into_iter()
+        .map(Component::from)
+        .filter(|component| !component.keeps_data())
+        .map(|component| format!("'{}'", component.as_str()))
+        .collect();
+    format!(
+        "!has(self.component) || !(self.component in [{}]) || self.database.mode == 'None'",
+        stateless.join(", ")
+    )
 }
 
 /// When the kubelet pulls the image.
@@ -473,20 +512,22 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// Paths of the public API that the gateway sends to this service.
+/// Paths that the gateway sends to this service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// A path prefix, such as `/api/cart`, that the gateway sends to this service. It matches
     /// on segment boundaries (`/api/cart` matches `/api/cart/items`, not `/api/cartoon`), and
-    /// the longest matching prefix of all routes wins.
+    /// the longest matching prefix of all routes wins, so `/` (the storefront's) takes every
+    /// path no other route claims.
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.matches('^/[^?# ]*$')").message(
         "route.pathPrefix must be a URL path starting with /, such as /api/cart (no spaces, ? or #)"
     ))]
     pub path_prefix: String,
     /// More prefixes for the same service, for a service that answers under several (the
-    /// user service: `/api/users` and `/api/auth`).
+    /// user service: `/api/users` and `/api/auth`; the catalog: `/api/products`,
+    /// `/api/categories` and its product pictures under `/images`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     #[schemars(inner(length(min = 1, max = 256)))]
@@ -787,6 +828,23 @@ mod tests {
         assert_eq!(spec.rollout.max_unavailable, IntOrString::Int(0));
         assert_eq!(spec.resources.requests.cpu, Quantity("50m".into()));
         assert!(spec.autoscaling.is_none() && spec.route.is_none() && !spec.paused);
+    }
+
+    #[test]
+    fn only_the_components_that_keep_no_data_are_refused_a_database() {
+        assert_eq!(
+            no_database_rule(),
+            "!has(self.component) || !(self.component in ['gateway', 'storefront']) || self.database.mode == 'None'"
+        );
+        let rules = &schema()["properties"]["spec"]["x-kubernetes-validations"];
+        let rule = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|rule| rule["rule"] == no_database_rule())
+            .expect("the rule is on the spec");
+        assert_eq!(rule["fieldPath"], ".database");
+        assert!(rule["messageExpression"].is_string(), "{rule}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The files checked in beside the operator agree with it: the CRD in `crds/` is the one the
 //! code generates, and every example is a valid ShopService.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use shop_operator::crd::ShopService;
@@ -24,17 +25,12 @@ fn the_checked_in_crd_is_the_generated_one() {
     );
 }
 
-const SERVICES: [&str; 9] = [
-    "gateway",
-    "user",
-    "catalog",
-    "cart",
-    "order",
-    "payment",
-    "inventory",
-    "shipping",
-    "notification",
-];
+/// Every bundled service: a new one fails these tests until it has its example.
+fn services() -> impl Iterator<Item = &'static str> {
+    shop_contracts::ServiceName::ALL
+        .into_iter()
+        .map(shop_contracts::ServiceName::as_str)
+}
 
 fn shop_services(path: &Path) -> Vec<ShopService> {
     serde_saphyr::from_multiple(&read(path))
@@ -43,7 +39,7 @@ fn shop_services(path: &Path) -> Vec<ShopService> {
 
 #[test]
 fn each_bundled_service_has_an_example_of_its_component() {
-    for service in SERVICES {
+    for service in services() {
         let path = repository_file(&format!("examples/{service}.yaml"));
         let shops = shop_services(&path);
         assert_eq!(shops.len(), 1, "{}", path.display());
@@ -59,11 +55,23 @@ fn each_bundled_service_has_an_example_of_its_component() {
 }
 
 #[test]
-fn the_whole_shop_is_the_nine_examples() {
+fn the_whole_shop_is_the_example_of_every_service() {
+    // By name: examples/shop.yaml is in reading order (the gateway first, the storefront last).
+    let by_name = |shops: Vec<ShopService>| -> BTreeMap<String, ShopService> {
+        shops
+            .into_iter()
+            .map(|shop| (shop.metadata.name.clone().unwrap_or_default(), shop))
+            .collect()
+    };
     let whole = shop_services(&repository_file("examples/shop.yaml"));
-    let nine: Vec<ShopService> = SERVICES
-        .iter()
-        .flat_map(|service| shop_services(&repository_file(&format!("examples/{service}.yaml"))))
-        .collect();
-    assert_eq!(whole, nine);
+    let count = whole.len();
+    let each = by_name(
+        services()
+            .flat_map(|service| {
+                shop_services(&repository_file(&format!("examples/{service}.yaml")))
+            })
+            .collect(),
+    );
+    assert_eq!(count, each.len(), "one ShopService per service");
+    assert_eq!(by_name(whole), each);
 }

@@ -601,6 +601,40 @@ mod tests {
     }
 
     #[test]
+    fn the_storefront_finds_the_gateway_and_has_no_database() {
+        let mut storefront = routed("storefront", Component::Storefront, "/");
+        storefront.spec.depends_on = vec![ServiceName::from("gateway")];
+        let mut gateway = shop("gateway", Some(Component::Gateway));
+        gateway.spec.port = 8090;
+        let built = build(&storefront, &[storefront.clone(), gateway]);
+        let pod = pod(&built);
+        assert!(pod.init_containers.is_none(), "no database, no migration");
+        let app = &pod.containers[0];
+        assert_eq!(
+            app.args.as_deref(),
+            Some(&["serve".into(), "storefront".into()][..])
+        );
+        assert_eq!(
+            env_of(app),
+            [
+                ("SHOP_LISTEN".into(), Some("0.0.0.0:8080".into())),
+                ("SHOP_LOG_FORMAT".into(), Some("json".into())),
+                ("SHOP_SHUTDOWN_DELAY_MS".into(), Some("5000".into())),
+                (
+                    "GATEWAY_URL".into(),
+                    Some("http://gateway.shop.svc:8090".into())
+                ),
+            ],
+            "no DATABASE_URL, no route table"
+        );
+        let security = app.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.run_as_non_root, Some(true));
+        let volumes: Vec<_> = pod.volumes.iter().flatten().map(|v| &v.name).collect();
+        assert_eq!(volumes, ["tmp"], "only its scratch space");
+    }
+
+    #[test]
     fn only_the_gateway_gets_the_route_table() {
         let cart = shop("cart", Some(Component::Cart));
         let built = build(&cart, &[]);

@@ -181,7 +181,9 @@ mod tests {
     }
 
     /// A ShopService that has every optional child: autoscaling (HPA, PDB), a Dedicated
-    /// database that is deleted with it, and (as a gateway) a route table.
+    /// database that is deleted with it, and (as a gateway) a route table. The API server
+    /// refuses a gateway a database (it keeps no data); the builders do not rely on that, and
+    /// one object with every child keeps these checks whole.
     fn everything(policy: DeletionPolicy) -> ShopService {
         let mut gateway = shop("front", Some(Component::Gateway));
         gateway.spec.autoscaling = Some(Autoscaling {

@@ -3,8 +3,9 @@
 //! Everything is denied unless allowed here. In: the gateway takes traffic from anywhere;
 //! another service only from the gateway (if it is routed) and from its dependents (the
 //! ShopServices that list it in `dependsOn`). Out: DNS, the service's dependencies (for the
-//! gateway also every routed service and the user service) and its database. This is what
-//! lets the services trust the caller headers the gateway sets (docs/decisions.md).
+//! gateway also every routed service and the user service), the event bus (for a service with
+//! events) and its database. This is what lets the services trust the caller headers the
+//! gateway sets (docs/decisions.md).
 
 use std::collections::BTreeSet;
 
@@ -14,6 +15,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use shop_contracts::events;
 
 use super::common::Role;
 use super::database::POSTGRES_PORT;
@@ -113,8 +115,16 @@ fn egress(owner: &Owner, context: &Context) -> Vec<NetworkPolicyEgressRule> {
 
 /// The NATS servers named by `NATS_URL` in the ShopService's `env` (how the shop chart wires the
 /// event bus). The URL may name a server outside the namespace or the cluster, so the rule allows
-/// the servers' ports to any destination, as for a shared database.
+/// the servers' ports to any destination, as for a shared database. Only for a service that
+/// writes or reads events (or a custom workload): the others never open the bus, although the
+/// chart gives every service the variable.
 fn event_bus(spec: &ShopServiceSpec) -> Option<NetworkPolicyEgressRule> {
+    if spec
+        .component
+        .is_some_and(|component| !events::has_events(component.service()))
+    {
+        return None;
+    }
     let url = spec
         .env
         .iter()
@@ -368,6 +378,58 @@ mod tests {
         );
     }
 
+    /// The storefront is both: routed (the gateway sends it every page) and a client of the
+    /// gateway (every page is built from the public API).
+    fn web_shop() -> [ShopService; 3] {
+        let mut storefront = routed("storefront", Component::Storefront, "/");
+        depends_on(&mut storefront, &["gateway"]);
+        let mut gateway = shop("gateway", Some(Component::Gateway));
+        gateway.spec.port = 8090;
+        let catalog = routed("catalog", Component::Catalog, "/api/products");
+        [storefront, gateway, catalog]
+    }
+
+    #[test]
+    fn the_storefront_admits_only_the_gateway_and_reaches_only_the_gateway() {
+        let services = web_shop();
+        let spec = build(&services[0], &services);
+        let ingress = spec.ingress.clone().unwrap();
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(instances(ingress[0].from.as_ref().unwrap()), ["gateway"]);
+        assert_eq!(
+            ingress[0].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8080))
+        );
+        assert_eq!(
+            callees(&spec),
+            [("gateway".to_owned(), 8090)],
+            "the gateway on its own port, and no service behind it"
+        );
+        assert_eq!(
+            spec.egress.unwrap().len(),
+            2,
+            "DNS and the gateway: no database"
+        );
+    }
+
+    #[test]
+    fn the_gateway_reaches_the_storefront_it_routes_pages_to() {
+        let services = web_shop();
+        let spec = build(&services[1], &services);
+        assert_eq!(
+            spec.ingress.as_ref().unwrap()[0].from,
+            None,
+            "from anywhere"
+        );
+        assert_eq!(
+            callees(&spec),
+            [
+                ("catalog".to_owned(), 8080),
+                ("storefront".to_owned(), 8080)
+            ]
+        );
+    }
+
     #[test]
     fn reaches_each_dependency_on_its_port_and_its_dedicated_database() {
         let mut order = shop("order", Some(Component::Order));
@@ -415,6 +477,33 @@ mod tests {
             ports,
             [Some(IntOrString::Int(4222)), Some(IntOrString::Int(4223))]
         );
+    }
+
+    #[test]
+    fn services_without_events_do_not_reach_the_event_bus() {
+        let nats = crate::crd::EnvVar {
+            name: "NATS_URL".into(),
+            value: "nats://shop-nats.shop.svc:4222".into(),
+        };
+        let opens_the_bus = |component: Option<Component>| {
+            let mut service = shop("service", component);
+            service.spec.env.push(nats.clone());
+            build(&service, &[])
+                .egress
+                .unwrap()
+                .iter()
+                .any(|rule| rule.to.is_none())
+        };
+        for component in [
+            Component::Gateway,
+            Component::Storefront,
+            Component::Catalog,
+            Component::Payment,
+        ] {
+            assert!(!opens_the_bus(Some(component)), "{component:?}");
+        }
+        assert!(opens_the_bus(Some(Component::Notification)));
+        assert!(opens_the_bus(None), "a custom workload may use it");
     }
 
     #[test]

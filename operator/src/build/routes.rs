@@ -222,6 +222,44 @@ mod tests {
         );
     }
 
+    /// The web shop: the storefront under `/`, the catalog's pictures under `/images`. Only
+    /// the longest match decides, so `/` catches what no other prefix claims.
+    #[test]
+    fn the_storefront_takes_every_path_no_other_route_claims() {
+        let mut catalog = routed("catalog", Component::Catalog, "/api/products");
+        catalog
+            .spec
+            .route
+            .as_mut()
+            .unwrap()
+            .additional_path_prefixes = vec!["/api/categories".into(), "/images".into()];
+        let mut storefront = routed("storefront", Component::Storefront, "/");
+        storefront.spec.depends_on = vec!["gateway".into()];
+        let services = [
+            shop("gateway", Some(Component::Gateway)),
+            catalog,
+            storefront,
+        ];
+        let json = table_json(&services[0], &services);
+        let table = RouteTable::parse(&json).unwrap();
+        let service = |path: &str| table.find(path).map(|r| r.service.as_str());
+        assert_eq!(service("/"), Some("storefront"), "{json}");
+        assert_eq!(service("/product/0193"), Some("storefront"));
+        assert_eq!(service("/static/shop.css"), Some("storefront"));
+        assert_eq!(service("/images/kitchen/mug.svg"), Some("catalog"));
+        assert_eq!(
+            service("/imagesque"),
+            Some("storefront"),
+            "segment boundaries"
+        );
+        assert_eq!(service("/api/products"), Some("catalog"));
+        assert_eq!(
+            service("/api/cart"),
+            Some("storefront"),
+            "an API prefix nobody routes falls to the pages (which answer 404)"
+        );
+    }
+
     #[test]
     fn only_a_gateway_has_a_route_table() {
         let cart = routed("cart", Component::Cart, "/api/cart");

@@ -378,7 +378,7 @@ fn the_shop_chart_defaults_are_the_example_shop() {
     let example = std::fs::read_to_string(repository_file("examples/shop.yaml")).unwrap();
     let rendered = render(SHOP_CHART, "shop", "shop", &[]);
     let (example, mut rendered) = (shop_specs(&example), shop_specs(&rendered));
-    assert_eq!(example.len(), 9, "the example shop has nine ShopServices");
+    assert_eq!(example.len(), 10, "the example shop has ten ShopServices");
     // The chart adds one thing to each: the URL of its own NATS server (on by default).
     for (name, spec) in &mut rendered {
         let env = spec
@@ -413,7 +413,7 @@ fn the_shop_chart_defaults_are_the_example_shop() {
             "nats.url=nats://nats.messaging.svc:4222",
         ],
     ));
-    assert_eq!(changed.len(), 8);
+    assert_eq!(changed.len(), 9);
     assert!(!changed.contains_key("notification"));
     for spec in changed.values() {
         assert_eq!(spec["image"], "example.org/shop:2");

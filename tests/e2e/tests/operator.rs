@@ -193,11 +193,18 @@ async fn the_example_shop_becomes_ready_with_every_child() -> Result<()> {
 
     let routes = ns.api::<ConfigMap>().get("gateway-routes").await.unwrap();
     let table = routes.data.unwrap().into_values().collect::<String>();
+    let table: serde_json::Value = serde_json::from_str(&table).unwrap();
     for shop in &shops {
         for prefix in shop.spec.route.iter().flat_map(|route| route.prefixes()) {
+            let routed = table["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|route| route["prefix"] == prefix && route["service"] == shop.name_any());
             assert!(
-                table.contains(prefix),
-                "the route table lists {prefix}: {table}"
+                routed,
+                "the route table sends {prefix} to {}: {table}",
+                shop.name_any()
             );
         }
     }

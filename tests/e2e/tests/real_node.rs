@@ -219,8 +219,8 @@ fn check_real_pods() {
     }
 }
 
-/// The gateway's Service address: the test runs inside the node's network namespace, where
-/// kube-proxy translates it.
+/// The gateway's Service address (`http://ip:port`): the test runs inside the node's network
+/// namespace, where kube-proxy translates it.
 fn gateway() -> String {
     let ip = kubectl(&[
         "get",
@@ -231,12 +231,22 @@ fn gateway() -> String {
         "-o",
         "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}",
     ]);
-    format!("http://{ip}/api")
+    format!("http://{ip}")
 }
 
 struct Shop {
     client: reqwest::Client,
+    /// The gateway's Service: the storefront's pages and the catalog's pictures.
+    web: String,
+    /// The public API under it.
     api: String,
+}
+
+/// A page or picture as a browser gets it: status, `Content-Type` and body.
+struct Page {
+    status: StatusCode,
+    content_type: String,
+    body: String,
 }
 
 struct Customer {
@@ -248,12 +258,37 @@ const PASSWORD: &str = "correct horse battery";
 
 impl Shop {
     fn new() -> Shop {
+        let web = gateway();
         Shop {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                // As a browser would see them: a redirect is an answer of its own.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            api: gateway(),
+            api: format!("{web}/api"),
+            web,
+        }
+    }
+
+    /// `path` (from the root, not under /api) through the gateway.
+    async fn page(&self, path: &str) -> Page {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.web))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e:#}"));
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Page {
+            status: response.status(),
+            content_type,
+            body: response.text().await.unwrap_or_default(),
         }
     }
 
@@ -428,6 +463,66 @@ async fn customer_journey(shop: &Shop) -> String {
         "cart kept: {cart}"
     );
     customer.email
+}
+
+/// The web shop through the gateway's Service: the storefront's pages (which it builds from the
+/// API, calling the gateway through the NetworkPolicies) and the catalog's pictures (the
+/// gateway's `/images` route). Returns what to report.
+async fn web_shop(shop: &Shop) -> String {
+    let home = shop.page("/").await;
+    assert_eq!(home.status, StatusCode::OK, "GET /: {}", home.body);
+    assert!(
+        home.content_type.starts_with("text/html"),
+        "GET /: {}",
+        home.content_type
+    );
+    // The greeting is the template's; the categories and featured products on the same 200
+    // page came from the catalog through the gateway (without them the page is a 503).
+    assert!(
+        home.body.contains("Welcome to shop"),
+        "the storefront's home page: {}",
+        home.body
+    );
+
+    let (status, products) = shop.get("/products?limit=1", None).await;
+    assert_eq!(status, StatusCode::OK, "{products}");
+    let product = &products["items"][0];
+    let id = product["id"].as_str().expect("a product id");
+    let page = shop.page(&format!("/product/{id}")).await;
+    assert_eq!(
+        page.status,
+        StatusCode::OK,
+        "GET /product/{id}: {}",
+        page.body
+    );
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    assert!(
+        page.body.contains(id),
+        "the product page is the product's (its add-to-cart form): {}",
+        page.body
+    );
+
+    let image_url = product["image_url"].as_str().expect("an image_url");
+    assert!(
+        image_url.starts_with("/images/"),
+        "a picture of the catalog's: {image_url}"
+    );
+    let picture = shop.page(image_url).await;
+    assert_eq!(picture.status, StatusCode::OK, "GET {image_url}");
+    assert_eq!(picture.content_type, "image/svg+xml", "GET {image_url}");
+    assert!(
+        picture.body.contains("<svg"),
+        "GET {image_url}: {}",
+        picture.body
+    );
+    format!(
+        "the web shop: / ({} bytes of HTML), /product/{id}, and {image_url} through the gateway",
+        home.body.len()
+    )
 }
 
 /// A throwaway pod (restricted profile) that can try TCP connections from inside a namespace.
@@ -791,6 +886,8 @@ async fn real_node_the_whole_shop_on_real_pods() {
         "customer journey: CONFIRMED with the good card, FAILED with a declined one",
         started,
     );
+    let report = web_shop(&shop).await;
+    step(&report, started);
 
     // NetworkPolicy on the shop: a stranger pod reaches the gateway, not payment's internal
     // API nor any database. (The order service reaching payment is the checkout above.)
@@ -807,6 +904,10 @@ async fn real_node_the_whole_shop_on_real_pods() {
     assert!(
         !connects(SHOP_NAMESPACE, "stranger", "payment", 8080),
         "payment is closed"
+    );
+    assert!(
+        !connects(SHOP_NAMESPACE, "stranger", "storefront", 8080),
+        "the storefront is reached through the gateway only"
     );
     // Every database there is: the Services of the PostgreSQL pods (`<name>-db`).
     let databases = kubectl(&[
@@ -840,7 +941,7 @@ async fn real_node_the_whole_shop_on_real_pods() {
         "--wait=false",
     ]);
     step(
-        "NetworkPolicy: payment and every database closed to a stranger pod",
+        "NetworkPolicy: payment, the storefront and every database closed to a stranger pod",
         started,
     );
 
@@ -852,7 +953,7 @@ async fn real_node_the_whole_shop_on_real_pods() {
     );
     helm_test("shop", SHOP_NAMESPACE, "shop-test-gateway");
     step(
-        "helm test: the operator's metrics and readiness, the gateway's upstreams and catalog",
+        "helm test: the operator's metrics and readiness, the gateway's upstreams, catalog and home page",
         started,
     );
 

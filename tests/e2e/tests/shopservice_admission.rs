@@ -123,8 +123,8 @@ async fn every_example_is_accepted_with_its_defaults_filled_in() -> Result<()> {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 10,
-        "the nine services and the whole shop: {files:?}"
+        files.len() >= 11,
+        "the ten services and the whole shop: {files:?}"
     );
     for file in &files {
         for object in parse_manifests(&read(file)).unwrap() {
@@ -146,8 +146,8 @@ async fn every_example_is_accepted_with_its_defaults_filled_in() -> Result<()> {
     let stored = api.list(&Default::default()).await.unwrap();
     assert_eq!(
         stored.items.len(),
-        9,
-        "examples/shop.yaml is the nine examples"
+        10,
+        "examples/shop.yaml is the ten examples"
     );
     ns.cleanup().await
 }
