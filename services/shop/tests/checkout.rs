@@ -1,4 +1,4 @@
-//! The checkout across the nine real service processes, through the gateway: the happy path on
+//! The checkout across the real service processes, through the gateway: the happy path on
 //! both storage backends and both buses, declined cards, the order service SIGKILLed at every
 //! saga step, NATS down for a while, payment down.
 

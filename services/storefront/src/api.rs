@@ -6,6 +6,9 @@
 //! fields the pages show, read tolerantly (unknown fields ignored), as any client of a public API
 //! would.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -175,11 +178,22 @@ pub struct CheckoutInput<'a> {
 #[derive(Clone)]
 pub struct Api {
     gateway: Upstream,
+    categories: Arc<Mutex<Option<Fetched<Vec<Category>>>>>,
 }
+
+/// An answer and when it was fetched.
+type Fetched<T> = (Instant, Arc<T>);
+
+/// How long the list of categories is reused: it is on most pages and changes only when an
+/// admin adds a category, which then shows within this time.
+const CATEGORIES_FOR: Duration = Duration::from_secs(30);
 
 impl Api {
     pub fn new(gateway: Upstream) -> Self {
-        Self { gateway }
+        Self {
+            gateway,
+            categories: Arc::default(),
+        }
     }
 
     fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
@@ -211,8 +225,16 @@ impl Api {
         Err(from_status(status, body, problem))
     }
 
-    pub async fn categories(&self) -> ApiResult<Vec<Category>> {
-        self.get("/api/categories", None).await
+    pub async fn categories(&self) -> ApiResult<Arc<Vec<Category>>> {
+        if let Some((fetched, categories)) = &*self.categories.lock().expect("categories lock")
+            && fetched.elapsed() < CATEGORIES_FOR
+        {
+            return Ok(categories.clone());
+        }
+        let categories: Arc<Vec<Category>> = Arc::new(self.get("/api/categories", None).await?);
+        *self.categories.lock().expect("categories lock") =
+            Some((Instant::now(), categories.clone()));
+        Ok(categories)
     }
 
     pub async fn products(

@@ -1,4 +1,4 @@
-//! The nine services as separate processes, each started, stopped and killed on its own, on SQLite
+//! Every service as a separate process, each started, stopped and killed on its own, on SQLite
 //! or PostgreSQL, with the local bus or a NATS server: what the checkout tests need to cut a
 //! service off mid-saga.
 

@@ -12,7 +12,10 @@ pub(super) async fn home(State(app): State<App>, Extension(v): Extension<Visitor
             StatusCode::OK,
             &Home {
                 layout: layout(&v, "Welcome"),
-                categories: categories.into_iter().map(|c| (c.slug, c.name)).collect(),
+                categories: categories
+                    .iter()
+                    .map(|c| (c.slug.clone(), c.name.clone()))
+                    .collect(),
                 featured: featured.items.iter().map(ProductView::from).collect(),
             },
         ),
@@ -89,7 +92,7 @@ pub(super) async fn category(
         (Ok(c), Ok(p)) => (c, p),
         (Err(e), _) | (_, Err(e)) => return failure(&v, e, "The product catalogue"),
     };
-    let Some(found) = categories.into_iter().find(|c| c.slug == slug) else {
+    let Some(found) = categories.iter().find(|c| c.slug == slug).cloned() else {
         return not_found_page(&v, "That category");
     };
     pages::render(
