@@ -169,6 +169,12 @@ async fn cookies_are_http_only_and_lax_and_every_page_has_the_security_headers()
     assert!(!home.has("<script>"), "no inline script");
     assert!(!home.has("style=\""), "no inline style");
 
+    // The assets stay out of the session: no cookie set, even for a visitor with none.
+    let css = Browser::new(&stack).get("/static/shop.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.headers.get(SET_COOKIE).is_none(), "{:?}", css.headers);
+    assert!(css.headers.contains_key("content-security-policy"));
+
     let csrf = home.set_cookie("shop_csrf").expect("a CSRF cookie");
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(csrf.contains(flag), "{flag} in {csrf}");

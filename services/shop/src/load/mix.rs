@@ -482,10 +482,15 @@ mod tests {
                 browse: 60,
                 search: 20,
                 cart: 30,
-                checkout: 0
+                checkout: 0,
+                pages: 0,
             }
         );
         assert_eq!(w.to_string().parse::<Weights>().unwrap(), w);
+        // The storefront's mix: pages only.
+        let pages: Weights = "browse-pages".parse().unwrap();
+        assert_eq!(pages.table().map(|(_, w)| w), [0, 0, 0, 0, 1]);
+        assert_eq!(pages.to_string().parse::<Weights>().unwrap(), pages);
         let cards: CardWeights = "good=1,declined=1,insufficient=1".parse().unwrap();
         assert_eq!(cards.table().map(|(_, w)| w), [1, 1, 1]);
     }

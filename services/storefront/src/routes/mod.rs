@@ -38,7 +38,7 @@ const FEATURED: u32 = 8;
 const FEW_LEFT: i64 = 5;
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    let pages = Router::new()
         .route("/", get(home))
         .route("/search", get(search))
         .route("/category/{slug}", get(category))
@@ -56,15 +56,19 @@ pub fn router(app: App) -> Router {
         .route("/orders/{id}", get(order))
         .route("/inbox", get(inbox))
         .route("/track", get(track))
-        .route("/static/shop.css", get(assets::css))
-        .route("/static/shop.js", get(assets::js))
-        .route("/static/favicon.svg", get(assets::icon))
         // A catch-all route rather than a fallback: the kit sets the fallback of every service
         // (a problem+json 404), and a browser should get a page.
         .route("/{*rest}", get(not_found))
         .layer(middleware::from_fn_with_state(app.clone(), session::layer))
+        .with_state(app);
+    // The assets skip the session: they need no visitor, and a stylesheet fetched beside a page
+    // must not refresh the same tokens the page is refreshing.
+    Router::new()
+        .route("/static/shop.css", get(assets::css))
+        .route("/static/shop.js", get(assets::js))
+        .route("/static/favicon.svg", get(assets::icon))
+        .merge(pages)
         .layer(middleware::from_fn(security_headers))
-        .with_state(app)
 }
 
 /// No inline script or style, nothing from another origin, no framing, no referrer leaving the
