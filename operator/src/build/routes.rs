@@ -255,8 +255,8 @@ mod tests {
         assert_eq!(service("/api/products"), Some("catalog"));
         assert_eq!(
             service("/api/cart"),
-            Some("storefront"),
-            "an API prefix nobody routes falls to the pages (which answer 404)"
+            None,
+            "an API path no route names is the gateway's 404, never a page"
         );
     }
 

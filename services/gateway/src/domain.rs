@@ -13,6 +13,14 @@ pub struct Route {
     pub upstream: String,
 }
 
+/// The API's namespace: never sent to the `/` route.
+const API_PREFIX: &str = "/api";
+
+/// Whether `path` is `prefix` or below it, on segment boundaries.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
 /// The whole table, as kept in `routes.json` (a file in `shop up`, a ConfigMap in Kubernetes).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RouteTable {
@@ -53,12 +61,15 @@ impl RouteTable {
         Ok(table)
     }
 
+    /// The route for `path`: the longest prefix that covers it. A `/` route (the storefront's
+    /// pages) covers every path but the API's: an `/api/...` path no route names is the
+    /// gateway's 404, never a page.
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| {
-            r.prefix == "/"
-                || path == r.prefix
-                || (path.starts_with(&r.prefix)
-                    && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
+            if r.prefix == "/" {
+                return !under(path, API_PREFIX);
+            }
+            under(path, &r.prefix)
         })
     }
 
@@ -158,6 +169,23 @@ mod tests {
         assert_eq!(t.find("/api/cart/special/x").unwrap().service, "special");
         assert_eq!(t.find("/api/cartoon").unwrap().service, "fallback");
         assert!(t.find("/other").is_none());
+    }
+
+    #[test]
+    fn the_root_route_takes_every_page_but_no_api_path() {
+        let t = RouteTable::parse(
+            r#"{"routes": [
+                {"prefix": "/", "service": "storefront", "upstream": "http://s"},
+                {"prefix": "/api/cart", "service": "cart", "upstream": "http://c"}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.find("/").unwrap().service, "storefront");
+        assert_eq!(t.find("/product/1").unwrap().service, "storefront");
+        assert_eq!(t.find("/apiary").unwrap().service, "storefront");
+        assert_eq!(t.find("/api/cart").unwrap().service, "cart");
+        assert!(t.find("/api/unknown").is_none());
+        assert!(t.find("/api").is_none());
     }
 
     #[test]
