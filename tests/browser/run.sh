@@ -37,7 +37,12 @@ if [ ! -x "$SHOP_CHROMIUM" ]; then
 fi
 
 # --- the npm packages: `npm ci` once per lockfile, in a cache outside the checkout ---
-node --version >/dev/null 2>&1 || fail "node is missing (need Node.js 20 or later)"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  say "installing Node.js and npm from Debian packages"
+  apt_node() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >&2; }
+  apt_node || { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && apt_node; } || true
+fi
+node --version >/dev/null 2>&1 || fail "node is missing (need Node.js 18 or later) and apt-get could not install it"
 lock_hash=$(sha256sum package-lock.json | cut -c1-16)
 modules_dir=$HOME/.cache/shop/browser-node-$lock_hash
 if [ ! -d "$modules_dir/node_modules" ]; then
