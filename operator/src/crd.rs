@@ -438,6 +438,11 @@ fn default_target_cpu() -> i32 {
 #[x_kube(
     validation = Rule::new("self.mode != 'Shared' || has(self.sharedServerSecret)")
         .message("database.sharedServerSecret is required when database.mode is Shared: name the Secret that holds the shared server's admin URL"),
+    // On the object, not the field: the field's one `x_kube` rule is that it never shrinks. A
+    // size that is not a quantity at all is the field's own refusal.
+    validation = Rule::new("!isQuantity(self.storage) || quantity(self.storage).isGreaterThan(quantity('0'))")
+        .message(Message::Expression("'database.storage must be a size above zero, such as 1Gi or 500Mi (not ' + self.storage + ')'".into()))
+        .field_path(".storage"),
     validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
         .message("database.storageClassName cannot be changed after creation: a volume cannot move to another storage class")
         .field_path(".storageClassName"),
