@@ -170,7 +170,12 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     Ok(Service {
         name: "gateway",
         router: routes::router(gateway),
-        openapi: openapi(),
+        openapi: shop_kit::server::described_openapi(
+            "shop gateway",
+            "Routes every path by its route table (/api/... to the services, / to the storefront's \
+             pages); each service publishes its own document at /openapi.json. Bearer tokens are \
+             verified here.",
+        ),
         ready: Arc::new(move || {
             let empty = ready_snapshot
                 .read()
@@ -188,20 +193,4 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         }),
         tasks,
     })
-}
-
-fn openapi() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("shop gateway")
-                .description(Some(
-                    "Routes /api/... to the services by its route table; each service publishes its own \
-                     document at /openapi.json. Bearer tokens are verified here.",
-                ))
-                .version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        )
-        .build()
 }

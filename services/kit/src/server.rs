@@ -39,6 +39,21 @@ pub struct Service {
     pub tasks: Tasks,
 }
 
+/// The OpenAPI document of a service whose routes are not a typed JSON API of its own (the
+/// gateway's proxy, the storefront's pages): its title and description only.
+pub fn described_openapi(title: &str, description: &str) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title(title)
+                .description(Some(description))
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .build()
+}
+
 #[derive(Clone)]
 struct Ops {
     ready: ReadyCheck,

@@ -251,7 +251,7 @@ impl Notice {
                      payment now; you will hear from us again in a moment.\n\n{}\nTotal: {}",
                     e.order_id,
                     item_lines(&e.items),
-                    format_money(&e.total)
+                    e.total
                 ),
             ),
             Self::OrderConfirmed(e) => to_user(
@@ -262,7 +262,7 @@ impl Notice {
                      Your parcel's tracking number is {}. Follow it at /api/shipments/{}.",
                     e.order_id,
                     item_lines(&e.items),
-                    format_money(&e.total),
+                    e.total,
                     e.tracking_number,
                     e.tracking_number
                 ),
@@ -297,7 +297,7 @@ impl Notice {
                         e.country,
                         days,
                         e.tracking_number,
-                        format_money(&e.quote.amount)
+                        e.quote.amount
                     ),
                 )
             }
@@ -327,8 +327,8 @@ fn item_lines(items: &[OrderItem]) -> String {
                 "  {} × {} at {}: {}\n",
                 i.quantity,
                 i.name.trim(),
-                format_money(&i.unit_price),
-                format_money(&line_total)
+                i.unit_price,
+                line_total
             )
         })
         .collect()
@@ -350,42 +350,6 @@ pub fn failure_advice(reason_code: &str) -> &'static str {
             "A part of our shop was unavailable for a moment. Please try again in a few minutes."
         }
         _ => "Please try again, or contact us if it keeps happening.",
-    }
-}
-
-/// Digits after the decimal point of an ISO 4217 currency (2 unless the table says otherwise).
-pub fn minor_digits(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
-    }
-}
-
-/// `1234567` EUR → `12,345.67 EUR`: minor units as a person reads them, never through floats.
-pub fn format_money(money: &Money) -> String {
-    let digits = minor_digits(&money.currency);
-    let sign = if money.amount < 0 { "-" } else { "" };
-    let units = money.amount.unsigned_abs();
-    let scale = 10u64.pow(digits);
-    let (major, minor) = (units / scale, units % scale);
-    let major = major.to_string();
-    let mut grouped = String::with_capacity(major.len() + major.len() / 3);
-    for (i, c) in major.chars().enumerate() {
-        if i > 0 && (major.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    if digits == 0 {
-        format!("{sign}{grouped} {}", money.currency)
-    } else {
-        format!(
-            "{sign}{grouped}.{minor:0width$} {}",
-            money.currency,
-            width = digits as usize
-        )
     }
 }
 
@@ -414,22 +378,6 @@ mod tests {
     use super::*;
     use serde_json::json;
     use shop_events::Event;
-
-    #[test]
-    fn money_is_formatted_from_minor_units() {
-        for (amount, currency, text) in [
-            (0, "EUR", "0.00 EUR"),
-            (5, "EUR", "0.05 EUR"),
-            (1999, "EUR", "19.99 EUR"),
-            (123_456_789, "USD", "1,234,567.89 USD"),
-            (100_000, "EUR", "1,000.00 EUR"),
-            (-250, "GBP", "-2.50 GBP"),
-            (1500, "JPY", "1,500 JPY"),
-            (1234, "KWD", "1.234 KWD"),
-        ] {
-            assert_eq!(format_money(&Money::new(amount, currency)), text);
-        }
-    }
 
     #[test]
     fn versions_and_shapes_are_checked() {

@@ -423,12 +423,15 @@ impl Mix {
             Group::Checkout => self.checkout(user, record, due).await,
             Group::Pages => {
                 // An anonymous visitor's page view, as a browser asks for it.
-                let operation = choose(&mut user.rng, &PAGES).expect("fixed weights");
+                let mut operation = choose(&mut user.rng, &PAGES).expect("fixed weights");
+                if self.catalog.categories.is_empty() && operation == Operation::PageCategory {
+                    operation = Operation::PageHome;
+                }
                 let path = match operation {
                     Operation::PageProduct => {
                         format!("/product/{}", self.random_product(&mut user.rng))
                     }
-                    Operation::PageCategory if !self.catalog.categories.is_empty() => {
+                    Operation::PageCategory => {
                         let categories = &self.catalog.categories;
                         let slug = &categories[user.rng.below(categories.len() as u64) as usize];
                         format!("/category/{slug}")

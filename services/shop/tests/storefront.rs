@@ -532,7 +532,21 @@ async fn pages_degrade_when_the_services_behind_them_are_down() {
     assert_eq!(inbox.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(inbox.has("Temporarily unavailable") && inbox.has("Your messages"));
 
-    // The catalog down: its pages say so at once; the cart still renders from the cart.
+    // The catalog down: its pages say so at once; the cart still renders from the cart, names
+    // and prices included. (A product the order did not buy: the confirmed order empties the
+    // lines it bought, whenever its event arrives.)
+    let other = stack.products(2).await.remove(1);
+    let (other_id, other_name) = (
+        other["id"].as_str().unwrap().to_owned(),
+        other["name"].as_str().unwrap().to_owned(),
+    );
+    let added = browser
+        .post(
+            "/cart/items",
+            &[("product_id", &other_id), ("quantity", "1")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     stack.kill("catalog").await;
     let started = std::time::Instant::now();
     let product = browser.get(&format!("/product/{id}")).await;
@@ -542,5 +556,11 @@ async fn pages_degrade_when_the_services_behind_them_are_down() {
     );
     assert_eq!(product.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(product.has("Temporarily unavailable") && product.headers.contains_key("retry-after"));
-    assert_eq!(browser.get("/cart").await.status, StatusCode::OK);
+    let cart = browser.get("/cart").await;
+    assert_eq!(cart.status, StatusCode::OK);
+    assert!(
+        cart.has(&other_name) && cart.has("Total: $"),
+        "{}",
+        cart.body
+    );
 }

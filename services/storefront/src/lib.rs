@@ -59,25 +59,13 @@ pub async fn build(_runtime: &Runtime, settings: Settings) -> Result<Service> {
     Ok(Service {
         name: "storefront",
         router: routes::router(app),
-        openapi: openapi(),
+        openapi: shop_kit::server::described_openapi(
+            "shop storefront",
+            "The web shop's HTML pages and forms (not a JSON API); the API it uses is the gateway's.",
+        ),
         // Ready whenever it runs: with the gateway or a service down it still answers, with a
         // page that says what is unavailable, which is better than no page at all.
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
         tasks: Default::default(),
     })
-}
-
-fn openapi() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("shop storefront")
-                .description(Some(
-                    "The web shop's HTML pages and forms (not a JSON API); the API it uses is the gateway's.",
-                ))
-                .version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        )
-        .build()
 }

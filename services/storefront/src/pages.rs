@@ -28,15 +28,15 @@ impl Layout {
     }
 }
 
-/// `12.34` in a currency's symbol, or with its code when it has none here.
+/// A price with its currency's symbol (`$1,234.50`), or its code where it has none here.
 pub fn money(m: &Money) -> String {
-    let amount = format!("{}.{:02}", m.amount / 100, m.amount.rem_euclid(100));
-    match m.currency.as_str() {
-        "USD" => format!("${amount}"),
-        "EUR" => format!("€{amount}"),
-        "GBP" => format!("£{amount}"),
-        other => format!("{amount} {other}"),
-    }
+    let symbol = match m.currency.as_str() {
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        _ => return m.to_string(),
+    };
+    format!("{symbol}{}", m.amount_text(true))
 }
 
 /// The date and time of an RFC 3339 timestamp, readable: `2026-12-06 06:36 UTC`.
@@ -331,7 +331,7 @@ mod tests {
     fn money_reads_like_a_price() {
         assert_eq!(money(&Money::new(3399, "USD")), "$33.99");
         assert_eq!(money(&Money::new(5, "EUR")), "€0.05");
-        assert_eq!(money(&Money::new(100_000, "GBP")), "£1000.00");
+        assert_eq!(money(&Money::new(100_000, "GBP")), "£1,000.00");
         assert_eq!(money(&Money::new(1250, "CHF")), "12.50 CHF");
     }
 

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use shop_contracts::auth::Claims;
+use subtle::ConstantTimeEq;
 
 use crate::App;
 use crate::api::{ApiError, Tokens};
@@ -167,10 +168,11 @@ fn plausible(value: &str) -> bool {
 /// checks the CSRF token of every POST, and writes back the cookies that changed, unless the
 /// handler set them itself (signing in or out).
 pub async fn layer(State(app): State<App>, request: Request, next: Next) -> Response {
-    let headers = request.headers().clone();
+    let (mut parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let mut set: Vec<(&'static str, Option<String>)> = Vec::new();
 
-    let csrf = match cookie(&headers, CSRF_COOKIE).filter(|v| plausible(v)) {
+    let csrf = match cookie(headers, CSRF_COOKIE).filter(|v| plausible(v)) {
         Some(token) => token.to_owned(),
         None => {
             let token = new_token();
@@ -179,7 +181,7 @@ pub async fn layer(State(app): State<App>, request: Request, next: Next) -> Resp
         }
     };
 
-    let mut access = cookie(&headers, ACCESS_COOKIE)
+    let mut access = cookie(headers, ACCESS_COOKIE)
         .filter(|v| plausible(v))
         .map(str::to_owned);
     let mut claims = access.as_deref().and_then(read_claims);
@@ -187,7 +189,7 @@ pub async fn layer(State(app): State<App>, request: Request, next: Next) -> Resp
         .as_ref()
         .is_some_and(|c| c.exp > now() + REFRESH_MARGIN_SECONDS);
     if !fresh {
-        match cookie(&headers, REFRESH_COOKIE).filter(|v| plausible(v)) {
+        match cookie(headers, REFRESH_COOKIE).filter(|v| plausible(v)) {
             Some(refresh_token) => match app.api.refresh(refresh_token).await {
                 Ok(Tokens {
                     access_token,
@@ -222,7 +224,7 @@ pub async fn layer(State(app): State<App>, request: Request, next: Next) -> Resp
         }
     }
 
-    let guest_cart = cookie(&headers, GUEST_CART_COOKIE)
+    let guest_cart = cookie(headers, GUEST_CART_COOKIE)
         .map(parse_guest_cart)
         .unwrap_or_default();
     let visitor = Visitor {
@@ -232,11 +234,10 @@ pub async fn layer(State(app): State<App>, request: Request, next: Next) -> Resp
         guest_cart,
     };
 
-    let (mut parts, body) = request.into_parts();
     let body = if parts.method == Method::GET || parts.method == Method::HEAD {
         body
     } else {
-        match check_form(&headers, body, &csrf).await {
+        match check_form(headers, body, &csrf).await {
             Ok(bytes) => Body::from(bytes),
             Err(refusal) => return refusal,
         }
@@ -293,19 +294,10 @@ async fn check_form(headers: &HeaderMap, body: Body, csrf: &str) -> Result<Bytes
     // A fresh cookie was minted for this request when the browser sent none: then nothing it
     // sent can match, which is right: the form did not come from a page of ours.
     match sent {
-        Some(sent) if same_token(&sent, csrf) => Ok(bytes),
+        // Compared in constant time: how long it takes says nothing of how much of a guess was right.
+        Some(sent) if bool::from(sent.as_bytes().ct_eq(csrf.as_bytes())) => Ok(bytes),
         _ => Err(refuse("missing or wrong CSRF token")),
     }
-}
-
-/// Compares without stopping at the first difference, so the time taken says nothing about
-/// how much of a guessed token was right.
-fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]

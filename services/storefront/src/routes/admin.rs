@@ -2,27 +2,6 @@
 
 use super::*;
 
-/// Minor units as a decimal: 3399 → "33.99".
-pub(super) fn decimal(m: &Money) -> String {
-    format!("{}.{:02}", m.amount / 100, m.amount.rem_euclid(100))
-}
-
-/// A price as typed ("33.99", "34", "34.5") in minor units.
-pub(super) fn parse_price(raw: &str) -> Option<i64> {
-    let raw = raw.trim().trim_start_matches(['$', '€', '£']);
-    let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
-    if whole.is_empty()
-        || fraction.len() > 2
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-        || whole.len() > 9
-    {
-        return None;
-    }
-    let cents = format!("{fraction:0<2}").parse::<i64>().ok()?;
-    Some(whole.parse::<i64>().ok()? * 100 + cents)
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct AdminSave {
@@ -63,16 +42,6 @@ pub(super) async fn admin_save(
         )
         .await
     };
-    let Some(amount) = parse_price(&form.price) else {
-        return refuse(
-            format!(
-                "Enter the price as a number such as 24.90 (you entered “{}”).",
-                form.price.trim()
-            ),
-            kept,
-        )
-        .await;
-    };
     let on_hand = match form.on_hand.trim() {
         "" => None,
         raw => match raw.parse::<i64>() {
@@ -89,6 +58,18 @@ pub(super) async fn admin_save(
     let product = match app.api.product(&id).await {
         Ok(p) => p,
         Err(e) => return failure(&v, e, "That product"),
+    };
+    // In the product's currency, whose minor units decide how many decimals a price may have.
+    let typed = form.price.trim().trim_start_matches(['$', '€', '£']);
+    let Some(Money { amount, .. }) = Money::parse_amount(typed, &product.price.currency) else {
+        return refuse(
+            format!(
+                "Enter the price as a number such as 24.90 (you entered “{}”).",
+                form.price.trim()
+            ),
+            kept,
+        )
+        .await;
     };
     if product.price.amount != amount
         && let Err(e) = app.api.set_price(token, &product, amount).await
@@ -111,19 +92,4 @@ pub(super) async fn admin_save(
         };
     }
     see_other(&format!("/product/{id}?saved=1"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prices_parse_to_minor_units() {
-        assert_eq!(parse_price("33.99"), Some(3399));
-        assert_eq!(parse_price("$34"), Some(3400));
-        assert_eq!(parse_price("34.5"), Some(3450));
-        for bad in ["", "-1", "1.234", "abc", "1e3", "1.-5"] {
-            assert_eq!(parse_price(bad), None, "{bad}");
-        }
-    }
 }

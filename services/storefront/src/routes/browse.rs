@@ -140,7 +140,7 @@ pub(super) async fn product_page(
     };
     let admin = v.is_admin().then(|| {
         admin.unwrap_or_else(|| AdminForm {
-            price: decimal(&product.price),
+            price: product.price.amount_text(false),
             on_hand: String::new(),
         })
     });
