@@ -61,6 +61,27 @@ impl Handler for Recorder {
     }
 }
 
+/// A relay of `producer`'s outbox onto `bus`.
+async fn start_relay(bus: &Bus, producer: &Database) -> Relay {
+    Relay::start(bus, producer.clone(), &Metrics::new("test"))
+        .await
+        .unwrap()
+}
+
+/// A consumer called `name` that records the events of `prefix` in `db`.
+async fn start_recorder(bus: &Bus, db: &Database, name: &str, prefix: &str) -> Consumer {
+    Consumer::start(
+        bus,
+        db.clone(),
+        name,
+        Recorder {
+            prefix: prefix.to_owned(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
 async fn open(test_db: &TestDatabase) -> Database {
     let db = Database::connect(&test_db.url).await.unwrap();
     events::install_tables(&db).await.unwrap();
@@ -120,6 +141,14 @@ where
 }
 
 /// Every event applied exactly once: as many rows as distinct ids as expected.
+/// Waits until every row of `db`'s outbox is published.
+async fn all_published(db: &Database) {
+    eventually("the outbox published", Duration::from_secs(10), || async {
+        scalar(db, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0
+    })
+    .await;
+}
+
 async fn assert_applied_once(db: &Database, expected: i64) {
     assert_eq!(applied(db).await, expected, "rows in applied");
     assert_eq!(
@@ -163,22 +192,11 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
             .await
             .unwrap();
         // A second replica of the producer relays the same outbox at the same time.
-        let replica = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-            .await
-            .unwrap();
+        let replica = start_relay(&bus, &producer).await;
         let Consumer {
             routes,
             tasks: running,
-        } = Consumer::start(
-            &bus,
-            consumer.clone(),
-            &name,
-            Recorder {
-                prefix: prefix.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        } = start_recorder(&bus, &consumer, &name, &prefix).await;
         drop(routes);
         let started = std::time::Instant::now();
         eventually("all 40 applied", Duration::from_secs(30), || async {
@@ -190,15 +208,7 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
             started.elapsed(),
             producer_db.backend
         );
-        eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(
-                &producer,
-                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        })
-        .await;
+        all_published(&producer).await;
 
         // Delivered twice: the relay publishes ten rows again (as a second replica would) and
         // the same events arrive under new message ids (as after a consumer crash before ack).
@@ -270,19 +280,9 @@ async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
         let consumer = open(&consumer_db).await;
         let bus = Bus::nats(&server.url, fast_options()).await.unwrap();
         let prefix = unique("outage");
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-            .await
-            .unwrap();
-        let Consumer { tasks: running, .. } = Consumer::start(
-            &bus,
-            consumer.clone(),
-            &unique("consumer"),
-            Recorder {
-                prefix: prefix.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        let relay = start_relay(&bus, &producer).await;
+        let Consumer { tasks: running, .. } =
+            start_recorder(&bus, &consumer, &unique("consumer"), &prefix).await;
         let kind = format!("{prefix}.created");
         write_events(&producer, &kind, 10).await;
         eventually("the first 10 applied", Duration::from_secs(30), || async {
@@ -323,15 +323,7 @@ async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
             started.elapsed()
         );
         assert_applied_once(&consumer, 30).await;
-        eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(
-                &producer,
-                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        })
-        .await;
+        all_published(&producer).await;
         drop((relay, running));
     }
 }
@@ -359,19 +351,8 @@ async fn nats_poison_messages_go_to_the_dead_letter_stream_and_block_nothing() {
     write_events(&producer, &format!("{prefix}.flaky"), 1).await;
     write_events(&producer, &format!("{prefix}.created"), 5).await;
 
-    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-        .await
-        .unwrap();
-    let Consumer { tasks: running, .. } = Consumer::start(
-        &bus,
-        consumer.clone(),
-        &name,
-        Recorder {
-            prefix: prefix.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let relay = start_relay(&bus, &producer).await;
+    let Consumer { tasks: running, .. } = start_recorder(&bus, &consumer, &name, &prefix).await;
     eventually(
         "the 5 good events applied",
         Duration::from_secs(30),
@@ -481,16 +462,7 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         let Consumer {
             routes: up_routes,
             tasks: _up,
-        } = Consumer::start(
-            &consumer_bus,
-            up_db.clone(),
-            "notification",
-            Recorder {
-                prefix: prefix.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        } = start_recorder(&consumer_bus, &up_db, "notification", &prefix).await;
         // Counts the deliveries the peer that is up receives.
         let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = received.clone();
@@ -514,13 +486,9 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
             },
         ];
         let bus = Bus::local(peers, fast_options());
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-            .await
-            .unwrap();
+        let relay = start_relay(&bus, &producer).await;
         // A second replica of the producer relays the same outbox at the same time.
-        let replica = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-            .await
-            .unwrap();
+        let replica = start_relay(&bus, &producer).await;
         let events = write_events(&producer, &format!("{prefix}.created"), 20).await;
 
         // The peer that is up gets everything while the other is down.
@@ -570,9 +538,7 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         tokio::time::sleep(Duration::from_millis(100)).await;
         let before = received.load(std::sync::atomic::Ordering::SeqCst);
         assert!(before >= 25, "{before} deliveries for 25 events");
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-            .await
-            .unwrap();
+        let relay = start_relay(&bus, &producer).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             received.load(std::sync::atomic::Ordering::SeqCst),
@@ -583,16 +549,7 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         let Consumer {
             routes: late_routes,
             tasks: _late,
-        } = Consumer::start(
-            &consumer_bus,
-            late_db.clone(),
-            "cart",
-            Recorder {
-                prefix: prefix.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        } = start_recorder(&consumer_bus, &late_db, "cart", &prefix).await;
         late_server.start(late_routes).await;
         eventually(
             "25 applied by the peer that came up",
@@ -600,15 +557,7 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
             || async { applied(&late_db).await == 25 },
         )
         .await;
-        eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(
-                &producer,
-                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        })
-        .await;
+        all_published(&producer).await;
         assert_eq!(
             scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await,
             50
@@ -691,9 +640,7 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
             }],
             options,
         );
-        let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-            .await
-            .unwrap();
+        let relay = start_relay(&bus, &producer).await;
         eventually(
             "the 5 good events applied",
             Duration::from_secs(20),
@@ -726,15 +673,7 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         let flaky = by_type(&format!("{prefix}.flaky"));
         assert_eq!(flaky.attempts, 3, "retried up to max_deliveries");
         assert!(flaky.error.contains("not now"));
-        eventually("the outbox published", Duration::from_secs(10), || async {
-            scalar(
-                &producer,
-                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        })
-        .await;
+        all_published(&producer).await;
         assert_applied_once(&consumer, 5).await;
         drop(relay);
     }
@@ -752,19 +691,9 @@ async fn nats_down_at_start_delays_events_not_the_service() {
 
     let started = std::time::Instant::now();
     let bus = Bus::nats(&server.url, fast_options()).await.unwrap();
-    let relay = Relay::start(&bus, producer.clone(), &Metrics::new("test"))
-        .await
-        .unwrap();
-    let Consumer { tasks: running, .. } = Consumer::start(
-        &bus,
-        consumer.clone(),
-        &unique("consumer"),
-        Recorder {
-            prefix: prefix.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let relay = start_relay(&bus, &producer).await;
+    let Consumer { tasks: running, .. } =
+        start_recorder(&bus, &consumer, &unique("consumer"), &prefix).await;
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "starting took {:?} with NATS down",

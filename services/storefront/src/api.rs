@@ -30,6 +30,8 @@ pub enum ApiError {
     Rejected {
         status: StatusCode,
         problem: Problem,
+        /// The whole answer, for the fields a problem does not have (a checkout's
+        /// `reason_code`); null where only the problem was read.
         body: Value,
     },
 }
@@ -39,13 +41,7 @@ impl From<UpstreamError> for ApiError {
         match err {
             UpstreamError::Status {
                 status, problem, ..
-            } => from_status(
-                status,
-                problem
-                    .clone()
-                    .map(|p| serde_json::to_value(p).unwrap_or_default()),
-                problem,
-            ),
+            } => from_status(status, None, problem),
             other => {
                 tracing::warn!(error = %other, "the API did not answer");
                 Self::Unavailable
