@@ -50,6 +50,9 @@ step "browser tests (headless Chromium)"
 cargo build --locked -p shop
 SHOP_BIN=$CARGO_TARGET_DIR/debug/shop tests/browser/run.sh
 
+step "API contract (Schemathesis against every service's OpenAPI document and the gateway's)"
+SHOP_BIN=$CARGO_TARGET_DIR/debug/shop tests/api/run.sh
+
 step "local Kubernetes cluster (real control plane, kwok nodes)"
 tests/cluster/cluster.sh up
 eval "$(tests/cluster/cluster.sh env)"

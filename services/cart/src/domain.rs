@@ -31,8 +31,9 @@ pub fn validate_quantity(quantity: i64) -> ApiResult<()> {
 /// A cart holds one currency; a product priced in another cannot join it.
 pub fn check_currency(cart: &Cart, price: &Money) -> ApiResult<()> {
     match &cart.total {
+        // The product is fine; the cart already holds another currency: a conflict with its state.
         Some(total) if total.currency != price.currency => Err(Problem::typed(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            axum::http::StatusCode::CONFLICT,
             "currency-mismatch",
             format!(
                 "the cart is in {} and this product is priced in {}",

@@ -84,7 +84,7 @@ pub fn service(db: Database, catalog: Upstream) -> Service {
             store: storage::Store::new(db.clone()),
             catalog,
         }),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks: Default::default(),
     }

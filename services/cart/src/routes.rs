@@ -20,6 +20,9 @@ pub struct AppState {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetQuantity {
+    /// To remove the item, DELETE it.
+    #[schema(minimum = 1, maximum = 99)]
+    #[serde(deserialize_with = "shop_contracts::rules::integer")]
     pub quantity: i64,
 }
 
@@ -43,15 +46,20 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The caller's cart. Served from the cart's own database: works while the catalog is down.
-#[utoipa::path(get, path = "/api/cart", responses((status = 200, body = Cart), (status = 401, body = Problem)))]
+#[utoipa::path(get, path = "/api/cart", security(("identity" = [])), responses((status = 200, body = Cart)))]
 async fn get_cart(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Cart>> {
     Ok(Json(state.store.cart(&caller.user_id.to_string()).await?))
 }
 
 /// Put a product in the cart with this quantity (replacing any earlier quantity).
-#[utoipa::path(put, path = "/api/cart/items/{product_id}", request_body = SetQuantity, responses(
-    (status = 200, body = Cart), (status = 401, body = Problem), (status = 422, body = Problem),
-    (status = 503, body = Problem, description = "the catalog is unavailable")))]
+#[utoipa::path(put, path = "/api/cart/items/{product_id}", params(("product_id" = uuid::Uuid, Path)),
+    request_body = SetQuantity, security(("identity" = [])), responses(
+    (status = 200, body = Cart),
+    (status = 404, body = Problem, description = "No such product (`unknown-product`)."),
+    (status = 409, body = Problem, description = "The cart holds another currency (`currency-mismatch`), or is full (`cart-full`)."),
+    (status = 502, body = Problem, description = "The catalog answered something unreadable."),
+    (status = 503, body = Problem, description = "The catalog is unavailable."),
+    (status = 504, body = Problem, description = "The catalog did not answer in time.")))]
 async fn set_item(
     State(state): State<AppState>,
     caller: Caller,
@@ -64,7 +72,7 @@ async fn set_item(
         Ok(product) => product,
         Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
             return Err(Problem::typed(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::NOT_FOUND,
                 "unknown-product",
                 format!("there is no product {product_id}"),
             ));
@@ -82,7 +90,7 @@ async fn set_item(
     let is_new = !cart.items.iter().any(|l| l.product_id == product.id);
     if is_new && cart.items.len() >= domain::MAX_LINES {
         return Err(Problem::typed(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "cart-full",
             format!(
                 "a cart holds at most {} different products",
@@ -96,7 +104,8 @@ async fn set_item(
 }
 
 /// Take a product out of the cart.
-#[utoipa::path(delete, path = "/api/cart/items/{product_id}", responses((status = 200, body = Cart), (status = 401, body = Problem)))]
+#[utoipa::path(delete, path = "/api/cart/items/{product_id}", params(("product_id" = uuid::Uuid, Path)),
+    security(("identity" = [])), responses((status = 200, body = Cart)))]
 async fn remove_item(
     State(state): State<AppState>,
     caller: Caller,
@@ -111,7 +120,7 @@ async fn remove_item(
 }
 
 /// Empty the cart.
-#[utoipa::path(delete, path = "/api/cart", responses((status = 204), (status = 401, body = Problem)))]
+#[utoipa::path(delete, path = "/api/cart", security(("identity" = [])), responses((status = 204, description = "Emptied.")))]
 async fn clear_cart(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
     state.store.clear(&caller.user_id.to_string()).await?;
     Ok(StatusCode::NO_CONTENT)

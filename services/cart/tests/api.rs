@@ -184,7 +184,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             put_raw(uuid::Uuid::new_v4().to_string(), r#"{"quantity": 1}"#)
                 .await
                 .unwrap(),
-            422,
+            404,
         )
         .await;
         assert!(unknown.kind.ends_with("unknown-product"));

@@ -19,13 +19,21 @@ pub use shop_contracts::catalog::{Category, Product};
 /// A product as an admin submits it, for create and full update.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ProductInput {
+    /// Upper-case letters, digits and dashes; unique.
+    #[schema(pattern = "^[A-Z0-9-]{1,40}$")]
     pub sku: String,
+    #[schema(max_length = 200, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub description: String,
     pub price: Money,
+    /// Slugs of existing categories (an unknown one is a 422).
+    #[schema(min_items = 1, max_items = 10, example = json!(["kitchen"]))]
     pub categories: Vec<String>,
+    /// Empty, or one of the catalog's pictures (`/images/<category>/<name>.svg`).
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^(/images/[a-z0-9-]+/[a-z0-9-]+\\.svg)?$")]
     pub image_url: String,
 }
 

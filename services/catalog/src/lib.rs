@@ -30,7 +30,7 @@ pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {
     Ok(Service {
         name: "catalog",
         router: routes::router(routes::AppState { store }),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks: Default::default(),
     })

@@ -19,14 +19,18 @@ pub struct AppState {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Text to find in the name, SKU or description.
+    #[param(max_length = 100)]
     pub q: Option<String>,
     /// A category slug.
+    #[param(max_length = 50)]
     pub category: Option<String>,
-    /// Page size, 1 to 100 (default 20).
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page (any other value is a 400).
     pub cursor: Option<String>,
 }
 
@@ -91,8 +95,7 @@ async fn picture(uri: axum::http::Uri) -> axum::response::Response {
 }
 
 /// Search and list products.
-#[utoipa::path(get, path = "/api/products", params(ListParams), responses(
-    (status = 200, body = ProductPage), (status = 400, body = Problem)))]
+#[utoipa::path(get, path = "/api/products", params(ListParams), responses((status = 200, body = ProductPage)))]
 async fn list_products(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
@@ -112,7 +115,11 @@ async fn list_products(
         );
     }
     if let Some(c) = &params.category {
-        v.check(c.len() <= 50, "category", "must be at most 50 characters");
+        v.check(
+            c.chars().count() <= 50,
+            "category",
+            "must be at most 50 characters",
+        );
     }
     v.finish()?;
     let pattern = params
@@ -133,7 +140,7 @@ async fn list_products(
 }
 
 /// One product.
-#[utoipa::path(get, path = "/api/products/{id}", responses((status = 200, body = Product), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/api/products/{id}", params(("id" = uuid::Uuid, Path)), responses((status = 200, body = Product)))]
 async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<uuid::Uuid>,
@@ -158,8 +165,9 @@ fn write_problem(err: WriteError) -> Problem {
 }
 
 /// Add a product (admin).
-#[utoipa::path(post, path = "/api/products", request_body = ProductInput, responses(
-    (status = 201, body = Product), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/api/products", request_body = ProductInput, security(("identity" = [])), responses(
+    (status = 201, body = Product), (status = 403, body = Problem, description = "Not an admin."),
+    (status = 409, body = Problem, description = "The SKU is taken.")))]
 async fn create_product(
     State(state): State<AppState>,
     caller: Caller,
@@ -182,8 +190,9 @@ async fn create_product(
 }
 
 /// Replace a product (admin).
-#[utoipa::path(put, path = "/api/products/{id}", request_body = ProductInput, responses(
-    (status = 200, body = Product), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/api/products/{id}", params(("id" = uuid::Uuid, Path)), request_body = ProductInput, security(("identity" = [])), responses(
+    (status = 200, body = Product), (status = 403, body = Problem, description = "Not an admin."),
+    (status = 409, body = Problem, description = "The SKU is taken.")))]
 async fn update_product(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,7 +219,8 @@ async fn update_product(
 }
 
 /// Remove a product (admin).
-#[utoipa::path(delete, path = "/api/products/{id}", responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+#[utoipa::path(delete, path = "/api/products/{id}", params(("id" = uuid::Uuid, Path)), security(("identity" = [])), responses(
+    (status = 204, description = "Deleted."), (status = 403, body = Problem, description = "Not an admin.")))]
 async fn delete_product(
     State(state): State<AppState>,
     caller: Caller,
@@ -231,8 +241,9 @@ async fn list_categories(State(state): State<AppState>) -> ApiResult<Json<Vec<Ca
 }
 
 /// Add a category (admin).
-#[utoipa::path(post, path = "/api/categories", request_body = Category, responses(
-    (status = 201, body = Category), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/api/categories", request_body = Category, security(("identity" = [])), responses(
+    (status = 201, body = Category), (status = 403, body = Problem, description = "Not an admin."),
+    (status = 409, body = Problem, description = "The category exists.")))]
 async fn create_category(
     State(state): State<AppState>,
     caller: Caller,

@@ -24,7 +24,10 @@ pub struct Product {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Category {
+    /// Lower-case letters, digits and dashes.
+    #[schema(pattern = "^[a-z0-9-]{1,50}$")]
     pub slug: String,
+    #[schema(max_length = 100, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub name: String,
 }
 

@@ -28,9 +28,16 @@ pub const INSUFFICIENT_STOCK: &str = "insufficient-stock";
 pub struct ReserveRequest {
     /// The order this hold is for; a retry with the same order id returns the same reservation.
     pub order_id: OrderId,
+    /// Each product once, with its total quantity.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ReserveItem>,
     /// How long the hold lasts unless committed; the service's default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::rules::optional_integer"
+    )]
+    #[schema(minimum = 1, maximum = 3600)]
     pub ttl_seconds: Option<i64>,
 }
 
@@ -38,6 +45,8 @@ pub struct ReserveRequest {
 #[serde(deny_unknown_fields)]
 pub struct ReserveItem {
     pub product_id: ProductId,
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "crate::rules::integer")]
     pub quantity: i64,
 }
 

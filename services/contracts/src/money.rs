@@ -7,9 +7,48 @@ use crate::rules::Checks;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Money {
     /// Minor units: 1999 is 19.99 in a two-decimal currency.
+    #[schema(minimum = 0, maximum = 100_000_000, example = 1999)]
+    #[serde(deserialize_with = "crate::rules::integer")]
     pub amount: i64,
     /// ISO 4217 code, three upper-case letters.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     pub currency: String,
+}
+
+/// The schema of an amount to pay or refund: a [`Money`] above 0 (a price may be 0).
+pub fn payable_schema() -> utoipa::openapi::Object {
+    money_schema(1, None)
+}
+
+/// A [`Money`] schema narrower than the type's: at least `min_amount`, and where given, one of
+/// `currencies`.
+pub fn money_schema(min_amount: i64, currencies: Option<&[&str]>) -> utoipa::openapi::Object {
+    use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let currency = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("ISO 4217 code, three upper-case letters."))
+        .examples(["USD"]);
+    let currency = match currencies {
+        Some(list) => currency.enum_values(Some(list.iter().copied())),
+        None => currency.pattern(Some("^[A-Z]{3}$")),
+    };
+    ObjectBuilder::new()
+        .property(
+            "amount",
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .description(Some(
+                    "Minor units: 1999 is 19.99 in a two-decimal currency.",
+                ))
+                .minimum(Some(min_amount))
+                .maximum(Some(MAX_AMOUNT))
+                .examples([1999]),
+        )
+        .required("amount")
+        .property("currency", currency)
+        .required("currency")
+        .build()
 }
 
 /// The largest price the shop accepts: 1,000,000.00 in a two-decimal currency.

@@ -77,15 +77,19 @@ impl<'de> Deserialize<'de> for Secret {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Card {
-    /// 13 to 19 digits passing the Luhn check. Never stored, logged or returned.
-    #[schema(value_type = String, example = json!(test_cards::SUCCEEDS))]
+    /// 13 to 19 digits passing the Luhn check (format `card-number`). Never stored, logged or
+    /// returned.
+    #[schema(value_type = String, format = "card-number", pattern = "^[0-9]{13,19}$", example = json!(test_cards::SUCCEEDS))]
     pub number: Secret,
-    /// 1 to 12.
+    #[schema(minimum = 1, maximum = 12, example = 12)]
+    #[serde(deserialize_with = "crate::rules::integer")]
     pub exp_month: i64,
-    /// Four digits; the card is valid through the end of its expiry month.
+    /// The card is valid through the end of its expiry month: an earlier month is a 422.
+    #[schema(minimum = 2000, maximum = 2099, example = 2030)]
+    #[serde(deserialize_with = "crate::rules::integer")]
     pub exp_year: i64,
     /// 3 or 4 digits. Never stored, logged or returned.
-    #[schema(value_type = String, example = "123")]
+    #[schema(value_type = String, pattern = "^[0-9]{3,4}$", example = "123")]
     pub cvc: Secret,
 }
 
@@ -95,6 +99,7 @@ pub struct ChargeRequest {
     /// The order being paid.
     pub order_id: OrderId,
     /// Above 0.
+    #[schema(schema_with = crate::money::payable_schema)]
     pub amount: Money,
     pub card: Card,
 }
@@ -103,6 +108,7 @@ pub struct ChargeRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     /// Above 0, in the charge's currency; with earlier refunds at most the charged amount.
+    #[schema(schema_with = crate::money::payable_schema)]
     pub amount: Money,
 }
 

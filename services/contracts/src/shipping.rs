@@ -51,35 +51,74 @@ pub fn is_country(code: &str) -> bool {
     code.len() == 2 && COUNTRIES.split_whitespace().any(|c| c == code)
 }
 
+/// The schema of a country: one of [`COUNTRIES`], from the same list the rule checks.
+pub fn country_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some("ISO 3166-1 alpha-2, upper case (`DE`, `FR`, `US`)."))
+        .enum_values(Some(COUNTRIES.split_whitespace()))
+        .build()
+}
+
+/// The schema of a quote's amount: in one of the rate table's [`CURRENCIES`].
+pub fn quote_amount_schema() -> utoipa::openapi::Object {
+    crate::money::money_schema(0, Some(&CURRENCIES))
+}
+
+/// The schema of a rate table currency: one of [`CURRENCIES`].
+pub fn currency_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some("ISO 4217; the rate table is priced in these."))
+        .enum_values(Some(CURRENCIES))
+        .build()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     pub product_id: ProductId,
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "crate::rules::integer")]
     pub quantity: i64,
-    /// Weight of one unit; 500 g when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Weight of one unit; 500 g when absent. The parcel weighs at most 1,000 kg in all.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::rules::optional_integer"
+    )]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub weight_grams: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
+    #[schema(max_length = 100, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub name: String,
+    #[schema(max_length = 200, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub line1: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
     pub line2: Option<String>,
+    #[schema(max_length = 100, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub city: String,
+    #[schema(max_length = 20, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, upper case (`DE`, `FR`, `US`).
+    #[schema(schema_with = country_schema)]
     pub country: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteRequest {
+    /// Each product once, with its total quantity.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<Item>,
     pub address: Address,
     /// ISO 4217; the table is priced in EUR, USD and GBP.
+    #[schema(schema_with = currency_schema)]
     pub currency: String,
 }
 
@@ -95,8 +134,10 @@ pub enum ServiceLevel {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Quote {
+    #[schema(schema_with = quote_amount_schema)]
     pub amount: Money,
     pub service_level: ServiceLevel,
+    #[serde(deserialize_with = "crate::rules::integer")]
     pub estimated_days: i64,
 }
 
@@ -107,6 +148,8 @@ pub struct CreateShipment {
     pub order_id: OrderId,
     /// The customer: the only one who sees the full address when tracking.
     pub user_id: UserId,
+    /// Each product once, with its total quantity.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<Item>,
     pub address: Address,
     /// The quote the order was priced with; it must be what the rate table gives now.

@@ -1,10 +1,12 @@
 //! The gateway: the shop's single entry point.
 //!
 //! `domain` (the route table, pure) → `keys` (token verification against the user service's JWKS)
-//! → `rate_limit` (the per-client layer) → `routes` (the proxy and aggregate readiness).
+//! → `rate_limit` (the per-client layer) → `openapi` (the merged public API document and its
+//! page) → `routes` (the proxy, aggregate readiness, the API reference).
 
 pub mod domain;
 pub mod keys;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 
@@ -42,6 +44,8 @@ pub struct Settings {
     /// Requests per second per client address; 0 switches the limit off.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// How often the services' API documents are fetched again and merged.
+    pub openapi_every: Duration,
 }
 
 impl Settings {
@@ -62,6 +66,7 @@ impl Settings {
             user_url: env_or(&ServiceName::User.url_var(), "http://127.0.0.1:8081"),
             rate_limit_per_second: env_parse("SHOP_RATE_LIMIT_PER_SECOND", 200)?,
             rate_limit_burst: env_parse("SHOP_RATE_LIMIT_BURST", 400)?,
+            openapi_every: Duration::from_millis(env_parse("SHOP_OPENAPI_REFRESH_MS", 10_000)?),
         })
     }
 }
@@ -120,6 +125,10 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
             Quota::per_second(rate).allow_burst(burst),
         ))
     });
+    let document = shop_kit::server::described_openapi(
+        "shop public API",
+        "Merged from the services' documents once they answer.",
+    );
     let upstream_responses = Family::default();
     metrics.register(
         "gateway_upstream_responses",
@@ -133,9 +142,28 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         limiter: limiter.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_responses,
+        document: document.clone(),
     };
 
     let mut tasks = Tasks::new();
+    // The public API document: the services' documents, merged by the current route table.
+    let (merging, served) = (snapshot.clone(), document.clone());
+    let last = Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::new()));
+    tasks.spawn_every(
+        tokio::time::interval(settings.openapi_every),
+        "merging the services' API documents",
+        move || {
+            let (snapshot, served, last) = (
+                merging.read().expect("route table lock").clone(),
+                served.clone(),
+                last.clone(),
+            );
+            async move {
+                openapi::refresh(&snapshot, &mut *last.lock().await, &served).await;
+                anyhow::Ok(())
+            }
+        },
+    );
     // Reload the route table when its file changes.
     let (reload_source, reloading) = (settings.routes.clone(), snapshot.clone());
     tasks.spawn_every(
@@ -170,12 +198,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     Ok(Service {
         name: "gateway",
         router: routes::router(gateway),
-        openapi: shop_kit::server::described_openapi(
-            "shop gateway",
-            "Routes every path by its route table (/api/... to the services, / to the storefront's \
-             pages); each service publishes its own document at /openapi.json. Bearer tokens are \
-             verified here.",
-        ),
+        openapi: document,
         ready: Arc::new(move || {
             let empty = ready_snapshot
                 .read()

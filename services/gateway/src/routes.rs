@@ -43,6 +43,11 @@ impl Snapshot {
         }
         Ok(Self { table, upstreams })
     }
+
+    /// The client of the service at `url`.
+    pub fn upstream(&self, url: &str) -> Option<&Upstream> {
+        self.upstreams.get(url)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +64,8 @@ pub struct Gateway {
     pub limiter: Option<Arc<ClientLimiter>>,
     pub max_body_bytes: usize,
     pub upstream_responses: Family<UpstreamLabels, Counter>,
+    /// The merged public API document, served at `/openapi.json` and as `/api/docs`.
+    pub document: shop_kit::openapi::Document,
 }
 
 impl Gateway {
@@ -81,6 +88,8 @@ pub fn router(gateway: Gateway) -> Router {
     };
     Router::new()
         .route("/readyz/upstreams", get(upstream_readiness))
+        .route("/api/docs", get(api_reference))
+        .route("/api/docs/style.css", get(api_reference_style))
         .merge(proxied)
         .with_state(gateway)
 }
@@ -178,6 +187,33 @@ async fn forward(gw: &Gateway, peer: SocketAddr, request: Request) -> Result<Res
     response
         .body(Body::from_stream(upstream_response.bytes_stream()))
         .map_err(Problem::internal)
+}
+
+/// The public API's reference page, from the merged document.
+async fn api_reference(State(gw): State<Gateway>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'self'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        crate::openapi::reference_page(&gw.document.get()),
+    )
+        .into_response()
+}
+
+async fn api_reference_style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        crate::openapi::STYLE,
+    )
+        .into_response()
 }
 
 /// Readiness of every service behind the gateway. The gateway's own `/readyz` does not depend on

@@ -33,7 +33,22 @@ struct Upstream {
 impl Upstream {
     async fn start(name: &'static str) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
+        // Its API document, which the gateway fetches to merge, is not a request that counts.
+        let document = json!({
+            "openapi": "3.1.0",
+            "info": { "title": name, "version": "1", "description": format!("The {name} service.") },
+            "paths": {
+                format!("/api/{name}"): { "get": { "summary": format!("Read the {name}."),
+                    "security": [ { "identity": [] } ],
+                    "responses": { "200": { "description": "OK" } } } },
+                format!("/internal/{name}"): { "post": { "x-internal": true, "responses": {} } }
+            }
+        });
         let router = Router::new()
+            .route(
+                "/openapi.json",
+                get(move || std::future::ready(axum::Json(document.clone()))),
+            )
             .fallback(echo)
             .with_state((name, hits.clone()));
         Self {
@@ -173,6 +188,7 @@ impl Shop {
             user_url: jwks.url.clone(),
             rate_limit_per_second: rate_limit.0,
             rate_limit_burst: rate_limit.1,
+            openapi_every: Duration::from_millis(200),
         };
         let runtime = shop_events::testing::runtime("gateway", "sqlite::memory:");
         let service = shop_gateway::build(&runtime, settings).await.unwrap();
@@ -431,4 +447,69 @@ async fn a_rate_of_zero_switches_the_limit_off() {
         shop.forwarded(shop.get("/api/products")).await;
     }
     assert_eq!(shop.catalog.hits(), 50);
+}
+
+#[tokio::test]
+async fn the_public_api_document_merges_the_routed_services_and_has_a_reference_page() {
+    let shop = Shop::start((0, 0)).await;
+    // The gateway merges every 200 ms here: wait for the routed document.
+    let mut document = Value::Null;
+    for _ in 0..100 {
+        document = shop
+            .client
+            .get(format!("{}/openapi.json", shop.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if document["paths"]["/api/cart"].is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the cart's public path: no `/internal` operation, and nothing the table does not route
+    // to the service that documents it (`/api/user`, `/api/catalog` and `/api/featured` are under
+    // no route; `/api/users` goes to the user service, which does not document it).
+    let paths: Vec<_> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .collect();
+    assert_eq!(paths, ["/api/cart"], "{document}");
+    assert_eq!(
+        document["paths"]["/api/cart"]["get"]["security"],
+        json!([{ "bearer": [] }])
+    );
+    assert_eq!(
+        document["paths"]["/api/cart"]["get"]["tags"],
+        json!(["cart"])
+    );
+
+    let page = shop
+        .client
+        .get(format!("{}/api/docs", shop.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("<code>/api/cart</code>") && page.contains("Read the cart."),
+        "{page}"
+    );
+    let style = shop
+        .client
+        .get(format!("{}/api/docs/style.css", shop.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(style.headers()["content-type"], "text/css; charset=utf-8");
 }

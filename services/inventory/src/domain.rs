@@ -47,6 +47,8 @@ pub struct StockRecord {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "shop_contracts::rules::integer")]
     pub on_hand: i64,
 }
 

@@ -114,7 +114,7 @@ pub fn service(db: Database, settings: Settings) -> Service {
     Service {
         name: "inventory",
         router: routes::router(routes::AppState { store, settings }),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks,
     }

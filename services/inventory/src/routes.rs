@@ -73,8 +73,8 @@ pub fn internal(state: AppState) -> Router {
 }
 
 /// Units of a product that can be bought now (0 for a product never stocked).
-#[utoipa::path(get, path = "/api/stock/{product_id}", responses(
-    (status = 200, body = StockLevel), (status = 404, body = Problem, description = "not a UUID")))]
+#[utoipa::path(get, path = "/api/stock/{product_id}", params(("product_id" = Uuid, Path)), responses(
+    (status = 200, body = StockLevel), (status = 404, body = Problem, description = "Not a UUID.")))]
 async fn get_stock(
     State(state): State<AppState>,
     Path(product_id): Path<Uuid>,
@@ -88,10 +88,10 @@ async fn get_stock(
 
 /// Set the units on hand (admin): a restock or a correction. Held units stay held, so it cannot go
 /// below what live reservations hold.
-#[utoipa::path(put, path = "/api/stock/{product_id}", request_body = SetStock, responses(
-    (status = 200, body = StockRecord), (status = 401, body = Problem), (status = 403, body = Problem),
-    (status = 409, body = Problem, description = "live reservations hold more than on_hand"),
-    (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/api/stock/{product_id}", params(("product_id" = Uuid, Path)), request_body = SetStock,
+    security(("identity" = [])), responses(
+    (status = 200, body = StockRecord), (status = 403, body = Problem, description = "Not an admin."),
+    (status = 409, body = Problem, description = "Live reservations hold more than `on_hand`.")))]
 async fn set_stock(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,8 +119,7 @@ async fn set_stock(
 #[utoipa::path(post, path = "/internal/reservations", request_body = ReserveRequest, responses(
     (status = 201, body = Reservation, description = "held"),
     (status = 200, body = Reservation, description = "this order's existing reservation"),
-    (status = 409, body = Problem, description = "short of stock (`errors` has one entry per short item, naming the product), or the order id is taken by other items"),
-    (status = 413, body = Problem), (status = 422, body = Problem)))]
+    (status = 409, body = Problem, description = "short of stock (`errors` has one entry per short item, naming the product), or the order id is taken by other items")))]
 async fn reserve(
     State(state): State<AppState>,
     Json(body): Json<ReserveRequest>,
@@ -182,8 +181,8 @@ async fn reserve(
 }
 
 /// An order's reservation, as it stands (for the saga resuming after a crash).
-#[utoipa::path(get, path = "/internal/reservations/{order_id}", responses(
-    (status = 200, body = Reservation), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/internal/reservations/{order_id}", params(("order_id" = Uuid, Path)), responses(
+    (status = 200, body = Reservation)))]
 async fn get_reservation(
     State(state): State<AppState>,
     Path(order_id): Path<Uuid>,
@@ -198,8 +197,8 @@ async fn get_reservation(
 
 /// The order is paid: the held units leave the warehouse. Idempotent; a released or expired
 /// reservation cannot be committed (409).
-#[utoipa::path(post, path = "/internal/reservations/{order_id}/commit", responses(
-    (status = 200, body = Reservation), (status = 404, body = Problem),
+#[utoipa::path(post, path = "/internal/reservations/{order_id}/commit", params(("order_id" = Uuid, Path)), responses(
+    (status = 200, body = Reservation),
     (status = 409, body = Problem, description = "released or expired")))]
 async fn commit(
     State(state): State<AppState>,
@@ -222,8 +221,8 @@ async fn commit(
 
 /// Give the held units back (a compensation). Idempotent, also for a reservation that already
 /// expired; a committed one cannot be released (409).
-#[utoipa::path(post, path = "/internal/reservations/{order_id}/release", responses(
-    (status = 200, body = Reservation), (status = 404, body = Problem),
+#[utoipa::path(post, path = "/internal/reservations/{order_id}/release", params(("order_id" = Uuid, Path)), responses(
+    (status = 200, body = Reservation),
     (status = 409, body = Problem, description = "already committed")))]
 async fn release(
     State(state): State<AppState>,

@@ -12,6 +12,7 @@
 //! - [`page`]: the opaque keyset cursor of list endpoints.
 //! - [`db`]: sqlx over SQLite or PostgreSQL, with migrations.
 //! - [`client`]: calls to other services with timeouts, retry budget and circuit breaker.
+//! - [`openapi`]: the finishing pass over a service's OpenAPI document (the kit's own statuses).
 //! - [`server`]: `/healthz`, `/readyz`, `/openapi.json`, the middleware stack, graceful shutdown.
 //! - [`runtime`]: what every service is built from (`build(&runtime, settings)`).
 //! - [`tasks`]: a service's background tasks, stopped with it.
@@ -27,6 +28,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod page;
 pub mod problem;
 pub mod runtime;

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -33,7 +33,8 @@ pub struct Service {
     pub name: &'static str,
     /// The service's own routes.
     pub router: Router,
-    pub openapi: utoipa::openapi::OpenApi,
+    /// Served at `/openapi.json`: `ApiDoc::openapi().into()` (finished by the kit).
+    pub openapi: crate::openapi::Document,
     pub ready: ReadyCheck,
     /// Its background work (sweepers, relays, ...): running while it is served, stopped after.
     pub tasks: Tasks,
@@ -41,7 +42,7 @@ pub struct Service {
 
 /// The OpenAPI document of a service whose routes are not a typed JSON API of its own (the
 /// gateway's proxy, the storefront's pages): its title and description only.
-pub fn described_openapi(title: &str, description: &str) -> utoipa::openapi::OpenApi {
+pub fn described_openapi(title: &str, description: &str) -> crate::openapi::Document {
     use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
     OpenApiBuilder::new()
         .info(
@@ -52,13 +53,14 @@ pub fn described_openapi(title: &str, description: &str) -> utoipa::openapi::Ope
                 .build(),
         )
         .build()
+        .into()
 }
 
 #[derive(Clone)]
 struct Ops {
     ready: ReadyCheck,
     shutting_down: Arc<AtomicBool>,
-    openapi: Arc<serde_json::Value>,
+    openapi: crate::openapi::Document,
 }
 
 async fn healthz() -> &'static str {
@@ -75,8 +77,15 @@ async fn readyz(State(ops): State<Ops>) -> Response {
     }
 }
 
-async fn openapi_document(State(ops): State<Ops>) -> Json<serde_json::Value> {
-    Json((*ops.openapi).clone())
+async fn openapi_document(State(ops): State<Ops>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        serde_json::to_vec(&*ops.openapi.get()).expect("a JSON value serialises"),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Problem {
@@ -132,11 +141,10 @@ pub struct App {
 /// Wraps a service's routes with the operational endpoints and the common middleware.
 pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let openapi = serde_json::to_value(&service.openapi).expect("an OpenAPI document serialises");
     let ops = Ops {
         ready: service.ready,
         shutting_down: shutting_down.clone(),
-        openapi: Arc::new(openapi),
+        openapi: service.openapi,
     };
     let ops_routes = Router::new()
         .route("/healthz", get(healthz))

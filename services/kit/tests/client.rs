@@ -53,7 +53,7 @@ async fn the_request_id_travels_to_the_next_service() {
     let service = Service {
         name: "caller",
         router,
-        openapi: utoipa::openapi::OpenApi::default(),
+        openapi: utoipa::openapi::OpenApi::default().into(),
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
         tasks: Default::default(),
     };

@@ -26,7 +26,7 @@ fn counting_service() -> (Service, Arc<AtomicU32>) {
     let service = Service {
         name: "counting",
         router: Router::new().route("/hello", get(|| async { "hi" })),
-        openapi: utoipa::openapi::OpenApi::default(),
+        openapi: utoipa::openapi::OpenApi::default().into(),
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
         tasks,
     };

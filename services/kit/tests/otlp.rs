@@ -32,7 +32,7 @@ async fn request_spans_reach_an_otlp_collector() {
     let service = Service {
         name: "otlp-test",
         router: Router::new().route("/hello", get(|| async { "hi" })),
-        openapi: utoipa::openapi::OpenApi::default(),
+        openapi: utoipa::openapi::OpenApi::default().into(),
         ready: Arc::new(|| Box::pin(async { Ok(()) })),
         tasks: Default::default(),
     };

@@ -155,7 +155,7 @@ pub fn service_with_sender(
     Service {
         name: "notification",
         router: routes::router(routes::AppState { store }),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks,
     }

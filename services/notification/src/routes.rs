@@ -18,14 +18,18 @@ pub struct AppState {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Page size, 1 to 100 (default 20).
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page (any other value is a 400).
     pub cursor: Option<String>,
-    /// Admins only: another user's messages.
+    /// Admins only: another user's messages. Not together with `audience=admins` (a 400).
     pub user_id: Option<Uuid>,
-    /// Admins only: `admins` lists the messages to the administrators (low stock).
+    /// `user` (the default); admins only: `admins` lists the messages to the administrators
+    /// (low stock).
+    #[param(pattern = "^(user|admins)$")]
     pub audience: Option<String>,
 }
 
@@ -57,9 +61,9 @@ pub fn router(state: AppState) -> Router {
 
 /// The caller's messages, newest first. Admins may read another user's (`user_id`) or the
 /// administrators' own (`audience=admins`).
-#[utoipa::path(get, path = "/api/notifications", params(ListParams), responses(
-    (status = 200, body = NotificationPage), (status = 400, body = Problem),
-    (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[utoipa::path(get, path = "/api/notifications", params(ListParams), security(("identity" = [])), responses(
+    (status = 200, body = NotificationPage),
+    (status = 403, body = Problem, description = "Another user's messages, or the administrators', for a caller who is not an admin.")))]
 async fn list_notifications(
     State(state): State<AppState>,
     caller: Caller,

@@ -136,15 +136,18 @@ pub fn failure_status(reason_code: &str) -> StatusCode {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentDetails {
-    /// 13 to 19 digits passing the Luhn check.
-    #[schema(value_type = String, example = json!(shop_contracts::test_cards::SUCCEEDS))]
+    /// 13 to 19 digits passing the Luhn check (format `card-number`).
+    #[schema(value_type = String, format = "card-number", pattern = "^[0-9]{13,19}$", example = json!(shop_contracts::test_cards::SUCCEEDS))]
     pub card_number: Secret,
-    /// 1 to 12.
+    #[schema(minimum = 1, maximum = 12, example = 12)]
+    #[serde(deserialize_with = "shop_contracts::rules::integer")]
     pub exp_month: i64,
-    /// Four digits; valid through the end of the expiry month.
+    /// The card is valid through the end of its expiry month: an earlier month is a 422.
+    #[schema(minimum = 2000, maximum = 2099, example = 2030)]
+    #[serde(deserialize_with = "shop_contracts::rules::integer")]
     pub exp_year: i64,
     /// 3 or 4 digits.
-    #[schema(value_type = String, example = "123")]
+    #[schema(value_type = String, pattern = "^[0-9]{3,4}$", example = "123")]
     pub cvc: Secret,
 }
 
@@ -215,8 +218,9 @@ pub struct OrderItem {
 /// Checks the priced lines: something to buy, sane quantities, one currency. Returns the subtotal.
 pub fn check_lines(items: &[OrderItem]) -> ApiResult<Money> {
     let Some(first) = items.first() else {
+        // The request is fine; the cart is not (yet): a conflict with its current state.
         return Err(Problem::typed(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "empty-cart",
             "the cart is empty: add products before checking out",
         ));
@@ -395,7 +399,7 @@ mod tests {
             check_lines(&[line(2, 1999, "USD"), line(1, 2, "USD")]).unwrap(),
             Money::new(4000, "USD")
         );
-        assert_eq!(check_lines(&[]).unwrap_err().status, 422);
+        assert_eq!(check_lines(&[]).unwrap_err().status, 409, "an empty cart");
         assert_eq!(check_lines(&[line(0, 1, "USD")]).unwrap_err().status, 422);
         assert_eq!(
             check_lines(&[line(1, 1, "USD"), line(1, 1, "EUR")])

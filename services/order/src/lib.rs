@@ -170,7 +170,7 @@ pub fn service_waking(
             saga,
             deadline: settings.checkout_deadline,
         }),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks,
     }

@@ -80,18 +80,19 @@ pub fn router(state: AppState) -> Router {
 /// Check out the caller's cart. Every line is priced from the catalog as it is now; the card is
 /// checked locally first. Bad input creates nothing.
 #[utoipa::path(post, path = "/api/orders", request_body = CheckoutRequest,
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters; reuse it to retry")),
+    params(("Idempotency-Key" = String, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1 to 255 visible ASCII characters; reuse it to retry")),
+    security(("identity" = [])),
     responses(
         (status = 201, body = Order, description = "CONFIRMED"),
         (status = 202, body = Order, description = "still running; it finishes in the background"),
         (status = 400, body = Problem, description = "a malformed Idempotency-Key"),
-        (status = 401, body = Problem),
         (status = 402, body = OrderProblem, description = "card_declined or insufficient_funds: FAILED"),
-        (status = 409, body = OrderProblem, description = "out_of_stock: FAILED; `errors` names the short items"),
-        (status = 413, body = Problem),
-        (status = 422, body = Problem, description = "invalid address or card, an empty cart, a product no longer sold, or the key used for another request"),
+        (status = 409, body = Problem, description = "out_of_stock: FAILED; `errors` names the short items. Or an empty cart (`empty-cart`), a product in it no longer sold (`unknown-product`), or this key's checkout still running"),
+        (status = 422, body = Problem, description = "invalid address or card, or the key used for another request"),
         (status = 428, body = Problem, description = "no Idempotency-Key"),
-        (status = 503, body = OrderProblem, description = "payment or another service unavailable: FAILED, nothing reserved or charged; Retry-After")))]
+        (status = 502, body = Problem, description = "a service answered something unreadable"),
+        (status = 503, body = OrderProblem, description = "payment or another service unavailable: FAILED, nothing reserved or charged; Retry-After"),
+        (status = 504, body = Problem, description = "a service did not answer in time")))]
 async fn checkout(
     State(state): State<AppState>,
     caller: Caller,
@@ -224,17 +225,18 @@ fn answer(state: SagaState) -> Response {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Page size, 1 to 100 (default 20).
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page (any other value is a 400).
     pub cursor: Option<String>,
 }
 
 /// The caller's orders, newest first.
-#[utoipa::path(get, path = "/api/orders", params(ListParams), responses(
-    (status = 200, body = OrderPage), (status = 400, body = Problem), (status = 401, body = Problem),
-    (status = 422, body = Problem)))]
+#[utoipa::path(get, path = "/api/orders", params(ListParams), security(("identity" = [])), responses(
+    (status = 200, body = OrderPage)))]
 async fn list_orders(
     State(state): State<AppState>,
     caller: Caller,
@@ -257,8 +259,9 @@ async fn list_orders(
 }
 
 /// One order: its owner's, or any for an admin. Anyone else gets 404, as for a missing order.
-#[utoipa::path(get, path = "/api/orders/{order_id}", responses(
-    (status = 200, body = Order), (status = 401, body = Problem), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/api/orders/{order_id}", params(("order_id" = Uuid, Path)), security(("identity" = [])), responses(
+    (status = 200, body = Order),
+    (status = 404, body = Problem, description = "No such order, or another customer's.")))]
 async fn get_order(
     State(state): State<AppState>,
     caller: Caller,

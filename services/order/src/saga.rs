@@ -160,9 +160,11 @@ impl Saga {
                 .await
             {
                 Ok(product) => product,
+                // The request is fine; the cart holds what is no longer sold: a conflict with
+                // the cart's state.
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
                     return Err(Problem::typed(
-                        StatusCode::UNPROCESSABLE_ENTITY,
+                        StatusCode::CONFLICT,
                         "unknown-product",
                         format!(
                             "the cart holds product {}, which is no longer sold; remove it and check out again",

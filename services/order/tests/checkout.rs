@@ -413,7 +413,7 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
         let problem = expect_problem(
             shop.checkout(&buyer, Some(&key()), &checkout_body(GOOD_CARD))
                 .await,
-            422,
+            409,
         )
         .await;
         assert!(problem.kind.ends_with("empty-cart"));
@@ -489,7 +489,7 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
         let problem = expect_problem(
             shop.checkout(&buyer, Some(&key()), &checkout_body(GOOD_CARD))
                 .await,
-            422,
+            409,
         )
         .await;
         assert!(problem.kind.ends_with("unknown-product"));

@@ -17,6 +17,7 @@ pub use shop_contracts::payment::{
 
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChargeQuery {
     pub order_id: Uuid,
 }

@@ -33,7 +33,7 @@ pub fn service(db: Database) -> Service {
         router: routes::router(routes::AppState {
             store: storage::Store::new(db.clone()),
         }),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks: Default::default(),
     }

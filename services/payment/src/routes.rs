@@ -88,12 +88,12 @@ pub fn router(state: AppState) -> Router {
 /// Charge a card for an order. A declined card or insufficient funds is recorded as a failed
 /// charge and answered 402 with a `code`; a replay of the same key and body answers the same.
 #[utoipa::path(post, path = "/internal/charges", request_body = ChargeRequest,
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters")),
+    params(("Idempotency-Key" = String, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1 to 255 visible ASCII characters")),
     responses(
         (status = 201, body = ChargeCreated),
         (status = 402, body = PaymentProblem, description = "declined: `code` is card_declined or insufficient_funds"),
+        (status = 400, body = Problem, description = "a malformed Idempotency-Key"),
         (status = 409, body = Problem, description = "a request with this key is still in progress"),
-        (status = 413, body = Problem),
         (status = 422, body = Problem, description = "invalid request, or the key was used for another request"),
         (status = 428, body = Problem, description = "no Idempotency-Key")))]
 async fn create_charge(
@@ -180,12 +180,12 @@ async fn create_charge(
 /// Refund part or all of a succeeded charge. Refunds together never exceed the charge (409), also
 /// when they race; a failed charge cannot be refunded (409).
 #[utoipa::path(post, path = "/internal/charges/{charge_id}/refunds", request_body = RefundRequest,
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters")),
+    params(("charge_id" = Uuid, Path), ("Idempotency-Key" = String, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1 to 255 visible ASCII characters")),
     responses(
         (status = 201, body = RefundCreated),
-        (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "more than what is left to refund, a failed charge, or this key still in progress"),
-        (status = 422, body = Problem, description = "invalid request, another currency than the charge's, or the key was used for another request"),
+        (status = 400, body = Problem, description = "a malformed Idempotency-Key"),
+        (status = 409, body = Problem, description = "more than what is left to refund, another currency than the charge's, a failed charge, or this key still in progress"),
+        (status = 422, body = Problem, description = "invalid request, or the key was used for another request"),
         (status = 428, body = Problem, description = "no Idempotency-Key")))]
 async fn refund(
     State(state): State<AppState>,
@@ -222,12 +222,18 @@ async fn refund(
             "charge-failed",
             format!("charge {charge_id} failed; there is nothing to refund"),
         )),
-        RefundOutcome::CurrencyMismatch(currency) => {
-            problem(Problem::validation(vec![FieldError {
+        // A well-formed amount the stored charge cannot take: a conflict with its state.
+        RefundOutcome::CurrencyMismatch(currency) => problem(Problem {
+            errors: vec![FieldError {
                 field: "amount.currency".into(),
                 message: format!("must be the charge's currency, {currency}"),
-            }]))
-        }
+            }],
+            ..Problem::typed(
+                StatusCode::CONFLICT,
+                "currency-mismatch",
+                format!("charge {charge_id} is in {currency}; refund it in {currency}"),
+            )
+        }),
         RefundOutcome::Exceeds(charged, refunded) => problem(Problem::typed(
             StatusCode::CONFLICT,
             "refund-exceeds-charge",
@@ -252,8 +258,8 @@ async fn refund(
 }
 
 /// A charge and its transactions.
-#[utoipa::path(get, path = "/internal/charges/{charge_id}", responses(
-    (status = 200, body = ChargeDetails), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/internal/charges/{charge_id}", params(("charge_id" = Uuid, Path)), responses(
+    (status = 200, body = ChargeDetails)))]
 async fn get_charge(
     State(state): State<AppState>,
     Path(charge_id): Path<Uuid>,
@@ -268,8 +274,7 @@ async fn get_charge(
 
 /// Every charge attempt for an order with its transactions, oldest first (for the saga resuming
 /// after a crash).
-#[utoipa::path(get, path = "/internal/charges", params(ChargeQuery), responses(
-    (status = 200, body = ChargeList), (status = 400, body = Problem)))]
+#[utoipa::path(get, path = "/internal/charges", params(ChargeQuery), responses((status = 200, body = ChargeList)))]
 async fn list_charges(
     State(state): State<AppState>,
     Query(query): Query<ChargeQuery>,

@@ -390,7 +390,8 @@ async fn partial_and_full_refunds_never_exceed_the_charge() {
             problem.kind.ends_with("refund-exceeds-charge"),
             "{problem:?}"
         );
-        let problem = expect_problem(pay.refund(&key(), &charge_id, 100, "USD").await, 422).await;
+        // Another currency than the charge's: a conflict with the charge, naming the field.
+        let problem = expect_problem(pay.refund(&key(), &charge_id, 100, "USD").await, 409).await;
         assert_eq!(problem.errors[0].field, "amount.currency");
         expect_problem(
             pay.refund(&key(), &Uuid::now_v7().to_string(), 100, "EUR")

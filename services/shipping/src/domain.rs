@@ -1,8 +1,9 @@
 //! Shipping rules: the rate table, valid requests, tracking numbers, status transitions and what a
 //! tracking page shows to whom. No I/O here.
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use shop_kit::{ApiResult, Money, Validator};
+use shop_kit::{ApiResult, Money, Problem, Validator};
 use utoipa::ToSchema;
 
 /// The internal API's bodies and answers and the quote request rules are the contracts' (the
@@ -109,16 +110,26 @@ pub fn validate_create(request: &CreateShipment) -> ApiResult<()> {
         &request.address.country,
         &request.quote.amount.currency,
     );
-    Validator::new()
-        .check(
-            request.quote == expected,
-            "quote",
-            format!(
-                "does not match the rate table for these items and address: expected {} {} in {} days",
-                expected.amount.amount, expected.amount.currency, expected.estimated_days
-            ),
-        )
-        .finish()
+    if request.quote != expected {
+        // The rate table's answer for these items and address is another now: a conflict with
+        // the table's current state (quote again), not a malformed request.
+        let detail = format!(
+            "does not match the rate table for these items and address: expected {} {} in {} days",
+            expected.amount.amount, expected.amount.currency, expected.estimated_days
+        );
+        return Err(Problem {
+            errors: vec![shop_kit::FieldError {
+                field: "quote".into(),
+                message: detail.clone(),
+            }],
+            ..Problem::typed(
+                StatusCode::CONFLICT,
+                "quote-mismatch",
+                format!("the quote {detail}; quote again"),
+            )
+        });
+    }
+    Ok(())
 }
 
 /// The request as stored: items in product-id order, so a retry listing them in another order is
@@ -360,7 +371,7 @@ mod tests {
         assert!(validate_create(&request).is_ok());
         request.quote.amount.amount -= 1;
         let err = validate_create(&request).unwrap_err();
-        assert_eq!(err.errors[0].field, "quote");
+        assert_eq!((err.status, err.errors[0].field.as_str()), (409, "quote"));
     }
 
     #[test]

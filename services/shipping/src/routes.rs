@@ -81,10 +81,11 @@ pub fn internal(state: AppState) -> Router {
 
 /// Track a shipment. Signing in is optional: the shipment's customer (and admins) see the full
 /// address, anyone else the city, postal code and country only.
-#[utoipa::path(get, path = "/api/shipments/{tracking_number}", responses(
+#[utoipa::path(get, path = "/api/shipments/{tracking_number}", params(("tracking_number" = String, Path)),
+    security((), ("identity" = [])), responses(
     (status = 200, body = Tracking),
-    (status = 401, body = Problem, description = "a malformed caller identity"),
-    (status = 404, body = Problem, description = "no such shipment, or not a tracking number")))]
+    (status = 401, body = Problem, description = "A malformed caller identity."),
+    (status = 404, body = Problem, description = "No such shipment, or not a tracking number.")))]
 async fn track(
     State(state): State<AppState>,
     caller: Result<Caller, Problem>,
@@ -111,8 +112,7 @@ async fn track(
 
 /// Price shipping for items to an address with the rate table: by zone (domestic, EU, rest of
 /// the world), a base plus every started kilogram. The same request always gets the same quote.
-#[utoipa::path(post, path = "/internal/quotes", request_body = QuoteRequest, responses(
-    (status = 200, body = Quote), (status = 413, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/internal/quotes", request_body = QuoteRequest, responses((status = 200, body = Quote)))]
 async fn quote(Json(body): Json<QuoteRequest>) -> ApiResult<Json<Quote>> {
     domain::validate_quote_request(&body)?;
     Ok(Json(domain::quote(
@@ -128,9 +128,7 @@ async fn quote(Json(body): Json<QuoteRequest>) -> ApiResult<Json<Quote>> {
 #[utoipa::path(post, path = "/internal/shipments", request_body = CreateShipment, responses(
     (status = 201, body = Shipment, description = "created"),
     (status = 200, body = Shipment, description = "this order's existing shipment"),
-    (status = 409, body = Problem, description = "the order already has a shipment with another body"),
-    (status = 413, body = Problem),
-    (status = 422, body = Problem, description = "invalid, or the quote is not the rate table's")))]
+    (status = 409, body = Problem, description = "the order already has a shipment with another body, or the quote is not what the rate table gives now (`quote-mismatch`: quote again)")))]
 async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateShipment>,
@@ -154,8 +152,8 @@ async fn create(
 }
 
 /// A shipment with everything (for the saga resuming after a crash, and support).
-#[utoipa::path(get, path = "/internal/shipments/{tracking_number}", responses(
-    (status = 200, body = Shipment), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/internal/shipments/{tracking_number}", params(("tracking_number" = String, Path)), responses(
+    (status = 200, body = Shipment)))]
 async fn get_shipment(
     State(state): State<AppState>,
     Path(tracking_number): Path<String>,
@@ -167,11 +165,10 @@ async fn get_shipment(
 /// out_for_delivery → delivered; out_for_delivery → in_transit (a failed attempt); label_created →
 /// cancelled; in_transit, out_for_delivery or delivered → returned. The current status again is a
 /// no-op (200); anything else is a 409.
-#[utoipa::path(post, path = "/internal/shipments/{tracking_number}/events", request_body = StatusEvent,
-    responses(
-    (status = 200, body = Shipment), (status = 404, body = Problem),
-    (status = 409, body = Problem, description = "not allowed from the current status"),
-    (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/internal/shipments/{tracking_number}/events", params(("tracking_number" = String, Path)),
+    request_body = StatusEvent, responses(
+    (status = 200, body = Shipment),
+    (status = 409, body = Problem, description = "not allowed from the current status")))]
 async fn add_event(
     State(state): State<AppState>,
     Path(tracking_number): Path<String>,

@@ -25,7 +25,8 @@ pub fn normalise_email(email: &str) -> String {
 pub fn validate_email(v: &mut Validator, email: &str) {
     let at = email.find('@');
     v.text("email", email, MAX_EMAIL).check(
-        at.is_some_and(|i| i > 0 && i < email.len() - 1) && !email.contains(char::is_whitespace),
+        at.is_some_and(|i| i > 0 && i < email.len() - 1)
+            && !email.contains(|c: char| c.is_whitespace() || c.is_control()),
         "email",
         "must be an email address like name@example.com",
     );

@@ -102,7 +102,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     Ok(Service {
         name: "user",
         router: routes::router(state),
-        openapi: routes::ApiDoc::openapi(),
+        openapi: routes::ApiDoc::openapi().into(),
         ready: shop_kit::server::database_ready(db),
         tasks,
     })

@@ -53,8 +53,15 @@ impl AppState {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Registration {
+    /// Signs the account in; compared without regard to case.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f@]+@[^\s\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub email: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    #[schema(max_length = 100, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub name: String,
 }
 
@@ -81,18 +88,23 @@ impl From<UserRow> for Profile {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
+    #[schema(max_length = 254, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub email: String,
+    #[schema(max_length = 128)]
     pub password: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Refresh {
+    /// The `refresh_token` of the last sign-in or refresh (any other answers 401).
     pub refresh_token: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProfileUpdate {
+    #[schema(max_length = 100, pattern = r"[^\s\x00-\x1f\x7f-\x9f]")]
     pub name: Option<String>,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: Option<String>,
 }
 
@@ -128,13 +140,13 @@ pub fn router(state: AppState) -> Router {
 
 /// Register a new account.
 #[utoipa::path(post, path = "/api/users", request_body = Registration, responses(
-    (status = 201, body = Profile), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    (status = 201, body = Profile), (status = 409, body = Problem, description = "An account with this email exists.")))]
 async fn register(
     State(state): State<AppState>,
     Json(body): Json<Registration>,
 ) -> ApiResult<impl IntoResponse> {
+    domain::validate_registration(&body.email, &body.password, &body.name)?;
     let email = domain::normalise_email(&body.email);
-    domain::validate_registration(&email, &body.password, &body.name)?;
     let password_hash = state
         .passwords
         .hash(body.password)
@@ -169,16 +181,18 @@ async fn register(
 
 /// Sign in with email and password.
 #[utoipa::path(post, path = "/api/auth/login", request_body = Login, responses(
-    (status = 200, body = Tokens), (status = 401, body = Problem), (status = 429, body = Problem)))]
+    (status = 200, body = Tokens),
+    (status = 401, body = Problem, description = "The email or password is wrong."),
+    (status = 429, body = Problem, description = "Too many sign-in attempts for this account.")))]
 async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiResult<Json<Tokens>> {
-    let email = domain::normalise_email(&body.email);
     let mut v = Validator::new();
-    v.text("email", &email, domain::MAX_EMAIL).check(
+    v.text("email", &body.email, domain::MAX_EMAIL).check(
         body.password.chars().count() <= domain::MAX_PASSWORD,
         "password",
         "is too long",
     );
     v.finish()?;
+    let email = domain::normalise_email(&body.email);
     if state.login_limiter.check_key(&email).is_err() {
         tracing::warn!("login rate limit reached for an account");
         return Err(Problem::too_many_requests(
@@ -202,7 +216,8 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiRes
 
 /// Trade a refresh token for new tokens. Each refresh token works once.
 #[utoipa::path(post, path = "/api/auth/refresh", request_body = Refresh, responses(
-    (status = 200, body = Tokens), (status = 401, body = Problem)))]
+    (status = 200, body = Tokens),
+    (status = 401, body = Problem, description = "The refresh token is invalid, expired or already used.")))]
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<Refresh>,
@@ -246,7 +261,8 @@ async fn issue_tokens(state: &AppState, user: &UserRow) -> ApiResult<Tokens> {
 }
 
 /// The caller's profile.
-#[utoipa::path(get, path = "/api/users/me", responses((status = 200, body = Profile), (status = 401, body = Problem)))]
+#[utoipa::path(get, path = "/api/users/me", security(("identity" = [])), responses(
+    (status = 200, body = Profile), (status = 404, body = Problem, description = "The account no longer exists.")))]
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Profile>> {
     let user = state
         .store
@@ -257,8 +273,8 @@ async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Pro
 }
 
 /// Change the caller's name or password.
-#[utoipa::path(patch, path = "/api/users/me", request_body = ProfileUpdate, responses(
-    (status = 200, body = Profile), (status = 401, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(patch, path = "/api/users/me", request_body = ProfileUpdate, security(("identity" = [])), responses(
+    (status = 200, body = Profile), (status = 404, body = Problem, description = "The account no longer exists.")))]
 async fn update_me(
     State(state): State<AppState>,
     caller: Caller,

@@ -371,21 +371,21 @@ pub enum Classified {
 
 /// Classifies an answer: [`classify`], and for a checkout whose cart was emptied between the look
 /// at it and the order (the cart loses an earlier order's lines a moment after that order's
-/// answer), the shop's `422 empty-cart` is an outcome, not an error.
+/// answer), the shop's `409 empty-cart` is an outcome, not an error.
 pub fn classify_answer(
     operation: Operation,
     card: Option<Card>,
     status: u16,
     body: &[u8],
 ) -> Classified {
-    if operation == Operation::Checkout && status == 422 {
+    if operation == Operation::Checkout && status == 409 {
         let problem: Option<serde_json::Value> = serde_json::from_slice(body).ok();
         let kind = problem
             .as_ref()
             .and_then(|p| p["type"].as_str())
             .unwrap_or_default();
         if kind.ends_with("empty-cart") {
-            return Classified::Outcome("422 cart emptied meanwhile");
+            return Classified::Outcome("409 cart emptied meanwhile");
         }
     }
     classify(operation, card, status)
@@ -420,18 +420,18 @@ mod tests {
 
     #[test]
     fn a_checkout_of_a_cart_emptied_meanwhile_is_an_outcome() {
-        let empty = br#"{"type":"https://shop.dev/problems/empty-cart","status":422}"#;
+        let empty = br#"{"type":"https://shop.dev/problems/empty-cart","status":409}"#;
         let other = br#"{"type":"https://shop.dev/problems/validation","status":422}"#;
         assert!(matches!(
-            classify_answer(Operation::Checkout, Some(Card::Good), 422, empty),
-            Classified::Outcome(_)
+            classify_answer(Operation::Checkout, Some(Card::Good), 409, empty),
+            Classified::Outcome("409 cart emptied meanwhile")
         ));
         assert!(matches!(
             classify_answer(Operation::Checkout, Some(Card::Good), 422, other),
             Classified::Error(_)
         ));
         assert!(matches!(
-            classify_answer(Operation::CartGet, None, 422, empty),
+            classify_answer(Operation::CartGet, None, 409, empty),
             Classified::Error(_)
         ));
     }
