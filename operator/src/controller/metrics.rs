@@ -409,4 +409,28 @@ mod tests {
             Some(0)
         );
     }
+
+    #[test]
+    fn every_metric_the_operator_dashboard_queries_is_served() {
+        let metrics = Metrics::default();
+        metrics.record(Outcome::Success, Duration::from_millis(20));
+        metrics.record(Outcome::Failure, Duration::from_millis(30));
+        let text = metrics.encode();
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../charts/shop-operator/dashboards/operator.json"
+        ))
+        .unwrap();
+        let queried = shop_kit::testing::dashboards::queried_metrics(&dashboard);
+        assert!(queried.len() >= 7, "{queried:?}");
+        let missing = shop_kit::testing::dashboards::missing_metrics(&dashboard, &[text.clone()]);
+        assert!(missing.is_empty(), "(metric, panels): {missing:?}");
+        // And a misspelt name is caught.
+        let misspelt: serde_json::Value = serde_json::from_str(&dashboard.to_string().replace(
+            "shop_operator_reconciles_in_flight",
+            "shop_operator_reconcile_in_flight",
+        ))
+        .unwrap();
+        let missing = shop_kit::testing::dashboards::missing_metrics(&misspelt, &[text]);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+    }
 }
