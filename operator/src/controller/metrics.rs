@@ -422,7 +422,8 @@ mod tests {
         .unwrap();
         let queried = shop_kit::testing::dashboards::queried_metrics(&dashboard);
         assert!(queried.len() >= 7, "{queried:?}");
-        let missing = shop_kit::testing::dashboards::missing_metrics(&dashboard, &[text.clone()]);
+        let missing =
+            shop_kit::testing::dashboards::missing_metrics(&dashboard, std::slice::from_ref(&text));
         assert!(missing.is_empty(), "(metric, panels): {missing:?}");
         // And a misspelt name is caught.
         let misspelt: serde_json::Value = serde_json::from_str(&dashboard.to_string().replace(
