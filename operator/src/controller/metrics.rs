@@ -1,6 +1,7 @@
 //! The operator's HTTP endpoints: `/healthz` (the process is alive), `/readyz` (its cache of
-//! ShopServices is synced) and `/metrics` (Prometheus: reconciles, failures, duration, and
-//! the work waiting: reconciles in flight and ShopServices known to need one).
+//! ShopServices is synced) and `/metrics` (Prometheus: reconciles, failures, duration, the
+//! work waiting: reconciles in flight and ShopServices known to need one, and the standard
+//! `process_*` metrics).
 //!
 //! kube-runtime keeps its queue of scheduled reconciles private (kube-rs/kube#1917), so the
 //! queue depth is measured from what the operator can see: the reconciles it is running, and
@@ -139,23 +140,26 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("shop_operator");
+        // No registry prefix: the names below carry `shop_operator_`, so that the process
+        // metrics keep their standard names (`process_resident_memory_bytes`, …).
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(shop_kit::metrics::ProcessCollector));
         let reconciles = Family::<OutcomeLabels, Counter>::default();
         // 1 ms .. ~16 s: a reconcile is a handful of API calls.
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
-            "reconciles",
+            "shop_operator_reconciles",
             "Reconciles of a ShopService, by outcome",
             reconciles.clone(),
         );
         registry.register(
-            "reconcile_duration_seconds",
+            "shop_operator_reconcile_duration_seconds",
             "Time to reconcile a ShopService",
             duration.clone(),
         );
         let in_flight = Gauge::default();
         registry.register(
-            "reconciles_in_flight",
+            "shop_operator_reconciles_in_flight",
             "Reconciles running now (at most the controller's concurrency)",
             in_flight.clone(),
         );
@@ -165,7 +169,7 @@ impl Default for Metrics {
             let _ = pending.get_or_create(&PendingLabels { reason });
         }
         registry.register(
-            "shopservices_pending",
+            "shop_operator_shopservices_pending",
             "ShopServices in the operator's cache known to need a reconcile, by reason: NewGeneration (status.observedGeneration behind metadata.generation), Deleting (cleanup not run yet), Retrying (last reconcile failed, waiting out its backoff). Reconciles triggered by changes to children or peers and periodic resyncs are not counted; 0 on a standby replica",
             pending.clone(),
         );
@@ -394,11 +398,40 @@ mod tests {
         );
         assert!(during.contains("# HELP shop_operator_shopservices_pending ShopServices"));
 
+        assert!(
+            during.contains("\nprocess_resident_memory_bytes "),
+            "the process metrics, unprefixed: {during}"
+        );
         drop(first);
         drop(second);
         assert_eq!(
             sample(&metrics.encode(), "shop_operator_reconciles_in_flight"),
             Some(0)
         );
+    }
+
+    #[test]
+    fn every_metric_the_operator_dashboard_queries_is_served() {
+        let metrics = Metrics::default();
+        metrics.record(Outcome::Success, Duration::from_millis(20));
+        metrics.record(Outcome::Failure, Duration::from_millis(30));
+        let text = metrics.encode();
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../charts/shop-operator/dashboards/operator.json"
+        ))
+        .unwrap();
+        let queried = shop_kit::testing::dashboards::queried_metrics(&dashboard);
+        assert!(queried.len() >= 7, "{queried:?}");
+        let missing =
+            shop_kit::testing::dashboards::missing_metrics(&dashboard, std::slice::from_ref(&text));
+        assert!(missing.is_empty(), "(metric, panels): {missing:?}");
+        // And a misspelt name is caught.
+        let misspelt: serde_json::Value = serde_json::from_str(&dashboard.to_string().replace(
+            "shop_operator_reconciles_in_flight",
+            "shop_operator_reconcile_in_flight",
+        ))
+        .unwrap();
+        let missing = shop_kit::testing::dashboards::missing_metrics(&misspelt, &[text]);
+        assert_eq!(missing.len(), 1, "{missing:?}");
     }
 }

@@ -54,11 +54,12 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let catalog = Upstream::new(
         ServiceName::Catalog.as_str(),
         &settings.catalog_url,
-        &UpstreamOptions::from_env()?,
+        &UpstreamOptions::from_env()?.reporting_to(&runtime.metrics),
     )?;
     let consumer = Consumer::start(
         &runtime.bus,
         db.clone(),
+        &runtime.metrics,
         events::CONSUMER,
         events::handler(),
     )

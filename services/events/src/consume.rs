@@ -1,7 +1,13 @@
 //! The consumer's side: each event applied once, however often it is delivered.
 
-use async_trait::async_trait;
+use std::sync::Arc;
 
+use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use shop_kit::Metrics;
 use shop_kit::db::{Database, Tx};
 
 use crate::event::Event;
@@ -68,4 +74,72 @@ pub async fn apply(
     handler.handle(&mut tx, event).await?;
     tx.commit().await?;
     Ok(Applied::Now)
+}
+
+/// Why a consumer gave up on an event: the `reason` of `shop_events_dead_lettered_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Not an event at all.
+    Undecodable,
+    /// The handler said it can never apply it ([`HandleError::Reject`]).
+    Rejected,
+    /// Still failing after `max_deliveries`.
+    Exhausted,
+}
+
+impl DeadReason {
+    const ALL: [Self; 3] = [Self::Undecodable, Self::Rejected, Self::Exhausted];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::Rejected => "rejected",
+            Self::Exhausted => "exhausted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLabels {
+    consumer: String,
+    reason: &'static str,
+}
+
+/// Counts one consumer's dead letters, once each is stored (a dead letter that could not be
+/// stored is retried, and counted when it is).
+#[derive(Clone, Debug)]
+pub struct DeadLetterCount {
+    consumer: Arc<str>,
+    family: Family<DeadLabels, Counter>,
+}
+
+impl DeadLetterCount {
+    /// `shop_events_dead_lettered_total{consumer, reason}` in `metrics`, every reason at 0 from
+    /// the start so that a dashboard shows zeros rather than nothing.
+    pub fn register(metrics: &Metrics, consumer: &str) -> Self {
+        let this = Self {
+            consumer: consumer.into(),
+            family: Family::default(),
+        };
+        for reason in DeadReason::ALL {
+            let _ = this.family.get_or_create(&this.labels(reason));
+        }
+        metrics.register(
+            "events_dead_lettered",
+            "Events a consumer gave up on and dead-lettered, by reason: undecodable, rejected (can never apply), exhausted (still failing after SHOP_EVENT_MAX_DELIVER deliveries)",
+            this.family.clone(),
+        );
+        this
+    }
+
+    fn labels(&self, reason: DeadReason) -> DeadLabels {
+        DeadLabels {
+            consumer: self.consumer.to_string(),
+            reason: reason.as_str(),
+        }
+    }
+
+    pub fn inc(&self, reason: DeadReason) {
+        self.family.get_or_create(&self.labels(reason)).inc();
+    }
 }

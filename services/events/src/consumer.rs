@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use shop_kit::{Database, Tasks};
+use shop_kit::{Database, Metrics, Tasks};
 
 use crate::bus::{Bus, Kind};
-use crate::consume::Handler;
+use crate::consume::{DeadLetterCount, Handler};
 use crate::schema::install_tables;
 use crate::{local, nats};
 
@@ -23,8 +23,15 @@ pub struct Consumer {
 
 impl Consumer {
     /// Starts consumer `name` (letters, digits, `-`, `_`; unique per consumer across the shop)
-    /// applying events with `handler` in `db` (creating the event tables if needed).
-    pub async fn start(bus: &Bus, db: Database, name: &str, handler: impl Handler) -> Result<Self> {
+    /// applying events with `handler` in `db` (creating the event tables if needed), counting
+    /// its dead letters in `metrics`.
+    pub async fn start(
+        bus: &Bus,
+        db: Database,
+        metrics: &Metrics,
+        name: &str,
+        handler: impl Handler,
+    ) -> Result<Self> {
         anyhow::ensure!(
             !name.is_empty()
                 && name
@@ -36,6 +43,7 @@ impl Consumer {
             .await
             .context("creating the event tables")?;
         let handler: Arc<dyn Handler> = Arc::new(handler);
+        let dead = DeadLetterCount::register(metrics, name);
         let mut tasks = Tasks::new();
         let routes = match &*bus.kind {
             Kind::Nats(jetstream) => {
@@ -45,10 +53,13 @@ impl Consumer {
                     name.to_owned(),
                     handler,
                     bus.options.clone(),
+                    dead,
                 ));
                 Router::new()
             }
-            Kind::Local(_) | Kind::None => local::router(db, name, handler, bus.options.clone()),
+            Kind::Local(_) | Kind::None => {
+                local::router(db, name, handler, bus.options.clone(), dead)
+            }
         };
         Ok(Self { routes, tasks })
     }

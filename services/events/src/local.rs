@@ -19,7 +19,7 @@ use shop_kit::db::{Database, now_rfc3339};
 use shop_kit::{Problem, Upstream, UpstreamError};
 
 use crate::bus::EventOptions;
-use crate::consume::{self, HandleError, Handler};
+use crate::consume::{self, DeadLetterCount, DeadReason, HandleError, Handler};
 use crate::event::Event;
 use crate::outbox::OutboxRow;
 
@@ -65,6 +65,7 @@ struct Receiver {
     consumer: Arc<str>,
     handler: Arc<dyn Handler>,
     options: EventOptions,
+    dead: DeadLetterCount,
 }
 
 /// The consumer's route for local deliveries.
@@ -73,12 +74,14 @@ pub(crate) fn router(
     consumer: &str,
     handler: Arc<dyn Handler>,
     options: EventOptions,
+    dead: DeadLetterCount,
 ) -> Router {
     let receiver = Receiver {
         db,
         consumer: consumer.into(),
         handler,
         options,
+        dead,
     };
     Router::new()
         .route(&route(consumer), routing::post(receive))
@@ -102,21 +105,23 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
                 format!("undecodable event: {error}"),
                 attempt,
             );
-            return settle_dead(&receiver.db, letter).await;
+            return settle_dead(&receiver, letter, DeadReason::Undecodable).await;
         }
     };
     match consume::apply(&receiver.db, consumer, &*receiver.handler, &event).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(HandleError::Reject(error)) => {
             settle_dead(
-                &receiver.db,
+                &receiver,
                 DeadLetter::of(consumer, &event, format!("rejected: {error:#}"), attempt),
+                DeadReason::Rejected,
             )
             .await
         }
         Err(HandleError::Retry(error)) if attempt >= receiver.options.max_deliveries => {
             let why = format!("still failing after {attempt} deliveries: {error:#}");
-            settle_dead(&receiver.db, DeadLetter::of(consumer, &event, why, attempt)).await
+            let letter = DeadLetter::of(consumer, &event, why, attempt);
+            settle_dead(&receiver, letter, DeadReason::Exhausted).await
         }
         Err(HandleError::Retry(error)) => {
             tracing::debug!(target: "shop::events", consumer, event_id = %event.id, attempt, error = %format!("{error:#}"), "event will be retried");
@@ -130,10 +135,13 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn settle_dead(db: &Database, letter: DeadLetter) -> Response {
+async fn settle_dead(receiver: &Receiver, letter: DeadLetter, reason: DeadReason) -> Response {
     tracing::warn!(target: "shop::events", consumer = %letter.consumer, event_id = %letter.event_id, kind = %letter.kind, error = %letter.error, "dead-lettering an event");
-    match record_dead_letter(db, &letter).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+    match record_dead_letter(&receiver.db, &letter).await {
+        Ok(()) => {
+            receiver.dead.inc(reason);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(error) => {
             tracing::warn!(target: "shop::events", error = %error, "could not store a dead letter; the producer will retry");
             Problem::typed(

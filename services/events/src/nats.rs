@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use shop_kit::Database;
 
 use crate::bus::EventOptions;
-use crate::consume::{self, HandleError, Handler};
+use crate::consume::{self, DeadLetterCount, DeadReason, HandleError, Handler};
 use crate::event::Event;
 use crate::outbox::OutboxRow;
 
@@ -108,12 +108,21 @@ pub(crate) async fn consume_forever(
     name: String,
     handler: Arc<dyn Handler>,
     options: EventOptions,
+    dead: DeadLetterCount,
 ) {
     let mut failures = 0u32;
     loop {
-        let error = consume_until_error(&jetstream, &db, &name, &*handler, &options, &mut failures)
-            .await
-            .unwrap_err();
+        let error = consume_until_error(
+            &jetstream,
+            &db,
+            &name,
+            &*handler,
+            &options,
+            &dead,
+            &mut failures,
+        )
+        .await
+        .unwrap_err();
         failures += 1;
         if failures == 1 || failures.is_multiple_of(20) {
             tracing::warn!(target: "shop::events", consumer = %name, failures, error = %format!("{error:#}"), "consuming from NATS failed; retrying with backoff");
@@ -128,6 +137,7 @@ async fn consume_until_error(
     name: &str,
     handler: &dyn Handler,
     options: &EventOptions,
+    dead: &DeadLetterCount,
     failures: &mut u32,
 ) -> Result<()> {
     ensure_streams(jetstream).await?;
@@ -167,7 +177,9 @@ async fn consume_until_error(
             tracing::info!(target: "shop::events", consumer = %name, failures = *failures, "consuming from NATS works again");
             *failures = 0;
         }
-        if let Err(error) = handle_message(jetstream, db, name, handler, options, &message).await {
+        if let Err(error) =
+            handle_message(jetstream, db, name, handler, options, dead, &message).await
+        {
             // The message was neither acked nor nakked: JetStream redelivers it after ack_wait.
             tracing::warn!(target: "shop::events", consumer = %name, error = %format!("{error:#}"), "could not settle a message");
         }
@@ -178,7 +190,7 @@ async fn consume_until_error(
 enum Verdict {
     Ack,
     Retry(Duration),
-    Dead(String),
+    Dead(DeadReason, String),
 }
 
 async fn handle_message(
@@ -187,6 +199,7 @@ async fn handle_message(
     name: &str,
     handler: &dyn Handler,
     options: &EventOptions,
+    dead: &DeadLetterCount,
     message: &async_nats::jetstream::Message,
 ) -> Result<()> {
     let info = message.info().map_err(|e| anyhow!(e))?;
@@ -195,14 +208,21 @@ async fn handle_message(
     let subject = message.subject.as_str().to_owned();
     let decoded = serde_json::from_slice::<Event>(&message.payload);
     let verdict = match &decoded {
-        Err(error) => Verdict::Dead(format!("undecodable event: {error}")),
-        Ok(_) if delivered > options.max_deliveries => Verdict::Dead(format!(
-            "delivered {delivered} times without being acknowledged"
-        )),
+        Err(error) => Verdict::Dead(
+            DeadReason::Undecodable,
+            format!("undecodable event: {error}"),
+        ),
+        Ok(_) if delivered > options.max_deliveries => Verdict::Dead(
+            DeadReason::Exhausted,
+            format!("delivered {delivered} times without being acknowledged"),
+        ),
         Ok(event) => match consume::apply(db, name, handler, event).await {
             Ok(_) => Verdict::Ack,
-            Err(HandleError::Reject(error)) => Verdict::Dead(format!("rejected: {error:#}")),
+            Err(HandleError::Reject(error)) => {
+                Verdict::Dead(DeadReason::Rejected, format!("rejected: {error:#}"))
+            }
             Err(HandleError::Retry(error)) if delivered >= options.max_deliveries => Verdict::Dead(
+                DeadReason::Exhausted,
                 format!("still failing after {delivered} deliveries: {error:#}"),
             ),
             Err(HandleError::Retry(error)) => {
@@ -217,7 +237,7 @@ async fn handle_message(
             .ack_with(AckKind::Nak(Some(delay)))
             .await
             .map_err(|e| anyhow!(e)),
-        Verdict::Dead(error) => {
+        Verdict::Dead(reason, error) => {
             let kind = decoded
                 .as_ref()
                 .map(|e| e.kind.clone())
@@ -253,10 +273,13 @@ async fn handle_message(
             .await;
             match published {
                 // Only once the dead letter is stored does the original go.
-                Ok(()) => message
-                    .ack_with(AckKind::Term)
-                    .await
-                    .map_err(|e| anyhow!(e)),
+                Ok(()) => {
+                    dead.inc(reason);
+                    message
+                        .ack_with(AckKind::Term)
+                        .await
+                        .map_err(|e| anyhow!(e))
+                }
                 Err(error) => {
                     message
                         .ack_with(AckKind::Nak(Some(options.backoff(delivered))))

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -41,7 +42,8 @@ pub struct Relay {
 struct RelayMetrics {
     published: Counter,
     failures: Counter,
-    backlog: Gauge,
+    pending: Gauge,
+    oldest_pending_age: Gauge<f64, AtomicU64>,
 }
 
 impl RelayMetrics {
@@ -49,18 +51,23 @@ impl RelayMetrics {
         let this = Self::default();
         metrics.register(
             "events_published",
-            "Events the relay handed to the bus",
+            "Events the relay handed to the bus (on the local bus: deliveries, one per consumer)",
             this.published.clone(),
         );
         metrics.register(
-            "event_relay_failures",
+            "events_relay_failures",
             "Failed relay rounds (bus or peer unreachable)",
             this.failures.clone(),
         );
         metrics.register(
-            "outbox_backlog",
+            "outbox_pending_events",
             "Outbox rows not yet published",
-            this.backlog.clone(),
+            this.pending.clone(),
+        );
+        metrics.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox row not yet published (0 when none is): how far the relay lags",
+            this.oldest_pending_age.clone(),
         );
         this
     }
@@ -75,11 +82,7 @@ impl Relay {
         let counters = RelayMetrics::register(metrics);
         let options = bus.options.clone();
         let mut tasks = Tasks::new();
-        tasks.spawn(housekeeping(
-            db.clone(),
-            options.clone(),
-            counters.backlog.clone(),
-        ));
+        tasks.spawn(housekeeping(db.clone(), options.clone(), counters.clone()));
         let mut wakers = Vec::new();
         match &*bus.kind {
             Kind::Nats(jetstream) => {
@@ -95,6 +98,9 @@ impl Relay {
             }
             Kind::Local(peers) => {
                 let names: Arc<[String]> = peers.iter().map(|p| p.name.clone()).collect();
+                // Not reporting to `shop_upstream_breaker_*`: a peer is also the service's
+                // upstream by the same name (the order service calls the cart), and one series
+                // would mix two breakers. The relay's health shows in its failures and lag.
                 let upstream_options = UpstreamOptions::from_env().unwrap_or_default();
                 for peer in peers {
                     let wake = Arc::new(Notify::new());
@@ -383,18 +389,22 @@ async fn record_delivery(db: &Database, id: &str, peer: &str, all_peers: &[Strin
     Ok(())
 }
 
-/// Deletes published rows past the retention, and keeps the backlog gauge current.
-async fn housekeeping(db: Database, options: EventOptions, backlog: Gauge) {
+/// Deletes published rows past the retention, and keeps the pending gauges current.
+async fn housekeeping(db: Database, options: EventOptions, counters: RelayMetrics) {
     let mut last_cleanup: Option<Instant> = None;
     let cleanup_every =
         (options.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        if let Ok(count) =
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(db.pool())
-                .await
+        if let Ok((count, oldest)) = sqlx::query_as::<_, (i64, Option<String>)>(
+            "SELECT COUNT(*), MIN(time) FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(db.pool())
+        .await
         {
-            backlog.set(count);
+            counters.pending.set(count);
+            counters
+                .oldest_pending_age
+                .set(oldest.map_or(0.0, |at| age_seconds(&at)));
         }
         if last_cleanup.is_none_or(|at| at.elapsed() >= cleanup_every) {
             last_cleanup = Some(Instant::now());
@@ -404,6 +414,17 @@ async fn housekeeping(db: Database, options: EventOptions, backlog: Gauge) {
         }
         tokio::time::sleep(Duration::from_secs(5).min(cleanup_every)).await;
     }
+}
+
+/// Seconds since `at` (RFC 3339), 0 for a time in the future or one that does not parse.
+fn age_seconds(at: &str) -> f64 {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map(|at| {
+            (time::OffsetDateTime::now_utc() - at)
+                .as_seconds_f64()
+                .max(0.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Deletes rows published longer than `retention` ago (and their delivery records).

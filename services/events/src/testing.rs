@@ -56,9 +56,16 @@ impl EventSink {
             .expect("the sink's database");
         let received = std::sync::Arc::default();
         let bus = Bus::none(EventOptions::default());
-        let consumer = Consumer::start(&bus, db, name, Keep(std::sync::Arc::clone(&received)))
-            .await
-            .expect("starting the sink");
+        let metrics = shop_kit::Metrics::new(name);
+        let consumer = Consumer::start(
+            &bus,
+            db,
+            &metrics,
+            name,
+            Keep(std::sync::Arc::clone(&received)),
+        )
+        .await
+        .expect("starting the sink");
         Self {
             server: spawn(consumer.routes).await,
             name: name.to_owned(),

@@ -73,6 +73,7 @@ async fn start_recorder(bus: &Bus, db: &Database, name: &str, prefix: &str) -> C
     Consumer::start(
         bus,
         db.clone(),
+        &Metrics::new("test"),
         name,
         Recorder {
             prefix: prefix.to_owned(),
@@ -601,12 +602,14 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         let consumer = open(&consumer_db).await;
         let prefix = unique("localpoison");
         let options = fast_options();
+        let metrics = Metrics::new("notification");
         let Consumer {
             routes,
             tasks: _running,
         } = Consumer::start(
             &Bus::none(options.clone()),
             consumer.clone(),
+            &metrics,
             "notification",
             Recorder {
                 prefix: prefix.clone(),
@@ -673,6 +676,14 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
         let flaky = by_type(&format!("{prefix}.flaky"));
         assert_eq!(flaky.attempts, 3, "retried up to max_deliveries");
         assert!(flaky.error.contains("not now"));
+        // One dead letter of each reason, counted.
+        let exposition = metrics.encode();
+        for reason in ["undecodable", "rejected", "exhausted"] {
+            let sample = format!(
+                r#"shop_events_dead_lettered_total{{service="notification",consumer="notification",reason="{reason}"}} 1"#
+            );
+            assert!(exposition.contains(&sample), "{sample} in {exposition}");
+        }
         all_published(&producer).await;
         assert_applied_once(&consumer, 5).await;
         drop(relay);
@@ -712,4 +723,42 @@ async fn nats_down_at_start_delays_events_not_the_service() {
     .await;
     assert_applied_once(&consumer, 10).await;
     drop((relay, running));
+}
+
+/// The value of the unlabelled-but-`service` sample `name` of a `Metrics::new("test")`.
+fn test_sample(metrics: &Metrics, name: &str) -> Option<f64> {
+    let prefix = format!(r#"{name}{{service="test"}} "#);
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_outbox_lag_shows_while_no_bus_takes_the_events() {
+    for (producer_db, _) in database_pairs().await {
+        let producer = open(&producer_db).await;
+        write_events(&producer, &format!("{}.created", unique("lag")), 3).await;
+        // Written an hour ago, as if the bus had been down since.
+        let hour_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(3600);
+        sqlx::query("UPDATE outbox SET time = $1")
+            .bind(shop_kit::db::rfc3339(hour_ago))
+            .execute(producer.pool())
+            .await
+            .unwrap();
+        let metrics = Metrics::new("test");
+        let _relay = Relay::start(&Bus::none(fast_options()), producer.clone(), &metrics)
+            .await
+            .unwrap();
+        eventually("the pending gauge set", Duration::from_secs(5), || async {
+            test_sample(&metrics, "shop_outbox_pending_events") == Some(3.0)
+        })
+        .await;
+        let age = test_sample(&metrics, "shop_outbox_oldest_pending_age_seconds").unwrap();
+        assert!(
+            (3590.0..3700.0).contains(&age),
+            "{age} s on {}",
+            producer_db.backend
+        );
+    }
 }

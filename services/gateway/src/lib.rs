@@ -104,7 +104,9 @@ fn reload_routes(
 /// Loads the route table and the token keys, and returns the service to serve.
 pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let (config, metrics) = (&runtime.config, &runtime.metrics);
-    let options = UpstreamOptions::from_env()?;
+    // The routes' clients report their breakers; the key cache's does not, as its upstream
+    // (user) is also a route's, and one series would mix two breakers.
+    let options = UpstreamOptions::from_env()?.reporting_to(metrics);
     let (mut current_raw, table) = read_routes(&settings.routes)?;
     tracing::info!(routes = table.routes.len(), "route table loaded");
     let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::new(table, None, &options)?)));
@@ -112,7 +114,10 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let keys = Arc::new(keys::KeyCache::new(Upstream::new(
         "user",
         &settings.user_url,
-        &options,
+        &UpstreamOptions {
+            metrics: None,
+            ..options.clone()
+        },
     )?));
     if let Err(e) = keys.refresh().await {
         // Not fatal: the gateway serves anonymous traffic and fetches keys on first use.
@@ -132,7 +137,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let upstream_responses = Family::default();
     metrics.register(
         "gateway_upstream_responses",
-        "Responses from upstream services, by service and status",
+        "Responses from upstream services, by upstream and status (`unavailable`: none came)",
         upstream_responses.clone(),
     );
 

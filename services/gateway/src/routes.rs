@@ -52,7 +52,8 @@ impl Snapshot {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    service: String,
+    /// Not `service`: that is every metric's constant label, the gateway itself.
+    upstream: String,
     status: String,
 }
 
@@ -173,7 +174,7 @@ async fn forward(gw: &Gateway, peer: SocketAddr, request: Request) -> Result<Res
     );
     gw.upstream_responses
         .get_or_create(&UpstreamLabels {
-            service: route.service.clone(),
+            upstream: route.service.clone(),
             status,
         })
         .inc();

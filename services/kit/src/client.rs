@@ -8,11 +8,14 @@ use anyhow::{Context, Result};
 use axum::http::{Method, StatusCode};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
-use failsafe::{Config, StateMachine};
+use failsafe::{Config, Instrument, StateMachine};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 
 use crate::config::env_parse;
 use crate::context::{REQUEST_ID_HEADER, current_request_id};
+use crate::metrics::{BreakerState, Metrics};
 use crate::problem::Problem;
 
 /// Tuning for one upstream; every field has a sensible default and an environment override.
@@ -28,6 +31,9 @@ pub struct UpstreamOptions {
     pub breaker_failures: u32,
     /// How long an open circuit first stays open (doubling, jittered, up to 30 s).
     pub breaker_open: Duration,
+    /// Where each breaker reports its state and refused calls, per upstream
+    /// (`shop_upstream_breaker_*`); `None` reports nowhere.
+    pub metrics: Option<Metrics>,
 }
 
 impl UpstreamOptions {
@@ -42,7 +48,16 @@ impl UpstreamOptions {
             retry_budget: env_parse("SHOP_UPSTREAM_RETRY_BUDGET", 0.2)?,
             breaker_failures: env_parse("SHOP_UPSTREAM_BREAKER_FAILURES", 5)?,
             breaker_open: Duration::from_millis(env_parse("SHOP_UPSTREAM_BREAKER_OPEN_MS", 1_000)?),
+            metrics: None,
         })
+    }
+
+    /// These options, with every upstream built from them reporting its breaker to `metrics`.
+    pub fn reporting_to(self, metrics: &Metrics) -> Self {
+        Self {
+            metrics: Some(metrics.clone()),
+            ..self
+        }
     }
 }
 
@@ -55,11 +70,45 @@ impl Default for UpstreamOptions {
             retry_budget: 0.2,
             breaker_failures: 5,
             breaker_open: Duration::from_secs(1),
+            metrics: None,
         }
     }
 }
 
-type Breaker = StateMachine<ConsecutiveFailures<OpenBackoff>, ()>;
+type Breaker = StateMachine<ConsecutiveFailures<OpenBackoff>, BreakerReport>;
+
+/// failsafe calls this on each transition and refusal: the state gauge and the refusal counter
+/// of one upstream. Half-open is entered lazily, by the first call after the open period.
+#[derive(Debug, Default)]
+pub struct BreakerReport(Option<(Gauge, Counter)>);
+
+impl BreakerReport {
+    fn set(&self, state: BreakerState) {
+        if let Some((gauge, _)) = &self.0 {
+            gauge.set(state as i64);
+        }
+    }
+}
+
+impl Instrument for BreakerReport {
+    fn on_call_rejected(&self) {
+        if let Some((_, rejected)) = &self.0 {
+            rejected.inc();
+        }
+    }
+
+    fn on_open(&self) {
+        self.set(BreakerState::Open);
+    }
+
+    fn on_half_open(&self) {
+        self.set(BreakerState::HalfOpen);
+    }
+
+    fn on_closed(&self) {
+        self.set(BreakerState::Closed);
+    }
+}
 
 const BREAKER_MAX_OPEN: Duration = Duration::from_secs(30);
 
@@ -282,11 +331,18 @@ impl Upstream {
             .retry(retry)
             .build()
             .context("building an HTTP client")?;
+        let report = BreakerReport(
+            options
+                .metrics
+                .as_ref()
+                .map(|m| (m.breaker_state(name), m.breaker_rejections(name))),
+        );
         let breaker = Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 options.breaker_failures,
                 OpenBackoff::new(options.breaker_open),
             ))
+            .instrument(report)
             .build();
         Ok(Self {
             name: name.into(),

@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::db::Backend;
 
+pub mod dashboards;
+
 /// A fresh, empty database for one test.
 #[derive(Debug)]
 pub struct TestDatabase {

@@ -18,7 +18,17 @@ fn options() -> UpstreamOptions {
         retry_budget: 0.2,
         breaker_failures: 3,
         breaker_open: Duration::from_millis(400),
+        metrics: None,
     }
+}
+
+/// The value of the sample `name{service="test",upstream="flaky"}` in `metrics`' exposition.
+fn flaky_sample(metrics: &Metrics, name: &str) -> Option<f64> {
+    let prefix = format!(r#"{name}{{service="test",upstream="flaky"}} "#);
+    metrics
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
 }
 
 #[tokio::test]
@@ -96,7 +106,10 @@ async fn the_breaker_opens_on_failures_and_closes_after_recovery() {
         }),
     ))
     .await;
-    let upstream = Upstream::new("flaky", &server.url, &options()).unwrap();
+    let metrics = Metrics::new("test");
+    let upstream = Upstream::new("flaky", &server.url, &options().reporting_to(&metrics)).unwrap();
+    let state = |metrics: &Metrics| flaky_sample(metrics, "shop_upstream_breaker_state");
+    assert_eq!(state(&metrics), Some(0.0), "closed from the start");
     for _ in 0..3 {
         let response = upstream
             .send(upstream.request(axum::http::Method::GET, "/"))
@@ -116,6 +129,11 @@ async fn the_breaker_opens_on_failures_and_closes_after_recovery() {
         started.elapsed() < Duration::from_millis(50),
         "an open breaker answers at once"
     );
+    assert_eq!(state(&metrics), Some(2.0), "open");
+    assert_eq!(
+        flaky_sample(&metrics, "shop_upstream_breaker_rejected_calls_total"),
+        Some(1.0)
+    );
 
     healthy.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -132,6 +150,7 @@ async fn the_breaker_opens_on_failures_and_closes_after_recovery() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(state(&metrics), Some(0.0), "closed again");
 }
 
 #[tokio::test]

@@ -113,6 +113,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let consumer = Consumer::start(
         &runtime.bus,
         db.clone(),
+        &runtime.metrics,
         events::CONSUMER,
         handler(&settings),
     )

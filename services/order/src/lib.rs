@@ -9,6 +9,7 @@
 
 pub mod domain;
 pub mod events;
+pub mod metrics;
 pub mod routes;
 pub mod saga;
 pub mod storage;
@@ -20,7 +21,7 @@ use anyhow::{Result, bail, ensure};
 use shop_contracts::ServiceName;
 use shop_events::{Relay, Runtime, Waker};
 use shop_kit::config::{env_or, env_parse};
-use shop_kit::{Database, Service, Tasks, Upstream, UpstreamOptions};
+use shop_kit::{Database, Metrics, Service, Tasks, Upstream, UpstreamOptions};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -102,9 +103,9 @@ impl Settings {
 
 impl Upstreams {
     /// `CART_URL`, `CATALOG_URL`, `INVENTORY_URL`, `PAYMENT_URL`, `SHIPPING_URL`; the defaults are
-    /// the `shop up` ports.
-    pub fn from_env() -> Result<Self> {
-        let options = UpstreamOptions::from_env()?;
+    /// the `shop up` ports. Their breakers report to `metrics`.
+    pub fn from_env(metrics: &Metrics) -> Result<Self> {
+        let options = UpstreamOptions::from_env()?.reporting_to(metrics);
         let upstream = |service: ServiceName, default: &str| {
             Upstream::new(
                 service.as_str(),
@@ -128,23 +129,33 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     // Relays `order.*` from the outbox while the service runs.
     let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
-    let mut service = service_waking(db, Upstreams::from_env()?, settings, relay.waker.clone());
+    let upstreams = Upstreams::from_env(&runtime.metrics)?;
+    let saga_metrics = metrics::SagaMetrics::register(&runtime.metrics);
+    let mut service = service_waking(db, upstreams, settings, relay.waker.clone(), saga_metrics);
     service.tasks.extend(relay.tasks);
     Ok(service)
 }
 
 /// The service over a migrated database (with the event tables), its resumer among its tasks.
 pub fn service(db: Database, upstreams: Upstreams, settings: Settings) -> Service {
-    service_waking(db, upstreams, settings, Waker::default())
+    service_waking(
+        db,
+        upstreams,
+        settings,
+        Waker::default(),
+        metrics::SagaMetrics::default(),
+    )
 }
 
 /// [`service`], waking `relay` whenever an order ends, so its `order.confirmed` (which empties
-/// the cart) or `order.failed` leaves within milliseconds instead of at the next poll.
+/// the cart) or `order.failed` leaves within milliseconds instead of at the next poll, and
+/// counting how sagas end in `metrics`.
 pub fn service_waking(
     db: Database,
     upstreams: Upstreams,
     settings: Settings,
     relay: Waker,
+    metrics: metrics::SagaMetrics,
 ) -> Service {
     let saga = Arc::new(Saga {
         store: storage::Store::new(db.clone()),
@@ -152,6 +163,7 @@ pub fn service_waking(
         crash_at: settings.crash_at,
         crash: settings.crash,
         relay,
+        metrics,
     });
     let mut tasks = Tasks::new();
     let (resuming, lease) = (saga.clone(), settings.resume_lease);

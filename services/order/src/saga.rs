@@ -60,6 +60,8 @@ pub struct Saga {
     pub crash: Crash,
     /// Wakes the outbox relay when an order ends.
     pub relay: shop_events::Waker,
+    /// How sagas end and how long their steps take.
+    pub metrics: crate::metrics::SagaMetrics,
 }
 
 /// What the crash test hook does right after persisting its step.
@@ -238,6 +240,7 @@ impl Saga {
         if step == Step::Compensating {
             return self.compensate(state, runner).await;
         }
+        let started = std::time::Instant::now();
         let (to, result) = match step {
             Step::Placed => (Step::Reserved, self.reserve(state, card.is_some()).await),
             Step::Reserved => (Step::Quoted, self.quote(state).await),
@@ -247,6 +250,10 @@ impl Saga {
             Step::Shipped => (Step::Confirmed, StepResult::Done(Progress::default())),
             Step::Compensating | Step::Confirmed | Step::Failed => unreachable!("handled above"),
         };
+        if step != Step::Shipped {
+            // Shipped → Confirmed calls nothing: not a step worth timing.
+            self.metrics.step(to, started.elapsed().as_secs_f64());
+        }
         match result {
             StepResult::Done(progress) => {
                 if !self
@@ -259,6 +266,7 @@ impl Saga {
                 state.advanced(to, progress);
                 if to == Step::Confirmed {
                     self.relay.wake();
+                    self.metrics.confirmed();
                 }
                 if self.crash_point(to) {
                     return Ok(Some(Stopped::Halted));
@@ -644,6 +652,7 @@ impl Saga {
         state: &SagaState,
         runner: &str,
     ) -> Result<Option<Stopped>, sqlx::Error> {
+        let started = std::time::Instant::now();
         let order = &state.order;
         let inventory = &self.upstreams.inventory;
         let request = inventory.request(Method::POST, &inventory::release_path(&order.id));
@@ -703,6 +712,9 @@ impl Saga {
             return Ok(Some(Stopped::Lost));
         }
         self.relay.wake();
+        self.metrics
+            .step(Step::Compensating, started.elapsed().as_secs_f64());
+        self.metrics.failed(order.reason_code.as_deref());
         if self.crash_point(Step::Failed) {
             return Ok(Some(Stopped::Halted));
         }

@@ -44,11 +44,11 @@ pub struct App {
     pub cookies: Arc<session::CookieOptions>,
 }
 
-pub async fn build(_runtime: &Runtime, settings: Settings) -> Result<Service> {
+pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let gateway = Upstream::new(
         "gateway",
         &settings.gateway_url,
-        &UpstreamOptions::from_env()?,
+        &UpstreamOptions::from_env()?.reporting_to(&runtime.metrics),
     )?;
     let app = App {
         api: api::Api::new(gateway),

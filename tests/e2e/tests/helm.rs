@@ -120,7 +120,8 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// The variants every static check covers: both scopes of the operator (with the optional
-/// ServiceMonitor), and the shop with its own NATS server (the default) and with an external one.
+/// ServiceMonitor), and the shop with its own NATS server (the default) and with an external one,
+/// both charts with their Grafana dashboards.
 fn rendered_variants(namespace: &str) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -138,7 +139,12 @@ fn rendered_variants(namespace: &str) -> Vec<(&'static str, String)> {
                 OPERATOR_CHART,
                 "shop-operator",
                 namespace,
-                &["--set", "watch.scope=Namespace"],
+                &[
+                    "--set",
+                    "watch.scope=Namespace",
+                    "--set",
+                    "grafanaDashboards.enabled=true",
+                ],
             ),
         ),
         ("shop.yaml", render(SHOP_CHART, "shop", namespace, &[])),
@@ -155,6 +161,8 @@ fn rendered_variants(namespace: &str) -> Vec<(&'static str, String)> {
                     "nats.url=nats://nats.messaging.svc:4222",
                     "--set",
                     "image=example.org/shop:1",
+                    "--set",
+                    "grafanaDashboards.enabled=true",
                 ],
             ),
         ),
@@ -215,6 +223,20 @@ fn rendered_charts_pass_checkov() {
         &["--set", "metrics.serviceMonitor.enabled=true"],
     );
     assert!(monitor.contains("kind: ServiceMonitor"), "{monitor}");
+    // And the shop's PodMonitor, with the NetworkPolicy letting the scraper in.
+    let monitor = render(
+        SHOP_CHART,
+        "shop",
+        "shop",
+        &[
+            "--set",
+            "podMonitor.enabled=true",
+            "--set",
+            "podMonitor.allowFrom[0].namespaceSelector.matchLabels.team=monitoring",
+        ],
+    );
+    assert!(monitor.contains("kind: PodMonitor"), "{monitor}");
+    assert!(monitor.contains("name: shop-metrics-scrape"), "{monitor}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
