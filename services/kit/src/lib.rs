@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod money;
 pub mod page;
 pub mod problem;
+pub mod propagation;
 pub mod runtime;
 pub mod server;
 pub mod tasks;

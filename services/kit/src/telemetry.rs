@@ -1,5 +1,7 @@
 //! Structured logs (JSON lines by default, readable text on request) and, with the `otlp` feature,
-//! traces exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! traces exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The sampler is the
+//! SDK's, which reads `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` itself (default
+//! `parentbased_always_on`); how trace context travels is in [`crate::propagation`].
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -41,11 +43,13 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
     let filter = EnvFilter::try_new(env_or("SHOP_LOG", "info,sqlx=warn"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // SHOP_LOG filters the logs only: the spans exported (below) do not depend on it.
     let logs: Box<dyn Layer<Registry> + Send + Sync> =
         if env_or(shop_contracts::env::LOG_FORMAT, "json") == "text" {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(ansi)
+                .with_filter(filter)
                 .boxed()
         } else {
             tracing_subscriber::fmt::layer()
@@ -54,6 +58,7 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_writer(std::io::stderr)
+                .with_filter(filter)
                 .boxed()
         };
     #[cfg(feature = "otlp")]
@@ -61,8 +66,11 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
         match otlp_endpoint.map(|endpoint| otlp::tracer_provider(service, endpoint)) {
             Some(Ok(provider)) => {
                 use opentelemetry::trace::TracerProvider as _;
-                let layer =
-                    tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
+                // Spans at info and above: the requests, saga steps and event consumers, not
+                // every debug span a library may open.
+                let layer = tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer(service.to_owned()))
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
                 (Some(layer), Some(provider))
             }
             Some(Err(e)) => {
@@ -80,8 +88,12 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
     let registry = tracing_subscriber::registry().with(logs);
     #[cfg(feature = "otlp")]
     let registry = registry.with(traces_layer);
-    let installed = registry.with(filter).try_init().is_ok();
+    let installed = registry.try_init().is_ok();
     if installed {
+        #[cfg(feature = "otlp")]
+        if traces.is_some() {
+            crate::propagation::set_exporting();
+        }
         tracing::debug!(service, "telemetry initialised");
     }
     Telemetry {
