@@ -115,6 +115,11 @@ stop_quietly() {
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
+		# Still shutting down after 5 s: a new one could not bind its ports.
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -9 "$pid" 2>/dev/null || true
+			sleep 0.2
+		fi
 	fi
 	rm -rf "$state_dir"
 }

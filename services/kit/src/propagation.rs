@@ -122,14 +122,27 @@ pub fn request_span(request: &Request) -> tracing::Span {
         .get(crate::context::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %id,
-        trace_id = tracing::field::Empty,
-    );
+    let path = request.uri().path();
+    let span = if is_probe(path) {
+        // Probes and scrapes, every few seconds per pod: below the exporter's level (info), so
+        // they make no traces of their own; logged as before under SHOP_LOG=debug.
+        tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            path,
+            request_id = %id,
+            trace_id = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            method = %request.method(),
+            path,
+            request_id = %id,
+            trace_id = tracing::field::Empty,
+        )
+    };
     #[cfg(feature = "otlp")]
     if exporting() {
         otel::adopt_parent(&span, headers);
@@ -143,6 +156,10 @@ pub fn request_span(request: &Request) -> tracing::Span {
         span.record("trace_id", trace_id);
     }
     span
+}
+
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/metrics") || path.starts_with("/readyz")
 }
 
 /// Links `span` to `context` (the producer of an event, a request long gone): an OpenTelemetry
