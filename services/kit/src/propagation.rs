@@ -175,16 +175,20 @@ pub fn link(span: &tracing::Span, context: &TraceContext) {
     }
 }
 
-/// Records the trace id of `span` (its own, once the exporter gave it one) as its `trace_id`
-/// field. For spans that start a trace of their own (an event consumed from NATS, a resumed
-/// saga); a request's span does this itself.
+/// Records the trace id of `span` as its `trace_id` field (declared empty), so the log lines
+/// inside it name the trace too (the logs show the innermost span's fields): its own when
+/// exporting, else the trace the request came with. A request's span does this itself.
 pub fn record_trace_id(span: &tracing::Span) {
     #[cfg(feature = "otlp")]
     if exporting() {
         otel::record_trace_id(span);
+        return;
     }
-    #[cfg(not(feature = "otlp"))]
-    let _ = span;
+    if let Some(context) = crate::context::current_trace()
+        && let Some(trace_id) = context.trace_id()
+    {
+        span.record("trace_id", trace_id);
+    }
 }
 
 #[cfg(feature = "otlp")]

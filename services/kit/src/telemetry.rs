@@ -43,13 +43,11 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
     let filter = EnvFilter::try_new(env_or("SHOP_LOG", "info,sqlx=warn"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // SHOP_LOG filters the logs only: the spans exported (below) do not depend on it.
     let logs: Box<dyn Layer<Registry> + Send + Sync> =
         if env_or(shop_contracts::env::LOG_FORMAT, "json") == "text" {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(ansi)
-                .with_filter(filter)
                 .boxed()
         } else {
             tracing_subscriber::fmt::layer()
@@ -58,7 +56,6 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_writer(std::io::stderr)
-                .with_filter(filter)
                 .boxed()
         };
     #[cfg(feature = "otlp")]
@@ -66,11 +63,8 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
         match otlp_endpoint.map(|endpoint| otlp::tracer_provider(service, endpoint)) {
             Some(Ok(provider)) => {
                 use opentelemetry::trace::TracerProvider as _;
-                // Spans at info and above: the requests, saga steps and event consumers, not
-                // every debug span a library may open.
-                let layer = tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer(service.to_owned()))
-                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+                let layer =
+                    tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
                 (Some(layer), Some(provider))
             }
             Some(Err(e)) => {
@@ -85,10 +79,30 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
             "{service}: OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build has no OTLP support (feature `otlp`)"
         );
     }
-    let registry = tracing_subscriber::registry().with(logs);
+    // Without an exporter, one global filter as ever: a disabled event or span costs nothing.
+    // With one, each layer has its own: SHOP_LOG filters the logs, and spans at info and above
+    // (requests, saga steps, event consumers; not every debug span a library opens) are exported
+    // whatever the log level. (A per-layer filter beside a layer without one would enable every
+    // callsite in the process, hence not per-layer filters always.)
     #[cfg(feature = "otlp")]
-    let registry = registry.with(traces_layer);
-    let installed = registry.try_init().is_ok();
+    let installed = match traces_layer {
+        Some(traces_layer) => tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .with(traces_layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+            .try_init()
+            .is_ok(),
+        None => tracing_subscriber::registry()
+            .with(logs)
+            .with(filter)
+            .try_init()
+            .is_ok(),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(filter)
+        .try_init()
+        .is_ok();
     if installed {
         #[cfg(feature = "otlp")]
         if traces.is_some() {

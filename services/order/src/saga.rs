@@ -119,7 +119,15 @@ fn step_span(step: Step, order_id: &str) -> tracing::Span {
         Step::Shipped => "confirm",
         Step::Compensating | Step::Confirmed | Step::Failed => "compensate",
     };
-    tracing::info_span!("saga step", otel.name = %format_args!("saga {name}"), step = name, order_id)
+    let span = tracing::info_span!(
+        "saga step",
+        otel.name = %format_args!("saga {name}"),
+        step = name,
+        order_id,
+        trace_id = tracing::field::Empty,
+    );
+    propagation::record_trace_id(&span);
+    span
 }
 
 /// The last segment of a problem type (`https://shop.dev/problems/insufficient-stock`).
