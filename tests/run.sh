@@ -21,6 +21,7 @@ cleanup() {
   tests/cluster/cluster.sh down || true
   tests/postgres.sh stop || true
   tests/nats.sh stop || true
+  tests/tracing/jaeger.sh stop || true
   exit "$status"
 }
 trap cleanup EXIT
@@ -42,8 +43,14 @@ eval "$(tests/postgres.sh start)"
 step "NATS JetStream on 127.0.0.1"
 eval "$(tests/nats.sh start)"
 
+step "Jaeger on 127.0.0.1 (built from its Go module once)"
+# The tracing test exports to it; the other tests do not (it sets no OTEL_* variable).
+eval "$(tests/tracing/jaeger.sh start)"
+
 step "unit, service and process tests (SQLite and PostgreSQL)"
 cargo test --workspace --locked --exclude shop-e2e
+
+tests/tracing/jaeger.sh stop
 
 step "browser tests (headless Chromium)"
 # The storefront in Debian's Chromium, against `shop up` (installs chromium and its npm packages).

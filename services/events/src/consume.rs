@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 
 use shop_kit::Metrics;
 use shop_kit::db::{Database, Tx};
+use shop_kit::propagation::{self, TraceContext};
 
 use crate::event::Event;
 
@@ -36,6 +37,28 @@ pub trait Handler: Send + Sync + 'static {
     /// commits both together; an error rolls both back. Events of types the consumer does not
     /// handle should return `Ok(())`.
     async fn handle(&self, tx: &mut Tx, event: &Event) -> Result<(), HandleError>;
+}
+
+/// The span an event is applied in. It is linked to the producer's span (`producer`, the
+/// context stored with the event), not its child: the consumer runs later, maybe much later or
+/// more than once, and belongs to the delivery that brought the event (an OpenTelemetry link, as
+/// the messaging conventions do it for consumers).
+pub fn span(consumer: &str, event: &Event, producer: Option<&TraceContext>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format_args!("consume {}", event.kind),
+        otel.kind = "consumer",
+        consumer,
+        event_type = %event.kind,
+        event_id = %event.id,
+        trace_id = tracing::field::Empty,
+        linked_trace_id = tracing::field::Empty,
+    );
+    if let Some(producer) = producer {
+        propagation::link(&span, producer);
+    }
+    propagation::record_trace_id(&span);
+    span
 }
 
 /// What [`apply`] did.

@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 
 use shop_kit::db::{Database, now_rfc3339};
+use shop_kit::propagation::TraceContext;
 use shop_kit::{Problem, Upstream, UpstreamError};
+use tracing::Instrument;
 
 use crate::bus::EventOptions;
 use crate::consume::{self, DeadLetterCount, DeadReason, HandleError, Handler};
@@ -25,6 +27,10 @@ use crate::outbox::OutboxRow;
 
 /// The attempt number of a delivery (1 for the first), sent by the producer.
 pub const ATTEMPT_HEADER: &str = "shop-event-attempt";
+/// The producer's trace context. Not `traceparent`: that one is the delivery's own (the relay's,
+/// none), and the consumer links to the producer rather than being its child.
+pub const TRACEPARENT_HEADER: &str = "shop-event-traceparent";
+pub const TRACESTATE_HEADER: &str = "shop-event-tracestate";
 
 /// The route a consumer listens on for local deliveries.
 pub fn route(consumer: &str) -> String {
@@ -46,11 +52,14 @@ pub(crate) async fn deliver(
     row: &OutboxRow,
     attempt: u32,
 ) -> Result<Delivery> {
-    let request = upstream
+    let mut request = upstream
         .request(Method::POST, &route(consumer))
         .header("content-type", "application/json")
         .header(ATTEMPT_HEADER, attempt.to_string())
         .body(row.json());
+    if let Some(trace) = &row.trace {
+        request = trace.apply(request, TRACEPARENT_HEADER, TRACESTATE_HEADER);
+    }
     match upstream.send(request).await {
         Ok(response) if response.status().is_success() => Ok(Delivery::Taken),
         Ok(response) => Ok(Delivery::Refused(format!("answered {}", response.status()))),
@@ -108,7 +117,12 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
             return settle_dead(&receiver, letter, DeadReason::Undecodable).await;
         }
     };
-    match consume::apply(&receiver.db, consumer, &*receiver.handler, &event).await {
+    let producer =
+        TraceContext::from_named_headers(&headers, TRACEPARENT_HEADER, TRACESTATE_HEADER);
+    let applied = consume::apply(&receiver.db, consumer, &*receiver.handler, &event)
+        .instrument(consume::span(consumer, &event, producer.as_ref()))
+        .await;
+    match applied {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(HandleError::Reject(error)) => {
             settle_dead(

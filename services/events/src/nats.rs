@@ -12,6 +12,8 @@ use async_nats::jetstream::{AckKind, Context};
 use futures_util::StreamExt;
 
 use shop_kit::Database;
+use shop_kit::propagation::{TRACEPARENT, TRACESTATE, TraceContext};
+use tracing::Instrument;
 
 use crate::bus::EventOptions;
 use crate::consume::{self, DeadLetterCount, DeadReason, HandleError, Handler};
@@ -53,10 +55,27 @@ pub fn event_subject(kind: &str) -> String {
     format!("shop.events.{}", subject_part(kind))
 }
 
+/// The event as a message: its JSON, its id for JetStream's deduplication, and the producer's
+/// trace context as W3C headers (`traceparent`, `tracestate`), as OpenTelemetry's messaging
+/// conventions put it.
 pub(crate) fn event_message(row: &OutboxRow) -> PublishMessage {
-    PublishMessage::build()
+    let mut message = PublishMessage::build()
         .payload(row.json().into())
-        .message_id(&row.id)
+        .message_id(&row.id);
+    if let Some(trace) = &row.trace {
+        message = message.header(TRACEPARENT, trace.traceparent.as_str());
+        if let Some(tracestate) = &trace.tracestate {
+            message = message.header(TRACESTATE, tracestate.as_str());
+        }
+    }
+    message
+}
+
+/// The producer's trace context a message carries.
+fn producer_context(message: &async_nats::jetstream::Message) -> Option<TraceContext> {
+    let headers = message.headers.as_ref()?;
+    let text = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    TraceContext::new(text(TRACEPARENT), text(TRACESTATE))
 }
 
 fn stream_configs() -> [stream::Config; 2] {
@@ -216,7 +235,14 @@ async fn handle_message(
             DeadReason::Exhausted,
             format!("delivered {delivered} times without being acknowledged"),
         ),
-        Ok(event) => match consume::apply(db, name, handler, event).await {
+        Ok(event) => match consume::apply(db, name, handler, event)
+            .instrument(consume::span(
+                name,
+                event,
+                producer_context(message).as_ref(),
+            ))
+            .await
+        {
             Ok(_) => Verdict::Ack,
             Err(HandleError::Reject(error)) => {
                 Verdict::Dead(DeadReason::Rejected, format!("rejected: {error:#}"))

@@ -142,7 +142,8 @@ impl Waker {
     }
 }
 
-const SELECT_COLUMNS: &str = "o.id, o.type, o.source, o.time, o.payload";
+const SELECT_COLUMNS: &str =
+    "o.id, o.type, o.source, o.time, o.payload, o.traceparent, o.tracestate";
 
 async fn unpublished(db: &Database, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows = sqlx::query(&format!(

@@ -762,3 +762,67 @@ async fn the_outbox_lag_shows_while_no_bus_takes_the_events() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_outbox_made_before_trace_context_gains_it_and_nats_messages_carry_it() {
+    let Some(url) = testing::nats() else { return };
+    let bus = Bus::nats(&url, fast_options()).await.unwrap();
+    let jetstream = bus.jetstream().unwrap().clone();
+    nats::ensure_streams(&jetstream).await.unwrap();
+    let mut databases = vec![testing::sqlite()];
+    databases.extend(testing::postgres().await);
+    for test_db in &databases {
+        let db = Database::connect(&test_db.url).await.unwrap();
+        // The outbox as this crate (and the first migrations of inventory and shipping) made it.
+        sqlx::query(
+            "CREATE TABLE outbox (id TEXT PRIMARY KEY, type TEXT NOT NULL, source TEXT NOT NULL, \
+             time TEXT NOT NULL, payload TEXT NOT NULL, published_at TEXT)",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        events::install_tables(&db).await.unwrap();
+        events::install_tables(&db).await.unwrap();
+
+        let kind = format!("{}.traced", unique("trace"));
+        let written = write_events(&db, &kind, 1).await;
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM outbox WHERE traceparent IS NULL").await,
+            1,
+            "outside a request there is no context to store"
+        );
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        sqlx::query("UPDATE outbox SET traceparent = $1, tracestate = $2")
+            .bind(traceparent)
+            .bind("shop=1")
+            .execute(db.pool())
+            .await
+            .unwrap();
+
+        let _relay = start_relay(&bus, &db).await;
+        all_published(&db).await;
+        let consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+            .get_stream(nats::EVENT_STREAM)
+            .await
+            .unwrap()
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                filter_subject: nats::event_subject(&kind),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let message = futures_util::StreamExt::next(&mut batch)
+            .await
+            .expect("the relayed event")
+            .unwrap();
+        let headers = message.headers.as_ref().expect("headers");
+        assert_eq!(headers.get("traceparent").unwrap().as_str(), traceparent);
+        assert_eq!(headers.get("tracestate").unwrap().as_str(), "shop=1");
+        let event: Event = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(
+            event, written[0],
+            "the context travels beside the event, not in it"
+        );
+    }
+}

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use shop_kit::context::{REQUEST_ID_HEADER, USER_ID_HEADER, USER_ROLES_HEADER};
+use shop_kit::propagation::{TRACEPARENT, TRACESTATE};
 use shop_kit::{Json, Problem, Upstream, UpstreamOptions};
 
 use crate::domain::{self, RouteTable};
@@ -154,8 +155,14 @@ async fn forward(gw: &Gateway, peer: SocketAddr, request: Request) -> Result<Res
         })?;
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut outbound = upstream.request(parts.method.clone(), path);
+    // The request id and the trace context are the kit client's to set (the trace's next hop is
+    // the gateway's span, or the incoming context as it came when the gateway exports nothing).
     for (name, value) in &parts.headers {
-        if domain::is_forwardable_request_header(name.as_str()) && name != REQUEST_ID_HEADER {
+        if domain::is_forwardable_request_header(name.as_str())
+            && name != REQUEST_ID_HEADER
+            && name != TRACEPARENT
+            && name != TRACESTATE
+        {
             outbound = outbound.header(name, value);
         }
     }

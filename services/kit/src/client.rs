@@ -1,5 +1,5 @@
 //! Calls to other services: connect and request timeouts, bounded retries within a retry budget,
-//! a circuit breaker per upstream, and the request id carried along.
+//! a circuit breaker per upstream, and the request id and trace context carried along.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -360,7 +360,8 @@ impl Upstream {
         &self.base_url
     }
 
-    /// Starts a request to `path` (which begins with `/`), carrying the current request id.
+    /// Starts a request to `path` (which begins with `/`), carrying the current request id and
+    /// trace context (`traceparent`, `tracestate`).
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut builder = self
             .client
@@ -368,7 +369,7 @@ impl Upstream {
         if let Some(id) = current_request_id() {
             builder = builder.header(REQUEST_ID_HEADER, id);
         }
-        builder
+        crate::propagation::inject(builder)
     }
 
     /// Sends through the circuit breaker. Any answer comes back, including 4xx and 5xx.

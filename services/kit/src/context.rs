@@ -7,31 +7,68 @@ use axum::response::Response;
 use uuid::Uuid;
 
 use crate::problem::Problem;
+use crate::propagation::{self, TraceContext};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Set by the gateway after it verified the access token; stripped from what clients send.
 pub const USER_ID_HEADER: &str = "x-shop-user-id";
 pub const USER_ROLES_HEADER: &str = "x-shop-user-roles";
 
+/// What a request carries into the calls and events it causes.
+#[derive(Clone)]
+struct RequestContext {
+    id: Option<String>,
+    /// The incoming trace context, kept only when this process does not export spans (then it
+    /// is forwarded as it came; otherwise the current span's context is sent).
+    trace: Option<TraceContext>,
+}
+
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static CONTEXT: RequestContext;
 }
 
 /// The id of the request being handled, for outbound calls to carry along.
 pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    CONTEXT.try_with(|c| c.id.clone()).ok().flatten()
 }
 
-/// Makes the request id visible to everything the handler calls (see [`current_request_id`]).
+/// The trace context the request came with, when this process does not export spans.
+pub(crate) fn current_trace() -> Option<TraceContext> {
+    CONTEXT.try_with(|c| c.trace.clone()).ok().flatten()
+}
+
+/// Makes the request id (and, without an exporter, the incoming trace context) visible to
+/// everything the handler calls (see [`current_request_id`]).
 pub async fn scope_request_id(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
+    let headers = request.headers();
+    let id = headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match id {
-        Some(id) => REQUEST_ID.scope(id, next.run(request)).await,
-        None => next.run(request).await,
+    let trace = if propagation::exporting() {
+        None
+    } else {
+        TraceContext::from_headers(headers)
+    };
+    if id.is_none() && trace.is_none() {
+        return next.run(request).await;
+    }
+    CONTEXT
+        .scope(RequestContext { id, trace }, next.run(request))
+        .await
+}
+
+/// `work` with the current request's context and span, for a task spawned on its behalf (a
+/// saga that outlives the request's deadline): its calls carry the request id and the trace.
+pub fn carry<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    use tracing::Instrument;
+    let context = CONTEXT.try_with(Clone::clone).ok();
+    let work = work.instrument(tracing::Span::current());
+    async move {
+        match context {
+            Some(context) => CONTEXT.scope(context, work).await,
+            None => work.await,
+        }
     }
 }
 

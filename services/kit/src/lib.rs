@@ -31,6 +31,7 @@ pub mod money;
 pub mod openapi;
 pub mod page;
 pub mod problem;
+pub mod propagation;
 pub mod runtime;
 pub mod server;
 pub mod tasks;

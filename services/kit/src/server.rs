@@ -163,20 +163,23 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: the deadline and body limit apply to the handler, metrics see the
         // final status, and the request id exists before anything logs.
-        .layer(middleware::from_fn_with_state(config.request_timeout, deadline))
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout,
+            deadline,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(metrics.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::track,
+        ))
         .layer(middleware::from_fn(scope_request_id))
-        .layer(middleware::from_fn_with_state(shutting_down.clone(), close_when_draining))
+        .layer(middleware::from_fn_with_state(
+            shutting_down.clone(),
+            close_when_draining,
+        ))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request
-                    .headers()
-                    .get(REQUEST_ID_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| crate::propagation::request_span(request)),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));

@@ -1,5 +1,7 @@
 //! Structured logs (JSON lines by default, readable text on request) and, with the `otlp` feature,
-//! traces exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! traces exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The sampler is the
+//! SDK's, which reads `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` itself (default
+//! `parentbased_always_on`); how trace context travels is in [`crate::propagation`].
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -77,11 +79,35 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Telemetry {
             "{service}: OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build has no OTLP support (feature `otlp`)"
         );
     }
-    let registry = tracing_subscriber::registry().with(logs);
+    // Without an exporter, one global filter as ever: a disabled event or span costs nothing.
+    // With one, each layer has its own: SHOP_LOG filters the logs, and spans at info and above
+    // (requests, saga steps, event consumers; not every debug span a library opens) are exported
+    // whatever the log level. (A per-layer filter beside a layer without one would enable every
+    // callsite in the process, hence not per-layer filters always.)
     #[cfg(feature = "otlp")]
-    let registry = registry.with(traces_layer);
-    let installed = registry.with(filter).try_init().is_ok();
+    let installed = match traces_layer {
+        Some(traces_layer) => tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .with(traces_layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+            .try_init()
+            .is_ok(),
+        None => tracing_subscriber::registry()
+            .with(logs)
+            .with(filter)
+            .try_init()
+            .is_ok(),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(filter)
+        .try_init()
+        .is_ok();
     if installed {
+        #[cfg(feature = "otlp")]
+        if traces.is_some() {
+            crate::propagation::set_exporting();
+        }
         tracing::debug!(service, "telemetry initialised");
     }
     Telemetry {

@@ -155,8 +155,11 @@ async fn checkout(
     let saga = state.saga.clone();
     let payment = body.payment;
     let run_id = order_id.clone();
-    // Its own task: when the deadline passes, the saga goes on and the caller gets a 202.
-    let run = tokio::spawn(async move { saga.run(&run_id, &runner, Some(&payment)).await });
+    // Its own task: when the deadline passes, the saga goes on and the caller gets a 202. It
+    // keeps the request's context: its steps are spans of the checkout's trace.
+    let run = tokio::spawn(shop_kit::context::carry(async move {
+        saga.run(&run_id, &runner, Some(&payment)).await
+    }));
     let _ = tokio::time::timeout(state.deadline, run).await;
     let now = store
         .state(&order_id)

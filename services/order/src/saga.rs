@@ -21,7 +21,9 @@ use shop_contracts::shipping::{self, CreateShipment, Item, Quote, QuoteRequest, 
 use shop_contracts::{Money, OrderId, ProductId, UserId};
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::idempotency;
+use shop_kit::propagation;
 use shop_kit::{Caller, FieldError, Problem, Upstream, UpstreamError};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{self, OrderItem, PaymentDetails, Step, reason};
@@ -105,6 +107,29 @@ impl From<UpstreamError> for CallError {
             },
         }
     }
+}
+
+/// The span of the step that leaves `step`, a child of the span that is current: the checkout
+/// request's, or a resumed saga's.
+fn step_span(step: Step, order_id: &str) -> tracing::Span {
+    let name = match step {
+        Step::Placed => "reserve",
+        Step::Reserved => "quote",
+        Step::Quoted => "charge",
+        Step::Charged => "commit",
+        Step::Committed => "ship",
+        Step::Shipped => "confirm",
+        Step::Compensating | Step::Confirmed | Step::Failed => "compensate",
+    };
+    let span = tracing::info_span!(
+        "saga step",
+        otel.name = %format_args!("saga {name}"),
+        step = name,
+        order_id,
+        trace_id = tracing::field::Empty,
+    );
+    propagation::record_trace_id(&span);
+    span
 }
 
 /// The last segment of a problem type (`https://shop.dev/problems/insufficient-stock`).
@@ -237,19 +262,26 @@ impl Saga {
         if step.is_terminal() {
             return Ok(Some(Stopped::Finished));
         }
+        let span = step_span(step, order_id);
         if step == Step::Compensating {
-            return self.compensate(state, runner).await;
+            return self.compensate(state, runner).instrument(span).await;
         }
         let started = std::time::Instant::now();
-        let (to, result) = match step {
-            Step::Placed => (Step::Reserved, self.reserve(state, card.is_some()).await),
-            Step::Reserved => (Step::Quoted, self.quote(state).await),
-            Step::Quoted => (Step::Charged, self.charge(state, card).await),
-            Step::Charged => (Step::Committed, self.commit(state).await),
-            Step::Committed => (Step::Shipped, self.ship(state).await),
-            Step::Shipped => (Step::Confirmed, StepResult::Done(Progress::default())),
-            Step::Compensating | Step::Confirmed | Step::Failed => unreachable!("handled above"),
-        };
+        let (to, result) = async {
+            match step {
+                Step::Placed => (Step::Reserved, self.reserve(state, card.is_some()).await),
+                Step::Reserved => (Step::Quoted, self.quote(state).await),
+                Step::Quoted => (Step::Charged, self.charge(state, card).await),
+                Step::Charged => (Step::Committed, self.commit(state).await),
+                Step::Committed => (Step::Shipped, self.ship(state).await),
+                Step::Shipped => (Step::Confirmed, StepResult::Done(Progress::default())),
+                Step::Compensating | Step::Confirmed | Step::Failed => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+        .instrument(span)
+        .await;
         if step != Step::Shipped {
             // Shipped → Confirmed calls nothing: not a step worth timing.
             self.metrics.step(to, started.elapsed().as_secs_f64());
@@ -736,10 +768,25 @@ pub async fn resume_once(saga: &Saga, lease: Duration) -> Result<usize, sqlx::Er
     for order_id in taken {
         let saga = saga.clone();
         let runner = runner.clone();
-        runs.spawn(async move {
-            let stopped = saga.run(&order_id, &runner, None).await;
-            tracing::info!(order_id, ?stopped, "resumed an unfinished order");
-        });
+        // The checkout request is gone: a trace of its own, linked to the checkout's.
+        let span = tracing::info_span!(
+            parent: None,
+            "saga resume",
+            order_id,
+            trace_id = tracing::field::Empty,
+            linked_trace_id = tracing::field::Empty,
+        );
+        if let Some(checkout) = saga.store.checkout_trace(&order_id).await? {
+            propagation::link(&span, &checkout);
+        }
+        propagation::record_trace_id(&span);
+        runs.spawn(
+            async move {
+                let stopped = saga.run(&order_id, &runner, None).await;
+                tracing::info!(order_id, ?stopped, "resumed an unfinished order");
+            }
+            .instrument(span),
+        );
     }
     while runs.join_next().await.is_some() {}
     Ok(count)

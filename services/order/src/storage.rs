@@ -10,6 +10,7 @@ use shop_contracts::shipping::{Address, Quote};
 use shop_events::outbox;
 use shop_kit::db::Tx;
 use shop_kit::page::{self, Cursor};
+use shop_kit::propagation::TraceContext;
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
 
 use crate::domain::{CardSummary, Order, OrderItem, OrderStatus, Step, StepEntry};
@@ -128,12 +129,14 @@ impl Store {
     /// order under this key: then `false`, and nothing is written.
     pub async fn insert(&self, new: NewOrder<'_>) -> Result<bool, sqlx::Error> {
         let now = now_rfc3339();
+        // The checkout's trace, for the resumer to link to should it take the saga over.
+        let trace = shop_kit::propagation::current();
         let mut tx = self.db.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, idem_key, request_hash, status, step, runner, items, \
              currency, subtotal, shipping_address, card_brand, card_last4, payment_check, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15) \
+             created_at, updated_at, traceparent, tracestate) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17) \
              ON CONFLICT (user_id, idem_key) DO NOTHING",
         )
         .bind(new.id)
@@ -151,6 +154,8 @@ impl Store {
         .bind(&new.card.last4)
         .bind(&now)
         .bind(&now)
+        .bind(trace.as_ref().map(|t| t.traceparent.clone()))
+        .bind(trace.and_then(|t| t.tracestate))
         .execute(&mut *tx)
         .await?;
         let Some(mut tx) = moved(tx, inserted.rows_affected(), new.id, Step::Placed, &now).await?
@@ -164,6 +169,16 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The trace context of the request that placed the order, if it was traced.
+    pub async fn checkout_trace(&self, id: &str) -> Result<Option<TraceContext>, sqlx::Error> {
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT traceparent, tracestate FROM orders WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(row.and_then(|(parent, state)| TraceContext::new(parent, state)))
     }
 
     /// The user's order under an Idempotency-Key.

@@ -46,6 +46,8 @@ pub struct Stack {
     databases: BTreeMap<&'static str, String>,
     _postgres: Vec<TestDatabase>,
     processes: BTreeMap<&'static str, Process>,
+    /// Extra environment per service, kept for restarts.
+    extra_env: fn(&str) -> Vec<(&'static str, String)>,
     pub client: Client,
 }
 
@@ -53,6 +55,15 @@ impl Stack {
     /// Starts every service. `None` when PostgreSQL is asked for but not configured outside CI
     /// (under `CI=true` that fails instead).
     pub async fn start(storage: Storage, bus: Bus) -> Option<Self> {
+        Self::start_with(storage, bus, |_| Vec::new()).await
+    }
+
+    /// [`Stack::start`] with `extra_env(service)` added to each service's environment.
+    pub async fn start_with(
+        storage: Storage,
+        bus: Bus,
+        extra_env: fn(&str) -> Vec<(&'static str, String)>,
+    ) -> Option<Self> {
         let dir = TempDir::new();
         let mut databases = BTreeMap::new();
         let mut postgres = Vec::new();
@@ -77,6 +88,7 @@ impl Stack {
             databases,
             _postgres: postgres,
             processes: BTreeMap::new(),
+            extra_env,
             client: Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -130,6 +142,11 @@ impl Stack {
                 serde_json::to_string(&routes).unwrap(),
             ));
         }
+        env.extend(
+            (self.extra_env)(name)
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value)),
+        );
         // NATS_URL takes over from the local bus's peers that `shop up` sets.
         if let Bus::Nats(url) = &self.bus {
             env.push((shop_contracts::env::NATS_URL.into(), url.clone()));
