@@ -257,6 +257,7 @@ spec:
                 "ServiceAccount preview/cart",
                 "Secret preview/cart-db-credentials",
                 "Service preview/cart-db",
+                "Service preview/cart-db-headless",
                 "NetworkPolicy preview/cart-db",
                 "StatefulSet preview/cart-db",
                 "Service preview/cart",

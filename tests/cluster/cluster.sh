@@ -273,7 +273,10 @@ cmd_up() {
 	fi
 	# Node addresses on loopback too, so that no address in the cluster names the machine's
 	# network (kwok's default 192.0.2.x is a documentation range that this VM may use).
-	kwokctl scale node --replicas "$NODES" --param '.nodeIPs=["127.0.0.1"]' || die "kwokctl scale node failed"
+	# kwok's nodes advertise no local disk by default, and the scheduler fits no pod that asks
+	# for ephemeral-storage (the operator's pods do) on a node without it: give them some.
+	kwokctl scale node --replicas "$NODES" --param '.nodeIPs=["127.0.0.1"]' \
+		--param '.allocatable."ephemeral-storage"="100Gi"' || die "kwokctl scale node failed"
 	wait_ready
 	check_components
 	check_loopback_only

@@ -55,8 +55,13 @@ object that does not exist yet needs `create` as well as `patch`.
   verbs: [patch]
 # Children that exist as long as their ShopService: applied and watched, never deleted here.
 - apiGroups: [apps]
-  resources: [deployments, statefulsets]
+  resources: [deployments]
   verbs: [list, watch, create, patch]
+# Deleted only to be created again at once, orphaning the pod and the claim, when a field
+# that cannot change in place must change (serviceName, volumeClaimTemplates).
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services, serviceaccounts]
   verbs: [list, watch, create, patch]

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, PodSecurityContext, SeccompProfile, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, EmptyDirVolumeSource, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -23,6 +24,9 @@ pub const SHOP_USER_ID: i64 = 65532;
 
 /// Where the writable scratch space of a read-only container is mounted.
 pub const TMP_DIR: &str = "/tmp";
+/// How large that scratch space may grow: nothing the services or PostgreSQL write there
+/// (temporary files of a request, a sort that spills) comes near it.
+pub const TMP_SIZE_LIMIT: &str = "64Mi";
 
 /// What an object is to the ShopService that owns it: its `app.kubernetes.io/component`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +155,12 @@ pub mod names {
         format!("{shop}-db")
     }
 
+    /// The dedicated database's headless Service, which governs its StatefulSet: it gives the
+    /// pod its stable DNS name, `<name>-db-0.<name>-db-headless.<namespace>.svc`.
+    pub fn database_pods(shop: &str) -> String {
+        format!("{shop}-db-headless")
+    }
+
     /// The Secret with the database credentials.
     pub fn credentials_secret(shop: &str) -> String {
         format!("{shop}-db-credentials")
@@ -198,13 +208,58 @@ pub fn restricted_container_security_context() -> SecurityContext {
     }
 }
 
-/// An empty, pod-lifetime directory: writable space in a read-only container.
-pub fn empty_dir_volume(name: &str) -> Volume {
+/// An empty, pod-lifetime directory of at most `size_limit`: writable space in a read-only
+/// container. The limit keeps one pod from filling its node's disk (the kubelet evicts a pod
+/// whose directory grows past it).
+pub fn empty_dir_volume(name: &str, size_limit: &str) -> Volume {
     Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size_limit.into())),
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+/// The local disk every container of the operator's pods asks for and may use: its logs
+/// (the kubelet keeps up to 5 × 10 MiB of them by default) and its writable layer, which the
+/// read-only root filesystem keeps empty. The emptyDirs are limited on their own
+/// ([`empty_dir_volume`]) and count towards the pod's total too.
+pub const EPHEMERAL_STORAGE_REQUEST: &str = "64Mi";
+pub const EPHEMERAL_STORAGE_LIMIT: &str = "256Mi";
+
+/// `requests` and `limits` of `ephemeral-storage`, added to a container's resources.
+pub fn with_ephemeral_storage(mut resources: ResourceRequirements) -> ResourceRequirements {
+    let key = "ephemeral-storage".to_owned();
+    resources
+        .requests
+        .get_or_insert_default()
+        .insert(key.clone(), Quantity(EPHEMERAL_STORAGE_REQUEST.into()));
+    resources
+        .limits
+        .get_or_insert_default()
+        .insert(key, Quantity(EPHEMERAL_STORAGE_LIMIT.into()));
+    resources
+}
+
+/// Soft spreading of the pods `selector` picks across nodes and zones: the scheduler prefers
+/// the placement with the fewest of them on one node (and in one zone), so that one node's
+/// loss takes as few as possible and the PodDisruptionBudget is a promise it can keep; when it
+/// cannot spread, it schedules anyway (`ScheduleAnyway`: a one-node cluster still runs
+/// everything). `pod-template-hash` counts the pods of each revision apart during a rollout.
+pub fn spread_over_nodes_and_zones(selector: &LabelSelector) -> Vec<TopologySpreadConstraint> {
+    ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        .into_iter()
+        .map(|key| TopologySpreadConstraint {
+            topology_key: key.into(),
+            max_skew: 1,
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(selector.clone()),
+            match_label_keys: Some(vec!["pod-template-hash".into()]),
+            ..Default::default()
+        })
+        .collect()
 }
 
 pub fn volume_mount(name: &str, path: &str) -> VolumeMount {

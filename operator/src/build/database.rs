@@ -3,6 +3,8 @@
 //! - StatefulSet `<name>-db`: one PostgreSQL pod with its data on a PersistentVolumeClaim,
 //!   meeting the `restricted` Pod Security Standard with a read-only root filesystem.
 //! - Service `<name>-db`: the database's stable address, `<name>-db.<namespace>.svc:5432`.
+//! - Service `<name>-db-headless`: the StatefulSet's governing Service, which gives the pod
+//!   its own DNS name (`<name>-db-0.<name>-db-headless.<namespace>.svc`), ready or not.
 //! - NetworkPolicy `<name>-db`: only the service's own pods may connect; it connects nowhere.
 //! - Secret `<name>-db-credentials`: `username password host port dbname uri`, the keys
 //!   CloudNativePG uses. PostgreSQL takes its user, password and database from it, and the
@@ -32,8 +34,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Owner;
 use super::common::{
-    Role, TMP_DIR, empty_dir_volume, names, restricted_container_security_context,
-    restricted_pod_security_context, volume_mount,
+    Role, TMP_DIR, TMP_SIZE_LIMIT, empty_dir_volume, names, restricted_container_security_context,
+    restricted_pod_security_context, volume_mount, with_ephemeral_storage,
 };
 use super::network_policy::tcp;
 use crate::crd::DeletionPolicy;
@@ -64,6 +66,8 @@ const TMP_VOLUME: &str = "tmp";
 pub struct DedicatedDatabase {
     pub stateful_set: StatefulSet,
     pub service: Service,
+    /// Headless, named by the StatefulSet's `serviceName`.
+    pub governing_service: Service,
     pub network_policy: NetworkPolicy,
     pub credentials: Secret,
 }
@@ -123,6 +127,7 @@ pub fn dedicated(owner: &Owner, password: &str, image: &str) -> DedicatedDatabas
     DedicatedDatabase {
         stateful_set: stateful_set(owner, image),
         service: service(owner),
+        governing_service: governing_service(owner),
         network_policy: network_policy(owner),
         credentials: credentials_secret(owner, &DatabaseLogin::dedicated(owner, password)),
     }
@@ -168,7 +173,7 @@ fn stateful_set(owner: &Owner, image: &str) -> StatefulSet {
         metadata: owner.metadata(&name, Role::Database),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
-            service_name: Some(name.clone()),
+            service_name: Some(names::database_pods(owner.name)),
             selector: owner.label_selector(Role::Database),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -262,7 +267,7 @@ fn pod_spec(owner: &Owner, image: &str) -> PodSpec {
             failure_threshold: Some(6),
             ..Default::default()
         }),
-        resources: Some(ResourceRequirements {
+        resources: Some(with_ephemeral_storage(ResourceRequirements {
             requests: Some(
                 [
                     ("cpu".to_owned(), Quantity("100m".into())),
@@ -272,7 +277,7 @@ fn pod_spec(owner: &Owner, image: &str) -> PodSpec {
             ),
             limits: Some([("memory".to_owned(), Quantity("512Mi".into()))].into()),
             ..Default::default()
-        }),
+        })),
         security_context: Some(restricted_container_security_context()),
         volume_mounts: Some(vec![
             volume_mount(DATA_VOLUME, VOLUME_DIR),
@@ -289,33 +294,56 @@ fn pod_spec(owner: &Owner, image: &str) -> PodSpec {
         security_context: Some(restricted_pod_security_context(POSTGRES_USER_ID)),
         containers: vec![postgres],
         volumes: Some(vec![
-            empty_dir_volume(SOCKET_VOLUME),
-            empty_dir_volume(TMP_VOLUME),
+            // A socket and a lock file.
+            empty_dir_volume(SOCKET_VOLUME, "1Mi"),
+            empty_dir_volume(TMP_VOLUME, TMP_SIZE_LIMIT),
         ]),
         ..Default::default()
     }
 }
 
-/// A ClusterIP Service, not a headless one: with a single pod no per-pod DNS names are
-/// needed, and clients keep one stable address across restarts of the pod.
+/// The address the service connects to: a ClusterIP Service, so that clients keep one stable
+/// address across restarts of the pod, and only a ready PostgreSQL gets connections.
 fn service(owner: &Owner) -> Service {
     Service {
         metadata: owner.metadata(names::database(owner.name), Role::Database),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(owner.selector_labels(Role::Database)),
-            ports: Some(vec![ServicePort {
-                name: Some("postgres".into()),
-                protocol: Some("TCP".into()),
-                app_protocol: Some("postgresql".into()),
-                port: POSTGRES_PORT,
-                target_port: Some(IntOrString::String("postgres".into())),
-                ..Default::default()
-            }]),
+            ports: Some(postgres_port()),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// The StatefulSet's governing Service: headless (no cluster IP, none taken from the Service
+/// range), so that the pod has a DNS name of its own, published before it is ready (recovery
+/// and tools such as `pg_isready` from another pod need it then).
+fn governing_service(owner: &Owner) -> Service {
+    Service {
+        metadata: owner.metadata(names::database_pods(owner.name), Role::Database),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(owner.selector_labels(Role::Database)),
+            ports: Some(postgres_port()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn postgres_port() -> Vec<ServicePort> {
+    vec![ServicePort {
+        name: Some("postgres".into()),
+        protocol: Some("TCP".into()),
+        app_protocol: Some("postgresql".into()),
+        port: POSTGRES_PORT,
+        target_port: Some(IntOrString::String("postgres".into())),
+        ..Default::default()
+    }]
 }
 
 fn network_policy(owner: &Owner) -> NetworkPolicy {
@@ -442,7 +470,11 @@ mod tests {
         );
         let spec = stateful_set.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
-        assert_eq!(spec.service_name.as_deref(), Some("order-history-db"));
+        assert_eq!(
+            spec.service_name.as_deref(),
+            Some("order-history-db-headless"),
+            "governed by the headless Service, not the one clients connect to"
+        );
 
         let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
         let claim_spec = claim.spec.as_ref().unwrap();
@@ -548,5 +580,58 @@ mod tests {
             service.selector.unwrap()["app.kubernetes.io/component"],
             "database"
         );
+        assert_eq!(service.cluster_ip, None, "a stable cluster IP for clients");
+    }
+
+    #[test]
+    fn the_stateful_set_is_governed_by_a_headless_service_naming_the_pod() {
+        let shop = order(DeletionPolicy::Delete);
+        let database = dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE);
+        let governing = &database.governing_service;
+        assert_eq!(
+            governing.metadata.name,
+            database.stateful_set.spec.as_ref().unwrap().service_name
+        );
+        let spec = governing.spec.as_ref().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        assert_eq!(
+            spec.selector,
+            database.stateful_set.spec.unwrap().selector.match_labels,
+            "it selects the database's pod"
+        );
+        assert_eq!(spec.ports.as_ref().unwrap()[0].port, 5432);
+        // The longest name a ShopService may have still makes a valid Service name.
+        let longest = "a".repeat(crate::crd::MAX_NAME_LENGTH);
+        assert!(names::database_pods(&longest).len() <= 63);
+    }
+
+    #[test]
+    fn postgres_is_limited_in_the_local_disk_it_uses() {
+        let shop = order(DeletionPolicy::Delete);
+        let pod = dedicated(&Owner::new(&shop).unwrap(), "pw", DEFAULT_POSTGRES_IMAGE)
+            .stateful_set
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let resources = pod.containers[0].resources.as_ref().unwrap();
+        assert_eq!(
+            resources.requests.as_ref().unwrap()["ephemeral-storage"],
+            Quantity("64Mi".into())
+        );
+        assert_eq!(
+            resources.limits.as_ref().unwrap()["ephemeral-storage"],
+            Quantity("256Mi".into())
+        );
+        for volume in pod.volumes.unwrap() {
+            let empty_dir = volume.empty_dir.expect("only emptyDirs besides the claim");
+            assert!(
+                empty_dir.size_limit.is_some(),
+                "{} has no sizeLimit",
+                volume.name
+            );
+        }
     }
 }

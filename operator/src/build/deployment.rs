@@ -17,8 +17,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shop_contracts::{ServiceName, env as vars};
 
 use super::common::{
-    Role, SHOP_USER_ID, TMP_DIR, empty_dir_volume, names, restricted_container_security_context,
-    restricted_pod_security_context, volume_mount,
+    Role, SHOP_USER_ID, TMP_DIR, TMP_SIZE_LIMIT, empty_dir_volume, names,
+    restricted_container_security_context, restricted_pod_security_context,
+    spread_over_nodes_and_zones, volume_mount, with_ephemeral_storage,
 };
 use super::{Context, Owner, routes};
 use crate::crd::{Component, ComputeResources, DEFAULT_PORT, DatabaseMode};
@@ -76,7 +77,7 @@ fn pod_spec(owner: &Owner, context: &Context) -> PodSpec {
     let spec = owner.spec();
     let image = spec.image.as_deref().unwrap_or(context.default_image);
     let env = environment(owner, context);
-    let mut volumes = vec![empty_dir_volume(TMP_VOLUME)];
+    let mut volumes = vec![empty_dir_volume(TMP_VOLUME, TMP_SIZE_LIMIT)];
     let mut mounts = vec![volume_mount(TMP_VOLUME, TMP_DIR)];
     if spec.component == Some(Component::Gateway) {
         volumes.push(Volume {
@@ -99,7 +100,9 @@ fn pod_spec(owner: &Owner, context: &Context) -> PodSpec {
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().into()),
         args,
         env: Some(env.clone()),
-        resources: Some(resource_requirements(&spec.resources)),
+        resources: Some(with_ephemeral_storage(resource_requirements(
+            &spec.resources,
+        ))),
         security_context: Some(restricted_container_security_context()),
         volume_mounts: Some(mounts.clone()),
         ..Default::default()
@@ -141,6 +144,9 @@ fn pod_spec(owner: &Owner, context: &Context) -> PodSpec {
         init_containers: migrate.map(|migrate| vec![migrate]),
         containers: vec![app],
         volumes: Some(volumes),
+        topology_spread_constraints: Some(spread_over_nodes_and_zones(
+            &owner.label_selector(Role::Server),
+        )),
         ..Default::default()
     }
 }
@@ -432,6 +438,14 @@ mod tests {
                 "{} can write to /tmp",
                 container.name
             );
+            let resources = container.resources.as_ref().unwrap();
+            assert_eq!(
+                resources.limits.as_ref().unwrap()["ephemeral-storage"],
+                Quantity("256Mi".into()),
+                "{} is limited in the node's disk it uses",
+                container.name
+            );
+            assert!(resources.requests.as_ref().unwrap()["ephemeral-storage"].0 == "64Mi");
             checked += 1;
         }
         assert_eq!(checked, 2, "the app and the migration");
@@ -441,7 +455,40 @@ mod tests {
             .flatten()
             .find(|v| v.name == "tmp")
             .unwrap();
-        assert!(tmp.empty_dir.is_some());
+        assert_eq!(
+            tmp.empty_dir.as_ref().unwrap().size_limit,
+            Some(Quantity("64Mi".into()))
+        );
+    }
+
+    #[test]
+    fn replicas_are_spread_softly_over_nodes_and_zones() {
+        let mut cart = shop("cart", Some(Component::Cart));
+        cart.spec.replicas = 3;
+        let built = build(&cart, &[]);
+        let selector = built.spec.as_ref().unwrap().selector.clone();
+        let constraints = pod(&built).topology_spread_constraints.clone().unwrap();
+        let keys: Vec<_> = constraints
+            .iter()
+            .map(|c| c.topology_key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        );
+        for constraint in &constraints {
+            assert_eq!(constraint.max_skew, 1);
+            assert_eq!(
+                constraint.when_unsatisfiable, "ScheduleAnyway",
+                "a one-node cluster still runs every replica"
+            );
+            assert_eq!(constraint.label_selector.as_ref(), Some(&selector));
+            assert_eq!(
+                constraint.match_label_keys.as_deref(),
+                Some(&["pod-template-hash".to_owned()][..]),
+                "each revision is spread on its own during a rollout"
+            );
+        }
     }
 
     #[test]

@@ -202,7 +202,7 @@ mod tests {
         let services = [gateway.clone()];
         let children = children(&gateway, &context(&services, Some("pw"))).unwrap();
         let all = all_metadata(&children);
-        assert_eq!(all.len(), 11, "every optional child is present");
+        assert_eq!(all.len(), 12, "every optional child is present");
         for (kind, meta) in &all {
             let labels = meta.labels.as_ref().unwrap();
             for key in ["name", "instance", "component", "managed-by", "part-of"] {
@@ -235,6 +235,7 @@ mod tests {
                 "ServiceAccount front",
                 "Secret front-db-credentials",
                 "Service front-db",
+                "Service front-db-headless",
                 "NetworkPolicy front-db",
                 "StatefulSet front-db",
                 "ConfigMap front-routes",

@@ -56,6 +56,7 @@ impl Children {
         if let Some(DedicatedDatabase {
             stateful_set,
             service,
+            governing_service,
             network_policy,
             credentials,
         }) = database
@@ -63,6 +64,7 @@ impl Children {
             order.extend([
                 Child::Secret(credentials),
                 Child::Service(service),
+                Child::Service(governing_service),
                 Child::NetworkPolicy(network_policy),
                 Child::StatefulSet(stateful_set),
             ]);

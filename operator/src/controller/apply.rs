@@ -9,10 +9,10 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -72,7 +72,7 @@ pub async fn apply(
         Database::Shared(server) => Some(provision_shared(owner, server, ctx).await?),
         Database::Dedicated(_) | Database::None => None,
     };
-    let applied = apply_children(ctx, children.into_apply_order()).await?;
+    let applied = apply_children(ctx, children.into_apply_order(), notes).await?;
     notes.extend(prune(ctx, owner, &applied).await?);
 
     let observed = Observed {
@@ -187,21 +187,27 @@ async fn provision_shared(
 }
 
 /// Server-side applies every child in the apply order; returns them as the API server did.
-async fn apply_children(ctx: &Context, children: Vec<Child>) -> Result<Vec<Child>, Error> {
+async fn apply_children(
+    ctx: &Context,
+    children: Vec<Child>,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<Child>, Error> {
     let mut applied = Vec::with_capacity(children.len());
     for child in children {
-        applied.push(apply_child(ctx, &child).await?);
+        applied.push(apply_child(ctx, &child, notes).await?);
     }
     Ok(applied)
 }
 
-async fn apply_child(ctx: &Context, child: &Child) -> Result<Child, Error> {
+async fn apply_child(ctx: &Context, child: &Child, notes: &mut Vec<Note>) -> Result<Child, Error> {
     Ok(match child {
+        Child::StatefulSet(object) => {
+            Child::StatefulSet(apply_stateful_set(ctx, object, notes).await?)
+        }
         Child::ServiceAccount(object) => Child::ServiceAccount(apply_one(ctx, object).await?),
         Child::Secret(object) => Child::Secret(apply_one(ctx, object).await?),
         Child::Service(object) => Child::Service(apply_one(ctx, object).await?),
         Child::NetworkPolicy(object) => Child::NetworkPolicy(apply_one(ctx, object).await?),
-        Child::StatefulSet(object) => Child::StatefulSet(apply_one(ctx, object).await?),
         Child::ConfigMap(object) => Child::ConfigMap(apply_one(ctx, object).await?),
         Child::Deployment(object) => Child::Deployment(apply_one(ctx, object).await?),
         Child::HorizontalPodAutoscaler(object) => {
@@ -223,6 +229,78 @@ fn applied_deployment(applied: &[Child]) -> &Deployment {
         })
         // `Children::deployment` is not optional, so the apply order always holds it.
         .expect("the apply order holds the Deployment")
+}
+
+/// How long a StatefulSet deleted to be created again may take to go: the garbage collector
+/// first releases its pod (the orphan cascade), usually within a second.
+const RECREATE_WAIT: Duration = Duration::from_secs(30);
+
+/// Server-side applies a StatefulSet. One whose change the API server refuses to make in
+/// place (`serviceName`, `volumeClaimTemplates`: "updates to statefulset spec for fields
+/// other than …") is deleted with the orphan cascade and created again: its pod and volume
+/// claim are left as they are, and the new StatefulSet adopts them (same name, same labels),
+/// so the database keeps running on its data. An operator upgrade that changes such a field
+/// (this one gave the StatefulSets a headless governing Service) needs nothing done by hand.
+async fn apply_stateful_set(
+    ctx: &Context,
+    object: &StatefulSet,
+    notes: &mut Vec<Note>,
+) -> Result<StatefulSet, Error> {
+    let refused = match apply_one(ctx, object).await {
+        Err(Error::Kube {
+            error: kube::Error::Api(status),
+            ..
+        }) if changes_a_fixed_field(&status) => status.message,
+        other => return other,
+    };
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    let namespace = object.meta().namespace.as_deref().unwrap_or_default();
+    let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
+    let orphan = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &orphan).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(error) => {
+            return Err(Error::Kube {
+                action: format!("delete StatefulSet {name} to create it again"),
+                error,
+            });
+        }
+    }
+    // Until the old object is gone an apply patches it, and is refused the same way.
+    let deadline = tokio::time::Instant::now() + RECREATE_WAIT;
+    loop {
+        match apply_one(ctx, object).await {
+            Ok(applied) => {
+                notes.push(Note::normal(
+                    "Recreated",
+                    "Reconcile",
+                    format!(
+                        "StatefulSet {name} created again, its pod and volume claim kept, for a change the API server makes only to a new object: {refused}"
+                    ),
+                ));
+                return Ok(applied);
+            }
+            Err(Error::Kube {
+                error: kube::Error::Api(status),
+                ..
+            }) if changes_a_fixed_field(&status) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The API server's refusal of a StatefulSet change to a field it never updates in place.
+fn changes_a_fixed_field(status: &kube::core::Status) -> bool {
+    status.code == 422
+        && status
+            .message
+            .contains("updates to statefulset spec for fields")
 }
 
 /// Server-side apply as the operator's field manager. `force` takes over fields another
@@ -252,7 +330,7 @@ where
 /// Writes the status with server-side apply on the status subresource, only when it differs
 /// from the stored one: an unchanged status costs no write and wakes no watcher. Returns the
 /// Events the change deserves.
-async fn write_status(
+pub(super) async fn write_status(
     shops: &Api<ShopService>,
     shop: &ShopService,
     status: ShopServiceStatus,
@@ -280,6 +358,24 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refused_change_to_a_fixed_statefulset_field_recreates_it() {
+        let refusal =
+            |code, message: &str| kube::core::Status::failure(message, "Invalid").with_code(code);
+        assert!(changes_a_fixed_field(&refusal(
+            422,
+            "StatefulSet.apps \"cart-db\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+        )));
+        assert!(!changes_a_fixed_field(&refusal(
+            422,
+            "StatefulSet.apps \"cart-db\" is invalid: spec.replicas: Invalid value: -1"
+        )));
+        assert!(!changes_a_fixed_field(&refusal(
+            409,
+            "updates to statefulset spec for fields"
+        )));
+    }
 
     #[test]
     fn the_deployment_is_found_among_the_applied_children() {

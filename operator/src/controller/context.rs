@@ -62,6 +62,46 @@ impl Error {
         let action = action.into();
         move |error| Error::Kube { action, error }
     }
+
+    /// The reason, in CamelCase, a failed reconcile gives in the ShopService's conditions.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube {
+                error: kube::Error::Api(status),
+                ..
+            } if status.code == 403 => "Forbidden",
+            Error::Kube {
+                error: kube::Error::Api(_),
+                ..
+            } => "ApiRefused",
+            Error::Kube { .. } => "ApiUnreachable",
+            Error::Build(_) => "BuildFailed",
+            Error::NotNamespaced => "NotNamespaced",
+            Error::CredentialsWithoutPassword { .. } => "CredentialsInvalid",
+            Error::SharedCleanupPending { .. } => "CleanupPending",
+            Error::Random => "RandomFailed",
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.reason()
+                }
+                _ => "FinalizerFailed",
+            },
+        }
+    }
+
+    /// What a failed reconcile says in the ShopService's conditions: the error without the
+    /// finalizer helper's wrapping, which names no step a person knows.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.message()
+                }
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
 }
 
 /// An Event about the ShopService being reconciled, as a step's result asks for it; the
@@ -187,7 +227,7 @@ pub(super) fn backoff(failures: u32) -> Duration {
         .expect("a schedule without a maximum never ends")
 }
 
-fn truncate(mut text: String, max: usize) -> String {
+pub(super) fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max - '…'.len_utf8();
         while !text.is_char_boundary(end) {

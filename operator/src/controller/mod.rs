@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::finalizer::{self, finalizer};
@@ -49,7 +51,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::build::common::MANAGER;
 use crate::build::{OWNED_KINDS, Owner};
@@ -391,8 +393,13 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
             }
         })
         .await;
+        let result = not_failures(result).map_err(|e| Error::Finalizer(Box::new(e)));
+        if let Err(error) = &result
+            && shop.meta().deletion_timestamp.is_none()
+        {
+            notes.extend(report_failure(&shops, &shop, error).await);
+        }
         ctx.publish(&shop, notes).await;
-        let result = gone_is_done(result).map_err(|e| Error::Finalizer(Box::new(e)));
         let outcome = if result.is_ok() {
             ctx.failures
                 .lock()
@@ -409,10 +416,14 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
     .await
 }
 
-/// A cleanup that found the ShopService gone when it came to remove the finalizer is done,
-/// not failed: a stale cache ran the cleanup a second time (deleting several ShopServices
-/// reconciles their peers) after the first one had already let the object go.
-fn gone_is_done(
+/// The finalizer's outcomes that are not failures, both the work of a stale cache (a
+/// ShopService is reconciled again when a peer changes, from the copy the cache holds):
+/// - a cleanup that found the ShopService gone when it came to remove the finalizer: the
+///   first cleanup had already let the object go;
+/// - adding the finalizer refused with 422: the JSON patch tests that the list is still the
+///   one the copy had, and it is not (this operator added it a moment ago). The watch event
+///   of that change brings the object back for its reconcile.
+fn not_failures(
     result: Result<Action, finalizer::Error<Error>>,
 ) -> Result<Action, finalizer::Error<Error>> {
     match result {
@@ -421,8 +432,31 @@ fn gone_is_done(
         {
             Ok(Action::await_change())
         }
+        Err(finalizer::Error::AddFinalizer(kube::Error::Api(status))) if status.code == 422 => {
+            debug!("the finalizer list moved on since the cached copy; awaiting its watch event");
+            Ok(Action::await_change())
+        }
         other => other,
     }
+}
+
+/// The longest message a failed reconcile writes into a condition: the API server's own
+/// errors can quote a whole object.
+const MAX_FAILURE_MESSAGE: usize = 1024;
+
+/// A failed reconcile in the ShopService's status (`Ready=False`, `Degraded=True`, the
+/// error's reason and message), written only when that changes: a ShopService that keeps
+/// failing the same way costs no write per retry. Returns the Events the change deserves; a
+/// failure to write it is logged (the reconcile is retried anyway).
+async fn report_failure(shops: &Api<ShopService>, shop: &ShopService, error: &Error) -> Vec<Note> {
+    let message = context::truncate(error.message(), MAX_FAILURE_MESSAGE);
+    let failed = status::failed(shop, error.reason(), &message, &Time(Timestamp::now()));
+    apply::write_status(shops, shop, failed)
+        .await
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "could not write the failure into the status");
+            Vec::new()
+        })
 }
 
 fn error_policy(shop: Arc<ShopService>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -466,12 +500,48 @@ mod tests {
     }
 
     #[test]
-    fn a_finalizer_already_removed_is_not_a_failure() {
+    fn a_finalizer_already_removed_or_already_added_is_not_a_failure() {
         let gone = finalizer::Error::RemoveFinalizer(api_error(404, "NotFound"));
-        assert!(gone_is_done(Err(gone)).is_ok());
+        assert!(not_failures(Err(gone)).is_ok());
         let conflict = finalizer::Error::RemoveFinalizer(api_error(409, "Conflict"));
-        assert!(gone_is_done(Err(conflict)).is_err());
+        assert!(not_failures(Err(conflict)).is_err());
         let cleanup = finalizer::Error::CleanupFailed(Error::NotNamespaced);
-        assert!(gone_is_done(Err(cleanup)).is_err());
+        assert!(not_failures(Err(cleanup)).is_err());
+        // The test op of the finalizer patch failed: the list moved on since the cached copy.
+        let moved_on = finalizer::Error::AddFinalizer(api_error(422, "Invalid"));
+        assert!(not_failures(Err(moved_on)).is_ok());
+        let forbidden = finalizer::Error::AddFinalizer(api_error(403, "Forbidden"));
+        assert!(not_failures(Err(forbidden)).is_err());
+    }
+
+    #[test]
+    fn a_failure_names_its_reason_and_the_error_without_the_finalizer_wrapping() {
+        let refused = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(Error::Kube {
+            action: "apply Service cart".into(),
+            error: api_error(422, "Invalid"),
+        })));
+        assert_eq!(refused.reason(), "ApiRefused");
+        assert!(
+            refused.message().starts_with("apply Service cart: "),
+            "{}",
+            refused.message()
+        );
+        let credentials = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(
+            Error::CredentialsWithoutPassword {
+                secret_name: "cart-db-credentials".into(),
+            },
+        )));
+        assert_eq!(credentials.reason(), "CredentialsInvalid");
+        let forbidden = Error::Kube {
+            action: "list".into(),
+            error: api_error(403, "Forbidden"),
+        };
+        assert_eq!(forbidden.reason(), "Forbidden");
+        let finalizer = Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(api_error(
+            403,
+            "Forbidden",
+        ))));
+        assert_eq!(finalizer.reason(), "FinalizerFailed");
+        assert!(finalizer.message().starts_with("failed to add finalizer"));
     }
 }

@@ -65,9 +65,9 @@ pub const REQUIRED: &[Permission] = &[
     Permission {
         group: "apps",
         resource: "statefulsets",
-        verbs: APPLIED,
+        verbs: APPLIED_AND_PRUNED,
         scope: Scope::Watched,
-        why: "apply and watch the Dedicated databases",
+        why: "apply and watch the Dedicated databases; delete one (orphaning its pod and claim) to create it again when a field that cannot change in place must change",
     },
     Permission {
         group: "",

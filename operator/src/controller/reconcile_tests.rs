@@ -335,6 +335,9 @@ async fn a_dedicated_database_gets_a_generated_password_and_its_objects_first() 
             .apply("/api/v1/namespaces/shop/services/cart-db")
             .await;
         server
+            .apply("/api/v1/namespaces/shop/services/cart-db-headless")
+            .await;
+        server
             .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart-db")
             .await;
         server
@@ -514,6 +517,22 @@ async fn a_refused_apply_fails_the_reconcile_before_prune_and_status() {
                         "status": "Failure", "reason": "Forbidden", "code": 403,
                         "message": "serviceaccounts \"cart\" is forbidden"}),
             );
+        // The failure is in the status, and announced once as Degraded.
+        let status = server.status().await;
+        assert_eq!(status["observedGeneration"], 1);
+        let conditions = status["conditions"].as_array().unwrap();
+        for (type_, value) in [("Ready", "False"), ("Degraded", "True")] {
+            let condition = conditions.iter().find(|c| c["type"] == type_).unwrap();
+            assert_eq!(condition["status"], value, "{condition}");
+            assert_eq!(condition["reason"], "Forbidden", "{condition}");
+            let message = condition["message"].as_str().unwrap();
+            assert!(
+                message.contains("apply ServiceAccount cart") && message.contains("forbidden"),
+                "{message}"
+            );
+        }
+        let (reason, _) = server.event().await;
+        assert_eq!(reason, "Forbidden");
         server
     })
     .await;
@@ -540,6 +559,16 @@ async fn a_credentials_secret_without_a_password_is_never_replaced() {
                         "metadata": {"name": "cart-db-credentials", "namespace": "shop"},
                         "data": {"username": "Y2FydA=="}}),
             );
+        let status = server.status().await;
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(ready["reason"], "CredentialsInvalid", "{ready}");
+        server.event().await;
         server
     })
     .await;

@@ -211,6 +211,36 @@ pub fn paused(shop: &ShopService, now: &Time) -> ShopServiceStatus {
     status
 }
 
+/// The status of a ShopService whose reconcile failed with `reason` and `message`: not
+/// Ready and Degraded, both saying why, at the generation that failed; what was observed
+/// before (replicas, URL, database) is kept. The message names no attempt or retry time, so
+/// a reconcile that keeps failing the same way writes the status once.
+pub fn failed(
+    shop: &ShopService,
+    reason: &'static str,
+    message: &str,
+    now: &Time,
+) -> ShopServiceStatus {
+    let previous = shop.status.as_ref();
+    let generation = shop.metadata.generation;
+    let message = format!("the last reconcile failed: {message}");
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    for (type_, value) in [(READY, false), (DEGRADED, true)] {
+        let condition = merge(
+            previous,
+            Computed::new(type_, value, reason, message.clone()),
+            generation,
+            now,
+        );
+        match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(existing) => *existing = condition,
+            None => status.conditions.push(condition),
+        }
+    }
+    status
+}
+
 /// The Events a change of status from `before` to `after` deserves: a condition that turned
 /// True, or stayed True for another reason, of the two a person wants to hear about (Ready,
 /// and Degraded as a Warning with its own reason).
@@ -685,6 +715,57 @@ mod tests {
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert_eq!(warned[0].type_, EventType::Warning);
         assert_eq!(warned[0].reason, "RouteConflict");
+    }
+
+    #[test]
+    fn a_failed_reconcile_is_not_ready_and_degraded_and_rewrites_nothing_when_it_fails_again() {
+        // Never reconciled: the failure is the whole status.
+        let mut cart = shop("cart", Some(Component::Cart));
+        cart.metadata.generation = Some(3);
+        let first = failed(
+            &cart,
+            "ApiRefused",
+            "apply Service cart: range is full",
+            &time(1),
+        );
+        assert_eq!(first.observed_generation, Some(3));
+        for (type_, value) in [(READY, "False"), (DEGRADED, "True")] {
+            let condition = condition(&first, type_);
+            assert_eq!(condition.status, value);
+            assert_eq!(condition.reason, "ApiRefused");
+            assert_eq!(
+                condition.message,
+                "the last reconcile failed: apply Service cart: range is full"
+            );
+            assert_eq!(condition.observed_generation, Some(3));
+        }
+        // The same failure again, later: the same status, so nothing is written.
+        cart.status = Some(first.clone());
+        assert_eq!(
+            failed(
+                &cart,
+                "ApiRefused",
+                "apply Service cart: range is full",
+                &time(9)
+            ),
+            first
+        );
+
+        // Ready before: the failure keeps what was observed and flips Ready with a new time.
+        let deployment = deployment(1, available(1));
+        let ready = compute(&Owner::new(&cart).unwrap(), observe(&deployment), &time(1));
+        cart.status = Some(ready.clone());
+        let broken = failed(&cart, "CredentialsInvalid", "no password", &time(5));
+        assert_eq!(broken.url, ready.url);
+        assert_eq!(broken.ready_replicas, ready.ready_replicas);
+        assert_eq!(condition(&broken, READY).last_transition_time, time(5));
+        assert_eq!(
+            condition(&broken, DATABASE_READY),
+            condition(&ready, DATABASE_READY)
+        );
+        let warned = notes(Some(&ready), &broken);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].reason, "CredentialsInvalid");
     }
 
     #[test]

@@ -48,6 +48,12 @@ use tokio::sync::mpsc;
 const IMAGE: &str = "ghcr.io/shop-dev/shop:bench";
 const FIELD_MANAGER: &str = "shop-bench";
 const VOLUME_LABEL: &str = "shop-bench/namespace";
+/// A Dedicated ShopService's children: ServiceAccount, Secret, three Services (its own, the
+/// database's and the database's headless one), two NetworkPolicies, StatefulSet, Deployment.
+const OBJECTS_PER_SHOP_SERVICE: usize = 9;
+/// Of those, the Services that take a cluster IP (the headless one takes none), and the pods.
+const CLUSTER_IPS_PER_SHOP_SERVICE: u128 = 2;
+const PODS_PER_SHOP_SERVICE: i64 = 2;
 /// How many PersistentVolumes, finalizer removals or deletions are sent at once outside the
 /// measured windows.
 const SETUP_CONCURRENCY: usize = 16;
@@ -101,6 +107,7 @@ async fn main() -> Result<()> {
     let args = Args::parse()?;
     let harness = Harness::connect().await?;
     install_crd(&harness).await?;
+    preflight(&harness, &args).await?;
     println!(
         "operator benchmark: {} ShopServices (Dedicated), steady {}/s for {} s, operator {}",
         args.count,
@@ -183,6 +190,122 @@ fn mib(kib: u64) -> String {
 }
 
 /// The ShopService `name` of the benchmark: a bundled service with a Dedicated database.
+/// How many ShopServices the run creates in all: every namespace stays until the end.
+fn shop_services_created(args: &Args) -> usize {
+    let steady = (args.rate * args.steady_seconds as f64).ceil() as usize;
+    let ceiling = if args.skip_ceiling { 0 } else { args.count };
+    let converge = if args.skip_converge { 0 } else { args.count };
+    ceiling + converge + steady
+}
+
+/// Before any clock: the cluster can hold what the run will create (cluster IPs from the
+/// Service range, pods on the nodes), or the run stops at once saying what to change, instead
+/// of running into its timeout with ShopServices that cannot become Ready.
+async fn preflight(harness: &Harness, args: &Args) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Node, Pod, Service};
+    use k8s_openapi::api::networking::v1::ServiceCIDR;
+    let shop_services = shop_services_created(args);
+    let mut problems = Vec::new();
+
+    let needed_ips = shop_services as u128 * CLUSTER_IPS_PER_SHOP_SERVICE;
+    match harness
+        .api::<ServiceCIDR>()
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(ranges) => {
+            let size: u128 = ranges
+                .items
+                .iter()
+                .flat_map(|range| {
+                    range
+                        .spec
+                        .iter()
+                        .flat_map(|spec| spec.cidrs.iter().flatten())
+                })
+                .filter_map(|cidr| addresses_in(cidr))
+                .sum();
+            let used = harness
+                .api::<Service>()
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|service| {
+                    service
+                        .spec
+                        .as_ref()
+                        .and_then(|spec| spec.cluster_ip.as_deref())
+                        .is_some_and(|ip| ip != "None" && !ip.is_empty())
+                })
+                .count() as u128;
+            if used + needed_ips > size {
+                problems.push(format!(
+                    "the Service range holds {size} cluster IPs, {used} are taken and the run needs {needed_ips} more: give the cluster a larger one (SHOP_CLUSTER_SERVICE_CIDR=10.96.0.0/16 tests/cluster/cluster.sh up) or lower --count"
+                ));
+            }
+        }
+        Err(e) => println!("preflight: cannot read the Service range ({e}); not checked"),
+    }
+
+    let nodes = harness
+        .api::<Node>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let pod_room: i64 = nodes
+        .iter()
+        .filter(|node| {
+            node.spec
+                .as_ref()
+                .is_none_or(|spec| spec.unschedulable != Some(true))
+        })
+        .filter_map(|node| {
+            node.status
+                .as_ref()?
+                .allocatable
+                .as_ref()?
+                .get("pods")?
+                .0
+                .parse::<i64>()
+                .ok()
+        })
+        .sum();
+    let pods = harness
+        .api::<Pod>()
+        .list(&ListParams::default())
+        .await?
+        .items
+        .len() as i64;
+    let needed_pods = shop_services as i64 * PODS_PER_SHOP_SERVICE;
+    if pods + needed_pods > pod_room {
+        problems.push(format!(
+            "the nodes have room for {pod_room} pods, {pods} exist and the run needs {needed_pods} more: add nodes (SHOP_CLUSTER_NODES=8 tests/cluster/cluster.sh up) or lower --count"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "the cluster cannot hold {shop_services} ShopServices:\n- {}",
+            problems.join("\n- ")
+        )
+        .into());
+    }
+    println!(
+        "preflight: {shop_services} ShopServices fit ({needed_ips} cluster IPs, {needed_pods} pods; room for {pod_room} pods)"
+    );
+    Ok(())
+}
+
+/// How many cluster IPs a CIDR such as `10.96.0.0/16` can give, less its first and last
+/// address (never allocated); `None` if it does not parse.
+fn addresses_in(cidr: &str) -> Option<u128> {
+    let (address, prefix) = cidr.split_once('/')?;
+    let bits = if address.contains(':') { 128u32 } else { 32 };
+    let prefix: u32 = prefix.parse().ok()?;
+    let host_bits = bits.checked_sub(prefix)?.min(64);
+    Some((1u128 << host_bits).saturating_sub(2))
+}
+
 fn shop_service(name: &str) -> ShopService {
     serde_json::from_value(json!({
         "apiVersion": "shop.dev/v1alpha1",
@@ -365,7 +488,7 @@ async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamesp
     let took = started.elapsed();
     println!(
         "ceiling: {} objects created in {}, all ready after {}",
-        children.len() * 8,
+        children.len() * OBJECTS_PER_SHOP_SERVICE,
         secs(created),
         secs(took)
     );
@@ -383,6 +506,7 @@ async fn create_children(
     create(client, ns, &children.service_account).await?;
     create(client, ns, &database.credentials).await?;
     create(client, ns, &database.service).await?;
+    create(client, ns, &database.governing_service).await?;
     create(client, ns, &database.network_policy).await?;
     create(client, ns, &database.stateful_set).await?;
     create(client, ns, &children.service).await?;

@@ -415,6 +415,7 @@ fn desired_children(
         if let Some(database) = &children.database {
             add(key(&database.stateful_set));
             add(key(&database.service));
+            add(key(&database.governing_service));
             add(key(&database.network_policy));
             add(key(&database.credentials));
         }
@@ -905,6 +906,55 @@ async fn a_failing_shop_service_counts_as_pending_on_metrics() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(pending(&operator, "NewGeneration").await, Some(0.0));
+
+    // The failure is in its status, once: Ready=False and Degraded=True with the reason and
+    // the error, at its generation; retrying the same failure rewrites nothing.
+    let shops = ns.api::<ShopService>();
+    let failed = wait_for(
+        &shops,
+        "broken",
+        "the failure in broken's status",
+        TIMEOUT,
+        |shop: Option<&ShopService>| {
+            shop.and_then(|shop| shop.status.as_ref())
+                .and_then(|status| status.conditions.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|ready| ready.reason == "CredentialsInvalid")
+        },
+    )
+    .await?;
+    let status = failed.status.as_ref().unwrap();
+    assert_eq!(status.observed_generation, failed.metadata.generation);
+    for (type_, value) in [("Ready", "False"), ("Degraded", "True")] {
+        let condition = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert_eq!(condition.status, value, "{condition:?}");
+        assert_eq!(condition.reason, "CredentialsInvalid", "{condition:?}");
+        assert!(
+            condition.message.contains("broken-db-credentials"),
+            "the message names the Secret: {condition:?}"
+        );
+    }
+    let failures = || async {
+        operator
+            .metric(r#"shop_operator_reconciles_total{outcome="Failure"}"#)
+            .await
+            .unwrap_or(0.0)
+    };
+    let failures_before = failures().await;
+    let deadline = Instant::now() + TIMEOUT;
+    while failures().await < failures_before + 2.0 {
+        assert!(Instant::now() < deadline, "broken was not retried twice");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        shops
+            .get("broken")
+            .await
+            .map_err(kube_error("get broken"))?
+            .resource_version(),
+        failed.resource_version(),
+        "two more failed reconciles rewrote the status"
+    );
+
     assert_eq!(
         operator
             .metric("shop_operator_reconciles_in_flight")
@@ -921,6 +971,127 @@ async fn a_failing_shop_service_counts_as_pending_on_metrics() -> Result<()> {
         assert!(Instant::now() < deadline, "still Retrying once deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    operator.kill();
+    on_failure.disarm();
+    ns.cleanup().await
+}
+
+/// An operator upgrade that changes a StatefulSet field the API server never updates in place
+/// (here `serviceName`, which now names the headless `<name>-db-headless`): the operator
+/// deletes the old StatefulSet with the orphan cascade and creates it again, and the new one
+/// adopts the pod and the volume claim, so the database keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_with_a_field_that_cannot_change_is_recreated_keeping_its_claim() -> Result<()>
+{
+    let Some(harness) = Harness::connect_or_skip().await else {
+        return Ok(());
+    };
+    install_crd(&harness).await?;
+    let ns = harness.namespace("crash-recreate").await?;
+    let log = log_file(&ns);
+    let on_failure = OnFailure::new(ns.name(), &log, None);
+    ns.apply_yaml(
+        "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: kept}\nspec: {component: cart, database: {mode: Dedicated}}\n",
+    )
+    .await?;
+    let shop = ns
+        .api::<ShopService>()
+        .get("kept")
+        .await
+        .map_err(kube_error("get kept"))?;
+    provide_volumes(&harness, ns.name(), std::slice::from_ref(&shop)).await?;
+
+    // The StatefulSet as the operator made it before: governed by the ordinary `kept-db`.
+    let context = build::Context {
+        default_image: TEST_IMAGE,
+        postgres_image: build::database::DEFAULT_POSTGRES_IMAGE,
+        namespace_services: std::slice::from_ref(&shop),
+        database_password: Some("unused: the pod reads the Secret"),
+    };
+    let mut old = build::children(&shop, &context)
+        .expect("the children build")
+        .database
+        .expect("a Dedicated database")
+        .stateful_set;
+    old.spec.as_mut().unwrap().service_name = Some(names::database("kept"));
+    let stateful_sets = ns.api::<StatefulSet>();
+    let old = stateful_sets
+        .patch(
+            "kept-db",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&old),
+        )
+        .await
+        .map_err(kube_error("apply the old StatefulSet"))?;
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let claim = wait_for(
+        &claims,
+        "data-kept-db-0",
+        "the old StatefulSet's claim",
+        TIMEOUT,
+        |claim: Option<&PersistentVolumeClaim>| claim.is_some(),
+    )
+    .await?;
+
+    let mut operator = OperatorProcess::start(
+        &["--namespace", ns.name(), "--default-image", TEST_IMAGE],
+        &[],
+        &log,
+    );
+    operator
+        .wait_ready(TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let recreated = wait_for(
+        &stateful_sets,
+        "kept-db",
+        "governed by kept-db-headless",
+        TIMEOUT,
+        |stateful_set: Option<&StatefulSet>| {
+            stateful_set
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|spec| spec.service_name.as_deref())
+                == Some("kept-db-headless")
+        },
+    )
+    .await?;
+    assert_ne!(recreated.uid(), old.uid(), "a new StatefulSet");
+    wait_ready(&ns, "kept").await?;
+    assert_eq!(
+        claims
+            .get("data-kept-db-0")
+            .await
+            .map_err(kube_error("get the claim"))?
+            .uid(),
+        claim.uid(),
+        "the volume claim, and so the data, is the one from before"
+    );
+    let headless = ns
+        .api::<Service>()
+        .get("kept-db-headless")
+        .await
+        .map_err(kube_error("get the headless Service"))?;
+    assert_eq!(
+        headless.spec.and_then(|spec| spec.cluster_ip).as_deref(),
+        Some("None")
+    );
+    let recreated_event = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_error("list events"))?
+        .items
+        .into_iter()
+        .any(|event| {
+            event.reason.as_deref() == Some("Recreated")
+                && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("kept")
+        });
+    assert!(
+        recreated_event,
+        "an Event says the StatefulSet was recreated"
+    );
+
+    delete_shop_services(&ns).await?;
     operator.kill();
     on_failure.disarm();
     ns.cleanup().await
