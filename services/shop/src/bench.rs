@@ -39,6 +39,11 @@ pub struct BenchArgs {
     pub cards: CardWeights,
 }
 
+/// The admin `shop up` names (`SHOP_ADMIN_EMAILS`), whom the benchmark registers to restock.
+const ADMIN_EMAIL: &str = "admin@shop.local";
+/// Every product's stock before the mix: more than any run sells (the seed is 100 a product).
+const RESTOCK_ON_HAND: i64 = 1_000_000;
+
 /// The benchmark's own databases on a `--database-url` server, apart from a `shop up`'s.
 const DATABASE_PREFIX: &str = "shop_bench";
 
@@ -49,6 +54,17 @@ const SERVICE_RSS_MIB: f64 = 48.0;
 /// The storefront's targets (issue 13), in the `browse-pages` mix at 50 concurrent clients.
 const PAGE_P99_MS: f64 = 30.0;
 const STOREFRONT_RSS_MIB: f64 = 32.0;
+
+/// CPU time (user and system) `pid` has used, in seconds, from `/proc/<pid>/stat` (whose
+/// clock ticks are Linux's fixed USER_HZ, 100 a second).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it start at `state`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
 
 /// The ceiling: one axum route answering a fixed product as JSON, nothing else in the way.
 pub async fn ceiling(listen: std::net::SocketAddr) -> Result<()> {
@@ -209,8 +225,22 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
     }
     let _ = ceiling.wait().await;
 
+    let gateway = shop.url(shop::ServiceName::Gateway).to_owned();
+    let restocked = load::restock(&gateway, ADMIN_EMAIL, RESTOCK_ON_HAND)
+        .await
+        .context("restocking before the mix")?;
+    eprintln!("shop bench: {restocked} products restocked to {RESTOCK_ON_HAND} as {ADMIN_EMAIL}");
+
+    let pids: Vec<u32> = shop.running.iter().map(|r| r.pid.as_raw() as u32).collect();
+    let cpu_of = |pids: &[u32]| -> Vec<f64> {
+        pids.iter()
+            .map(|&pid| cpu_seconds(pid).unwrap_or(f64::NAN))
+            .collect()
+    };
+    let (client_before, shop_before) = (cpu_seconds(std::process::id()), cpu_of(&pids));
+    let mix_started = Instant::now();
     let (_, report) = load::execute(&LoadArgs {
-        url: shop.url(shop::ServiceName::Gateway).to_owned(),
+        url: gateway,
         concurrency: Some(args.concurrency),
         rate: None,
         users: None,
@@ -221,6 +251,15 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
         json: false,
     })
     .await?;
+    let mix_seconds = mix_started.elapsed().as_secs_f64();
+    let client_cpu = cpu_seconds(std::process::id())
+        .zip(client_before)
+        .map(|(after, before)| after - before);
+    let shop_cpu: Vec<f64> = cpu_of(&pids)
+        .iter()
+        .zip(&shop_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let memory: Vec<_> = shop
         .running
         .iter()
@@ -241,20 +280,32 @@ async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {
         ceiling_row.p99_ms.unwrap_or(f64::NAN),
         ceiling_row.errors
     );
+    // Where the machine's cores went during the mix (warm-up included): the load client shares
+    // them with the shop, and its share is time the shop did not have.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = |seconds: f64| 100.0 * seconds / (mix_seconds * cores);
+    let shop_total: f64 = shop_cpu.iter().filter(|s| s.is_finite()).sum();
     println!(
-        "\n  {:<10} {:>16} {:>16} {:>22}",
-        "service", "RSS at end (MiB)", "peak RSS (MiB)", "ready after start (ms)"
+        "\n  CPU during the mix ({mix_seconds:.1} s with warm-up, {cores} cores = 100 %): shop {:.1} %, load client {}, idle or other {:.1} %",
+        share(shop_total),
+        client_cpu.map_or("not measured".to_owned(), |c| format!("{:.1} %", share(c))),
+        100.0 - share(shop_total) - client_cpu.map_or(0.0, share)
     );
-    for (running, mib) in &memory {
+    println!(
+        "\n  {:<10} {:>16} {:>16} {:>22} {:>14}",
+        "service", "RSS at end (MiB)", "peak RSS (MiB)", "ready after start (ms)", "CPU share (%)"
+    );
+    for ((running, mib), cpu) in memory.iter().zip(&shop_cpu) {
         let (now, peak) = mib.map_or(("-".into(), "-".into()), |(now, peak)| {
             (format!("{now:.1}"), format!("{peak:.1}"))
         });
         println!(
-            "  {:<10} {:>16} {:>16} {:>22}",
+            "  {:<10} {:>16} {:>16} {:>22} {:>14.1}",
             running.service.as_str(),
             now,
             peak,
-            running.ready_after.as_millis()
+            running.ready_after.as_millis(),
+            share(*cpu)
         );
     }
 

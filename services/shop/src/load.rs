@@ -241,6 +241,34 @@ async fn sign_up(client: &reqwest::Client, gateway: &str, email: String) -> Resu
     Ok(user)
 }
 
+/// Sets the stock of every product (of the first thousand) to `on_hand`, as the admin `email`
+/// (registered here: it must be one of the shop's `SHOP_ADMIN_EMAILS`). `shop bench` does so
+/// before it measures: a run longer than the seeded stock lasts would otherwise measure
+/// "out of stock" refusals instead of checkouts. Returns how many products it restocked.
+pub async fn restock(gateway: &str, email: &str, on_hand: i64) -> Result<usize> {
+    let gateway = gateway.trim_end_matches('/');
+    let client = client(4)?;
+    let catalog = read_catalog(&client, gateway).await?;
+    let admin = sign_up(&client, gateway, email.to_owned()).await?;
+    for id in &catalog.product_ids {
+        let response = setup_request(|| {
+            client
+                .put(format!("{gateway}/api/stock/{id}"))
+                .bearer_auth(&admin.token)
+                .json(&json!({ "on_hand": on_hand }))
+        })
+        .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "setting the stock of {id} as {email} answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(catalog.product_ids.len())
+}
+
 /// Registers and logs in `count` users, a few at a time (each costs the user service two
 /// password hashes).
 async fn sign_up_all(
