@@ -16,6 +16,11 @@ pub struct EventOptions {
     /// How long published rows stay in the outbox before they are deleted
     /// (`SHOP_OUTBOX_RETENTION_SECS`).
     pub retention: Duration,
+    /// How long a consumer remembers the ids of the events it applied (`processed_events`),
+    /// which is what makes a redelivered event a no-op (`SHOP_PROCESSED_EVENTS_RETENTION_SECS`,
+    /// default 8 days: longer than JetStream keeps an event, 7 days, and than the outbox keeps
+    /// redelivering one).
+    pub processed_retention: Duration,
     /// Rows read per relay batch.
     pub batch_size: i64,
     /// Deliveries of one event to one consumer before it is dead-lettered
@@ -34,6 +39,7 @@ impl Default for EventOptions {
         Self {
             poll_interval: Duration::from_millis(100),
             retention: Duration::from_secs(24 * 3600),
+            processed_retention: Duration::from_secs(8 * 24 * 3600),
             batch_size: 100,
             max_deliveries: 5,
             retry_base: Duration::from_millis(500),
@@ -57,6 +63,13 @@ impl EventOptions {
                 "SHOP_OUTBOX_RETENTION_SECS",
                 default.retention.as_secs(),
             )?),
+            processed_retention: Duration::from_secs(
+                env_parse(
+                    "SHOP_PROCESSED_EVENTS_RETENTION_SECS",
+                    default.processed_retention.as_secs(),
+                )?
+                .max(1),
+            ),
             batch_size: default.batch_size,
             max_deliveries: env_parse("SHOP_EVENT_MAX_DELIVER", default.max_deliveries)?.max(1),
             retry_base: millis("SHOP_EVENT_RETRY_MS", default.retry_base)?,

@@ -1,6 +1,7 @@
 //! Starting a consumer on whichever bus the process has.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -45,6 +46,22 @@ impl Consumer {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let dead = DeadLetterCount::register(metrics, name);
         let mut tasks = Tasks::new();
+        let retention = bus.options.processed_retention;
+        let (forgetting, consumer) = (db.clone(), name.to_owned());
+        tasks.spawn_every(
+            tokio::time::interval(forget_every(retention)),
+            "forgetting old processed events",
+            move || {
+                let (db, consumer) = (forgetting.clone(), consumer.clone());
+                async move {
+                    let forgotten = forget_processed_before(&db, &consumer, retention).await?;
+                    if forgotten > 0 {
+                        tracing::debug!(target: "shop::events", consumer, forgotten, "forgot processed events past the retention");
+                    }
+                    Ok::<_, sqlx::Error>(())
+                }
+            },
+        );
         let routes = match &*bus.kind {
             Kind::Nats(jetstream) => {
                 tasks.spawn(nats::consume_forever(
@@ -63,4 +80,29 @@ impl Consumer {
         };
         Ok(Self { routes, tasks })
     }
+}
+
+/// How often a consumer deletes what it no longer needs to remember: a few times per
+/// retention, at most hourly, at least every second (tests use seconds).
+fn forget_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Deletes consumer `name`'s records of events it applied more than `retention` ago: no
+/// redelivery comes that late (JetStream keeps an event 7 days; the outbox redelivers within
+/// its own retention). Returns how many.
+pub async fn forget_processed_before(
+    db: &Database,
+    name: &str,
+    retention: Duration,
+) -> Result<u64, sqlx::Error> {
+    let cutoff = shop_kit::db::rfc3339(time::OffsetDateTime::now_utc() - retention);
+    Ok(
+        sqlx::query("DELETE FROM processed_events WHERE consumer = $1 AND processed_at < $2")
+            .bind(name)
+            .bind(cutoff)
+            .execute(db.pool())
+            .await?
+            .rows_affected(),
+    )
 }

@@ -63,7 +63,7 @@ mod schema;
 pub mod testing;
 
 pub use bus::{Bus, EventOptions, Peer};
-pub use consumer::Consumer;
+pub use consumer::{Consumer, forget_processed_before};
 pub use event::Event;
 pub use relay::{Relay, Waker};
 pub use schema::install_tables;

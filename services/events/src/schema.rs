@@ -17,6 +17,8 @@ pub async fn install_tables(db: &Database) -> Result<(), sqlx::Error> {
         "CREATE TABLE IF NOT EXISTS processed_events (\
             consumer TEXT NOT NULL, event_id TEXT NOT NULL, processed_at TEXT NOT NULL, \
             PRIMARY KEY (consumer, event_id))",
+        // What a consumer forgets once past the retention goes by age.
+        "CREATE INDEX IF NOT EXISTS processed_events_by_age ON processed_events (consumer, processed_at)",
         "CREATE TABLE IF NOT EXISTS outbox_deliveries (\
             event_id TEXT NOT NULL, peer TEXT NOT NULL, delivered_at TEXT NOT NULL, \
             PRIMARY KEY (event_id, peer))",

@@ -826,3 +826,46 @@ async fn an_outbox_made_before_trace_context_gains_it_and_nats_messages_carry_it
         );
     }
 }
+
+#[tokio::test]
+async fn a_consumer_forgets_the_events_it_applied_once_past_the_retention() {
+    for (test_db, _) in database_pairs().await {
+        let db = open(&test_db).await;
+        let day = Duration::from_secs(24 * 3600);
+        let ago = |age: Duration| shop_kit::db::rfc3339(time::OffsetDateTime::now_utc() - age);
+        // Consumer `a` applied one event nine days ago and one an hour ago; `b` one nine days ago.
+        for (consumer, event, at) in [
+            ("a", "old", ago(9 * day)),
+            ("a", "recent", ago(Duration::from_secs(3600))),
+            ("b", "old", ago(9 * day)),
+        ] {
+            sqlx::query(
+                "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3)",
+            )
+            .bind(consumer)
+            .bind(event)
+            .bind(at)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+        let forgotten = events::forget_processed_before(&db, "a", 8 * day)
+            .await
+            .unwrap();
+        assert_eq!(forgotten, 1, "{}", test_db.backend);
+        let left: Vec<(String, String)> = sqlx::query_as(
+            "SELECT consumer, event_id FROM processed_events ORDER BY consumer, event_id",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            left,
+            [
+                ("a".to_owned(), "recent".to_owned()),
+                ("b".to_owned(), "old".to_owned())
+            ],
+            "only a's own old record goes"
+        );
+    }
+}

@@ -117,6 +117,19 @@ impl Store {
         Self { db }
     }
 
+    /// Deletes the idempotency keys claimed more than `retention` ago, with the answers they
+    /// replay (an unanswered one that old was abandoned long since: a stale claim is taken
+    /// over after seconds). A request that uses such a key again is a new request. Returns how
+    /// many were deleted.
+    pub async fn delete_expired_keys(&self, retention: Duration) -> Result<u64, sqlx::Error> {
+        let before = shop_kit::db::rfc3339(OffsetDateTime::now_utc() - retention);
+        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE claimed_at < $1")
+            .bind(before)
+            .execute(self.db.pool())
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// Claims `key` in `scope` for a request with fingerprint `hash`, or waits for the request
     /// that claimed it first.
     pub async fn claim(&self, scope: &str, key: &str, hash: &str) -> Result<Claim, sqlx::Error> {

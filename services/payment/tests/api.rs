@@ -661,3 +661,71 @@ async fn no_card_number_or_cvc_is_stored() {
         }
     }
 }
+
+/// Backdates the claim of idempotency key `key` by `age`.
+async fn age_key(db: &shop_kit::Database, key: &str, age: std::time::Duration) {
+    let claimed = shop_kit::db::rfc3339(time::OffsetDateTime::now_utc() - age);
+    let updated = sqlx::query("UPDATE idempotency_keys SET claimed_at = $1 WHERE idem_key = $2")
+        .bind(claimed)
+        .bind(key)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+}
+
+#[tokio::test]
+async fn idempotency_keys_expire_after_the_retention_and_then_name_a_new_request() {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let pay = start(&db).await;
+        let (old, fresh) = (key(), key());
+        for k in [&old, &fresh] {
+            let body = charge_body(&Uuid::now_v7().to_string(), 1000, SUCCEEDS);
+            assert_eq!(pay.charge(k, &body).await.status(), StatusCode::CREATED);
+        }
+        // The first key's request was 25 hours ago, the second's an hour ago.
+        age_key(&pay.db, &old, DAY + std::time::Duration::from_secs(3600)).await;
+        age_key(&pay.db, &fresh, std::time::Duration::from_secs(3600)).await;
+        let store = shop_payment::storage::Store::new(pay.db.clone());
+        assert_eq!(store.delete_expired_keys(DAY).await.unwrap(), 1);
+
+        // The expired key names a new request: another order with it is charged, not refused.
+        let other = charge_body(&Uuid::now_v7().to_string(), 500, SUCCEEDS);
+        assert_eq!(pay.charge(&old, &other).await.status(), StatusCode::CREATED);
+        // The key within the retention still binds its request.
+        let problem = expect_problem(pay.charge(&fresh, &other).await, 422).await;
+        assert!(problem.kind.ends_with("idempotency-key-reused"));
+        assert_eq!(pay.count("charges").await, 3);
+    }
+}
+
+#[tokio::test]
+async fn the_service_deletes_expired_keys_by_itself() {
+    let db = testing::sqlite();
+    let settings = shop_payment::Settings {
+        idempotency_retention: std::time::Duration::from_secs(3600),
+        sweep_interval: std::time::Duration::from_millis(50),
+    };
+    let pay = Payment(
+        TestService::start(&db, &shop_payment::MIGRATOR, move |db| {
+            shop_payment::service_with(db, settings)
+        })
+        .await,
+    );
+    let k = key();
+    let body = charge_body(&Uuid::now_v7().to_string(), 1000, SUCCEEDS);
+    assert_eq!(pay.charge(&k, &body).await.status(), StatusCode::CREATED);
+    assert_eq!(pay.count("idempotency_keys").await, 1);
+    age_key(&pay.db, &k, std::time::Duration::from_secs(7200)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pay.count("idempotency_keys").await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweeper never deleted the expired key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(pay.count("charges").await, 1, "the charge itself is kept");
+}

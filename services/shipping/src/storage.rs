@@ -52,6 +52,9 @@ struct ShipmentRow {
     quote: String,
 }
 
+/// How many tracking numbers a new shipment tries before its creation fails.
+pub const NUMBER_ATTEMPTS: u32 = 3;
+
 impl Store {
     pub fn new(db: Database) -> Self {
         Self { db }
@@ -60,11 +63,45 @@ impl Store {
     /// Creates the order's shipment with a fresh tracking number, its first history entry and a
     /// `shipment.created` outbox row, all in one transaction; or returns the order's existing one.
     pub async fn create(&self, request: &CreateShipment) -> Result<CreateOutcome, sqlx::Error> {
+        self.create_numbered(request, || Ok(domain::tracking_number(random_bytes()?)))
+            .await
+    }
+
+    /// [`Store::create`] with the tracking numbers `next_number` gives. A number that is taken
+    /// already (80 random bits make that a one in 10^24 event per pair, but an answer of 500 for
+    /// it would be a bug) is replaced by the next one, up to [`NUMBER_ATTEMPTS`] times.
+    pub async fn create_numbered(
+        &self,
+        request: &CreateShipment,
+        mut next_number: impl FnMut() -> Result<String, sqlx::Error>,
+    ) -> Result<CreateOutcome, sqlx::Error> {
+        let mut attempt = 1;
+        loop {
+            match self.create_with_number(request, &next_number()?).await {
+                Err(sqlx::Error::Database(error))
+                    if error.is_unique_violation() && attempt < NUMBER_ATTEMPTS =>
+                {
+                    tracing::warn!(
+                        attempt,
+                        "a new tracking number was taken already; drawing another"
+                    );
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn create_with_number(
+        &self,
+        request: &CreateShipment,
+        tracking_number: &str,
+    ) -> Result<CreateOutcome, sqlx::Error> {
         let request = domain::normalised(request);
         let stored_request =
             serde_json::to_string(&request).map_err(|e| decode_error("request", e))?;
         let order_id = request.order_id.to_string();
-        let tracking_number = domain::tracking_number(random_bytes()?);
+        let tracking_number = tracking_number.to_owned();
         let at = now_rfc3339();
         let items_count: i64 = request.items.iter().map(|i| i.quantity).sum();
         let mut tx = self.db.begin().await?;

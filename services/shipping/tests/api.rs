@@ -659,3 +659,60 @@ async fn shipment_created_reaches_a_consumer() {
         assert_eq!(sink.events().len(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_tracking_number_taken_already_is_drawn_again() {
+    use shop_shipping::storage::{CreateOutcome, NUMBER_ATTEMPTS, Store};
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let shipping = start(&db).await;
+        let store = Store::new(shipping.db.clone());
+        let request = |body: Value| -> shop_contracts::shipping::CreateShipment {
+            serde_json::from_value(body).unwrap()
+        };
+        let user = Uuid::new_v4().to_string();
+        let taken = "SH-TAKEN0000000000".to_owned();
+        let first = request(
+            shipping
+                .shipment_body(&Uuid::now_v7().to_string(), &user)
+                .await,
+        );
+        let created = store
+            .create_numbered(&first, || Ok(taken.clone()))
+            .await
+            .unwrap();
+        assert!(matches!(created, CreateOutcome::Created(ref s) if s.tracking_number == taken));
+
+        // The next shipment draws the taken number first, then a free one.
+        let second = request(
+            shipping
+                .shipment_body(&Uuid::now_v7().to_string(), &user)
+                .await,
+        );
+        let mut numbers = [taken.clone(), "SH-FREE00000000000".to_owned()].into_iter();
+        let created = store
+            .create_numbered(&second, || Ok(numbers.next().unwrap()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(created, CreateOutcome::Created(ref s) if s.tracking_number == "SH-FREE00000000000")
+        );
+
+        // Only taken numbers: it gives up after a bounded number of draws, having written nothing.
+        let third = request(
+            shipping
+                .shipment_body(&Uuid::now_v7().to_string(), &user)
+                .await,
+        );
+        let mut draws = 0;
+        let failed = store
+            .create_numbered(&third, || {
+                draws += 1;
+                Ok(taken.clone())
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(draws, NUMBER_ATTEMPTS);
+        assert_eq!(shipping.count("shipments").await, 2);
+    }
+}
