@@ -305,6 +305,16 @@ impl Api {
         serde_json::from_value(body).map_err(|_| ApiError::Unavailable)
     }
 
+    /// Signs the session out at the user service: its refresh tokens are revoked.
+    pub async fn logout(&self, refresh_token: &str) -> ApiResult<()> {
+        self.send(
+            self.request(Method::POST, "/api/auth/logout", None)
+                .json(&json!({ "refresh_token": refresh_token })),
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn refresh(&self, refresh_token: &str) -> ApiResult<Tokens> {
         let body = self
             .send(

@@ -136,6 +136,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The refresh token the browser holds, if it looks like one.
+pub fn refresh_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, REFRESH_COOKIE).filter(|v| plausible(v))
+}
+
 /// The claims of a JWT, unverified (see [`Visitor::claims`]).
 pub fn read_claims(token: &str) -> Option<Claims> {
     let payload = token.split('.').nth(1)?;

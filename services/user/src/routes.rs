@@ -17,7 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::Settings;
 use crate::domain::{self, Signer};
 use crate::passwords::Passwords;
-use crate::storage::{Store, UserRow};
+use crate::storage::{Consumed, Store, UserRow};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -123,7 +123,7 @@ pub struct Tokens {
         title = "shop user service",
         description = "Accounts, sign-in and token keys."
     ),
-    paths(register, login, refresh, me, update_me, jwks),
+    paths(register, login, refresh, logout, me, update_me, jwks),
     components(schemas(Registration, Profile, Login, Refresh, ProfileUpdate, Tokens, Problem))
 )]
 pub struct ApiDoc;
@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/me", get(me).patch(update_me))
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
         .route(shop_contracts::auth::JWKS_PATH, get(jwks))
         .with_state(state)
 }
@@ -209,15 +210,23 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiRes
         .await
         .map_err(Problem::internal)?;
     match user {
-        Some(user) if matches => Ok(Json(issue_tokens(&state, &user).await?)),
+        // Each sign-in starts a family of refresh tokens.
+        Some(user) if matches => Ok(Json(
+            issue_tokens(&state, &user, &uuid::Uuid::new_v4().to_string()).await?,
+        )),
         _ => Err(Problem::unauthorized("the email or password is wrong")),
     }
 }
 
-/// Trade a refresh token for new tokens. Each refresh token works once.
+/// A used refresh token presented again this soon after its use is refused without revoking
+/// its family: two requests of one client refreshing at once, not a stolen token.
+const REUSE_GRACE_SECS: i64 = 10;
+
+/// Trade a refresh token for new tokens. Each refresh token works once; one presented again
+/// after it was used revokes every token of its sign-in (it was copied).
 #[utoipa::path(post, path = "/api/auth/refresh", request_body = Refresh, responses(
     (status = 200, body = Tokens),
-    (status = 401, body = Problem, description = "The refresh token is invalid, expired or already used.")))]
+    (status = 401, body = Problem, description = "The refresh token is invalid, expired, already used or revoked.")))]
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<Refresh>,
@@ -227,20 +236,49 @@ async fn refresh(
         return Err(invalid());
     }
     let hash = domain::hash_refresh_token(&body.refresh_token);
-    let user_id = state
-        .store
-        .consume_refresh_token(&hash, domain::unix_now())
-        .await?
-        .ok_or_else(invalid)?;
+    let now = domain::unix_now();
+    let (user_id, family) = match state.store.consume_refresh_token(&hash, now).await? {
+        Consumed::Fresh { user_id, family } => (user_id, family),
+        Consumed::Reused { family, used_at } if now - used_at > REUSE_GRACE_SECS => {
+            let revoked = state.store.revoke_refresh_family(&family, now).await?;
+            // The token itself is never logged; the family id says which sign-in it was.
+            tracing::warn!(
+                family,
+                revoked,
+                "a used refresh token was presented again; every token of its sign-in is revoked"
+            );
+            return Err(invalid());
+        }
+        Consumed::Reused { .. } | Consumed::Invalid => return Err(invalid()),
+    };
     let user = state
         .store
         .user_by_id(&user_id)
         .await?
         .ok_or_else(invalid)?;
-    Ok(Json(issue_tokens(&state, &user).await?))
+    Ok(Json(issue_tokens(&state, &user, &family).await?))
 }
 
-async fn issue_tokens(state: &AppState, user: &UserRow) -> ApiResult<Tokens> {
+/// Sign out: revokes the refresh token and every other token of its sign-in. Answers 204 for
+/// any token, known or not, so that the answer tells nothing about it (as OAuth 2.0 token
+/// revocation does). Access tokens already issued stay valid until they expire (minutes).
+#[utoipa::path(post, path = "/api/auth/logout", request_body = Refresh, responses(
+    (status = 204, description = "Signed out: the refresh token's sign-in is revoked, if there was one.")))]
+async fn logout(State(state): State<AppState>, Json(body): Json<Refresh>) -> ApiResult<StatusCode> {
+    if !body.refresh_token.is_empty() && body.refresh_token.len() <= 128 {
+        let hash = domain::hash_refresh_token(&body.refresh_token);
+        if let Some(family) = state.store.refresh_token_family(&hash).await? {
+            state
+                .store
+                .revoke_refresh_family(&family, domain::unix_now())
+                .await?;
+            tracing::info!(family, "signed out");
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn issue_tokens(state: &AppState, user: &UserRow, family: &str) -> ApiResult<Tokens> {
     let now = domain::unix_now();
     let access_token = state
         .signer
@@ -250,7 +288,7 @@ async fn issue_tokens(state: &AppState, user: &UserRow) -> ApiResult<Tokens> {
     let expires_at = now + state.settings.refresh_ttl.as_secs() as i64;
     state
         .store
-        .insert_refresh_token(&refresh_hash, &user.id, expires_at)
+        .insert_refresh_token(&refresh_hash, &user.id, expires_at, family)
         .await?;
     Ok(Tokens {
         access_token,

@@ -23,6 +23,16 @@ pub struct Store {
     db: Database,
 }
 
+/// What presenting a refresh token found.
+pub enum Consumed {
+    /// Unused and unexpired: now used; new tokens may be issued in its family.
+    Fresh { user_id: String, family: String },
+    /// Used already, at `used_at` (Unix seconds).
+    Reused { family: String, used_at: i64 },
+    /// Unknown or expired.
+    Invalid,
+}
+
 impl Store {
     pub fn new(db: Database) -> Self {
         Self { db }
@@ -105,38 +115,75 @@ impl Store {
         self.user_by_id(id).await
     }
 
+    /// Stores a refresh token (its hash) of sign-in `family`.
     pub async fn insert_refresh_token(
         &self,
         hash: &str,
         user_id: &str,
         expires_at: i64,
+        family: &str,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+            "INSERT INTO refresh_tokens (token_hash, user_id, expires_at, family) VALUES ($1, $2, $3, $4)",
         )
         .bind(hash)
         .bind(user_id)
         .bind(expires_at)
+        .bind(family)
         .execute(self.db.pool())
         .await
         .map(|_| ())
     }
 
-    /// Marks a refresh token used and returns its user, in one statement so two concurrent
-    /// refreshes with the same token cannot both succeed.
+    /// Marks a refresh token used (at `now`) and returns its user and family, in one statement
+    /// so two concurrent refreshes with the same token cannot both succeed; or says the token
+    /// was used already, and when.
     pub async fn consume_refresh_token(
         &self,
         hash: &str,
         now: i64,
-    ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0 AND expires_at > $2 \
-             RETURNING user_id",
+    ) -> Result<Consumed, sqlx::Error> {
+        let fresh: Option<(String, String)> = sqlx::query_as(
+            "UPDATE refresh_tokens SET used = $2 WHERE token_hash = $1 AND used = 0 AND expires_at > $2 \
+             RETURNING user_id, family",
         )
         .bind(hash)
         .bind(now)
         .fetch_optional(self.db.pool())
-        .await
+        .await?;
+        if let Some((user_id, family)) = fresh {
+            return Ok(Consumed::Fresh { user_id, family });
+        }
+        let used: Option<(i64, String)> =
+            sqlx::query_as("SELECT used, family FROM refresh_tokens WHERE token_hash = $1")
+                .bind(hash)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(match used {
+            Some((used_at, family)) if used_at > 0 => Consumed::Reused { family, used_at },
+            _ => Consumed::Invalid,
+        })
+    }
+
+    /// The sign-in family of a refresh token, if it exists.
+    pub async fn refresh_token_family(&self, hash: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(self.db.pool())
+            .await
+    }
+
+    /// Revokes every refresh token of sign-in `family` that is not used yet (they are marked
+    /// used at `now`). Returns how many.
+    pub async fn revoke_refresh_family(&self, family: &str, now: i64) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("UPDATE refresh_tokens SET used = $2 WHERE family = $1 AND used = 0")
+                .bind(family)
+                .bind(now)
+                .execute(self.db.pool())
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// Every signing key, newest first; creates the first one on a fresh database.

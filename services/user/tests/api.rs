@@ -451,3 +451,83 @@ async fn user_registered_reaches_a_consumer() {
         assert!(!event.data.to_string().contains("password"));
     }
 }
+
+async fn refresh(client: &Client, url: &str, token: &Value) -> reqwest::Response {
+    client
+        .post(format!("{url}/api/auth/refresh"))
+        .json(&json!({ "refresh_token": token }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn logout(client: &Client, url: &str, token: &Value) -> StatusCode {
+    client
+        .post(format!("{url}/api/auth/logout"))
+        .json(&json!({ "refresh_token": token }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn signing_out_and_a_replayed_refresh_token_revoke_the_sign_in() {
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let server = start(&db).await;
+        let (client, url) = (Client::new(), server.url.clone());
+        assert_eq!(
+            register(&client, &url, "ann@example.com").await.status(),
+            StatusCode::CREATED
+        );
+        let sign_in = || async {
+            let tokens: Value = login(&client, &url, "ann@example.com", "a long password")
+                .await
+                .json()
+                .await
+                .unwrap();
+            tokens["refresh_token"].clone()
+        };
+        let rotate = |token: Value| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let response = refresh(&client, &url, &token).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                response.json::<Value>().await.unwrap()["refresh_token"].clone()
+            }
+        };
+
+        // A replay seconds after the rotation (two tabs refreshing at once): refused, nothing
+        // revoked.
+        let first = sign_in().await;
+        let second = rotate(first.clone()).await;
+        expect_problem(refresh(&client, &url, &first).await, 401).await;
+        let third = rotate(second).await;
+
+        // A replay long after the rotation: the token was copied. Every token of that sign-in
+        // is revoked, and only of that one.
+        let other_device = sign_in().await;
+        let database = shop_kit::Database::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE refresh_tokens SET used = used - 3600 WHERE used > 1")
+            .execute(database.pool())
+            .await
+            .unwrap();
+        expect_problem(refresh(&client, &url, &first).await, 401).await;
+        expect_problem(refresh(&client, &url, &third).await, 401).await;
+        let other_device = rotate(other_device).await;
+
+        // Signing out revokes the sign-in; the answer is the same for a token that is unknown.
+        assert_eq!(
+            logout(&client, &url, &other_device).await,
+            StatusCode::NO_CONTENT
+        );
+        expect_problem(refresh(&client, &url, &other_device).await, 401).await;
+        assert_eq!(
+            logout(&client, &url, &json!("not-a-token")).await,
+            StatusCode::NO_CONTENT
+        );
+        // A new sign-in still works.
+        rotate(sign_in().await).await;
+    }
+}

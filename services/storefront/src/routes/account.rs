@@ -180,7 +180,14 @@ pub(super) async fn merge_guest_cart(app: &App, token: &str, lines: &[GuestLine]
     }
 }
 
-pub(super) async fn signout(State(app): State<App>) -> Response {
+pub(super) async fn signout(State(app): State<App>, headers: HeaderMap) -> Response {
+    // The sign-in ends at the user service too: its refresh tokens are revoked, so a copy of
+    // the cookie is worth nothing. The cookies go whatever the API answers.
+    if let Some(refresh_token) = session::refresh_token(&headers)
+        && let Err(e) = app.api.logout(refresh_token).await
+    {
+        tracing::warn!(error = ?e, "signing out at the user service failed; the cookies are cleared anyway");
+    }
     let mut response = see_other("/");
     for name in [session::ACCESS_COOKIE, session::REFRESH_COOKIE] {
         response = with_cookie(response, app.cookies.set(name, None));
