@@ -7,18 +7,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${1:?usage: tests/lint/sbom.sh OUT_DIR}
-version=0.5.9
-tools=${SHOP_TOOLS_DIR:-$HOME/.cache/shop/tools}
-dir=$tools/cargo-cyclonedx-$version
-if [ ! -x "$dir/bin/cargo-cyclonedx" ]; then
-  echo "sbom: installing cargo-cyclonedx $version from crates.io into $dir" >&2
-  started=$(date +%s)
-  build=$(mktemp -d)
-  CARGO_TARGET_DIR=$build cargo install --quiet --locked cargo-cyclonedx --version "$version" --root "$dir.partial"
-  rm -rf "$build" "$dir"
-  mv "$dir.partial" "$dir"
-  echo "sbom: installed in $(($(date +%s) - started)) s" >&2
-fi
+# shellcheck source=cargo-tool.sh
+source "$root/tests/lint/cargo-tool.sh"
+cyclonedx=$(cargo_tool cargo-cyclonedx 0.5.9)
 mkdir -p "$out"
 # cargo-cyclonedx writes one file next to every workspace member's Cargo.toml (it has no output
 # directory): the two of the binaries are moved out, the others removed, nothing stays in the
@@ -27,7 +18,7 @@ members=$(cd "$root" && cargo metadata --no-deps --format-version 1 --locked |
   python3 -c 'import json,os,sys; [print(os.path.dirname(p["manifest_path"])) for p in json.load(sys.stdin)["packages"]]')
 scratch=.sbom-scratch.cdx
 trap 'for m in $members; do rm -f "$m/$scratch.json"; done' EXIT
-(cd "$root" && "$dir/bin/cargo-cyclonedx" cyclonedx --format json --spec-version 1.5 \
+(cd "$root" && "$cyclonedx" cyclonedx --format json --spec-version 1.5 \
   --target x86_64-unknown-linux-gnu --no-build-deps --override-filename "$scratch" -q)
 for package in services/shop:shop operator:shop-operator; do
   name=${package#*:}

@@ -18,6 +18,8 @@ use crate::context::{REQUEST_ID_HEADER, current_request_id};
 use crate::metrics::{BreakerState, Metrics};
 use crate::problem::Problem;
 
+/// How long an idle pooled connection to an upstream is kept (see its use).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tuning for one upstream; every field has a sensible default and an environment override.
 #[derive(Debug, Clone)]
 pub struct UpstreamOptions {
@@ -323,7 +325,10 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the servers' idle cut-off (`SHOP_HEADER_READ_TIMEOUT_MS`, 10 s by default):
+            // a pooled connection is dropped here before the server closes it, never reused
+            // as the server's FIN is on its way.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             // A redirect is an answer for the caller (the gateway passes a page's 303 on to the
             // browser), never something to follow here with the caller's headers.

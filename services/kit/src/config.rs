@@ -48,7 +48,18 @@ pub struct ServiceConfig {
     pub request_timeout: Duration,
     /// Largest accepted request body in bytes (`SHOP_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, from the first byte of the
+    /// request, or an idle kept-alive connection may wait for its next request
+    /// (`SHOP_HEADER_READ_TIMEOUT_MS`, default 10000): a slow-headers ("slowloris") client is
+    /// cut off then.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes (`SHOP_MAX_HEADER_BYTES`,
+    /// default 16384, at least 8192); larger is answered `431`.
+    pub max_header_bytes: usize,
 }
+
+/// The smallest head hyper can be told to accept.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 impl ServiceConfig {
     pub fn from_env(service: &str) -> Result<Self> {
@@ -62,6 +73,17 @@ impl ServiceConfig {
             shutdown_delay: Duration::from_millis(env_parse(env::SHUTDOWN_DELAY_MS, 1_000)?),
             request_timeout: Duration::from_millis(env_parse("SHOP_REQUEST_TIMEOUT_MS", 10_000)?),
             max_body_bytes: env_parse("SHOP_MAX_BODY_BYTES", 64 * 1024)?,
+            header_read_timeout: Duration::from_millis(
+                env_parse("SHOP_HEADER_READ_TIMEOUT_MS", 10_000u64)?.max(1),
+            ),
+            max_header_bytes: {
+                let bytes = env_parse("SHOP_MAX_HEADER_BYTES", 16 * 1024)?;
+                anyhow::ensure!(
+                    bytes >= MIN_HEADER_BYTES,
+                    "SHOP_MAX_HEADER_BYTES must be at least {MIN_HEADER_BYTES}, not {bytes}"
+                );
+                bytes
+            },
         })
     }
 }

@@ -136,6 +136,14 @@ pub struct App {
     pub tasks: Tasks,
     shutting_down: Arc<AtomicBool>,
     shutdown_delay: Duration,
+    limits: ConnectionLimits,
+}
+
+/// What one connection may cost before it is cut off (from [`ServiceConfig`]).
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 /// Wraps a service's routes with the operational endpoints and the common middleware.
@@ -188,6 +196,10 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
         tasks: service.tasks,
         shutting_down,
         shutdown_delay: config.shutdown_delay,
+        limits: ConnectionLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_header_bytes: config.max_header_bytes,
+        },
     }
 }
 
@@ -233,6 +245,7 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let router = app.router;
     let tasks = app.tasks;
+    let limits = app.limits;
     let shutting_down = app.shutting_down.clone();
     let delay = app.shutdown_delay;
     let service_name = name.to_owned();
@@ -257,7 +270,7 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
-        serve_connection(stream, peer, router.clone(), stop_rx.clone());
+        serve_connection(stream, peer, router.clone(), stop_rx.clone(), limits);
     }
     // Connections the kernel has completed but we have not accepted yet would be reset when the
     // listener closes; accept and serve every one of them first.
@@ -268,7 +281,7 @@ pub async fn serve_with(
         if stream.set_nonblocking(true).is_ok()
             && let Ok(stream) = tokio::net::TcpStream::from_std(stream)
         {
-            serve_connection(stream, peer, router.clone(), stop_rx.clone());
+            serve_connection(stream, peer, router.clone(), stop_rx.clone(), limits);
         }
     }
     drop(listener);
@@ -302,6 +315,7 @@ fn serve_connection(
     peer: std::net::SocketAddr,
     router: Router,
     mut stop: tokio::sync::watch::Receiver<()>,
+    limits: ConnectionLimits,
 ) {
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
@@ -316,9 +330,12 @@ fn serve_connection(
                 tower::ServiceExt::oneshot(router.clone(), request.map(axum::body::Body::new))
             },
         );
+        // A head larger than `max_header_bytes` is answered 431; headers not complete within
+        // `header_read_timeout` close the connection (a slow or idle client holds no more).
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         tokio::pin!(connection);
         let finished = |result: hyper::Result<()>| {

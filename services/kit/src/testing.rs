@@ -125,6 +125,8 @@ pub fn config(database_url: &str) -> crate::ServiceConfig {
         shutdown_delay: std::time::Duration::ZERO,
         request_timeout: std::time::Duration::from_secs(10),
         max_body_bytes: 64 * 1024,
+        header_read_timeout: std::time::Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
     }
 }
 
