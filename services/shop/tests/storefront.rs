@@ -564,3 +564,62 @@ async fn pages_degrade_when_the_services_behind_them_are_down() {
         cart.body
     );
 }
+
+#[tokio::test]
+async fn changing_a_cart_line_of_a_product_no_longer_sold_says_so() {
+    let stack = stack().await;
+    let (id, name) = first_product(&stack).await;
+    let mut shopper = Browser::new(&stack);
+    shopper.register("Shopper").await;
+    let added = shopper
+        .post("/cart/items", &[("product_id", &id), ("quantity", "1")])
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+
+    // An admin stops selling it (through the API).
+    let admin = serde_json::json!({"email": "admin@shop.test", "password": "correct horse battery", "name": "Admin"});
+    let created = stack
+        .client
+        .post(stack.api("/users"))
+        .json(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tokens: serde_json::Value = stack
+        .client
+        .post(stack.api("/auth/login"))
+        .json(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deleted = stack
+        .client
+        .delete(stack.api(&format!("/products/{id}")))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    let page = shopper
+        .post(&format!("/cart/items/{id}"), &[("quantity", "2")])
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.body);
+    assert!(
+        page.has("role=\"alert\"") && page.has("no longer sold"),
+        "{}",
+        page.body
+    );
+    // Removing it still works.
+    let removed = shopper.post(&format!("/cart/items/{id}/remove"), &[]).await;
+    assert_eq!(
+        removed.status,
+        StatusCode::SEE_OTHER,
+        "{name}: {}",
+        removed.body
+    );
+}

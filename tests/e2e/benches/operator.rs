@@ -107,7 +107,11 @@ async fn main() -> Result<()> {
     let args = Args::parse()?;
     let harness = Harness::connect().await?;
     install_crd(&harness).await?;
-    preflight(&harness, &args).await?;
+    if let Err(e) = preflight(&harness, &args).await {
+        // Its lines as they are, not as a debug string.
+        eprintln!("operator benchmark: {e}");
+        std::process::exit(2);
+    }
     println!(
         "operator benchmark: {} ShopServices (Dedicated), steady {}/s for {} s, operator {}",
         args.count,

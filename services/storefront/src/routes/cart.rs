@@ -278,7 +278,16 @@ pub(super) async fn set_line(app: &App, v: &Visitor, id: &str, quantity: i64) ->
                 app.api.set_cart_item(token, id, quantity).await
             };
             match result {
-                Ok(()) | Err(ApiError::NotFound) => see_other("/cart"),
+                // Removing a line that is gone already is done.
+                Ok(()) => see_other("/cart"),
+                Err(ApiError::NotFound) if quantity == 0 => see_other("/cart"),
+                // The product is no longer sold: the cart says so instead of ignoring the change.
+                Err(ApiError::NotFound) => {
+                    let notice = Notice::alert(
+                        "That product is no longer sold, so its quantity cannot change; remove it from your cart.",
+                    );
+                    cart_page(app, v, StatusCode::NOT_FOUND, Some(notice)).await
+                }
                 Err(ApiError::Rejected { problem, .. }) => {
                     let notice = Notice::alert(problem.detail.unwrap_or_default());
                     cart_page(app, v, StatusCode::UNPROCESSABLE_ENTITY, Some(notice)).await
