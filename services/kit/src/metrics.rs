@@ -193,8 +193,18 @@ pub struct ProcessStats {
 const USER_HZ: f64 = 100.0;
 
 impl ProcessStats {
+    /// This process's.
     pub fn read() -> Self {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Self::from_proc("/proc/self")
+    }
+
+    /// Process `pid`'s (`shop bench` reads its services' with it).
+    pub fn of(pid: u32) -> Self {
+        Self::from_proc(&format!("/proc/{pid}"))
+    }
+
+    fn from_proc(dir: &str) -> Self {
+        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
         // `VmRSS:    1234 kB`
         let kib = |key: &str| {
             status
@@ -206,7 +216,7 @@ impl ProcessStats {
         // Fields after the command name, which is in parentheses and may hold spaces: the 14th
         // and 15th fields of the whole line are utime and stime, the 22nd the start in ticks
         // after boot.
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .map(|(_, rest)| rest.split_whitespace().collect())
@@ -222,7 +232,7 @@ impl ProcessStats {
         let start_time_seconds = boot
             .zip(field(22))
             .map(|(boot, ticks)| boot + ticks / USER_HZ);
-        let open_fds = std::fs::read_dir("/proc/self/fd")
+        let open_fds = std::fs::read_dir(format!("{dir}/fd"))
             .ok()
             .map(|dir| dir.count() as u64);
         Self {
@@ -334,6 +344,15 @@ mod tests {
             "{stats:?}"
         );
         assert!(stats.open_fds.unwrap() >= 3, "{stats:?}");
+        // Another process's, by its id: this one's, as `/proc/self` gives it.
+        let by_pid = ProcessStats::of(std::process::id());
+        assert_eq!(by_pid.start_time_seconds, stats.start_time_seconds);
+        assert!(by_pid.cpu_seconds.unwrap() >= stats.cpu_seconds.unwrap());
+        assert_eq!(
+            ProcessStats::of(u32::MAX),
+            ProcessStats::default(),
+            "no such process"
+        );
         let started = stats.start_time_seconds.unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -55,15 +55,9 @@ const SERVICE_RSS_MIB: f64 = 48.0;
 const PAGE_P99_MS: f64 = 30.0;
 const STOREFRONT_RSS_MIB: f64 = 32.0;
 
-/// CPU time (user and system) `pid` has used, in seconds, from `/proc/<pid>/stat` (whose
-/// clock ticks are Linux's fixed USER_HZ, 100 a second).
+/// CPU time (user and system) `pid` has used, in seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it start at `state`.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    shop_kit::metrics::ProcessStats::of(pid).cpu_seconds
 }
 
 /// The ceiling: one axum route answering a fixed product as JSON, nothing else in the way.

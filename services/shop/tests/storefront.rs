@@ -577,29 +577,11 @@ async fn changing_a_cart_line_of_a_product_no_longer_sold_says_so() {
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
 
     // An admin stops selling it (through the API).
-    let admin = serde_json::json!({"email": "admin@shop.test", "password": "correct horse battery", "name": "Admin"});
-    let created = stack
-        .client
-        .post(stack.api("/users"))
-        .json(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let tokens: serde_json::Value = stack
-        .client
-        .post(stack.api("/auth/login"))
-        .json(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = stack.admin().await;
     let deleted = stack
         .client
         .delete(stack.api(&format!("/products/{id}")))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .bearer_auth(&admin.token)
         .send()
         .await
         .unwrap();

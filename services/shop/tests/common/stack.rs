@@ -223,6 +223,16 @@ impl Stack {
     /// Registers and logs in a new customer.
     pub async fn customer(&self, name: &str) -> Customer {
         let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+        self.sign_up(&email, name).await
+    }
+
+    /// Registers and logs in the admin (`SHOP_ADMIN_EMAILS` names admin@shop.test); once per
+    /// stack.
+    pub async fn admin(&self) -> Customer {
+        self.sign_up("admin@shop.test", "Admin").await
+    }
+
+    async fn sign_up(&self, email: &str, name: &str) -> Customer {
         let created = self
             .client
             .post(self.api("/users"))
