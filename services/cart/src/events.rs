@@ -17,9 +17,6 @@ use uuid::Uuid;
 /// The consumer name under which events are recorded in `processed_events`.
 pub const CONSUMER: &str = "cart";
 
-/// The event types the cart consumes (for the runner's subscriptions).
-pub const EVENT_TYPES: [&str; 1] = [ORDER_CONFIRMED.name];
-
 /// The schema version of `order.confirmed` this consumer understands.
 const ORDER_CONFIRMED_VERSION: u64 = ORDER_CONFIRMED.version as u64;
 

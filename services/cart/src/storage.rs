@@ -31,7 +31,7 @@ impl Store {
              WHERE user_id = $1 ORDER BY updated_at, product_id",
         )
         .bind(user_id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         Ok(Cart::from_lines(
             rows.into_iter()

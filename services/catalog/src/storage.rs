@@ -1,11 +1,14 @@
 //! The catalog's tables. Portable SQL over the kit's database.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use shop_kit::db::{Tx, now_rfc3339};
 use shop_kit::page::{self, Cursor};
 use shop_kit::{Database, Money};
 
+use crate::cache::ReadCache;
 use crate::domain::{Category, Product, ProductInput, search_text};
 
 #[derive(sqlx::FromRow)]
@@ -61,6 +64,7 @@ const PRODUCT_COLUMNS: &str =
     "p.id, p.sku, p.name, p.description, p.price_minor, p.currency, p.image_url";
 
 /// One page of a listing; `next` is set when more products follow.
+#[derive(Clone)]
 pub struct Page {
     pub items: Vec<Product>,
     pub next: Option<Cursor>,
@@ -84,19 +88,65 @@ impl From<sqlx::Error> for WriteError {
     }
 }
 
+/// A listing's arguments: pattern, category, where it starts, page size.
+type ListKey = (
+    Option<String>,
+    Option<String>,
+    Option<(String, String)>,
+    i64,
+);
+
 #[derive(Clone)]
 pub struct Store {
     db: Database,
+    products: Arc<ReadCache<String, Option<Product>>>,
+    listings: Arc<ReadCache<ListKey, Page>>,
+    categories: Arc<ReadCache<(), Vec<Category>>>,
 }
 
 impl Store {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    /// A store whose answers are kept for `cache_ttl` (see [`crate::cache`]).
+    pub fn new(db: Database, cache_ttl: Duration) -> Self {
+        Self {
+            db,
+            products: Arc::new(ReadCache::new(cache_ttl)),
+            listings: Arc::new(ReadCache::new(cache_ttl)),
+            categories: Arc::new(ReadCache::new(cache_ttl)),
+        }
+    }
+
+    /// After any write through this store.
+    fn forget_reads(&self) {
+        self.products.clear();
+        self.listings.clear();
+        self.categories.clear();
     }
 
     /// Products matching an optional search pattern and category, in (name, id) order after
     /// `after`; at most `limit`.
     pub async fn list(
+        &self,
+        pattern: Option<&str>,
+        category: Option<&str>,
+        after: Option<&Cursor>,
+        limit: i64,
+    ) -> Result<Page, sqlx::Error> {
+        let key = (
+            pattern.map(str::to_owned),
+            category.map(str::to_owned),
+            after.map(|c| (c.key.clone(), c.id.clone())),
+            limit,
+        );
+        let seen = match self.listings.get(&key) {
+            Ok(page) => return Ok(page),
+            Err(seen) => seen,
+        };
+        let page = self.read_list(pattern, category, after, limit).await?;
+        self.listings.put(seen, key, page.clone());
+        Ok(page)
+    }
+
+    async fn read_list(
         &self,
         pattern: Option<&str>,
         category: Option<&str>,
@@ -133,7 +183,7 @@ impl Store {
         if let Some(after) = after {
             query = query.bind(&after.key).bind(&after.key).bind(&after.id);
         }
-        let rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
+        let rows = query.bind(limit + 1).fetch_all(self.db.reader()).await?;
         let (rows, next) = page::split(rows, limit, |last| Cursor::new(&last.name, &last.id));
         Ok(Page {
             items: self.with_categories(rows).await?,
@@ -141,14 +191,25 @@ impl Store {
         })
     }
 
-    /// One product with its categories, in one query (the hottest read in the shop).
+    /// One product with its categories (the hottest read in the shop).
     pub async fn get(&self, id: &str) -> Result<Option<Product>, sqlx::Error> {
+        let seen = match self.products.get(&id.to_owned()) {
+            Ok(product) => return Ok(product),
+            Err(seen) => seen,
+        };
+        let product = self.read_product(id).await?;
+        self.products.put(seen, id.to_owned(), product.clone());
+        Ok(product)
+    }
+
+    /// One product with its categories, in one query.
+    async fn read_product(&self, id: &str) -> Result<Option<Product>, sqlx::Error> {
         let rows: Vec<ProductCategoryRow> = sqlx::query_as(&format!(
             "SELECT {PRODUCT_COLUMNS}, pc.category FROM products p \
              LEFT JOIN product_categories pc ON pc.product_id = p.id WHERE p.id = $1 ORDER BY pc.category"
         ))
         .bind(id)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         let categories = rows.iter().filter_map(|row| row.category.clone()).collect();
         Ok(rows
@@ -171,7 +232,7 @@ impl Store {
             query = query.bind(&row.id);
         }
         let mut categories: HashMap<String, Vec<String>> = HashMap::new();
-        for (product_id, category) in query.fetch_all(self.db.pool()).await? {
+        for (product_id, category) in query.fetch_all(self.db.reader()).await? {
             categories.entry(product_id).or_default().push(category);
         }
         Ok(rows
@@ -184,9 +245,19 @@ impl Store {
     }
 
     pub async fn categories(&self) -> Result<Vec<Category>, sqlx::Error> {
+        let seen = match self.categories.get(&()) {
+            Ok(categories) => return Ok(categories),
+            Err(seen) => seen,
+        };
+        let categories = self.read_categories().await?;
+        self.categories.put(seen, (), categories.clone());
+        Ok(categories)
+    }
+
+    async fn read_categories(&self) -> Result<Vec<Category>, sqlx::Error> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT slug, name FROM categories ORDER BY name")
-                .fetch_all(self.db.pool())
+                .fetch_all(self.db.reader())
                 .await?;
         Ok(rows
             .into_iter()
@@ -202,6 +273,7 @@ impl Store {
         .bind(&category.name)
         .execute(self.db.pool())
         .await?;
+        self.forget_reads();
         Ok(result.rows_affected() == 1)
     }
 
@@ -250,6 +322,7 @@ impl Store {
         Self::check_categories(&mut tx, &input.categories).await?;
         Self::insert_in(&mut tx, id, input, false).await?;
         tx.commit().await?;
+        self.forget_reads();
         Ok(())
     }
 
@@ -294,6 +367,7 @@ impl Store {
         }
         Self::write_categories(&mut tx, id, &input.categories).await?;
         tx.commit().await?;
+        self.forget_reads();
         Ok(true)
     }
 
@@ -309,6 +383,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.forget_reads();
         Ok(deleted.rows_affected() == 1)
     }
 
@@ -340,6 +415,7 @@ impl Store {
                 })?;
         }
         tx.commit().await?;
+        self.forget_reads();
         Ok(products.len())
     }
 }

@@ -75,6 +75,17 @@ pub const ALL: [EventType; 6] = [
 /// The services that consume events (the local bus delivers to them; each has a JetStream consumer).
 pub const CONSUMERS: [ServiceName; 2] = [ServiceName::Notification, ServiceName::Cart];
 
+/// The event types `consumer` reads (none for a service that consumes nothing): the local bus
+/// delivers only these to it. The cart empties a cart on `order.confirmed`; the notification
+/// service writes a message for every event.
+pub fn read_by(consumer: ServiceName) -> &'static [EventType] {
+    match consumer {
+        ServiceName::Cart => &[ORDER_CONFIRMED],
+        ServiceName::Notification => &ALL,
+        _ => &[],
+    }
+}
+
 /// Whether `service` writes or reads events, and so needs the event bus at all.
 pub fn has_events(service: ServiceName) -> bool {
     ALL.iter().any(|t| t.producer == service) || CONSUMERS.contains(&service)
@@ -83,6 +94,17 @@ pub fn has_events(service: ServiceName) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_consumer_reads_something_and_only_consumers_do() {
+        for service in crate::services::ServiceName::ALL {
+            assert_eq!(
+                !read_by(service).is_empty(),
+                CONSUMERS.contains(&service),
+                "{service:?}"
+            );
+        }
+    }
 
     #[test]
     fn names_are_unique_and_found() {

@@ -150,7 +150,7 @@ async fn unpublished(db: &Database, limit: i64) -> Result<Vec<OutboxRow>, sqlx::
         "SELECT {SELECT_COLUMNS} FROM outbox o WHERE o.published_at IS NULL ORDER BY o.time, o.id LIMIT $1"
     ))
     .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_all(db.reader())
     .await?;
     rows.iter().map(OutboxRow::from_row).collect()
 }
@@ -317,7 +317,7 @@ async fn deliver_batch(
     ))
     .bind(&peer.name)
     .bind(options.batch_size)
-    .fetch_all(db.pool())
+    .fetch_all(db.reader())
     .await
     .context("reading the outbox")?;
     let mut delivered = 0;
@@ -399,7 +399,7 @@ async fn housekeeping(db: Database, options: EventOptions, counters: RelayMetric
         if let Ok((count, oldest)) = sqlx::query_as::<_, (i64, Option<String>)>(
             "SELECT COUNT(*), MIN(time) FROM outbox WHERE published_at IS NULL",
         )
-        .fetch_one(db.pool())
+        .fetch_one(db.reader())
         .await
         {
             counters.pending.set(count);

@@ -7,17 +7,31 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use shop_kit::auth::{AUDIENCE, Claims, ISSUER, JWKS_PATH};
+
+/// Seconds past `exp` a token is still accepted (clock skew between the user service and here).
+const LEEWAY_SECONDS: u64 = 5;
 use shop_kit::{Problem, Upstream};
 
 /// Unknown key ids trigger a refetch at most this often, so garbage tokens cannot hammer the
 /// user service.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Tokens remembered as verified. A client sends the same token with every request until it
+/// expires, and an Ed25519 verification was the gateway's largest single cost (about a quarter
+/// of its CPU under `shop bench`). Full, the map is emptied: bounded memory (~1 MiB), and the
+/// next requests verify again.
+const VERIFIED_CAPACITY: usize = 4096;
+
 pub struct KeyCache {
     user: Upstream,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     validation: Validation,
+    /// SHA-256 of a token → its claims, for tokens whose signature, issuer and audience were
+    /// checked. Keyed by a cryptographic hash so no other token can stand in for one; expiry is
+    /// checked on every use; emptied whenever the key set is refetched (a key withdrawn from
+    /// the JWKS stops its tokens at once).
+    verified: std::sync::Mutex<HashMap<[u8; 32], Claims>>,
 }
 
 impl KeyCache {
@@ -25,12 +39,13 @@ impl KeyCache {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[AUDIENCE]);
         validation.set_issuer(&[ISSUER]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS;
         Self {
             user,
             keys: RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
             validation,
+            verified: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -52,6 +67,7 @@ impl KeyCache {
             .collect();
         let count = keys.len();
         *self.keys.write().expect("key cache lock") = keys;
+        self.verified.lock().expect("verified tokens lock").clear();
         Ok(count)
     }
 
@@ -82,6 +98,38 @@ impl KeyCache {
 
     /// Checks a bearer token's signature, issuer, audience and expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, Problem> {
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let remembered = self
+            .verified
+            .lock()
+            .expect("verified tokens lock")
+            .get(&digest)
+            .cloned();
+        if let Some(claims) = remembered {
+            // The same expiry rule as the full check: `exp` plus the validation's leeway.
+            if jsonwebtoken::get_current_timestamp()
+                <= (claims.exp.max(0) as u64).saturating_add(LEEWAY_SECONDS)
+            {
+                return Ok(claims);
+            }
+            self.verified
+                .lock()
+                .expect("verified tokens lock")
+                .remove(&digest);
+        }
+        let claims = self.verify_signature(token).await?;
+        let mut verified = self.verified.lock().expect("verified tokens lock");
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<Claims, Problem> {
         let invalid = |why: &str| Problem::unauthorized(format!("the access token is {why}"));
         let header = decode_header(token).map_err(|_| invalid("malformed"))?;
         if header.alg != Algorithm::EdDSA {

@@ -49,6 +49,10 @@ pub type Tx = Transaction<'static, sqlx::Any>;
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: AnyPool,
+    /// Where reads that need no transaction go: on SQLite, read-only connections beside the one
+    /// writer (WAL lets them read while it writes, so a read never queues behind writes); on
+    /// PostgreSQL (and in-memory SQLite), `pool` itself.
+    readers: AnyPool,
     backend: Backend,
 }
 
@@ -70,12 +74,17 @@ impl Database {
                         "?mode=rwc"
                     });
                 }
+                // One connection by default: SQLite has one writer, and a second connection's
+                // writer waits in SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between
+                // tries (a checkout's write waited up to 1.6 s under load). The pool's queue is
+                // fair and never sleeps; a statement here takes microseconds.
                 options = options
-                    .max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 4)?)
+                    .max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers run beside the one writer; busy_timeout makes
-                            // writers queue instead of failing with "database is locked".
+                            // writers of other processes (a `shop migrate`, a larger pool) queue
+                            // instead of failing with "database is locked".
                             conn.execute(
                                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
                                  PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
@@ -92,7 +101,37 @@ impl Database {
         let pool = options.connect(&url).await.with_context(|| {
             format!("could not connect to the {backend} database in DATABASE_URL")
         })?;
-        Ok(Self { pool, backend })
+        let readers = match backend {
+            // After the writer: it has created the file and switched it to WAL.
+            Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
+                AnyPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(3))
+                    .max_connections(env_parse("SHOP_DB_READERS", 2)?)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // query_only: a write sent here by mistake fails at once instead
+                            // of racing the writer.
+                            conn.execute(
+                                "PRAGMA query_only=ON; PRAGMA busy_timeout=5000; \
+                                 PRAGMA foreign_keys=ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+                    .with_context(|| {
+                        format!("could not connect to the {backend} database in DATABASE_URL")
+                    })?
+            }
+            _ => pool.clone(),
+        };
+        Ok(Self {
+            pool,
+            readers,
+            backend,
+        })
     }
 
     /// Connects and brings the schema up to date.
@@ -109,8 +148,15 @@ impl Database {
             .with_context(|| format!("running migrations on the {} database", self.backend))
     }
 
+    /// The pool for writes, transactions, and reads that must see this connection's writes.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool for reads outside a transaction (they see every committed write): on SQLite,
+    /// read-only connections that never wait for the writer.
+    pub fn reader(&self) -> &AnyPool {
+        &self.readers
     }
 
     pub fn backend(&self) -> Backend {

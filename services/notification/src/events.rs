@@ -7,7 +7,6 @@
 //! transaction; the dispatcher task ([`crate::sender::send_due`]) sends it after the commit.
 
 use async_trait::async_trait;
-use shop_contracts::events;
 use shop_events::Event;
 use shop_events::consume::{HandleError, Handler};
 use shop_kit::db::Tx;
@@ -17,16 +16,6 @@ use crate::storage::InTx;
 
 /// The consumer name under which events are recorded in `processed_events`.
 pub const CONSUMER: &str = "notification";
-
-/// The event types this service turns into messages (for the runner's subscriptions).
-pub const EVENT_TYPES: [&str; 6] = [
-    events::USER_REGISTERED.name,
-    events::ORDER_PLACED.name,
-    events::ORDER_CONFIRMED.name,
-    events::ORDER_FAILED.name,
-    events::SHIPMENT_CREATED.name,
-    events::STOCK_LOW.name,
-];
 
 /// Records the message for each event it handles.
 #[derive(Debug, Clone, Default)]

@@ -6,7 +6,8 @@
 //! `routes` shows each user theirs (`GET /api/notifications`).
 //!
 //! Wiring it to an event runner: open the database with [`open`], give the runner
-//! [`handler`] under the consumer name [`events::CONSUMER`] for [`events::EVENT_TYPES`], and
+//! [`handler`] under the consumer name [`events::CONSUMER`] (it reads the types
+//! `shop_contracts::events::read_by` lists for it), and
 //! serve [`service`] over the same database.
 
 pub mod domain;

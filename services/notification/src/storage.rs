@@ -196,7 +196,7 @@ impl Store {
         if let Some(after) = after {
             query = query.bind(&after.key).bind(&after.key).bind(&after.id);
         }
-        let rows = query.bind(limit + 1).fetch_all(self.db.pool()).await?;
+        let rows = query.bind(limit + 1).fetch_all(self.db.reader()).await?;
         let (rows, next) = page::split(rows, limit, |last| Cursor::new(&last.created_at, &last.id));
         Ok(Page {
             items: rows.into_iter().map(Notification::from).collect(),
@@ -214,7 +214,7 @@ impl Store {
         )
         .bind(now_rfc3339())
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await
     }
 

@@ -178,14 +178,17 @@ impl Saga {
             tracing::warn!(error = %e, "reading the cart failed");
             Problem::unavailable("the cart cannot be read right now; nothing was ordered")
         })?;
-        let mut items = Vec::with_capacity(cart.items.len());
-        for line in cart.items {
-            let product: Product = match self
-                .upstreams
+        // Every line priced at once: a cart of 20 lines is one round trip's wait, not 20.
+        let prices = futures_util::future::join_all(cart.items.iter().map(|line| async move {
+            self.upstreams
                 .catalog
-                .get_json(&product_path(&line.product_id))
+                .get_json::<Product>(&product_path(&line.product_id))
                 .await
-            {
+        }))
+        .await;
+        let mut items = Vec::with_capacity(cart.items.len());
+        for (line, price) in cart.items.into_iter().zip(prices) {
+            let product = match price {
                 Ok(product) => product,
                 // The request is fine; the cart holds what is no longer sold: a conflict with
                 // the cart's state.
@@ -250,7 +253,7 @@ impl Saga {
         card: Option<&PaymentDetails>,
     ) -> Result<Option<Stopped>, sqlx::Error> {
         if cached.is_none() {
-            *cached = self.store.saga_state(order_id).await?;
+            *cached = self.store.state(order_id).await?;
         }
         let Some(state) = cached.as_mut() else {
             return Ok(Some(Stopped::Lost));

@@ -1,14 +1,13 @@
 //! The order service's tables. Portable SQL over the kit's database.
 //!
 //! The order row is the Idempotency-Key claim: inserted once per (user, key), with `order.placed`
-//! in the same transaction. Every later write is one transaction that starts with a conditional
-//! UPDATE on the expected step and the runner holding the order (so SQLite takes its write lock
-//! first and two runners can never both advance one order), then appends the step to the history
-//! and, for the terminal steps, writes the event to the outbox.
+//! in the same transaction. Every later write is one conditional UPDATE on the expected step and
+//! the runner holding the order (so two runners can never both advance one order) that also
+//! appends the step to the row's `history`; for the terminal steps it returns the row and the
+//! event goes to the outbox in the same transaction.
 
 use shop_contracts::shipping::{Address, Quote};
 use shop_events::outbox;
-use shop_kit::db::Tx;
 use shop_kit::page::{self, Cursor};
 use shop_kit::propagation::TraceContext;
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
@@ -18,7 +17,8 @@ use crate::events;
 
 const ORDER_COLUMNS: &str = "id, user_id, request_hash, status, step, runner, items, currency, \
     subtotal, shipping_cost, shipping_quote, shipping_address, card_brand, card_last4, charge_id, \
-    payment_check, tracking_number, reason_code, reason, reason_errors, created_at, updated_at";
+    payment_check, tracking_number, reason_code, reason, reason_errors, created_at, updated_at, \
+    history";
 
 /// An order as stored (the columns of [`ORDER_COLUMNS`]): money in minor units of `currency`,
 /// items, address, quote and reason errors as JSON text, `payment_check` as 0 or 1 (a BIGINT on
@@ -46,6 +46,24 @@ struct OrderRow {
     reason_errors: Option<String>,
     created_at: String,
     updated_at: String,
+    history: String,
+}
+
+/// A step as appended to the `history` column: `<step> <at>;`.
+fn history_entry(step: Step, at: &str) -> String {
+    format!("{} {at};", step.as_str())
+}
+
+fn parse_history(text: &str) -> Vec<StepEntry> {
+    text.split(';')
+        .filter_map(|entry| {
+            let (step, at) = entry.split_once(' ')?;
+            Some(StepEntry {
+                step: Step::parse(step)?,
+                at: at.to_owned(),
+            })
+        })
+        .collect()
 }
 
 #[derive(Clone)]
@@ -135,8 +153,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, idem_key, request_hash, status, step, runner, items, \
              currency, subtotal, shipping_address, card_brand, card_last4, payment_check, \
-             created_at, updated_at, traceparent, tracestate) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17) \
+             created_at, updated_at, traceparent, tracestate, history) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17, $18) \
              ON CONFLICT (user_id, idem_key) DO NOTHING",
         )
         .bind(new.id)
@@ -156,12 +174,13 @@ impl Store {
         .bind(&now)
         .bind(trace.as_ref().map(|t| t.traceparent.clone()))
         .bind(trace.and_then(|t| t.tracestate))
+        .bind(history_entry(Step::Placed, &now))
         .execute(&mut *tx)
         .await?;
-        let Some(mut tx) = moved(tx, inserted.rows_affected(), new.id, Step::Placed, &now).await?
-        else {
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
             return Ok(false);
-        };
+        }
         outbox::insert(
             &mut tx,
             &events::placed(new.id, new.user_id, new.items, new.subtotal),
@@ -176,7 +195,7 @@ impl Store {
         let row: Option<(Option<String>, Option<String>)> =
             sqlx::query_as("SELECT traceparent, tracestate FROM orders WHERE id = $1")
                 .bind(id)
-                .fetch_optional(self.db.pool())
+                .fetch_optional(self.db.reader())
                 .await?;
         Ok(row.and_then(|(parent, state)| TraceContext::new(parent, state)))
     }
@@ -188,52 +207,19 @@ impl Store {
         ))
         .bind(user_id)
         .bind(key)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
-        self.with_history(row).await
+        row.map(decode).transpose()
     }
 
+    /// The order as stored, with its step history.
     pub async fn state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
-        let row = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        self.with_history(row).await
-    }
-
-    /// The order without its step history: what the saga reads before each step.
-    pub async fn saga_state(&self, id: &str) -> Result<Option<SagaState>, sqlx::Error> {
         sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(self.db.reader())
             .await?
             .map(decode)
             .transpose()
-    }
-
-    async fn with_history(&self, row: Option<OrderRow>) -> Result<Option<SagaState>, sqlx::Error> {
-        let Some(row) = row else { return Ok(None) };
-        let mut state = decode(row)?;
-        state.order.history = self.history(&state.order.id).await?;
-        Ok(Some(state))
-    }
-
-    async fn history(&self, id: &str) -> Result<Vec<StepEntry>, sqlx::Error> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT step, at FROM order_steps WHERE order_id = $1 ORDER BY at, step",
-        )
-        .bind(id)
-        .fetch_all(self.db.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(step, at)| {
-                Some(StepEntry {
-                    step: Step::parse(&step)?,
-                    at,
-                })
-            })
-            .collect())
     }
 
     /// A page of the user's orders, newest first.
@@ -255,7 +241,7 @@ impl Store {
                 .bind(&c.key)
                 .bind(&c.id)
                 .bind(limit + 1)
-                .fetch_all(self.db.pool())
+                .fetch_all(self.db.reader())
                 .await?
             }
             None => {
@@ -265,7 +251,7 @@ impl Store {
                 ))
                 .bind(user_id)
                 .bind(limit + 1)
-                .fetch_all(self.db.pool())
+                .fetch_all(self.db.reader())
                 .await?
             }
         };
@@ -273,12 +259,9 @@ impl Store {
             .into_iter()
             .map(|row| decode(row).map(|state| state.order))
             .collect::<Result<Vec<_>, _>>()?;
-        let (mut orders, next) = page::split(orders, limit, |last| {
+        let (orders, next) = page::split(orders, limit, |last| {
             Cursor::new(&last.created_at, &last.id)
         });
-        for order in &mut orders {
-            order.history = self.history(&order.id).await?;
-        }
         Ok((orders, next))
     }
 
@@ -301,33 +284,37 @@ impl Store {
             ),
             None => (None, None),
         };
-        let mut tx = self.db.begin().await?;
-        let updated = sqlx::query(
+        let sql = format!(
             "UPDATE orders SET step = $1, status = $2, updated_at = $3, \
              shipping_cost = COALESCE($4, shipping_cost), shipping_quote = COALESCE($5, shipping_quote), \
-             charge_id = COALESCE($6, charge_id), tracking_number = COALESCE($7, tracking_number) \
-             WHERE id = $8 AND step = $9 AND runner = $10",
-        )
-        .bind(to.as_str())
-        .bind(to.status().as_str())
-        .bind(&now)
-        .bind(shipping_cost)
-        .bind(quote)
-        .bind(progress.charge_id)
-        .bind(progress.tracking_number)
-        .bind(id)
-        .bind(from.as_str())
-        .bind(runner)
-        .execute(&mut *tx)
-        .await?;
-        let Some(mut tx) = moved(tx, updated.rows_affected(), id, to, &now).await? else {
+             charge_id = COALESCE($6, charge_id), tracking_number = COALESCE($7, tracking_number), \
+             history = history || $8 \
+             WHERE id = $9 AND step = $10 AND runner = $11 RETURNING {ORDER_COLUMNS}"
+        );
+        let update = sqlx::query_as::<_, OrderRow>(&sql)
+            .bind(to.as_str())
+            .bind(to.status().as_str())
+            .bind(&now)
+            .bind(shipping_cost)
+            .bind(quote)
+            .bind(progress.charge_id)
+            .bind(progress.tracking_number)
+            .bind(history_entry(to, &now))
+            .bind(id)
+            .bind(from.as_str())
+            .bind(runner);
+        if to != Step::Confirmed {
+            // One statement, committed by itself: the step and its history together.
+            return Ok(update.fetch_optional(self.db.pool()).await?.is_some());
+        }
+        let mut tx = self.db.begin().await?;
+        let Some(row) = update.fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
             return Ok(false);
         };
-        if to == Step::Confirmed {
-            let order = order_in(&mut tx, id).await?;
-            let tracking = order.tracking_number.clone().unwrap_or_default();
-            outbox::insert(&mut tx, &events::confirmed(&order, &tracking)).await?;
-        }
+        let order = decode(row)?.order;
+        let tracking = order.tracking_number.clone().unwrap_or_default();
+        outbox::insert(&mut tx, &events::confirmed(&order, &tracking)).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -343,11 +330,10 @@ impl Store {
         let now = now_rfc3339();
         let errors = (!failure.errors.is_empty())
             .then(|| serde_json::to_string(failure.errors).expect("field errors serialise"));
-        let mut tx = self.db.begin().await?;
         let updated = sqlx::query(
             "UPDATE orders SET step = $1, updated_at = $2, reason_code = $3, reason = $4, \
-             reason_errors = $5, payment_check = $6 \
-             WHERE id = $7 AND step = $8 AND runner = $9",
+             reason_errors = $5, payment_check = $6, history = history || $7 \
+             WHERE id = $8 AND step = $9 AND runner = $10",
         )
         .bind(Step::Compensating.as_str())
         .bind(&now)
@@ -355,39 +341,37 @@ impl Store {
         .bind(failure.reason)
         .bind(errors)
         .bind(i64::from(failure.payment_check))
+        .bind(history_entry(Step::Compensating, &now))
         .bind(id)
         .bind(from.as_str())
         .bind(runner)
-        .execute(&mut *tx)
+        .execute(self.db.pool())
         .await?;
-        let Some(tx) = moved(tx, updated.rows_affected(), id, Step::Compensating, &now).await?
-        else {
-            return Ok(false);
-        };
-        tx.commit().await?;
-        Ok(true)
+        Ok(updated.rows_affected() == 1)
     }
 
     /// Ends a compensated order: FAILED, with `order.failed` in the same transaction.
     pub async fn finish_failed(&self, id: &str, runner: &str) -> Result<bool, sqlx::Error> {
         let now = now_rfc3339();
         let mut tx = self.db.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE orders SET step = $1, status = $2, updated_at = $3 \
-             WHERE id = $4 AND step = $5 AND runner = $6",
-        )
+        let row: Option<OrderRow> = sqlx::query_as(&format!(
+            "UPDATE orders SET step = $1, status = $2, updated_at = $3, history = history || $4 \
+             WHERE id = $5 AND step = $6 AND runner = $7 RETURNING {ORDER_COLUMNS}"
+        ))
         .bind(Step::Failed.as_str())
         .bind(OrderStatus::Failed.as_str())
         .bind(&now)
+        .bind(history_entry(Step::Failed, &now))
         .bind(id)
         .bind(Step::Compensating.as_str())
         .bind(runner)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let Some(mut tx) = moved(tx, updated.rows_affected(), id, Step::Failed, &now).await? else {
+        let Some(row) = row else {
+            tx.rollback().await?;
             return Ok(false);
         };
-        let order = order_in(&mut tx, id).await?;
+        let order = decode(row)?.order;
         let code = order.reason_code.clone().unwrap_or_default();
         let reason = order.reason.clone().unwrap_or_default();
         outbox::insert(&mut tx, &events::failed(&order, &code, &reason)).await?;
@@ -435,45 +419,6 @@ impl Store {
     }
 }
 
-/// Ends the conditional write that puts order `id` at `step`: when it matched a row, the step
-/// joins the history and the transaction goes on; when not, nothing is written (rolled back).
-async fn moved(
-    mut tx: Tx,
-    rows_affected: u64,
-    id: &str,
-    step: Step,
-    at: &str,
-) -> Result<Option<Tx>, sqlx::Error> {
-    if rows_affected == 0 {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    record_step(&mut tx, id, step, at).await?;
-    Ok(Some(tx))
-}
-
-/// The order as this transaction sees it: what the event written with a step describes.
-async fn order_in(tx: &mut Tx, id: &str) -> Result<Order, sqlx::Error> {
-    let row = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(decode(row)?.order)
-}
-
-async fn record_step(tx: &mut Tx, id: &str, step: Step, at: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO order_steps (order_id, step, at) VALUES ($1, $2, $3) \
-         ON CONFLICT (order_id, step) DO NOTHING",
-    )
-    .bind(id)
-    .bind(step.as_str())
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 fn corrupt(what: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("the orders table holds an unreadable {what}").into())
 }
@@ -506,7 +451,7 @@ fn decode(row: OrderRow) -> Result<SagaState, sqlx::Error> {
             reason: row.reason,
             created_at: row.created_at,
             updated_at: row.updated_at,
-            history: Vec::new(),
+            history: parse_history(&row.history),
         },
         request_hash: row.request_hash,
         runner: row.runner,

@@ -400,7 +400,7 @@ impl Store {
              card_last4, created_at FROM charges WHERE {condition} ORDER BY created_at, id"
         ))
         .bind(value)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         let mut charges = Vec::with_capacity(rows.len());
         for row in rows {
@@ -409,7 +409,7 @@ impl Store {
                  WHERE charge_id = $1 ORDER BY created_at, id",
             )
             .bind(&row.id)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.reader())
             .await?;
             let status = row.status;
             charges.push(ChargeDetails {

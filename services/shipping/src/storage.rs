@@ -175,7 +175,7 @@ impl Store {
              FROM shipments WHERE tracking_number = $1",
         )
         .bind(tracking_number)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reader())
         .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -184,7 +184,7 @@ impl Store {
             "SELECT status, at FROM shipment_events WHERE tracking_number = $1 ORDER BY seq",
         )
         .bind(tracking_number)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.reader())
         .await?;
         let history = history
             .into_iter()
