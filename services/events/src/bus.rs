@@ -104,6 +104,22 @@ pub struct Peer {
     pub url: String,
 }
 
+impl Peer {
+    /// Whether this peer is sent events of type `kind`. A type of the shop's contracts goes only
+    /// to the services `shop_contracts::events::read_by` says read it; any other type (one
+    /// newer than this build, a test's) to every peer, whose consumer decides.
+    pub fn reads(&self, kind: &str) -> bool {
+        use shop_contracts::events::{EventType, read_by};
+        match (
+            EventType::named(kind),
+            shop_contracts::ServiceName::parse(&self.name),
+        ) {
+            (Some(known), Some(service)) => read_by(service).contains(&known),
+            _ => true,
+        }
+    }
+}
+
 /// Parses `SHOP_EVENT_PEERS`: `name=url,name=url`.
 pub fn parse_peers(list: &str) -> Result<Vec<Peer>> {
     let mut peers: Vec<Peer> = Vec::new();
@@ -229,6 +245,21 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_sent_what_they_read() {
+        let peer = |name: &str| Peer {
+            name: name.into(),
+            url: "http://127.0.0.1:1".into(),
+        };
+        assert!(peer("cart").reads("order.confirmed"));
+        assert!(!peer("cart").reads("order.placed"));
+        assert!(!peer("cart").reads("user.registered"));
+        assert!(peer("notification").reads("order.placed"));
+        // A type the contracts do not list, or a consumer that is not a shop service: sent.
+        assert!(peer("cart").reads("test.created"));
+        assert!(peer("audit").reads("order.placed"));
+    }
 
     #[test]
     fn peers_parse_and_reject_nonsense() {

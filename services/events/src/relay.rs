@@ -320,23 +320,30 @@ async fn deliver_batch(
     .fetch_all(db.reader())
     .await
     .context("reading the outbox")?;
-    let mut delivered = 0;
+    // Rows this peer has now: delivered, or of a type it does not read (sent nothing). Recorded
+    // together after the batch, also when a delivery fails part-way; a relay stopped before
+    // recording sends those again, which the consumer's dedupe absorbs.
+    let mut taken = Vec::new();
+    let mut failed = None;
     for row in &rows {
         let row = OutboxRow::from_row(row)?;
+        if !peer.reads(&row.event.kind) {
+            taken.push(row.id);
+            continue;
+        }
         let now = Instant::now();
         let attempt = match refused.get(&row.id) {
             Some((_, retry_at)) if *retry_at > now => continue,
             Some((attempts, _)) => attempts + 1,
             None => 1,
         };
-        match local::deliver(upstream, &peer.name, &row, attempt).await? {
-            Delivery::Taken => {
+        match local::deliver(upstream, &peer.name, &row, attempt).await {
+            Ok(Delivery::Taken) => {
                 refused.remove(&row.id);
-                record_delivery(db, &row.id, &peer.name, all_peers).await?;
                 counters.published.inc();
-                delivered += 1;
+                taken.push(row.id);
             }
-            Delivery::Refused(why) => {
+            Ok(Delivery::Refused(why)) => {
                 // Warn when a peer starts refusing, not for every event it refuses.
                 if refused.is_empty() {
                     tracing::warn!(target: "shop::events", peer = %peer.name, event_id = %row.id, reason = %why, "a peer refused an event; retrying it with backoff");
@@ -345,48 +352,74 @@ async fn deliver_batch(
                 }
                 refused.insert(row.id.clone(), (attempt, now + options.backoff(attempt)));
             }
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
         }
+    }
+    record_deliveries(db, &taken, &peer.name, all_peers).await?;
+    if let Some(error) = failed {
+        return Err(error);
     }
     // Forget refusals of rows that are gone (published through another replica, deleted).
     if refused.len() > 4 * options.batch_size as usize {
         refused.retain(|_, (_, retry_at)| *retry_at + options.retry_cap > Instant::now());
     }
-    Ok(delivered)
+    // Rows taken without a delivery count as progress: the next batch follows at once.
+    Ok(taken.len())
 }
 
-/// Records that `peer` has the event, and marks the row published once every peer has it.
-async fn record_delivery(db: &Database, id: &str, peer: &str, all_peers: &[String]) -> Result<()> {
+/// Records that `peer` has the events `ids`, and marks each published once every peer has it:
+/// two statements for the whole batch.
+async fn record_deliveries(
+    db: &Database,
+    ids: &[String],
+    peer: &str,
+    all_peers: &[String],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     let now = now_rfc3339();
-    sqlx::query(
-        "INSERT INTO outbox_deliveries (event_id, peer, delivered_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (event_id, peer) DO NOTHING",
-    )
-    .bind(id)
-    .bind(peer)
-    .bind(&now)
-    .execute(db.pool())
-    .await
-    .context("recording a delivery")?;
-    let placeholders: Vec<String> = (0..all_peers.len())
-        .map(|i| format!("${}", i + 5))
+    // $1 the time, $2 the peer, then the ids.
+    let values: Vec<String> = (0..ids.len())
+        .map(|i| format!("(${}, $2, $1)", i + 3))
         .collect();
     let sql = format!(
-        "UPDATE outbox SET published_at = $1 WHERE id = $2 AND published_at IS NULL AND \
-         (SELECT COUNT(*) FROM outbox_deliveries WHERE event_id = $3 AND peer IN ({})) >= $4",
-        placeholders.join(", ")
+        "INSERT INTO outbox_deliveries (event_id, peer, delivered_at) VALUES {} \
+         ON CONFLICT (event_id, peer) DO NOTHING",
+        values.join(", ")
     );
-    let mut query = sqlx::query(&sql)
-        .bind(now)
-        .bind(id)
-        .bind(id)
-        .bind(all_peers.len() as i64);
-    for name in all_peers {
-        query = query.bind(name.as_str());
+    let mut insert = sqlx::query(&sql).bind(&now).bind(peer);
+    for id in ids {
+        insert = insert.bind(id);
     }
-    query
+    insert
         .execute(db.pool())
         .await
-        .context("marking an event published")?;
+        .context("recording deliveries")?;
+    // $1 the time, $2 the number of peers, then the ids, then the peers' names.
+    let id_params: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+    let peer_params: Vec<String> = (0..all_peers.len())
+        .map(|i| format!("${}", i + 3 + ids.len()))
+        .collect();
+    let sql = format!(
+        "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id IN ({}) AND \
+         (SELECT COUNT(*) FROM outbox_deliveries d WHERE d.event_id = outbox.id AND d.peer IN ({})) >= $2",
+        id_params.join(", "),
+        peer_params.join(", ")
+    );
+    let mut mark = sqlx::query(&sql).bind(now).bind(all_peers.len() as i64);
+    for id in ids {
+        mark = mark.bind(id);
+    }
+    for name in all_peers {
+        mark = mark.bind(name.as_str());
+    }
+    mark.execute(db.pool())
+        .await
+        .context("marking events published")?;
     Ok(())
 }
 

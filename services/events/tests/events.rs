@@ -869,3 +869,60 @@ async fn a_consumer_forgets_the_events_it_applied_once_past_the_retention() {
         );
     }
 }
+
+#[tokio::test]
+async fn local_bus_sends_a_shop_event_only_to_the_services_that_read_it() {
+    for (producer_db, cart_db) in database_pairs().await {
+        eprintln!("backend: {}", producer_db.backend);
+        let notification_db = testing::sqlite();
+        let producer = open(&producer_db).await;
+        let (cart, notification) = (open(&cart_db).await, open(&notification_db).await);
+        let consumer_bus = Bus::none(fast_options());
+        let cart_consumer = start_recorder(&consumer_bus, &cart, "cart", "order").await;
+        let notification_consumer =
+            start_recorder(&consumer_bus, &notification, "notification", "order").await;
+        let cart_server = testing::spawn(cart_consumer.routes).await;
+        let notification_server = testing::spawn(notification_consumer.routes).await;
+
+        write_events(&producer, "order.placed", 3).await;
+        write_events(&producer, "order.confirmed", 2).await;
+        let bus = Bus::local(
+            vec![
+                Peer {
+                    name: "cart".into(),
+                    url: cart_server.url.clone(),
+                },
+                Peer {
+                    name: "notification".into(),
+                    url: notification_server.url.clone(),
+                },
+            ],
+            fast_options(),
+        );
+        let relay = start_relay(&bus, &producer).await;
+        eventually(
+            "the notification service applies all 5",
+            Duration::from_secs(20),
+            || async { applied(&notification).await == 5 },
+        )
+        .await;
+        // Published once every peer has each event: the cart "has" order.placed without being
+        // sent it, as it does not read it.
+        all_published(&producer).await;
+        assert_applied_once(&cart, 2).await;
+        assert_eq!(
+            scalar(
+                &cart,
+                "SELECT COUNT(*) FROM applied WHERE type = 'order.placed'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            scalar(&cart, "SELECT COUNT(*) FROM processed_events").await,
+            2,
+            "the cart was sent only what it reads"
+        );
+        drop(relay);
+    }
+}
