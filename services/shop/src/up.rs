@@ -166,6 +166,12 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
     };
 
     let exe = std::env::current_exe().context("finding the shop executable")?;
+    // Ten processes share this machine's cores: a runtime with a worker per core in each would
+    // put ten workers on every core and spend the CPU switching between them (on 2 cores, one
+    // worker each served 20 % more requests; docs/benchmarks.md). Half the cores each, at least
+    // one; TOKIO_WORKER_THREADS set by the user wins.
+    let workers = (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1);
+    let workers = workers.to_string();
     let (exited_tx, mut exits) = mpsc::unbounded_channel();
     let mut running = Vec::new();
     for service in START_ORDER {
@@ -185,6 +191,7 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
         for (key, default) in [
             (env::LOG_FORMAT, "text"),
             ("SHOP_ADMIN_EMAILS", "admin@shop.local"),
+            ("TOKIO_WORKER_THREADS", workers.as_str()),
         ] {
             if std::env::var_os(key).is_none() && !args.env.iter().any(|(k, _)| k == key) {
                 command.env(key, default);
