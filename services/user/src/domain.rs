@@ -49,14 +49,16 @@ pub fn validate_registration(email: &str, password: &str, name: &str) -> ApiResu
     v.finish()
 }
 
-/// A freshly generated Ed25519 signing key, as stored.
-#[derive(sqlx::FromRow)]
+/// An Ed25519 signing key, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyMaterial {
     pub kid: String,
     /// PKCS#8 document, standard base64.
     pub pkcs8: String,
     /// Raw 32-byte public key, base64url (the JWK `x`).
     pub public_key: String,
+    /// RFC 3339; when it was made (its publication), from which its signing starts.
+    pub created_at: String,
 }
 
 pub fn generate_key() -> Result<KeyMaterial> {
@@ -70,10 +72,11 @@ pub fn generate_key() -> Result<KeyMaterial> {
         kid: uuid::Uuid::new_v4().simple().to_string(),
         pkcs8: STANDARD.encode(pkcs8.as_ref()),
         public_key,
+        created_at: shop_kit::now_rfc3339(),
     })
 }
 
-/// Signs access tokens with the newest key; publishes every stored key.
+/// Signs access tokens with one key; publishes a set of keys (it and those still verifying).
 pub struct Signer {
     kid: String,
     key: EncodingKey,
@@ -82,24 +85,32 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// `keys` newest first; the first signs.
-    pub fn new(keys: &[KeyMaterial], access_ttl: Duration) -> Result<Self> {
-        let newest = keys.first().context("no signing key")?;
+    /// `signing` signs; `published` (which holds it) is the JWKS.
+    pub fn new(
+        signing: &KeyMaterial,
+        published: &[&KeyMaterial],
+        access_ttl: Duration,
+    ) -> Result<Self> {
         let der = STANDARD
-            .decode(&newest.pkcs8)
+            .decode(&signing.pkcs8)
             .context("a stored key is not base64")?;
         let jwks = serde_json::json!({
-            "keys": keys.iter().map(|k| serde_json::json!({
+            "keys": published.iter().map(|k| serde_json::json!({
                 "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
                 "kid": k.kid, "x": k.public_key,
             })).collect::<Vec<_>>()
         });
         Ok(Self {
-            kid: newest.kid.clone(),
+            kid: signing.kid.clone(),
             key: EncodingKey::from_ed_der(&der),
             jwks,
             access_ttl,
         })
+    }
+
+    /// The id of the key that signs.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub fn jwks(&self) -> &serde_json::Value {
@@ -169,7 +180,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify_with_the_published_key() {
         let key = generate_key().unwrap();
-        let signer = Signer::new(&[key], Duration::from_secs(60)).unwrap();
+        let signer = Signer::new(&key, &[&key], Duration::from_secs(60)).unwrap();
         let token = signer
             .issue("u1", vec!["admin".into()], unix_now())
             .unwrap();

@@ -1,11 +1,12 @@
 //! The user service: accounts, sign-in, and the keys that verify access tokens.
 //!
-//! `routes` (HTTP) → `domain` (rules, signing; no I/O) and `passwords` (argon2id hashing in a
-//! bounded pool of reused buffers) → `storage` (SQL). Registration writes `user.registered`
+//! `routes` (HTTP) → `domain` (rules, signing; no I/O), `keys` (signing-key rotation) and
+//! `passwords` (argon2id hashing in a bounded pool of reused buffers) → `storage` (SQL). Registration writes `user.registered`
 //! (`{user_id, email, name}`, version 1) to the outbox in the same transaction; the relay
 //! publishes it.
 
 pub mod domain;
+pub mod keys;
 pub mod passwords;
 pub mod routes;
 pub mod storage;
@@ -14,7 +15,7 @@ use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use shop_events::{Relay, Runtime};
 use shop_kit::config::{env_or, env_parse};
 use shop_kit::{Database, Service};
@@ -34,6 +35,8 @@ pub struct Settings {
     /// Password hashes run at once (`SHOP_PASSWORD_HASH_CONCURRENCY`, default 1). Each holds
     /// 19 MiB of argon2 working memory for as long as the service runs; more waiting hashes queue.
     pub password_hash_concurrency: NonZeroUsize,
+    /// When signing keys are replaced (see [`keys`]).
+    pub key_rotation: keys::Rotation,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             login_attempts_per_minute: 10,
             password_hash_concurrency: NonZeroUsize::MIN,
+            key_rotation: keys::Rotation::default(),
         }
     }
 }
@@ -51,7 +55,7 @@ impl Default for Settings {
 impl Settings {
     pub fn from_env() -> Result<Self> {
         let defaults = Self::default();
-        Ok(Self {
+        let settings = Self {
             admin_emails: env_or("SHOP_ADMIN_EMAILS", "")
                 .split(',')
                 .map(domain::normalise_email)
@@ -73,7 +77,26 @@ impl Settings {
                 "SHOP_PASSWORD_HASH_CONCURRENCY",
                 defaults.password_hash_concurrency,
             )?,
-        })
+            key_rotation: keys::Rotation {
+                every: Duration::from_secs(env_parse(
+                    "SHOP_SIGNING_KEY_ROTATION_SECS",
+                    defaults.key_rotation.every.as_secs(),
+                )?),
+                publish_ahead: Duration::from_secs(env_parse(
+                    "SHOP_SIGNING_KEY_PUBLISH_AHEAD_SECS",
+                    defaults.key_rotation.publish_ahead.as_secs(),
+                )?),
+            },
+        };
+        let rotation = settings.key_rotation;
+        ensure!(
+            rotation.every.is_zero() || rotation.every > rotation.publish_ahead,
+            "SHOP_SIGNING_KEY_ROTATION_SECS ({}) must be 0 (never) or longer than \
+             SHOP_SIGNING_KEY_PUBLISH_AHEAD_SECS ({}): a key must sign before the next replaces it",
+            rotation.every.as_secs(),
+            rotation.publish_ahead.as_secs()
+        );
+        Ok(settings)
     }
 }
 
@@ -83,13 +106,19 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     // Creates the outbox too; relays `user.registered` while the service runs.
     let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
     let store = storage::Store::new(db.clone());
-    let signer = domain::Signer::new(&store.signing_keys().await?, settings.access_ttl)?;
+    let mut tasks = relay.tasks;
+    let signer = keys::SigningKeys::start(
+        store.clone(),
+        settings.key_rotation,
+        settings.access_ttl,
+        &mut tasks,
+    )
+    .await?;
     let passwords = passwords::Passwords::new(settings.password_hash_concurrency);
     // Logins for unknown emails verify against this, so they cost what a real one costs.
     let decoy_hash = passwords.hash("not-a-real-password".into()).await?;
     let state = routes::AppState::new(store, signer, settings, passwords, decoy_hash);
     let limiter = state.login_limiter.clone();
-    let mut tasks = relay.tasks;
     // The limiter remembers every account it saw; forget the idle ones now and then.
     tasks.spawn_every(
         tokio::time::interval(Duration::from_secs(60)),

@@ -15,14 +15,15 @@ use shop_kit::{ApiResult, Caller, Database, Json, Problem, Validator};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::Settings;
-use crate::domain::{self, Signer};
+use crate::domain;
+use crate::keys::SigningKeys;
 use crate::passwords::Passwords;
 use crate::storage::{Consumed, Store, UserRow};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub signer: Arc<Signer>,
+    pub signer: SigningKeys,
     pub settings: Arc<Settings>,
     pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
     pub passwords: Passwords,
@@ -33,7 +34,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         store: Store,
-        signer: Signer,
+        signer: SigningKeys,
         settings: Settings,
         passwords: Passwords,
         decoy_hash: String,
@@ -42,7 +43,7 @@ impl AppState {
             NonZeroU32::new(settings.login_attempts_per_minute.max(1)).expect("at least one");
         Self {
             store,
-            signer: Arc::new(signer),
+            signer,
             settings: Arc::new(settings),
             login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
             passwords,
@@ -280,8 +281,8 @@ async fn logout(State(state): State<AppState>, Json(body): Json<Refresh>) -> Api
 
 async fn issue_tokens(state: &AppState, user: &UserRow, family: &str) -> ApiResult<Tokens> {
     let now = domain::unix_now();
-    let access_token = state
-        .signer
+    let signer = state.signer.signer();
+    let access_token = signer
         .issue(&user.id, domain::roles_from_column(&user.roles), now)
         .map_err(Problem::internal)?;
     let (refresh_token, refresh_hash) = domain::new_refresh_token();
@@ -293,7 +294,7 @@ async fn issue_tokens(state: &AppState, user: &UserRow, family: &str) -> ApiResu
     Ok(Tokens {
         access_token,
         token_type: "Bearer".into(),
-        expires_in: state.signer.access_ttl.as_secs(),
+        expires_in: signer.access_ttl.as_secs(),
         refresh_token,
     })
 }
@@ -348,5 +349,5 @@ async fn update_me(
 /// The public keys that verify access tokens (JWKS).
 #[utoipa::path(get, path = "/.well-known/jwks.json", responses((status = 200, description = "A JSON Web Key Set")))]
 async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(state.signer.jwks().clone())
+    Json(state.signer.signer().jwks().clone())
 }

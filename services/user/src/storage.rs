@@ -202,18 +202,58 @@ impl Store {
         .bind(&key.kid)
         .bind(&key.pkcs8)
         .bind(&key.public_key)
-        .bind(now_rfc3339())
+        .bind(&key.created_at)
         .execute(self.db.pool())
         .await?;
         Ok(self.load_keys().await?)
     }
 
-    async fn load_keys(&self) -> Result<Vec<KeyMaterial>, sqlx::Error> {
+    /// Every signing key, newest first.
+    pub async fn load_keys(&self) -> Result<Vec<KeyMaterial>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT kid, pkcs8, public_key FROM signing_keys ORDER BY created_at DESC, kid",
+            "SELECT kid, pkcs8, public_key, created_at FROM signing_keys \
+             ORDER BY created_at DESC, kid",
         )
         .fetch_all(self.db.pool())
         .await
+    }
+
+    /// Stores `key` as the next generation unless a key was made after `newer_than` (Unix
+    /// seconds): replicas rotating at once make one key (the others' inserts find it, or lose
+    /// the generation). False when another replica's key stands.
+    pub async fn insert_next_key(
+        &self,
+        key: &KeyMaterial,
+        newer_than: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let cutoff = time::OffsetDateTime::from_unix_timestamp(newer_than)
+            .map(shop_kit::db::rfc3339)
+            .unwrap_or_default();
+        // HAVING, not WHERE: an aggregate over no rows is still one row. `WHERE true` keeps
+        // SQLite from reading ON CONFLICT as a join's ON.
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, public_key, created_at, generation) \
+             SELECT $1, $2, $3, $4, COALESCE(MAX(generation), 0) + 1 FROM signing_keys \
+             WHERE true HAVING NOT EXISTS (SELECT 1 FROM signing_keys WHERE created_at > $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.kid)
+        .bind(&key.pkcs8)
+        .bind(&key.public_key)
+        .bind(&key.created_at)
+        .bind(cutoff)
+        .execute(self.db.pool())
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Removes a retired key.
+    pub async fn delete_key(&self, kid: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(self.db.pool())
+            .await
+            .map(|_| ())
     }
 }
 
@@ -246,6 +286,42 @@ mod tests {
                 "{:?}: every replica has the same key: {kids:?}",
                 test_db.backend
             );
+        }
+    }
+
+    /// Replicas rotating at the same moment: one new key, whoever asks.
+    #[tokio::test]
+    async fn replicas_rotating_together_make_one_key() {
+        for test_db in shop_kit::testing::all_backends().await {
+            let db = Database::connect_and_migrate(&test_db.url, &crate::MIGRATOR)
+                .await
+                .unwrap();
+            let store = Store::new(db.clone());
+            store.signing_keys().await.unwrap();
+            // The first key is old: a rotation every 60 s is due.
+            sqlx::query("UPDATE signing_keys SET created_at = '2000-01-01T00:00:00.000000Z'")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let newer_than = crate::domain::unix_now() - 60;
+            let keys = [(); 4].map(|()| crate::domain::generate_key().unwrap());
+            let [a, b, c, d] = [(); 4].map(|()| Store::new(db.clone()));
+            let made = tokio::join!(
+                a.insert_next_key(&keys[0], newer_than),
+                b.insert_next_key(&keys[1], newer_than),
+                c.insert_next_key(&keys[2], newer_than),
+                d.insert_next_key(&keys[3], newer_than)
+            );
+            let wins = [made.0, made.1, made.2, made.3]
+                .into_iter()
+                .filter(|m| *m.as_ref().unwrap())
+                .count();
+            assert_eq!(wins, 1, "{:?}: one replica's key", test_db.backend);
+            assert_eq!(store.load_keys().await.unwrap().len(), 2);
+            // Not due any more: a key newer than the period's start stands.
+            let late = crate::domain::generate_key().unwrap();
+            assert!(!store.insert_next_key(&late, newer_than).await.unwrap());
+            assert_eq!(store.load_keys().await.unwrap().len(), 2);
         }
     }
 }

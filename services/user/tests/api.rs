@@ -17,6 +17,7 @@ fn settings() -> shop_user::Settings {
         refresh_ttl: Duration::from_secs(3600),
         login_attempts_per_minute: 5,
         password_hash_concurrency: NonZeroUsize::MIN,
+        key_rotation: Default::default(),
     }
 }
 
