@@ -5,7 +5,7 @@ mod load;
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use shop::{ServiceName, up};
 use shop_events::{Bus, EventOptions, Runtime};
@@ -91,6 +91,15 @@ async fn build(service: ServiceName, runtime: &Runtime) -> Result<Service> {
 
 async fn serve(service: ServiceName, started: Instant) -> Result<()> {
     let name = service.as_str();
+    if let Ok(parent) = std::env::var(up::PARENT_PID) {
+        // Started by `shop up`: stop with it even when it is SIGKILLed or crashes, instead of
+        // holding its ports (Ctrl-C is handled by `shop up` itself, which stops us in order).
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+            .context("asking to be stopped with shop up")?;
+        if nix::unistd::getppid().as_raw().to_string() != parent {
+            bail!("shop up (process {parent}) exited before {name} started");
+        }
+    }
     let telemetry = shop_kit::telemetry::init(name);
     let result = async {
         // Only a service that writes or reads events opens the bus (a NATS connection).

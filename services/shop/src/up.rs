@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 use crate::ServiceName;
 use shop_contracts::env;
 
+/// Set by `shop up` for its services: its process id. A service started with it stops (SIGTERM)
+/// when `shop up` dies, however it dies (see `shop serve`).
+pub const PARENT_PID: &str = "SHOP_UP_PID";
+
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Folder for the services' SQLite files and the gateway's route table.
@@ -186,6 +190,7 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
                 database_url(service),
             ))
             .env(env::ROUTES_FILE, &routes_file)
+            .env(PARENT_PID, std::process::id().to_string())
             .kill_on_drop(true)
             .envs(args.env.iter().map(|(k, v)| (k, v)));
         for (key, default) in [

@@ -304,3 +304,26 @@ async fn migrate_brings_a_database_up_to_date_and_refuses_the_gateway() {
         "the gateway has no database to migrate"
     );
 }
+
+#[tokio::test]
+async fn the_services_of_a_killed_shop_up_stop_too() {
+    let data = TempDir::new();
+    let port = free_ports(10);
+    let mut shop = common::shop_up(&data, port, &[], &[]).await;
+    // No Ctrl-C for `shop up` to stop its services in order: it dies at once.
+    shop.signal(Signal::SIGKILL);
+    shop.wait(Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for service_port in port..port + 10 {
+        while tokio::net::TcpStream::connect(("127.0.0.1", service_port))
+            .await
+            .is_ok()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "port {service_port} still answers 30 s after shop up was killed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
