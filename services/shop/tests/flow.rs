@@ -21,7 +21,7 @@ struct Shop {
 async fn start_shop() -> Shop {
     let data = TempDir::new();
     // One port per service of `shop up`, gateway first (see `port_of` in up.rs).
-    let port = free_ports(9);
+    let port = free_ports(10);
     let process =
         common::shop_up(&data, port, &[], &[("SHOP_ROUTES_RELOAD_MS", "200".into())]).await;
     let url = format!("http://127.0.0.1:{port}");

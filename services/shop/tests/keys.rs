@@ -49,7 +49,7 @@ fn unix_now() -> i64 {
 #[tokio::test]
 async fn the_signing_key_rotates_without_refusing_a_valid_token() {
     let data = TempDir::new();
-    let port = free_ports(9);
+    let port = free_ports(10);
     let shop = common::shop_up(
         &data,
         port,

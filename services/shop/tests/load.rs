@@ -48,7 +48,7 @@ const NOT_CHECKOUT: [&str; 8] = [
 #[tokio::test]
 async fn the_mix_reaches_every_operation_without_errors() {
     let data = TempDir::new();
-    let port = free_ports(9);
+    let port = free_ports(10);
     // One client address sending flat out: the per-address limit would turn it into 429s.
     let shop = shop_up(
         &data,

@@ -167,8 +167,9 @@ pub async fn wait_ready(url: &str, limit: Duration) {
     }
 }
 
-/// `shop up` on `port` and the eight ports after it, its data in `data`, with `args` and `env`
-/// added; returns once the gateway sees every service ready. Stop it with [`interrupt`].
+/// `shop up` on `port` and the nine ports after it (ten services), its data in `data`, with
+/// `args` and `env` added; returns once the gateway sees every service ready. Stop it with
+/// [`interrupt`].
 pub async fn shop_up(data: &TempDir, port: u16, args: &[&str], env: &[(&str, String)]) -> Process {
     let port_arg = port.to_string();
     let mut all = vec![
