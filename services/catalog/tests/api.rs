@@ -251,6 +251,9 @@ async fn admin_editing() {
         let search = get(&client, &format!("{url}/api/products?q=tst-2")).await;
         assert_eq!(search["items"], json!([]), "no refused product was stored");
 
+        // Read (and so cached by the catalog) before the edit: the edit must show at once.
+        let listed = get(&client, &format!("{url}/api/products?q=tst-1")).await;
+        assert_eq!(listed["items"][0]["id"], id);
         let mut changed = new_product("TST-1");
         changed["name"] = json!("Renamed Teapot");
         changed["categories"] = json!(["kitchen", "home"]);
@@ -272,6 +275,11 @@ async fn admin_editing() {
         assert_eq!(
             get(&client, &format!("{url}/api/products?q=renamed")).await["items"][0]["id"],
             id
+        );
+        assert_eq!(
+            get(&client, &format!("{url}/api/products?q=tst-1")).await["items"][0]["name"],
+            "Renamed Teapot",
+            "a listing read before the edit is not answered from memory after it"
         );
 
         assert_eq!(
@@ -300,12 +308,19 @@ async fn admin_editing() {
         )
         .await;
 
+        let before = get(&client, &format!("{url}/api/categories")).await;
         let category = admin(client.post(format!("{url}/api/categories")))
             .json(&json!({"slug": "garden", "name": "Garden"}))
             .send()
             .await
             .unwrap();
         assert_eq!(category.status(), StatusCode::CREATED);
+        let after = get(&client, &format!("{url}/api/categories")).await;
+        assert_eq!(
+            after.as_array().unwrap().len(),
+            before.as_array().unwrap().len() + 1,
+            "the new category is listed at once"
+        );
         let again = admin(client.post(format!("{url}/api/categories")))
             .json(&json!({"slug": "garden", "name": "Garden"}))
             .send()

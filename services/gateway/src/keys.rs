@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use shop_kit::auth::{AUDIENCE, Claims, ISSUER, JWKS_PATH};
+use shop_kit::{Problem, Upstream};
 
 /// Seconds past `exp` a token is still accepted (clock skew between the user service and here).
 const LEEWAY_SECONDS: u64 = 5;
-use shop_kit::{Problem, Upstream};
 
 /// Unknown key ids trigger a refetch at most this often, so garbage tokens cannot hammer the
 /// user service.

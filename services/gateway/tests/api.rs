@@ -310,6 +310,26 @@ async fn a_valid_token_is_vouched_for_and_every_bad_one_refused() {
 }
 
 #[tokio::test]
+async fn a_token_remembered_as_verified_is_refused_once_it_expires() {
+    let shop = Shop::start((0, 0)).await;
+    // Expired 3 s ago: inside the gateway's 5 s leeway for 2 s more.
+    let token = shop.key.token(-3);
+    for _ in 0..2 {
+        // The second time from the gateway's memory of verified tokens.
+        let seen = shop
+            .forwarded(shop.get("/api/cart").bearer_auth(&token))
+            .await;
+        assert_eq!(header(&seen, "x-shop-user-id"), [USER_ID]);
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let expired = shop.refused(&token).await;
+    assert!(
+        expired.detail.as_deref().unwrap().contains("expired"),
+        "{expired:?}"
+    );
+}
+
+#[tokio::test]
 async fn requests_go_to_the_longest_matching_prefix_of_the_route_table() {
     let shop = Shop::start((0, 0)).await;
     let cases = [

@@ -63,7 +63,9 @@ impl Database {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let mut url = url.to_owned();
-        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        let new_options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        let unreachable = || format!("could not connect to the {backend} database in DATABASE_URL");
+        let mut options = new_options();
         match backend {
             Backend::Sqlite => {
                 if !url.contains("mode=") {
@@ -98,14 +100,11 @@ impl Database {
                 options = options.max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 8)?);
             }
         }
-        let pool = options.connect(&url).await.with_context(|| {
-            format!("could not connect to the {backend} database in DATABASE_URL")
-        })?;
+        let pool = options.connect(&url).await.with_context(unreachable)?;
         let readers = match backend {
             // After the writer: it has created the file and switched it to WAL.
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
-                AnyPoolOptions::new()
-                    .acquire_timeout(Duration::from_secs(3))
+                new_options()
                     .max_connections(env_parse("SHOP_DB_READERS", 2)?)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -121,9 +120,7 @@ impl Database {
                     })
                     .connect(&url)
                     .await
-                    .with_context(|| {
-                        format!("could not connect to the {backend} database in DATABASE_URL")
-                    })?
+                    .with_context(unreachable)?
             }
             _ => pool.clone(),
         };

@@ -11,6 +11,7 @@ use shop_events::outbox;
 use shop_kit::page::{self, Cursor};
 use shop_kit::propagation::TraceContext;
 use shop_kit::{Database, FieldError, Money, now_rfc3339};
+use sqlx::FromRow;
 
 use crate::domain::{CardSummary, Order, OrderItem, OrderStatus, Step, StepEntry};
 use crate::events;
@@ -284,14 +285,20 @@ impl Store {
             ),
             None => (None, None),
         };
+        // Only the terminal step reads the row back, for the event written with it.
+        let returning = if to == Step::Confirmed {
+            format!(" RETURNING {ORDER_COLUMNS}")
+        } else {
+            String::new()
+        };
         let sql = format!(
             "UPDATE orders SET step = $1, status = $2, updated_at = $3, \
              shipping_cost = COALESCE($4, shipping_cost), shipping_quote = COALESCE($5, shipping_quote), \
              charge_id = COALESCE($6, charge_id), tracking_number = COALESCE($7, tracking_number), \
              history = history || $8 \
-             WHERE id = $9 AND step = $10 AND runner = $11 RETURNING {ORDER_COLUMNS}"
+             WHERE id = $9 AND step = $10 AND runner = $11{returning}"
         );
-        let update = sqlx::query_as::<_, OrderRow>(&sql)
+        let update = sqlx::query(&sql)
             .bind(to.as_str())
             .bind(to.status().as_str())
             .bind(&now)
@@ -305,13 +312,14 @@ impl Store {
             .bind(runner);
         if to != Step::Confirmed {
             // One statement, committed by itself: the step and its history together.
-            return Ok(update.fetch_optional(self.db.pool()).await?.is_some());
+            return Ok(update.execute(self.db.pool()).await?.rows_affected() == 1);
         }
         let mut tx = self.db.begin().await?;
         let Some(row) = update.fetch_optional(&mut *tx).await? else {
             tx.rollback().await?;
             return Ok(false);
         };
+        let row = OrderRow::from_row(&row)?;
         let order = decode(row)?.order;
         let tracking = order.tracking_number.clone().unwrap_or_default();
         outbox::insert(&mut tx, &events::confirmed(&order, &tracking)).await?;

@@ -96,7 +96,7 @@ async fn serve(service: ServiceName, started: Instant) -> Result<()> {
         // holding its ports (Ctrl-C is handled by `shop up` itself, which stops us in order).
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
             .context("asking to be stopped with shop up")?;
-        if nix::unistd::getppid().as_raw().to_string() != parent {
+        if parent.parse() != Ok(nix::unistd::getppid().as_raw()) {
             bail!("shop up (process {parent}) exited before {name} started");
         }
     }

@@ -121,8 +121,10 @@ impl SigningKeys {
             current: Arc::new(RwLock::new(Arc::new(signer))),
         };
         let current = keys.current.clone();
+        let every = rotation.check_every();
         tasks.spawn_every(
-            tokio::time::interval(rotation.check_every()),
+            // Not at once: the look above was the first.
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every),
             "rotating the signing keys",
             move || {
                 let (store, current) = (store.clone(), current.clone());
@@ -145,13 +147,7 @@ impl SigningKeys {
 async fn rotate(store: &Store, rotation: &Rotation, access_ttl: Duration) -> Result<Signer> {
     let now = unix_now();
     let mut keys = store.load_keys().await?;
-    let made = |keys: &[KeyMaterial]| -> Result<Vec<i64>> {
-        keys.iter().map(|k| unix_seconds(&k.created_at)).collect()
-    };
-    let times = made(&keys)?;
-    let view: Vec<(&str, i64)> = keys.iter().map(|k| k.kid.as_str()).zip(times).collect();
-    anyhow::ensure!(!view.is_empty(), "no signing key");
-    if plan(&view, now, rotation, access_ttl).new_key_due {
+    if plan_for(&keys, now, rotation, access_ttl)?.new_key_due {
         let key = generate_key()?;
         let newer_than = now - rotation.every.as_secs() as i64;
         if store.insert_next_key(&key, newer_than).await? {
@@ -159,9 +155,7 @@ async fn rotate(store: &Store, rotation: &Rotation, access_ttl: Duration) -> Res
         }
         keys = store.load_keys().await?;
     }
-    let times = made(&keys)?;
-    let view: Vec<(&str, i64)> = keys.iter().map(|k| k.kid.as_str()).zip(times).collect();
-    let plan = plan(&view, now, rotation, access_ttl);
+    let plan = plan_for(&keys, now, rotation, access_ttl)?;
     for kid in &plan.retired {
         store.delete_key(kid).await?;
         tracing::info!(
@@ -171,6 +165,21 @@ async fn rotate(store: &Store, rotation: &Rotation, access_ttl: Duration) -> Res
     }
     let published: Vec<&KeyMaterial> = plan.published.iter().map(|&i| &keys[i]).collect();
     Signer::new(&keys[plan.signing], &published, access_ttl)
+}
+
+/// [`plan`] for the stored keys (newest first).
+fn plan_for(
+    keys: &[KeyMaterial],
+    now: i64,
+    rotation: &Rotation,
+    access_ttl: Duration,
+) -> Result<Plan> {
+    anyhow::ensure!(!keys.is_empty(), "no signing key");
+    let view = keys
+        .iter()
+        .map(|k| Ok((k.kid.as_str(), unix_seconds(&k.created_at)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(plan(&view, now, rotation, access_ttl))
 }
 
 fn unix_seconds(rfc3339: &str) -> Result<i64> {

@@ -1,9 +1,9 @@
 //! The user service: accounts, sign-in, and the keys that verify access tokens.
 //!
 //! `routes` (HTTP) → `domain` (rules, signing; no I/O), `keys` (signing-key rotation) and
-//! `passwords` (argon2id hashing in a bounded pool of reused buffers) → `storage` (SQL). Registration writes `user.registered`
-//! (`{user_id, email, name}`, version 1) to the outbox in the same transaction; the relay
-//! publishes it.
+//! `passwords` (argon2id hashing in a bounded pool of reused buffers) → `storage` (SQL).
+//! Registration writes `user.registered` (`{user_id, email, name}`, version 1) to the outbox in
+//! the same transaction; the relay publishes it.
 
 pub mod domain;
 pub mod keys;
