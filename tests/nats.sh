@@ -33,7 +33,8 @@ start() {
   mkdir -p "$state_dir/store"
   "$(nats_bin)" -js -a 127.0.0.1 -p "$port" -sd "$state_dir/store" -l "$state_dir/server.log" \
     -P "$state_dir/server.pid" >/dev/null 2>&1 &
-  for _ in $(seq 1 100); do
+  # Up to 30 s: JetStream recovers its store before it listens.
+  for _ in $(seq 1 300); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       say "running on 127.0.0.1:$port (log: $state_dir/server.log)"
       echo "export SHOP_TEST_NATS_URL=nats://127.0.0.1:$port"

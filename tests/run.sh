@@ -40,14 +40,18 @@ fi
 tests/lint/deny.sh
 
 step "PostgreSQL on 127.0.0.1"
-eval "$(tests/postgres.sh start)"
+# Assignments, so that a failed start stops the run here (`eval "$(…)"` would go on).
+postgres_env=$(tests/postgres.sh start)
+eval "$postgres_env"
 
 step "NATS JetStream on 127.0.0.1"
-eval "$(tests/nats.sh start)"
+nats_env=$(tests/nats.sh start)
+eval "$nats_env"
 
 step "Jaeger on 127.0.0.1 (built from its Go module once)"
 # The tracing test exports to it; the other tests do not (it sets no OTEL_* variable).
-eval "$(tests/tracing/jaeger.sh start)"
+jaeger_env=$(tests/tracing/jaeger.sh start)
+eval "$jaeger_env"
 
 step "unit, service and process tests (SQLite and PostgreSQL)"
 cargo test --workspace --locked --exclude shop-e2e
