@@ -17,7 +17,9 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::debug;
 
+use super::cache;
 use super::context::{Context, Error, Note};
 use super::credentials::{self, Password};
 use super::prune::prune;
@@ -85,6 +87,13 @@ pub async fn apply(
         shared: shared.as_ref(),
     };
     let computed = status::compute(owner, observed, &Time(Timestamp::now()));
+    if let Some(ready) = computed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+    {
+        debug!(ready = %ready.status, reason = %ready.reason, message = %ready.message, "status computed");
+    }
     notes.extend(write_status(&shops, shop, computed).await?);
     // A problem with the shared server is in the status, not an error: retried at a steady
     // pace without an event on every attempt.
@@ -174,7 +183,8 @@ async fn provision_shared(
         }
     };
     let login = server.login(&identifier, &password.password);
-    apply_one(ctx, &database::credentials_secret(owner, &login)).await?;
+    let secret = Child::Secret(database::credentials_secret(owner, &login));
+    apply_child(ctx, &secret, &mut Vec::new()).await?;
     let outcome = match server.provision(&login).await {
         Ok(()) => server.verify(&login).await,
         Err(problem) => Err(problem),
@@ -186,20 +196,61 @@ async fn provision_shared(
     })
 }
 
-/// Server-side applies every child in the apply order; returns them as the API server did.
+/// Server-side applies every child; returns them as they stand, in the apply order. Two
+/// waves, each applied at once: what the pods need (ServiceAccount, Secret, ConfigMap) and
+/// the rest that runs nothing, then the workloads and what refers to them. One apply after
+/// another cost a reconcile about 60 ms per child on a busy API server.
 async fn apply_children(
     ctx: &Context,
     children: Vec<Child>,
     notes: &mut Vec<Note>,
 ) -> Result<Vec<Child>, Error> {
-    let mut applied = Vec::with_capacity(children.len());
-    for child in children {
-        applied.push(apply_child(ctx, &child, notes).await?);
+    let (first, second): (Vec<Child>, Vec<Child>) =
+        children.into_iter().partition(|child| !runs_pods(child));
+    let mut applied = Vec::with_capacity(first.len() + second.len());
+    for wave in [first, second] {
+        let results = futures::future::try_join_all(wave.iter().map(|child| async move {
+            let mut child_notes = Vec::new();
+            let applied = apply_child(ctx, child, &mut child_notes).await?;
+            Ok::<_, Error>((applied, child_notes))
+        }))
+        .await?;
+        for (child, child_notes) in results {
+            applied.push(child);
+            notes.extend(child_notes);
+        }
     }
     Ok(applied)
 }
 
+/// The children that start pods, or refer to those that do: applied after everything else.
+fn runs_pods(child: &Child) -> bool {
+    match child {
+        Child::StatefulSet(_)
+        | Child::Deployment(_)
+        | Child::HorizontalPodAutoscaler(_)
+        | Child::PodDisruptionBudget(_) => true,
+        Child::ServiceAccount(_)
+        | Child::Secret(_)
+        | Child::Service(_)
+        | Child::NetworkPolicy(_)
+        | Child::ConfigMap(_) => false,
+    }
+}
+
+/// Applies `child` unless the cache shows that would change nothing (see `super::cache`);
+/// returns the child as it stands.
 async fn apply_child(ctx: &Context, child: &Child, notes: &mut Vec<Note>) -> Result<Child, Error> {
+    let hash = cache::desired_hash(child);
+    if let Some(current) = ctx.children.unchanged(child, hash) {
+        return Ok(current);
+    }
+    let applied = apply_kind(ctx, child, notes).await?;
+    ctx.children.record(child, hash, &applied);
+    Ok(applied)
+}
+
+async fn apply_kind(ctx: &Context, child: &Child, notes: &mut Vec<Note>) -> Result<Child, Error> {
     Ok(match child {
         Child::StatefulSet(object) => {
             Child::StatefulSet(apply_stateful_set(ctx, object, notes).await?)

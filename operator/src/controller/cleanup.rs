@@ -22,6 +22,9 @@ pub async fn cleanup(
     ctx: &Context,
     notes: &mut Vec<Note>,
 ) -> Result<Action, Error> {
+    // Whatever the cleanup does, its children go: what was applied to them is not needed.
+    ctx.children
+        .forget(&shop.namespace().unwrap_or_default(), &shop.name_any());
     let database = &shop.spec.database;
     match (database.mode, database.deletion_policy) {
         (DatabaseMode::None, _) => {}

@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource};
 use tracing::warn;
 
+use super::cache::ChildCache;
 use super::metrics::Metrics;
 use super::peers::PeerTrigger;
 use crate::build::BuildError;
@@ -151,6 +152,9 @@ pub struct Context {
     /// peers from it instead of listing them from the API server each time (a list per
     /// reconcile made N ShopServices cost N² reads).
     pub(super) synced_shops: OnceLock<Arc<PeerTrigger>>,
+    /// The children as the watches see them, and what was applied last: an apply that would
+    /// change nothing is skipped.
+    pub(super) children: Arc<ChildCache>,
 }
 
 impl Context {
@@ -160,6 +164,7 @@ impl Context {
         postgres_image: String,
         shared_cleanup_timeout: Duration,
         metrics: Arc<Metrics>,
+        children: Arc<ChildCache>,
     ) -> Context {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -175,6 +180,7 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             synced_shops: OnceLock::new(),
+            children,
         }
     }
 

@@ -39,6 +39,12 @@ impl std::fmt::Debug for Password {
 pub async fn database_password(shop: &ShopService, ctx: &Context) -> Result<Password, Error> {
     let namespace = shop.namespace().ok_or(Error::NotNamespaced)?;
     let secret_name = names::credentials_secret(&shop.name_any());
+    if let Some(password) = ctx.children.known_password(&namespace, &secret_name) {
+        return Ok(Password {
+            password,
+            generated: None,
+        });
+    }
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let existing = secrets
         .get_opt(&secret_name)

@@ -22,6 +22,7 @@
 //! ShopService to `apply` or `cleanup` and publishes the Events their steps returned.
 
 pub mod apply;
+pub mod cache;
 pub mod cleanup;
 pub mod context;
 pub mod credentials;
@@ -36,6 +37,7 @@ pub mod shared_database;
 pub mod status;
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,18 +45,19 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DynamicObject, ListParams};
+use kube::api::ListParams;
+use kube::runtime::PredicateConfig;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::build::common::MANAGER;
-use crate::build::{OWNED_KINDS, Owner};
+use crate::build::Owner;
 use crate::crd::ShopService;
 pub use context::{Context, Error, Note};
 use leader::LeaderElection;
@@ -116,12 +119,14 @@ pub async fn run(
     .await?;
 
     let metrics = Arc::new(Metrics::default());
+    let (children, child_watches) = cache::watch(&client, namespace.as_deref());
     let context = Arc::new(Context::new(
         client.clone(),
         default_image,
         postgres_image,
         shared_cleanup_timeout,
         metrics.clone(),
+        children.clone(),
     ));
     let shutdown: Shutdown = shutdown.boxed().shared();
     let http = serve_http(http_listener, &metrics, shutdown.clone());
@@ -131,8 +136,9 @@ pub async fn run(
         http.await??;
         return Ok(());
     };
-    let (controller, store, peers) = controller(&client, shops, namespace.as_ref(), &context);
+    let (controller, store, peers) = controller(shops, child_watches, &context);
     let readiness = ready_once_synced(store, peers, &context, &metrics);
+    let children_synced = children.sync();
 
     info!("shop-operator started");
     let leadership_lost = leadership.lost_flag();
@@ -150,6 +156,7 @@ pub async fn run(
         .await;
 
     readiness.abort();
+    children_synced.abort();
     if *leadership_lost.borrow() {
         // Another replica may be reconciling already: stop at once, and let Kubernetes
         // restart this one as a standby.
@@ -260,21 +267,31 @@ async fn take_the_lead(
 }
 
 /// The controller of ShopServices: its own watch, one watch per owned kind (a change to a
-/// child reconciles its ShopService), and the peers' watch. Also its cache of ShopServices,
-/// whose counts `/metrics` reports.
+/// child reconciles its ShopService; they fill the [`cache::ChildCache`]), and the peers'
+/// watch. Also its cache of ShopServices, whose counts `/metrics` reports.
 fn controller(
-    client: &Client,
     shops: Api<ShopService>,
-    namespace: Option<&String>,
+    children: cache::ChildWatches,
     context: &Arc<Context>,
 ) -> (
     Controller<ShopService>,
     Store<ShopService>,
     Arc<PeerTrigger>,
 ) {
-    let mut controller = Controller::new(shops.clone(), watcher::Config::default())
+    // The cache of ShopServices, without their `managedFields` (the field managers' records,
+    // which nothing here reads, are a large share of each object).
+    let (store, writer) = reflector::store::<ShopService>();
+    let shop_events = watcher(shops.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(|shop| shop.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects()
+        // Its own status writes come back as events that change nothing to reconcile: only a
+        // new spec, a finalizer added or removed, the deletion starting, or an annotation
+        // changed (how a person forces a reconcile) do.
+        .predicate_filter(what_is_reconciled, PredicateConfig::default());
+    let mut controller = Controller::for_stream(shop_events, store.clone())
         .with_config(runtime::Config::default().concurrency(CONCURRENCY));
-    let store = controller.store();
     context.metrics.count_pending_with({
         let store = store.clone();
         // Weak: the context owns the metrics, which own this.
@@ -291,19 +308,17 @@ fn controller(
         }
     });
 
-    // Only the operator's own children are watched: they carry its label.
-    let owned =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    for kind in &OWNED_KINDS {
-        let resource = kind.api_resource();
-        let api = match namespace {
-            Some(namespace) => {
-                Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
-            }
-            None => Api::<DynamicObject>::all_with(client.clone(), &resource),
-        };
-        controller = controller.owns_with(api, resource, owned.clone());
+    let cache::ChildWatches {
+        metadata,
+        deployments,
+        stateful_sets,
+    } = children;
+    for (resource, trigger) in metadata {
+        controller = controller.owns_stream_with(trigger, resource);
     }
+    controller = controller
+        .owns_stream(deployments)
+        .owns_stream(stateful_sets);
     // A ShopService's children depend on its whole namespace (dependency URLs and ports,
     // network policies, the gateway's route table): a change to one spec reconciles its
     // peers too.
@@ -313,6 +328,20 @@ fn controller(
         trigger.peers_of(&shop)
     });
     (controller, store, peers)
+}
+
+/// What a reconcile reads of a ShopService besides its peers, and its annotations (a hash):
+/// an event that leaves it unchanged needs no reconcile.
+fn what_is_reconciled(shop: &ShopService) -> Option<u64> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (
+        shop.metadata.generation,
+        &shop.metadata.finalizers,
+        shop.metadata.deletion_timestamp.is_some(),
+        &shop.metadata.annotations,
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Once the cache of ShopServices is synced: reconciles read their peers from it (through
@@ -409,6 +438,11 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
         } else {
             Outcome::Failure
         };
+        debug!(
+            took_ms = started.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "reconciled"
+        );
         ctx.metrics.record(outcome, started.elapsed());
         result
     }

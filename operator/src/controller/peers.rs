@@ -8,7 +8,7 @@
 //! `docs/benchmarks.md`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -109,12 +109,15 @@ impl PeerTrigger {
     /// trigger are fed by two watches, and a peer reconciled on a change the cache does not
     /// hold yet would be built from the old spec and not be triggered again.
     pub fn namespace_services(&self, namespace: &str) -> Option<Vec<ShopService>> {
-        let cached: Vec<ShopService> = self
+        let cached: Vec<Arc<ShopService>> = self
             .store
             .state()
-            .iter()
+            .into_iter()
             .filter(|shop| shop.metadata.namespace.as_deref() == Some(namespace))
-            .map(|shop| ShopService::clone(shop))
+            .collect();
+        let by_uid: HashMap<&str, &ShopService> = cached
+            .iter()
+            .filter_map(|shop| Some((shop.metadata.uid.as_deref()?, shop.as_ref())))
             .collect();
         let mut seen = self.seen.lock().expect("seen lock");
         let mut caught_up = true;
@@ -122,10 +125,7 @@ impl PeerTrigger {
             if seen.namespace != namespace {
                 return true;
             }
-            let in_cache = cached
-                .iter()
-                .find(|shop| shop.metadata.uid.as_deref() == Some(uid.as_str()));
-            match in_cache {
+            match by_uid.get(uid.as_str()) {
                 // Gone from the cache after its deletion: nothing left to compare.
                 None if seen.going => return false,
                 None => caught_up = false,
@@ -139,7 +139,7 @@ impl PeerTrigger {
             }
             true
         });
-        caught_up.then_some(cached)
+        caught_up.then(|| cached.iter().map(|shop| ShopService::clone(shop)).collect())
     }
 }
 

@@ -49,22 +49,10 @@ async fn prune_kind(
         owner.namespace,
         &kind.api_resource(),
     );
-    // Metadata is all the prune reads: names and owner references.
-    let existing = api
-        .list_metadata(&ListParams::default().labels(&selector(owner.name, None)))
-        .await
-        .map_err(Error::kube(format!(
-            "list the {}s of {}",
-            kind.kind, owner.name
-        )))?;
-    let owner_uid = owner.shop.uid();
+    let owner_uid = owner.shop.uid().unwrap_or_default();
     let mut deleted = Vec::new();
-    for object in existing.items {
-        let controlled = object.owner_references().iter().any(|reference| {
-            reference.controller == Some(true) && Some(&reference.uid) == owner_uid.as_ref()
-        });
-        let name = object.name_any();
-        if !controlled || wanted.contains(&name.as_str()) {
+    for name in controlled(ctx, &api, owner, kind, &owner_uid).await? {
+        if wanted.contains(&name.as_str()) {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {
@@ -74,6 +62,43 @@ async fn prune_kind(
         }
     }
     Ok(deleted)
+}
+
+/// The names of the objects of `kind` that `owner` controls: from the watch's cache once it
+/// is synced (an object it does not show yet triggers a reconcile of its owner when it does),
+/// from the API server before.
+async fn controlled(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    owner: &Owner<'_>,
+    kind: &OwnedKind,
+    owner_uid: &str,
+) -> Result<Vec<String>, Error> {
+    if let Some(names) = ctx
+        .children
+        .controlled(kind, owner.namespace, owner.name, owner_uid)
+    {
+        return Ok(names);
+    }
+    // Metadata is all the prune reads: names and owner references.
+    let existing = api
+        .list_metadata(&ListParams::default().labels(&selector(owner.name, None)))
+        .await
+        .map_err(Error::kube(format!(
+            "list the {}s of {}",
+            kind.kind, owner.name
+        )))?;
+    Ok(existing
+        .items
+        .into_iter()
+        .filter(|object| {
+            object
+                .owner_references()
+                .iter()
+                .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid)
+        })
+        .map(|object| object.name_any())
+        .collect())
 }
 
 /// The label selector of the operator's objects for the ShopService `name`, of one role or

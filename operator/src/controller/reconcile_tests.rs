@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};
 
+use super::cache::ChildCache;
 use super::metrics::Metrics;
 use super::{Context, FINALIZER, reconcile};
 use crate::build::fixtures::{IMAGE, namespace, shop};
@@ -218,6 +219,8 @@ where
         crate::build::database::DEFAULT_POSTGRES_IMAGE.into(),
         Duration::from_secs(300),
         Arc::new(Metrics::default()),
+        // Never synced: every child is applied and the prune lists, as the script expects.
+        Arc::new(ChildCache::new(Vec::new())),
     ));
     let reconciling = tokio::spawn(reconcile(Arc::new(shop), context));
     let mut server = script(ApiServer(handle)).await;
@@ -340,12 +343,13 @@ async fn a_dedicated_database_gets_a_generated_password_and_its_objects_first() 
         server
             .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart-db")
             .await;
-        server
-            .apply("/apis/apps/v1/namespaces/shop/statefulsets/cart-db")
-            .await;
         server.apply("/api/v1/namespaces/shop/services/cart").await;
         server
             .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart")
+            .await;
+        // The workloads after everything their pods need.
+        server
+            .apply("/apis/apps/v1/namespaces/shop/statefulsets/cart-db")
             .await;
         server
             .apply("/apis/apps/v1/namespaces/shop/deployments/cart")
@@ -517,6 +521,20 @@ async fn a_refused_apply_fails_the_reconcile_before_prune_and_status() {
                         "status": "Failure", "reason": "Forbidden", "code": 403,
                         "message": "serviceaccounts \"cart\" is forbidden"}),
             );
+        // Sent with it in the same wave, and abandoned: nothing after the wave is applied.
+        drop(
+            server
+                .expect(Method::PATCH, "/api/v1/namespaces/shop/services/cart")
+                .await,
+        );
+        drop(
+            server
+                .expect(
+                    Method::PATCH,
+                    "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart",
+                )
+                .await,
+        );
         // The failure is in the status, and announced once as Degraded.
         let status = server.status().await;
         assert_eq!(status["observedGeneration"], 1);
