@@ -242,11 +242,13 @@ fn runs_pods(child: &Child) -> bool {
 /// returns the child as it stands.
 async fn apply_child(ctx: &Context, child: &Child, notes: &mut Vec<Note>) -> Result<Child, Error> {
     let hash = cache::desired_hash(child);
-    if let Some(current) = ctx.children.unchanged(child, hash) {
+    if let Some(current) = hash.and_then(|hash| ctx.children.unchanged(child, hash)) {
         return Ok(current);
     }
     let applied = apply_kind(ctx, child, notes).await?;
-    ctx.children.record(child, hash, &applied);
+    if let Some(hash) = hash {
+        ctx.children.record(child, hash, &applied);
+    }
     Ok(applied)
 }
 

@@ -112,17 +112,10 @@ struct Applied {
 }
 
 /// A hash of the object the operator would send (stable within the process, which is all the
-/// cache lives for).
-pub fn desired_hash(child: &Child) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    // `to_json` fails only for maps with non-string keys, which no Kubernetes object has; a
-    // failure hashes as nothing and so never matches a real apply.
-    child
-        .to_json()
-        .map(|json| json.to_string())
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    hasher.finish()
+/// cache lives for); `None` if it cannot be serialized (only maps with non-string keys fail,
+/// which no Kubernetes object has), and then the child is always applied.
+pub fn desired_hash(child: &Child) -> Option<u64> {
+    Some(hash_of(&child.to_json().ok()?))
 }
 
 impl ChildCache {
@@ -136,10 +129,10 @@ impl ChildCache {
     }
 
     /// Whether a watch event of the child `meta` of `kind` (whose status, for a Deployment or
-    /// a StatefulSet, hashes to `status`) can change anything for its ShopService, once the
-    /// store holds it: its deletion (the child must be made again), a change of its status,
-    /// or a change by someone else. Not the echo of the operator's own apply: the child at
-    /// the version that apply left, its status as before.
+    /// a StatefulSet, hashes to `status`) can change anything for its ShopService: a child the
+    /// store does not hold (deleted, to be made again; or still in the watch's first list), a
+    /// change of its status, or a change by someone else. Not the echo of the operator's own
+    /// apply: the child at the version that apply left, its status as before.
     pub fn matters(&self, kind: &OwnedKind, meta: &ObjectMeta, status: Option<u64>) -> bool {
         let key = Key {
             kind: kind.kind,
@@ -433,35 +426,25 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Arc<ChildCache>, Chil
             (resource, trigger)
         })
         .collect();
+    let whole = Whole {
+        client,
+        namespace,
+        config: &config,
+        cache: &cache,
+    };
     let watches = ChildWatches {
         metadata,
-        deployments: whole(
-            client,
-            namespace,
-            &config,
-            deployment_writer,
-            &cache,
-            |deployment| {
-                if let Some(spec) = deployment.spec.as_mut() {
-                    spec.template = Default::default();
-                }
-            },
-            |deployment| hash_of(&deployment.status),
-        ),
-        stateful_sets: whole(
-            client,
-            namespace,
-            &config,
-            stateful_set_writer,
-            &cache,
-            |stateful_set| {
-                if let Some(spec) = stateful_set.spec.as_mut() {
-                    spec.template = Default::default();
-                    spec.volume_claim_templates = None;
-                }
-            },
-            |stateful_set| hash_of(&stateful_set.status),
-        ),
+        deployments: whole.watch(deployment_writer, |deployment| {
+            if let Some(spec) = deployment.spec.as_mut() {
+                spec.template = Default::default();
+            }
+        }),
+        stateful_sets: whole.watch(stateful_set_writer, |stateful_set| {
+            if let Some(spec) = stateful_set.spec.as_mut() {
+                spec.template = Default::default();
+                spec.volume_claim_templates = None;
+            }
+        }),
     };
     (cache, watches)
 }
@@ -474,48 +457,68 @@ fn hash_of(value: &impl serde::Serialize) -> u64 {
     hasher.finish()
 }
 
-/// A watch of whole objects of `K` into a store, each without `managedFields` and without
-/// what `strip` takes out; `status` hashes what the ShopService's status reads of it.
-fn whole<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    config: &watcher::Config,
-    writer: Writer<K>,
-    cache: &Arc<ChildCache>,
-    strip: fn(&mut K),
-    status: fn(&K) -> u64,
-) -> Trigger<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let api = match namespace {
-        Some(namespace) => Api::<K>::namespaced(client.clone(), namespace),
-        None => Api::<K>::all(client.clone()),
-    };
-    let kind = OWNED_KINDS
-        .iter()
-        .find(|kind| kind.kind == <K as k8s_openapi::Resource>::KIND)
-        .expect("an owned kind");
-    let cache = cache.clone();
-    watcher(api, config.clone())
-        .default_backoff()
-        .modify(move |object| {
-            object.meta_mut().managed_fields = None;
-            strip(object);
-        })
-        .reflect(writer)
-        .touched_objects()
-        .try_filter(move |object| {
-            future::ready(cache.matters(kind, object.meta(), Some(status(object))))
-        })
-        .boxed()
+/// What the watches of whole objects share.
+struct Whole<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
+    config: &'a watcher::Config,
+    cache: &'a Arc<ChildCache>,
+}
+
+/// An owned kind watched whole: its status is what the ShopService's status reads.
+trait WithStatus {
+    fn status_hash(&self) -> u64;
+}
+
+impl WithStatus for Deployment {
+    fn status_hash(&self) -> u64 {
+        hash_of(&self.status)
+    }
+}
+
+impl WithStatus for StatefulSet {
+    fn status_hash(&self) -> u64 {
+        hash_of(&self.status)
+    }
+}
+
+impl Whole<'_> {
+    /// A watch of whole objects of `K` into `writer`'s store, each without `managedFields`
+    /// and without what `strip` takes out.
+    fn watch<K>(&self, writer: Writer<K>, strip: fn(&mut K)) -> Trigger<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + k8s_openapi::Resource
+            + WithStatus
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api = match self.namespace {
+            Some(namespace) => Api::<K>::namespaced(self.client.clone(), namespace),
+            None => Api::<K>::all(self.client.clone()),
+        };
+        let kind = OWNED_KINDS
+            .iter()
+            .find(|kind| kind.kind == <K as k8s_openapi::Resource>::KIND)
+            .expect("an owned kind");
+        let cache = self.cache.clone();
+        watcher(api, self.config.clone())
+            .default_backoff()
+            .modify(move |object| {
+                object.meta_mut().managed_fields = None;
+                strip(object);
+            })
+            .reflect(writer)
+            .touched_objects()
+            .try_filter(move |object| {
+                future::ready(cache.matters(kind, object.meta(), Some(object.status_hash())))
+            })
+            .boxed()
+    }
 }
 
 #[cfg(test)]
@@ -603,9 +606,9 @@ mod tests {
         writer.apply_watcher_event(&Event::Apply(meta.into_response_partial()));
     }
 
-    fn service_child(cluster_ip: &str) -> Child {
+    fn service_child(cluster_ip: &str, resource_version: &str) -> Child {
         Child::Service(Service {
-            metadata: meta("cart", None, ""),
+            metadata: meta("cart", None, resource_version),
             spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
                 cluster_ip: Some(cluster_ip.into()),
                 ..Default::default()
@@ -617,18 +620,15 @@ mod tests {
     #[test]
     fn a_child_is_skipped_only_while_it_hashes_the_same_and_nobody_changed_it() {
         let mut fixture = fixture();
-        let desired = service_child("a");
-        let hash = desired_hash(&desired);
+        let desired = service_child("a", "");
+        let hash = desired_hash(&desired).unwrap();
         assert_eq!(
             fixture.cache.unchanged(&desired, hash),
             None,
             "never applied"
         );
 
-        let mut answered = desired.clone();
-        if let Child::Service(service) = &mut answered {
-            service.metadata.resource_version = Some("5".into());
-        }
+        let answered = service_child("a", "5");
         fixture.cache.record(&desired, hash, &answered);
         assert_eq!(
             fixture.cache.unchanged(&desired, hash),
@@ -641,10 +641,12 @@ mod tests {
             Some(desired.clone())
         );
 
-        let other = service_child("b");
-        assert_ne!(desired_hash(&other), hash);
+        let other = service_child("b", "");
+        assert_ne!(desired_hash(&other), Some(hash));
         assert_eq!(
-            fixture.cache.unchanged(&other, desired_hash(&other)),
+            fixture
+                .cache
+                .unchanged(&other, desired_hash(&other).unwrap()),
             None,
             "a new desired state is applied"
         );
@@ -668,7 +670,7 @@ mod tests {
             metadata: meta("cart", None, ""),
             ..Deployment::default()
         });
-        let hash = desired_hash(&desired);
+        let hash = desired_hash(&desired).unwrap();
         let answered = Child::Deployment(Deployment {
             metadata: meta("cart", Some(2), "10"),
             ..Deployment::default()
@@ -707,14 +709,11 @@ mod tests {
     fn only_events_that_can_change_something_reach_the_owner() {
         let mut fixture = fixture();
         let service = kind(Service::KIND);
-        let desired = service_child("a");
-        let mut answered = desired.clone();
-        if let Child::Service(object) = &mut answered {
-            object.metadata.resource_version = Some("5".into());
-        }
+        let desired = service_child("a", "");
+        let answered = service_child("a", "5");
         fixture
             .cache
-            .record(&desired, desired_hash(&desired), &answered);
+            .record(&desired, desired_hash(&desired).unwrap(), &answered);
         watched(&mut fixture.services, meta("cart", None, "5"));
         assert!(
             !fixture
@@ -750,7 +749,7 @@ mod tests {
         });
         fixture
             .cache
-            .record(&desired, desired_hash(&desired), &answered);
+            .record(&desired, desired_hash(&desired).unwrap(), &answered);
         fixture
             .deployments
             .apply_watcher_event(&Event::Apply(Deployment {
@@ -781,18 +780,17 @@ mod tests {
     #[test]
     fn a_password_is_known_while_its_secret_is_as_applied() {
         let mut fixture = fixture();
-        let desired = Child::Secret(Secret {
-            metadata: meta("cart-db-credentials", None, ""),
-            data: Some([("password".to_owned(), ByteString(b"s3cret".to_vec()))].into()),
-            ..Secret::default()
-        });
-        let mut answered = desired.clone();
-        if let Child::Secret(secret) = &mut answered {
-            secret.metadata.resource_version = Some("7".into());
-        }
+        let secret = |resource_version| {
+            Child::Secret(Secret {
+                metadata: meta("cart-db-credentials", None, resource_version),
+                data: Some([("password".to_owned(), ByteString(b"s3cret".to_vec()))].into()),
+                ..Secret::default()
+            })
+        };
+        let (desired, answered) = (secret(""), secret("7"));
         fixture
             .cache
-            .record(&desired, desired_hash(&desired), &answered);
+            .record(&desired, desired_hash(&desired).unwrap(), &answered);
         assert_eq!(
             fixture
                 .cache
