@@ -15,6 +15,8 @@
 //!   server's admin Secret.
 //! - [`shared_database`]: the role and database on a shared PostgreSQL server.
 //! - [`context`]: what every reconcile shares, its errors, and publishing Events.
+//! - [`cache`]: the children as the watches see them and what was last applied, so a
+//!   reconcile that would change nothing sends nothing; the watches of the owned kinds.
 //!
 //! I/O, the process: [`metrics`] (`/healthz`, `/readyz`, `/metrics`), [`leader`] (leader
 //! election), and this file: [`run`], the kube-runtime `Controller` with its watches,
