@@ -16,6 +16,10 @@ use crate::crd::{ShopService, ShopServiceSpec};
 
 /// The `app.kubernetes.io/managed-by` value of every object the operator makes.
 pub const MANAGER: &str = "shop-operator";
+/// The label naming the ShopService an object belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// The label naming who manages an object: [`MANAGER`] on the operator's.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The `app.kubernetes.io/part-of` value of every object the operator makes.
 pub const PART_OF: &str = "shop";
 
@@ -96,7 +100,7 @@ impl<'a> Owner<'a> {
     /// change for the life of the ShopService: a Deployment's selector is immutable.
     pub fn selector_labels(&self, role: Role) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("app.kubernetes.io/instance".into(), self.name.into()),
+            (INSTANCE_LABEL.into(), self.name.into()),
             ("app.kubernetes.io/component".into(), role.as_str().into()),
         ])
     }
@@ -112,7 +116,7 @@ impl<'a> Owner<'a> {
     pub fn labels(&self, role: Role) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels(role);
         labels.insert("app.kubernetes.io/name".into(), self.app_name(role).into());
-        labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+        labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
         labels.insert("app.kubernetes.io/part-of".into(), PART_OF.into());
         labels
     }
@@ -268,4 +272,12 @@ pub fn volume_mount(name: &str, path: &str) -> VolumeMount {
         mount_path: path.into(),
         ..Default::default()
     }
+}
+
+/// Whether `meta` names the ShopService with uid `owner_uid` as its controller.
+pub fn controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid)
 }

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use shop_contracts::events;
 
-use super::common::Role;
+use super::common::{INSTANCE_LABEL, Role};
 use super::database::POSTGRES_PORT;
 use super::{Context, Owner};
 use crate::crd::{Component, DatabaseMode, ShopServiceSpec};
@@ -185,7 +185,7 @@ fn server_pods_of(name: &str) -> NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
             match_labels: Some(
                 [
-                    ("app.kubernetes.io/instance".to_owned(), name.to_owned()),
+                    (INSTANCE_LABEL.to_owned(), name.to_owned()),
                     (
                         "app.kubernetes.io/component".to_owned(),
                         Role::Server.as_str().to_owned(),

@@ -38,11 +38,8 @@ use kube::{Api, Client};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::build::common::MANAGER;
+use crate::build::common::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, controlled_by};
 use crate::build::{Child, OWNED_KINDS, OwnedKind};
-
-const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 /// How long an applied child is trusted without being applied again.
 pub const REAPPLY_AFTER: Duration = Duration::from_secs(300);
@@ -53,6 +50,32 @@ pub enum KindStore {
     Metadata(ApiResource, Store<PartialObjectMeta<DynamicObject>>),
     Deployments(Store<Deployment>),
     StatefulSets(Store<StatefulSet>),
+}
+
+/// A child as its store holds it.
+enum Watched {
+    Metadata(Arc<PartialObjectMeta<DynamicObject>>),
+    Deployment(Arc<Deployment>),
+    StatefulSet(Arc<StatefulSet>),
+}
+
+impl Watched {
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Watched::Metadata(object) => &object.metadata,
+            Watched::Deployment(object) => &object.metadata,
+            Watched::StatefulSet(object) => &object.metadata,
+        }
+    }
+
+    /// The object the status reads, for a Deployment or a StatefulSet.
+    fn into_child(self) -> Option<Child> {
+        match self {
+            Watched::Metadata(_) => None,
+            Watched::Deployment(object) => Some(Child::Deployment(Deployment::clone(&object))),
+            Watched::StatefulSet(object) => Some(Child::StatefulSet(StatefulSet::clone(&object))),
+        }
+    }
 }
 
 /// The watches' stores of the owned kinds and what was last applied. See the module's doc.
@@ -73,13 +96,16 @@ struct Key {
 }
 
 impl Key {
-    fn of(child: &Child) -> Key {
-        let meta = child.meta();
+    fn new(kind: &'static str, meta: &ObjectMeta) -> Key {
         Key {
-            kind: child.kind().kind,
+            kind,
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
         }
+    }
+
+    fn of(child: &Child) -> Key {
+        Key::new(child.kind().kind, child.meta())
     }
 }
 
@@ -134,12 +160,8 @@ impl ChildCache {
     /// change of its status, or a change by someone else. Not the echo of the operator's own
     /// apply: the child at the version that apply left, its status as before.
     pub fn matters(&self, kind: &OwnedKind, meta: &ObjectMeta, status: Option<u64>) -> bool {
-        let key = Key {
-            kind: kind.kind,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-        };
-        if !self.is_watched(kind, &key.namespace, &key.name) {
+        let key = Key::new(kind.kind, meta);
+        if self.watched(&key).is_none() {
             self.statuses.lock().expect("statuses lock").remove(&key);
             return true;
         }
@@ -159,20 +181,20 @@ impl ChildCache {
             .is_none_or(|last| Version::of(meta).as_ref() != Some(&last.version))
     }
 
-    /// Whether the store of `kind` holds the object `name` of `namespace`.
-    fn is_watched(&self, kind: &OwnedKind, namespace: &str, name: &str) -> bool {
-        match self.store(kind) {
-            Some(KindStore::Metadata(resource, store)) => store
-                .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
-                .is_some(),
-            Some(KindStore::Deployments(store)) => {
-                store.get(&ObjectRef::new(name).within(namespace)).is_some()
+    /// The child `key` as its store holds it.
+    fn watched(&self, key: &Key) -> Option<Watched> {
+        let (name, namespace) = (key.name.as_str(), key.namespace.as_str());
+        Some(match self.store_of(key.kind)? {
+            KindStore::Metadata(resource, store) => Watched::Metadata(
+                store.get(&ObjectRef::new_with(name, resource.clone()).within(namespace))?,
+            ),
+            KindStore::Deployments(store) => {
+                Watched::Deployment(store.get(&ObjectRef::new(name).within(namespace))?)
             }
-            Some(KindStore::StatefulSets(store)) => {
-                store.get(&ObjectRef::new(name).within(namespace)).is_some()
+            KindStore::StatefulSets(store) => {
+                Watched::StatefulSet(store.get(&ObjectRef::new(name).within(namespace))?)
             }
-            None => false,
-        }
+        })
     }
 
     /// Marks the cache usable once every store has its first list; until then every child is
@@ -199,45 +221,11 @@ impl ChildCache {
         self.synced.load(Ordering::Acquire)
     }
 
-    fn store(&self, kind: &OwnedKind) -> Option<&KindStore> {
-        self.store_of(kind.kind)
-    }
-
     fn store_of(&self, kind: &str) -> Option<&KindStore> {
         self.stores
             .iter()
             .find(|(stored, _)| stored.kind == kind)
             .map(|(_, store)| store)
-    }
-
-    /// The child as the watch last saw it: its metadata, and for a Deployment or a
-    /// StatefulSet the object (without its pod template).
-    fn current(&self, child: &Child) -> Option<(ObjectMeta, Option<Child>)> {
-        let meta = child.meta();
-        let name = meta.name.as_deref()?;
-        let namespace = meta.namespace.as_deref()?;
-        Some(match self.store(child.kind())? {
-            KindStore::Metadata(resource, store) => {
-                let key = ObjectRef::new_with(name, resource.clone()).within(namespace);
-                (store.get(&key)?.metadata.clone(), None)
-            }
-            KindStore::Deployments(store) => {
-                let object = store.get(&ObjectRef::new(name).within(namespace))?;
-                let deployment = Deployment::clone(&object);
-                (
-                    deployment.metadata.clone(),
-                    Some(Child::Deployment(deployment)),
-                )
-            }
-            KindStore::StatefulSets(store) => {
-                let object = store.get(&ObjectRef::new(name).within(namespace))?;
-                let stateful_set = StatefulSet::clone(&object);
-                (
-                    stateful_set.metadata.clone(),
-                    Some(Child::StatefulSet(stateful_set)),
-                )
-            }
-        })
     }
 
     /// The child as it stands, when applying `desired` (whose hash is `hash`) would change
@@ -248,13 +236,13 @@ impl ChildCache {
             return None;
         }
         let key = Key::of(desired);
-        let (meta, object) = self.current(desired)?;
+        let watched = self.watched(&key)?;
         let applied = self.applied.lock().expect("applied lock");
         let last = applied.get(&key)?;
         let fresh = last.desired == hash
-            && Version::of(&meta).as_ref() == Some(&last.version)
+            && Version::of(watched.meta()).as_ref() == Some(&last.version)
             && last.at.elapsed() < REAPPLY_AFTER;
-        fresh.then(|| object.unwrap_or_else(|| desired.clone()))
+        fresh.then(|| watched.into_child().unwrap_or_else(|| desired.clone()))
     }
 
     /// Remembers that `desired` (hashing to `hash`) was applied and the API server answered
@@ -303,18 +291,15 @@ impl ChildCache {
         if !self.synced() {
             return None;
         }
-        let KindStore::Metadata(resource, store) = self.store_of(Secret::KIND)? else {
-            return None;
-        };
-        let watched = store.get(&ObjectRef::new_with(name, resource.clone()).within(namespace))?;
         let key = Key {
             kind: Secret::KIND,
             namespace: namespace.into(),
             name: name.into(),
         };
+        let watched = self.watched(&key)?;
         let applied = self.applied.lock().expect("applied lock");
         let last = applied.get(&key)?;
-        (Version::of(&watched.metadata).as_ref() == Some(&last.version))
+        (Version::of(watched.meta()).as_ref() == Some(&last.version))
             .then(|| last.password.clone())
             .flatten()
     }
@@ -331,7 +316,7 @@ impl ChildCache {
         if !self.synced() {
             return None;
         }
-        let KindStore::Metadata(_, store) = self.store(kind)? else {
+        let KindStore::Metadata(_, store) = self.store_of(kind.kind)? else {
             return None;
         };
         let labelled = |meta: &ObjectMeta| {
@@ -340,19 +325,13 @@ impl ChildCache {
                     && labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
             })
         };
-        let controlled = |meta: &ObjectMeta| {
-            meta.owner_references
-                .iter()
-                .flatten()
-                .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid)
-        };
         Some(
             store
                 .state_filter(|object| {
                     let meta = &object.metadata;
                     meta.namespace.as_deref() == Some(namespace)
                         && labelled(meta)
-                        && controlled(meta)
+                        && controlled_by(meta, owner_uid)
                 })
                 .iter()
                 .filter_map(|object| object.metadata.name.clone())

@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use tracing::info;
 
 use super::context::{Context, Error, Note};
-use crate::build::common::{MANAGER, Role};
+use crate::build::common::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, Role, controlled_by};
 use crate::build::{Child, OWNED_KINDS, OwnedKind, Owner, Prune};
 
 /// Deletes the objects of the prunable kinds that `applied` does not hold; an Event for each.
@@ -91,12 +91,7 @@ async fn controlled(
     Ok(existing
         .items
         .into_iter()
-        .filter(|object| {
-            object
-                .owner_references()
-                .iter()
-                .any(|reference| reference.controller == Some(true) && reference.uid == owner_uid)
-        })
+        .filter(|object| controlled_by(&object.metadata, owner_uid))
         .map(|object| object.name_any())
         .collect())
 }
@@ -104,8 +99,7 @@ async fn controlled(
 /// The label selector of the operator's objects for the ShopService `name`, of one role or
 /// all of them.
 pub fn selector(name: &str, role: Option<Role>) -> String {
-    let mut selector =
-        format!("app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGER}");
+    let mut selector = format!("{INSTANCE_LABEL}={name},{MANAGED_BY_LABEL}={MANAGER}");
     if let Some(role) = role {
         selector.push_str(&format!(",app.kubernetes.io/component={}", role.as_str()));
     }

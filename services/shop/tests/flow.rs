@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Process, TempDir, free_ports, interrupt};
+use common::{Process, SHOP_UP_PORTS, TempDir, free_ports, interrupt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ struct Shop {
 async fn start_shop() -> Shop {
     let data = TempDir::new();
     // One port per service of `shop up`, gateway first (see `port_of` in up.rs).
-    let port = free_ports(10);
+    let port = free_ports(SHOP_UP_PORTS);
     let process =
         common::shop_up(&data, port, &[], &[("SHOP_ROUTES_RELOAD_MS", "200".into())]).await;
     let url = format!("http://127.0.0.1:{port}");

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TempDir, free_ports, interrupt};
+use common::{SHOP_UP_PORTS, TempDir, free_ports, interrupt};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_contracts::auth::JWKS_PATH;
@@ -49,7 +49,7 @@ fn unix_now() -> i64 {
 #[tokio::test]
 async fn the_signing_key_rotates_without_refusing_a_valid_token() {
     let data = TempDir::new();
-    let port = free_ports(10);
+    let port = free_ports(SHOP_UP_PORTS);
     let shop = common::shop_up(
         &data,
         port,

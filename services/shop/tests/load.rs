@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{SHOP, TempDir, free_ports, interrupt, shop_up};
+use common::{SHOP, SHOP_UP_PORTS, TempDir, free_ports, interrupt, shop_up};
 use serde_json::Value;
 
 fn shop_load(args: &[&str]) -> Output {
@@ -48,7 +48,7 @@ const NOT_CHECKOUT: [&str; 8] = [
 #[tokio::test]
 async fn the_mix_reaches_every_operation_without_errors() {
     let data = TempDir::new();
-    let port = free_ports(10);
+    let port = free_ports(SHOP_UP_PORTS);
     // One client address sending flat out: the per-address limit would turn it into 429s.
     let shop = shop_up(
         &data,

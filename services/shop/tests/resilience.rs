@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, free_ports, serve};
+use common::{SHOP_UP_PORTS, TempDir, free_ports, serve};
 use nix::sys::signal::Signal;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -308,13 +308,13 @@ async fn migrate_brings_a_database_up_to_date_and_refuses_the_gateway() {
 #[tokio::test]
 async fn the_services_of_a_killed_shop_up_stop_too() {
     let data = TempDir::new();
-    let port = free_ports(10);
+    let port = free_ports(SHOP_UP_PORTS);
     let mut shop = common::shop_up(&data, port, &[], &[]).await;
     // No Ctrl-C for `shop up` to stop its services in order: it dies at once.
     shop.signal(Signal::SIGKILL);
     shop.wait(Duration::from_secs(10)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    for service_port in port..port + 10 {
+    for service_port in port..port + SHOP_UP_PORTS {
         while tokio::net::TcpStream::connect(("127.0.0.1", service_port))
             .await
             .is_ok()

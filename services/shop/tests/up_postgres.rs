@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Process, SHOP, TempDir, free_ports, interrupt, shop_up};
+use common::{Process, SHOP, SHOP_UP_PORTS, TempDir, free_ports, interrupt, shop_up};
 use serde_json::{Value, json};
 use shop::ServiceName;
 use shop::up::{database_name, has_database};
@@ -46,7 +46,7 @@ async fn each_service_gets_its_own_database_and_keeps_it() {
     };
     let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let data = TempDir::new();
-    let port = free_ports(10);
+    let port = free_ports(SHOP_UP_PORTS);
     let url = format!("http://127.0.0.1:{port}");
 
     let shop = shop_up_on(&admin, &prefix, &data, port).await;
@@ -128,7 +128,7 @@ fn a_database_url_that_is_not_postgres_is_refused() {
             "--data-dir",
             data.0.to_str().unwrap(),
             "--port",
-            &free_ports(10).to_string(),
+            &free_ports(SHOP_UP_PORTS).to_string(),
             "--database-url",
             "mysql://root@127.0.0.1/shop",
         ])

@@ -704,6 +704,74 @@ async fn reconciling_a_settled_shop_service_changes_nothing() -> Result<()> {
     ns.cleanup().await
 }
 
+/// The operator skips the apply of a child it applied before and nobody changed since
+/// (`controller/cache.rs`): a child deleted, or changed by hand, must still be put back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_deleted_or_changed_by_hand_is_put_back() -> Result<()> {
+    let Some(harness) = Harness::connect_or_skip().await else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let ns = harness.namespace("op-drift").await?;
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
+    apply_shop(
+        &ns,
+        "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {name: gateway}\nspec: {component: gateway}\n",
+    )
+    .await?;
+    wait_ready(&ns, "gateway").await?;
+
+    let services = ns.api::<Service>();
+    let deleted_uid = services
+        .get("gateway")
+        .await
+        .map_err(kube_error("get the Service"))?
+        .uid();
+    services
+        .delete("gateway", &DeleteParams::default())
+        .await
+        .map_err(kube_error("delete the Service"))?;
+    let deployments = ns.api::<Deployment>();
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|spec| spec.replicas);
+    let desired = replicas(
+        &deployments
+            .get("gateway")
+            .await
+            .map_err(kube_error("get the Deployment"))?,
+    );
+    let by_hand = desired.unwrap_or(1) + 2;
+    deployments
+        .patch(
+            "gateway",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": by_hand}})),
+        )
+        .await
+        .map_err(kube_error("scale the Deployment by hand"))?;
+
+    wait_for(
+        &services,
+        "gateway",
+        "the deleted Service made again",
+        TIMEOUT,
+        |s: Option<&Service>| s.is_some_and(|s| s.uid() != deleted_uid),
+    )
+    .await?;
+    wait_for(
+        &deployments,
+        "gateway",
+        "the replica count set by hand put back",
+        TIMEOUT,
+        |d: Option<&Deployment>| d.is_some_and(|d| replicas(d) == desired),
+    )
+    .await?;
+    eprintln!("put back after {:?}", started.elapsed());
+
+    delete_shop_services(&ns).await?;
+    operator.stop().await;
+    ns.cleanup().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
     let Some(harness) = Harness::connect_or_skip().await else {

@@ -14,16 +14,25 @@ pub mod stack;
 
 pub const SHOP: &str = env!("CARGO_BIN_EXE_shop");
 
+/// How many ports `shop up` takes from its `--port` on: one per service.
+pub const SHOP_UP_PORTS: u16 = shop::ServiceName::ALL.len() as u16;
+
 /// A base port with `count` free ports after it. Each call in a process gets its own range, so
 /// tests running side by side never pick the same ports. The ports are below Linux's ephemeral
 /// range (32768 and up), so an outgoing connection cannot take one between this check and the
 /// service's bind.
 pub fn free_ports(count: u16) -> u16 {
+    // Ranges one whole `shop up` apart, so that two calls of one process never overlap.
+    assert!(
+        count <= SHOP_UP_PORTS,
+        "at most {SHOP_UP_PORTS} ports at once"
+    );
+    let stride = u32::from(SHOP_UP_PORTS);
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let start = std::process::id() % 400 * 100;
     for _ in 0..200 {
         let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let base = 20_000 + ((start + slot * 10) % 12_000) as u16;
+        let base = 20_000 + ((start + slot * stride) % 12_000) as u16;
         let listeners: Vec<_> = (0..count)
             .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
@@ -167,7 +176,7 @@ pub async fn wait_ready(url: &str, limit: Duration) {
     }
 }
 
-/// `shop up` on `port` and the nine ports after it (ten services), its data in `data`, with
+/// `shop up` on [`SHOP_UP_PORTS`] ports from `port` on, its data in `data`, with
 /// `args` and `env` added; returns once the gateway sees every service ready. Stop it with
 /// [`interrupt`].
 pub async fn shop_up(data: &TempDir, port: u16, args: &[&str], env: &[(&str, String)]) -> Process {

@@ -82,7 +82,7 @@ impl Stack {
             databases.insert(service, url);
         }
         let mut stack = Self {
-            base: free_ports(ServiceName::ALL.len() as u16),
+            base: free_ports(super::SHOP_UP_PORTS),
             bus,
             dir,
             databases,
