@@ -642,6 +642,11 @@ pub struct DatabaseStatus {
     /// The database server's host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The size of a Dedicated database's volume as its claim reports it, once bound. Below
+    /// `spec.database.storage` while the volume grows (`DatabaseReady` says so) or when it
+    /// cannot (`Degraded` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
 }
 
 /// The phase of a ShopService's database.

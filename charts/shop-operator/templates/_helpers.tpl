@@ -83,10 +83,11 @@ object that does not exist yet needs `create` as well as `patch`.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
-# The volumes of a Dedicated database with deletionPolicy Delete.
+# The volume of a Dedicated database: grown when spec.database.storage grows, deleted with
+# deletionPolicy Delete.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [deletecollection]
+  verbs: [get, patch, deletecollection]
 # Events about ShopServices (kube's Recorder: events.k8s.io/v1).
 - apiGroups: [events.k8s.io]
   resources: [events]

@@ -165,6 +165,15 @@ pub mod names {
         format!("{shop}-db-headless")
     }
 
+    /// The volume claim template of the dedicated database's StatefulSet.
+    pub const DATABASE_VOLUME: &str = "data";
+
+    /// The claim the StatefulSet makes from that template for its one pod:
+    /// `<template>-<statefulset>-<ordinal>`.
+    pub fn database_claim(shop: &str) -> String {
+        format!("{DATABASE_VOLUME}-{}-0", database(shop))
+    }
+
     /// The Secret with the database credentials.
     pub fn credentials_secret(shop: &str) -> String {
         format!("{shop}-db-credentials")

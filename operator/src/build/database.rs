@@ -57,7 +57,7 @@ const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// Where PostgreSQL puts its socket and lock file.
 const SOCKET_DIR: &str = "/var/run/postgresql";
 
-const DATA_VOLUME: &str = "data";
+const DATA_VOLUME: &str = names::DATABASE_VOLUME;
 const SOCKET_VOLUME: &str = "run";
 const TMP_VOLUME: &str = "tmp";
 

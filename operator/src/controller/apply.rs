@@ -25,6 +25,7 @@ use super::credentials::{self, Password};
 use super::prune::prune;
 use super::shared_database::{self, AdminServer, Problem, SharedState};
 use super::status::{self, Observed};
+use super::storage;
 use crate::build::common::MANAGER;
 use crate::build::database;
 use crate::build::{self, Child, Owner};
@@ -36,6 +37,9 @@ const RESYNC_PERIOD: Duration = Duration::from_secs(300);
 /// How often a Shared database that is not ready is tried again. The shared server's Secret
 /// is not watched (it is not the operator's), so a fix to it is noticed within this time.
 const SHARED_RETRY_PERIOD: Duration = Duration::from_secs(30);
+/// How often a database volume that is growing, or cannot, is looked at again: the claim is
+/// not watched (see `super::storage`).
+const STORAGE_RETRY_PERIOD: Duration = Duration::from_secs(10);
 
 /// Makes the cluster match the ShopService; the Events to publish go to `notes`, also when
 /// a later step fails.
@@ -76,6 +80,11 @@ pub async fn apply(
     };
     let applied = apply_children(ctx, children.into_apply_order(), notes).await?;
     notes.extend(prune(ctx, owner, &applied).await?);
+    // After the StatefulSet, whose template then asks for the same size.
+    let storage = match owner.spec().database.mode {
+        DatabaseMode::Dedicated => Some(storage::grow_claim(owner, ctx, notes).await?),
+        DatabaseMode::Shared | DatabaseMode::None => None,
+    };
 
     let observed = Observed {
         deployment: applied_deployment(&applied),
@@ -85,6 +94,7 @@ pub async fn apply(
         }),
         missing_dependencies: &missing_dependencies,
         shared: shared.as_ref(),
+        storage: storage.as_ref(),
     };
     let computed = status::compute(owner, observed, &Time(Timestamp::now()));
     if let Some(ready) = computed
@@ -99,6 +109,10 @@ pub async fn apply(
     // pace without an event on every attempt.
     if shared.is_some_and(|shared| shared.outcome.is_err()) {
         return Ok(Action::requeue(SHARED_RETRY_PERIOD));
+    }
+    // Neither is a growing claim's status watched.
+    if storage.is_some_and(|storage| storage.waiting()) {
+        return Ok(Action::requeue(STORAGE_RETRY_PERIOD));
     }
     Ok(Action::requeue(RESYNC_PERIOD))
 }

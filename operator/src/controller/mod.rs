@@ -14,6 +14,7 @@
 //! - [`credentials`]: the database password (read back or generated once) and the shared
 //!   server's admin Secret.
 //! - [`shared_database`]: the role and database on a shared PostgreSQL server.
+//! - [`storage`]: a Dedicated database's volume claim grown to the requested size.
 //! - [`context`]: what every reconcile shares, its errors, and publishing Events.
 //! - [`cache`]: the children as the watches see them and what was last applied, so a
 //!   reconcile that would change nothing sends nothing; the watches of the owned kinds.
@@ -37,6 +38,7 @@ pub mod prune;
 mod reconcile_tests;
 pub mod shared_database;
 pub mod status;
+pub mod storage;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};

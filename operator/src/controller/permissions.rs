@@ -121,9 +121,9 @@ pub const REQUIRED: &[Permission] = &[
     Permission {
         group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["deletecollection"],
+        verbs: &["get", "patch", "deletecollection"],
         scope: Scope::Watched,
-        why: "delete the volumes of a database whose deletionPolicy is Delete",
+        why: "grow a Dedicated database's volume; delete the volumes of a database whose deletionPolicy is Delete",
     },
     Permission {
         group: "events.k8s.io",

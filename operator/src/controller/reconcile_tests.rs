@@ -355,6 +355,14 @@ async fn a_dedicated_database_gets_a_generated_password_and_its_objects_first() 
             .apply("/apis/apps/v1/namespaces/shop/deployments/cart")
             .await;
         server.prune_finds_nothing().await;
+        // Until the status shows the volume's size, the claim is read (not made yet here).
+        server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/persistentvolumeclaims/data-cart-db-0",
+            )
+            .await
+            .answer(StatusCode::NOT_FOUND, &not_found());
         let status = server.status().await;
         assert_eq!(status["database"]["secretName"], "cart-db-credentials");
         let (reason, note) = server.event().await;

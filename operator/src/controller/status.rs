@@ -11,12 +11,15 @@ use crate::build::Owner;
 use crate::build::common::names;
 use crate::build::database::DatabaseLogin;
 use crate::controller::shared_database::SharedState;
+use crate::controller::storage::Storage;
 use crate::crd::{DatabaseMode, DatabasePhase, DatabaseStatus, ShopService, ShopServiceStatus};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const DATABASE_READY: &str = "DatabaseReady";
+/// `DatabaseReady`'s reason while a Dedicated database's volume grows.
+pub const RESIZING: &str = "Resizing";
 
 /// What the operator saw of the children after applying them.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +31,8 @@ pub struct Observed<'a> {
     pub missing_dependencies: &'a [&'a str],
     /// What the reconcile found of a Shared database.
     pub shared: Option<&'a SharedState>,
+    /// What became of a Dedicated database's volume.
+    pub storage: Option<&'a Storage>,
 }
 
 /// A condition before it is merged with the one already in the status.
@@ -56,7 +61,7 @@ pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStat
     // service is not Ready below the minimum its spec promises.
     let minimum = shop.spec.autoscaling.as_ref().map(|a| a.min_replicas);
     let rollout = Rollout::of(observed.deployment, minimum);
-    let database = database_state(owner, observed.database, observed.shared);
+    let database = database_state(owner, observed.database, observed.shared, observed.storage);
     let database_ready = database
         .as_ref()
         .is_none_or(|db| db.0 == DatabasePhase::Ready);
@@ -127,6 +132,11 @@ pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStat
         Computed::new(DEGRADED, true, "ReplicaFailure", message.clone())
     } else if let Some((DatabasePhase::Failed, _, message)) = &database {
         Computed::new(DEGRADED, true, "DatabaseFailed", message.clone())
+    } else if let Some(Storage::CannotGrow {
+        reason, message, ..
+    }) = observed.storage
+    {
+        Computed::new(DEGRADED, true, reason, message.clone())
     } else if !observed.missing_dependencies.is_empty() {
         Computed::new(
             DEGRADED,
@@ -176,7 +186,8 @@ pub fn compute(owner: &Owner, observed: Observed, now: &Time) -> ShopServiceStat
             owner.namespace,
             shop.spec.port,
         )),
-        database: database.map(|(phase, _, _)| database_status(owner, phase, observed.shared)),
+        database: database
+            .map(|(phase, _, _)| database_status(owner, phase, observed.shared, observed.storage)),
         selector: Some(owner.selector_string()),
     }
 }
@@ -259,6 +270,21 @@ pub fn notes(before: Option<&ShopServiceStatus>, after: &ShopServiceStatus) -> V
             &degraded.reason,
             "Reconcile",
             degraded.message.clone(),
+        ));
+    }
+    let database_reason = |status| find_condition(status, DATABASE_READY).map(|c| &c.reason);
+    if database_reason(before).is_some_and(|reason| reason == RESIZING)
+        && database_reason(Some(after)).is_some_and(|reason| reason == "Ready")
+    {
+        let capacity = after
+            .database
+            .as_ref()
+            .and_then(|database| database.capacity.as_deref())
+            .unwrap_or("the requested size");
+        notes.push(Note::normal(
+            "StorageResized",
+            "Reconcile",
+            format!("the database's volume has grown to {capacity}"),
         ));
     }
     notes
@@ -349,6 +375,7 @@ fn database_state(
     owner: &Owner,
     stateful_set: Option<&StatefulSet>,
     shared: Option<&SharedState>,
+    storage: Option<&Storage>,
 ) -> Option<(DatabasePhase, &'static str, String)> {
     match owner.spec().database.mode {
         DatabaseMode::None => None,
@@ -393,12 +420,30 @@ fn database_state(
             let ready = status.ready_replicas.unwrap_or(0) >= 1;
             let current = status.update_revision.is_none()
                 || status.current_revision == status.update_revision;
+            let growing = match storage {
+                Some(Storage::Growing {
+                    capacity,
+                    requested,
+                }) => Some(format!(
+                    "its volume grows from {} to {requested}",
+                    capacity.as_deref().unwrap_or("its first size")
+                )),
+                _ => None,
+            };
             Some(if seen && ready && current {
-                (
-                    DatabasePhase::Ready,
-                    "Ready",
-                    format!("PostgreSQL ({name}-0) is ready"),
-                )
+                match growing {
+                    // Volumes grow online: the database stays usable meanwhile.
+                    Some(growing) => (
+                        DatabasePhase::Ready,
+                        RESIZING,
+                        format!("PostgreSQL ({name}-0) is ready; {growing}"),
+                    ),
+                    None => (
+                        DatabasePhase::Ready,
+                        "Ready",
+                        format!("PostgreSQL ({name}-0) is ready"),
+                    ),
+                }
             } else {
                 (
                     DatabasePhase::Provisioning,
@@ -414,6 +459,7 @@ fn database_status(
     owner: &Owner,
     phase: DatabasePhase,
     shared: Option<&SharedState>,
+    storage: Option<&Storage>,
 ) -> DatabaseStatus {
     // The host is all of the login that status may show; the password is never read here.
     let host = match owner.spec().database.mode {
@@ -422,18 +468,32 @@ fn database_status(
         DatabaseMode::Shared => shared.and_then(|shared| shared.host.clone()),
         DatabaseMode::None => None,
     };
+    // A reconcile that did not read the claim keeps what the last one read.
+    let capacity = storage
+        .and_then(Storage::capacity)
+        .map(str::to_owned)
+        .or_else(|| {
+            owner
+                .shop
+                .status
+                .as_ref()
+                .and_then(|status| status.database.as_ref())
+                .and_then(|database| database.capacity.clone())
+        });
     DatabaseStatus {
         phase,
         secret_name: host
             .is_some()
             .then(|| names::credentials_secret(owner.name)),
         host,
+        capacity: capacity.filter(|_| owner.spec().database.mode == DatabaseMode::Dedicated),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, StatefulSetStatus};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::jiff::Timestamp;
 
     use kube::runtime::events::EventType;
@@ -482,6 +542,7 @@ mod tests {
             database: None,
             missing_dependencies: &[],
             shared: None,
+            storage: None,
         }
     }
 
@@ -628,6 +689,114 @@ mod tests {
         let status = compute(&owner, observed, &time(1));
         assert_eq!(condition(&status, READY).status, "True");
         assert_eq!(status.database.unwrap().phase, DatabasePhase::Ready);
+    }
+
+    #[test]
+    fn a_growing_volume_is_reported_and_announced_once_grown() {
+        let mut cart = shop("cart", Some(Component::Cart));
+        cart.spec.database.mode = DatabaseMode::Dedicated;
+        cart.spec.database.storage = Quantity("2Gi".into());
+        let deployment = deployment(1, available(1));
+        let stateful_set = StatefulSet {
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let growing = Storage::Growing {
+            capacity: Some("1Gi".into()),
+            requested: "2Gi".into(),
+        };
+        let observe_storage = |storage| Observed {
+            database: Some(&stateful_set),
+            storage: Some(storage),
+            ..observe(&deployment)
+        };
+        let status = compute(
+            &Owner::new(&cart).unwrap(),
+            observe_storage(&growing),
+            &time(1),
+        );
+        let database_ready = condition(&status, DATABASE_READY);
+        assert_eq!(
+            (
+                database_ready.status.as_str(),
+                database_ready.reason.as_str()
+            ),
+            ("True", RESIZING),
+            "a volume grows online"
+        );
+        assert!(
+            database_ready.message.contains("grows from 1Gi to 2Gi"),
+            "{}",
+            database_ready.message
+        );
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(
+            status.database.as_ref().unwrap().capacity.as_deref(),
+            Some("1Gi")
+        );
+
+        // The next reconcile finds it grown: one Event says so; its status shows the size.
+        cart.status = Some(status);
+        let grown = Storage::Enough {
+            capacity: "2Gi".into(),
+        };
+        let after = compute(
+            &Owner::new(&cart).unwrap(),
+            observe_storage(&grown),
+            &time(2),
+        );
+        assert_eq!(condition(&after, DATABASE_READY).reason, "Ready");
+        assert_eq!(
+            after.database.as_ref().unwrap().capacity.as_deref(),
+            Some("2Gi")
+        );
+        let notes = notes(cart.status.as_ref(), &after);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].reason, "StorageResized");
+
+        // A reconcile that did not read the claim keeps the size last read.
+        cart.status = Some(after);
+        let kept = compute(
+            &Owner::new(&cart).unwrap(),
+            observe_storage(&Storage::Known),
+            &time(3),
+        );
+        assert_eq!(kept.database.unwrap().capacity.as_deref(), Some("2Gi"));
+    }
+
+    #[test]
+    fn a_volume_that_cannot_grow_degrades_without_unreadying() {
+        let mut cart = shop("cart", Some(Component::Cart));
+        cart.spec.database.mode = DatabaseMode::Dedicated;
+        let deployment = deployment(1, available(1));
+        let stateful_set = StatefulSet {
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let stuck = Storage::CannotGrow {
+            reason: "StorageNotExpandable",
+            capacity: Some("1Gi".into()),
+            message: "StorageClass local does not set allowVolumeExpansion: true".into(),
+        };
+        let observed = Observed {
+            database: Some(&stateful_set),
+            storage: Some(&stuck),
+            ..observe(&deployment)
+        };
+        let status = compute(&Owner::new(&cart).unwrap(), observed, &time(1));
+        assert_eq!(condition(&status, READY).status, "True");
+        let degraded = condition(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "StorageNotExpandable")
+        );
+        assert!(degraded.message.contains("allowVolumeExpansion"));
     }
 
     #[test]

@@ -283,27 +283,33 @@ pub async fn provide_volumes(
     Ok(())
 }
 
-/// Deletes the PersistentVolumes [`provide_volumes`] made for `namespace`.
+/// Deletes the PersistentVolumes (and StorageClasses) labelled `shop-e2e/namespace=<namespace>`,
+/// as [`provide_volumes`] and tests of storage make them.
 pub async fn delete_volumes(harness: &Harness, namespace: &str) -> Result<()> {
     use k8s_openapi::api::core::v1::PersistentVolume;
+    use k8s_openapi::api::storage::v1::StorageClass;
     use kube::api::{DeleteParams, ListParams};
+    let labelled = ListParams::default().labels(&format!("shop-e2e/namespace={namespace}"));
+    let error = |what: &str| {
+        let context = format!("delete the {what} of {namespace}");
+        move |source| kube_harness::Error::Kube { context, source }
+    };
     harness
         .api::<PersistentVolume>()
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&format!("shop-e2e/namespace={namespace}")),
-        )
+        .delete_collection(&DeleteParams::default(), &labelled)
         .await
-        .map_err(|source| kube_harness::Error::Kube {
-            context: format!("delete the PersistentVolumes of {namespace}"),
-            source,
-        })?;
+        .map_err(error("PersistentVolumes"))?;
+    harness
+        .api::<StorageClass>()
+        .delete_collection(&DeleteParams::default(), &labelled)
+        .await
+        .map_err(error("StorageClasses"))?;
     Ok(())
 }
 
 /// Lets a test namespace go without the operator: removes the finalizers of its
 /// ShopServices (which only a running operator would otherwise remove), and deletes the
-/// PersistentVolumes [`provide_volumes`] made for it and a leader Lease named after it. For a
+/// PersistentVolumes and StorageClasses made for it and a leader Lease named after it. For a
 /// failed test's cleanup.
 pub async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::PersistentVolume;
@@ -333,11 +339,12 @@ pub async fn release_namespace(namespace: &str) -> anyhow::Result<()> {
         Err(kube::Error::Api(status)) if status.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    kube::Api::<PersistentVolume>::all(client)
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&format!("shop-e2e/namespace={namespace}")),
-        )
+    let labelled = ListParams::default().labels(&format!("shop-e2e/namespace={namespace}"));
+    kube::Api::<PersistentVolume>::all(client.clone())
+        .delete_collection(&DeleteParams::default(), &labelled)
+        .await?;
+    kube::Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client)
+        .delete_collection(&DeleteParams::default(), &labelled)
         .await?;
     Ok(())
 }

@@ -1093,6 +1093,7 @@ async fn a_statefulset_with_a_field_that_cannot_change_is_recreated_keeping_its_
 
     delete_shop_services(&ns).await?;
     operator.kill();
+    delete_volumes(&harness, ns.name()).await?;
     on_failure.disarm();
     ns.cleanup().await
 }

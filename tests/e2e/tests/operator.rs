@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use kube_harness::{Harness, Result, TestNamespace, wait_for, wait_for_deletion, wait_for_none};
@@ -825,6 +826,257 @@ async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
     );
     eprintln!("the deletion check took {:?}", started.elapsed());
 
+    operator.stop().await;
+    delete_volumes(&harness, ns.name()).await?;
+    ns.cleanup().await
+}
+
+/// The reasons of the Events about the ShopService `name`.
+async fn event_reasons(ns: &TestNamespace, name: &str) -> Result<Vec<String>> {
+    Ok(ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_error("list events"))?
+        .items
+        .into_iter()
+        .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|event| event.reason)
+        .collect())
+}
+
+fn condition_of<'a>(shop: &'a ShopService, type_: &str) -> Option<&'a Condition> {
+    shop.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn requested_storage(claim: &PersistentVolumeClaim) -> Option<&str> {
+    let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+    Some(requests.get("storage")?.0.as_str())
+}
+
+/// The local cluster has no storage provider, so the test makes the volumes (one per claim,
+/// of `class`, bound in advance) and plays the provider's resizer: it grows the volume and
+/// reports the new capacity in the claim's status, as a CSI resizer and the kubelet would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_storage_grows_the_claim_or_says_why_it_cannot() -> Result<()> {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let Some(harness) = Harness::connect_or_skip().await else {
+        return Ok(());
+    };
+    let ns = harness.namespace("op-storage").await?;
+    let namespace = ns.name().to_owned();
+    let expandable = format!("{namespace}-expandable");
+    let fixed = format!("{namespace}-fixed");
+    let classes = harness.api::<StorageClass>();
+    let volumes = harness.api::<PersistentVolume>();
+    for (class, expands) in [(&expandable, true), (&fixed, false)] {
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": class, "labels": {"shop-e2e/namespace": namespace}},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "allowVolumeExpansion": expands,
+            "volumeBindingMode": "Immediate",
+        }))
+        .expect("a StorageClass");
+        classes
+            .create(&Default::default(), &class)
+            .await
+            .map_err(kube_error("create a StorageClass"))?;
+    }
+    for (shop, class) in [("grows", &expandable), ("stuck", &fixed)] {
+        let claim = format!("data-{shop}-db-0");
+        let volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": format!("{namespace}-{claim}"), "labels": {"shop-e2e/namespace": namespace}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": class,
+                "hostPath": {"path": format!("/tmp/shop-e2e/{namespace}/{claim}")},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }))
+        .expect("a PersistentVolume");
+        volumes
+            .create(&Default::default(), &volume)
+            .await
+            .map_err(kube_error("create a PersistentVolume"))?;
+    }
+    let operator = InProcessOperator::start(&harness, ns.name()).await?;
+    apply_shop(
+        &ns,
+        &format!(
+            "apiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {{name: grows}}\nspec: {{component: payment, database: {{mode: Dedicated, storage: 1Gi, storageClassName: {expandable}}}}}\n---\napiVersion: shop.dev/v1alpha1\nkind: ShopService\nmetadata: {{name: stuck}}\nspec: {{component: notification, database: {{mode: Dedicated, storage: 1Gi, storageClassName: {fixed}}}}}\n"
+        ),
+    )
+    .await?;
+    let shops = ns.api::<ShopService>();
+    let capacity = |shop: &ShopService| {
+        shop.status
+            .as_ref()
+            .and_then(|s| s.database.as_ref())
+            .and_then(|d| d.capacity.clone())
+    };
+    for name in ["grows", "stuck"] {
+        let ready = wait_ready(&ns, name).await?;
+        let ready = if capacity(&ready).is_some() {
+            ready
+        } else {
+            wait_for(
+                &shops,
+                name,
+                "capacity shown",
+                TIMEOUT,
+                |shop: Option<&ShopService>| shop.is_some_and(|shop| capacity(shop).is_some()),
+            )
+            .await?
+        };
+        assert_eq!(capacity(&ready).as_deref(), Some("1Gi"), "{name}");
+    }
+
+    for name in ["grows", "stuck"] {
+        patch_spec(&ns, name, json!({"database": {"storage": "2Gi"}})).await?;
+    }
+
+    // Growable: the claim asks for 2Gi, the StatefulSet's template too (created again), and
+    // the status says the volume grows while the database stays Ready.
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let claim_before = claims
+        .get("data-grows-db-0")
+        .await
+        .map_err(kube_error("get the claim"))?;
+    let claim = wait_for(
+        &claims,
+        "data-grows-db-0",
+        "asking for 2Gi",
+        TIMEOUT,
+        |claim: Option<&PersistentVolumeClaim>| claim.and_then(requested_storage) == Some("2Gi"),
+    )
+    .await?;
+    assert_eq!(
+        claim.uid(),
+        claim_before.uid(),
+        "the same claim, and so the same data"
+    );
+    let resizing = wait_for(
+        &shops,
+        "grows",
+        "DatabaseReady for the reason Resizing",
+        TIMEOUT,
+        |shop: Option<&ShopService>| {
+            shop.and_then(|shop| condition_of(shop, "DatabaseReady"))
+                .is_some_and(|c| c.reason == "Resizing")
+        },
+    )
+    .await?;
+    let database_ready = condition_of(&resizing, "DatabaseReady").unwrap();
+    assert_eq!(database_ready.status, "True", "volumes grow online");
+    assert!(
+        database_ready.message.contains("grows from 1Gi to 2Gi"),
+        "{}",
+        database_ready.message
+    );
+    assert!(condition_is(&resizing, "Ready", "True"));
+    let stateful_set = wait_for(
+        &ns.api::<StatefulSet>(),
+        "grows-db",
+        "a claim template of 2Gi",
+        TIMEOUT,
+        |stateful_set: Option<&StatefulSet>| {
+            stateful_set
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|spec| spec.volume_claim_templates.as_ref())
+                .and_then(|templates| templates.first())
+                .and_then(requested_storage)
+                == Some("2Gi")
+        },
+    )
+    .await?;
+    assert!(stateful_set.metadata.deletion_timestamp.is_none());
+    assert!(
+        event_reasons(&ns, "grows")
+            .await?
+            .contains(&"ResizingStorage".to_owned())
+    );
+
+    // The provider grows the volume; the operator notices on its own (the claim is not
+    // watched: it looks again every few seconds while a volume grows).
+    volumes
+        .patch(
+            &format!("{namespace}-data-grows-db-0"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"capacity": {"storage": "2Gi"}}})),
+        )
+        .await
+        .map_err(kube_error("grow the volume"))?;
+    claims
+        .patch_status(
+            "data-grows-db-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"capacity": {"storage": "2Gi"}}})),
+        )
+        .await
+        .map_err(kube_error("report the claim's new capacity"))?;
+    let grown = wait_for(
+        &shops,
+        "grows",
+        "a capacity of 2Gi",
+        TIMEOUT,
+        |shop: Option<&ShopService>| {
+            shop.is_some_and(|shop| capacity(shop).as_deref() == Some("2Gi"))
+        },
+    )
+    .await?;
+    assert_eq!(
+        condition_of(&grown, "DatabaseReady").unwrap().reason,
+        "Ready"
+    );
+    assert!(
+        event_reasons(&ns, "grows")
+            .await?
+            .contains(&"StorageResized".to_owned())
+    );
+
+    // Not growable: Degraded names the class and what to change; nothing else moves.
+    let degraded = wait_for(
+        &shops,
+        "stuck",
+        "Degraded for the reason StorageNotExpandable",
+        TIMEOUT,
+        |shop: Option<&ShopService>| {
+            shop.and_then(|shop| condition_of(shop, "Degraded"))
+                .is_some_and(|c| c.status == "True" && c.reason == "StorageNotExpandable")
+        },
+    )
+    .await?;
+    let message = &condition_of(&degraded, "Degraded").unwrap().message;
+    assert!(
+        message.contains(&format!(
+            "StorageClass {fixed} does not set allowVolumeExpansion: true"
+        )),
+        "{message}"
+    );
+    assert!(
+        condition_is(&degraded, "Ready", "True"),
+        "the database keeps working"
+    );
+    assert_eq!(capacity(&degraded).as_deref(), Some("1Gi"));
+    let stuck_claim = claims
+        .get("data-stuck-db-0")
+        .await
+        .map_err(kube_error("get the claim"))?;
+    assert_eq!(requested_storage(&stuck_claim), Some("1Gi"));
+    assert!(
+        event_reasons(&ns, "stuck")
+            .await?
+            .contains(&"StorageNotExpandable".to_owned())
+    );
+
+    delete_shop_services(&ns).await?;
     operator.stop().await;
     delete_volumes(&harness, ns.name()).await?;
     ns.cleanup().await
