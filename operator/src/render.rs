@@ -85,7 +85,9 @@ pub fn render(services: &[ShopService], options: &Options) -> anyhow::Result<Str
     out.push_str(&format!(
         "# - ownerReferences[].uid is {PLACEHOLDER_UID} (the ShopService's uid);\n\
          # - every database password is {PLACEHOLDER_PASSWORD}\n\
-         #   (the operator generates a random one once and keeps it in <name>-db-credentials).\n"
+         #   (the operator generates a random one once and keeps it in <name>-db-credentials);\n\
+         # - the Secret shop-service-key that every pod reads SHOP_SERVICE_KEY from is not shown\n\
+         #   (the operator generates it once per namespace: the services' key for internal calls).\n"
     ));
     for shop in &stored {
         let namespace = shop.metadata.namespace.as_deref().unwrap_or_default();

@@ -174,6 +174,12 @@ pub mod names {
         format!("{DATABASE_VOLUME}-{}-0", database(shop))
     }
 
+    /// The Secret with the key the services of a namespace sign their calls to each other's
+    /// internal APIs with (`SHOP_SERVICE_KEY`); one per namespace, made by the first reconcile.
+    pub const SERVICE_KEY_SECRET: &str = "shop-service-key";
+    /// Its one key.
+    pub const SERVICE_KEY_ENTRY: &str = "key";
+
     /// The Secret with the database credentials.
     pub fn credentials_secret(shop: &str) -> String {
         format!("{shop}-db-credentials")

@@ -177,6 +177,19 @@ fn environment(owner: &Owner, context: &Context) -> Vec<EnvVar> {
             ..Default::default()
         });
     }
+    // The namespace's key for the services' tokens on each other's internal APIs.
+    env.push(EnvVar {
+        name: vars::SERVICE_KEY.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: names::SERVICE_KEY_SECRET.into(),
+                key: names::SERVICE_KEY_ENTRY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     for dependency in &spec.depends_on {
         let name = dependency.as_str();
         set(
@@ -323,9 +336,22 @@ mod tests {
                 ("SHOP_LISTEN".into(), Some("0.0.0.0:8080".into())),
                 ("SHOP_LOG_FORMAT".into(), Some("json".into())),
                 ("SHOP_SHUTDOWN_DELAY_MS".into(), Some("5000".into())),
+                // From the Secret shop-service-key, as the test below checks.
+                ("SHOP_SERVICE_KEY".into(), None),
             ]
         );
         assert!(pod.init_containers.is_none(), "no database, no migration");
+        let key = app
+            .env
+            .iter()
+            .flatten()
+            .find(|variable| variable.name == "SHOP_SERVICE_KEY")
+            .and_then(|variable| variable.value_from.as_ref()?.secret_key_ref.as_ref())
+            .expect("the service key from a Secret, never inline");
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("shop-service-key", "key")
+        );
         assert_eq!(pod.termination_grace_period_seconds, Some(30));
         assert_eq!(pod.service_account_name.as_deref(), Some("cart"));
         let resources = app.resources.as_ref().unwrap();
@@ -667,6 +693,8 @@ mod tests {
                 ("SHOP_LISTEN".into(), Some("0.0.0.0:8080".into())),
                 ("SHOP_LOG_FORMAT".into(), Some("json".into())),
                 ("SHOP_SHUTDOWN_DELAY_MS".into(), Some("5000".into())),
+                // From the Secret shop-service-key, as the test below checks.
+                ("SHOP_SERVICE_KEY".into(), None),
                 (
                     "GATEWAY_URL".into(),
                     Some("http://gateway.shop.svc:8090".into())

@@ -58,6 +58,8 @@ pub async fn apply(
 
     let read = dereference(owner, ctx).await?;
     notes.extend(read.generated_password());
+    // Before the Deployment, whose pods read it.
+    notes.extend(credentials::ensure_service_key(shop, ctx).await?);
     let build_context = build::Context {
         default_image: &ctx.default_image,
         postgres_image: &ctx.postgres_image,

@@ -181,6 +181,19 @@ impl ChildCache {
             .is_none_or(|last| Version::of(meta).as_ref() != Some(&last.version))
     }
 
+    /// Whether the watch shows the Secret `name` of `namespace` (one the operator labelled);
+    /// false also until the stores are synced.
+    pub fn has_secret(&self, namespace: &str, name: &str) -> bool {
+        self.synced()
+            && self
+                .watched(&Key {
+                    kind: Secret::KIND,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+                .is_some()
+    }
+
     /// The child `key` as its store holds it.
     fn watched(&self, key: &Key) -> Option<Watched> {
         let (name, namespace) = (key.name.as_str(), key.namespace.as_str());

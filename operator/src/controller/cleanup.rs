@@ -38,7 +38,34 @@ pub async fn cleanup(
             notes.push(delete_dedicated(shop, ctx).await?);
         }
     }
+    release_service_key(shop, ctx).await?;
     Ok(Action::await_change())
+}
+
+/// Deletes the namespace's service key Secret with its last ShopService: nothing signs or
+/// checks a token with it any more, and a ShopService created later gets a new one.
+async fn release_service_key(shop: &ShopService, ctx: &Context) -> Result<(), Error> {
+    let namespace = shop.namespace().ok_or(Error::NotNamespaced)?;
+    let staying = ctx
+        .namespace_services(&namespace)
+        .await?
+        .iter()
+        .any(|other| other.uid() != shop.uid() && other.metadata.deletion_timestamp.is_none());
+    if staying {
+        return Ok(());
+    }
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    match secrets
+        .delete(names::SERVICE_KEY_SECRET, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) => Err(Error::Kube {
+            action: format!("delete Secret {}", names::SERVICE_KEY_SECRET),
+            error,
+        }),
+    }
 }
 
 /// `Retain`: the credentials Secret is released (no owner reference), so the garbage

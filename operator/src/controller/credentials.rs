@@ -1,15 +1,17 @@
-//! The Secrets a reconcile reads: the database password, read back from the credentials
-//! Secret or generated once when that Secret does not exist (the one place that does
-//! either), and the shared server's admin URL.
+//! The Secrets a reconcile reads or makes: the database password, read back from the
+//! credentials Secret or generated once when that Secret does not exist (the one place that
+//! does either), the shared server's admin URL, and the namespace's service key.
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::ResourceExt;
+use kube::api::{PostParams, ResourceExt};
 use ring::rand::SecureRandom;
 
 use super::context::{Context, Error, Note};
 use super::shared_database::{self, AdminServer, Problem};
-use crate::build::common::names;
+use crate::build::common::{MANAGED_BY_LABEL, MANAGER, PART_OF, names};
 use crate::crd::ShopService;
 
 /// The length of a generated database password: 32 characters of 64 possible ones, 192 bits.
@@ -83,6 +85,61 @@ fn generate_password(random: &ring::rand::SystemRandom) -> Result<String, Error>
         .iter()
         .map(|byte| PASSWORD_ALPHABET[usize::from(byte % 64)] as char)
         .collect())
+}
+
+/// Makes the namespace's service key Secret unless the watch shows it. Created, never
+/// applied: a key that changed would cut the running services off from each other. Not owned
+/// by one ShopService (it serves them all); the cleanup of the namespace's last one deletes it.
+pub async fn ensure_service_key(shop: &ShopService, ctx: &Context) -> Result<Option<Note>, Error> {
+    let namespace = shop.namespace().ok_or(Error::NotNamespaced)?;
+    if ctx
+        .children
+        .has_secret(&namespace, names::SERVICE_KEY_SECRET)
+    {
+        return Ok(None);
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(names::SERVICE_KEY_SECRET.into()),
+            namespace: Some(namespace.clone()),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
+                    ("app.kubernetes.io/part-of".to_owned(), PART_OF.to_owned()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                names::SERVICE_KEY_ENTRY.to_owned(),
+                ByteString(shop_kit::ServiceKey::generate().into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    };
+    match secrets.create(&params, &secret).await {
+        Ok(_) => Ok(Some(Note::normal(
+            "GeneratedServiceKey",
+            "Provision",
+            format!(
+                "generated Secret {}: the key the services of this namespace sign their calls to each other's internal APIs with",
+                names::SERVICE_KEY_SECRET
+            ),
+        ))),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Err(error) => Err(Error::Kube {
+            action: format!("create Secret {}", names::SERVICE_KEY_SECRET),
+            error,
+        }),
+    }
 }
 
 /// The shared server named by `spec.database.sharedServerSecret`, or why it cannot be used.

@@ -124,6 +124,27 @@ impl ApiServer {
         (reason, note)
     }
 
+    /// The namespace's service key Secret is created (the mocked watches never show it);
+    /// answered as created when `created`, else as already there. Returns what was sent.
+    async fn service_key(&mut self, created: bool) -> Value {
+        let exchange = self
+            .expect(Method::POST, "/api/v1/namespaces/shop/secrets")
+            .await;
+        assert!(exchange.query_has(&["fieldManager=shop-operator"]));
+        let body = exchange.body.clone();
+        if created {
+            exchange.echo();
+        } else {
+            exchange.answer(
+                StatusCode::CONFLICT,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "AlreadyExists", "code": 409,
+                        "message": "secrets \"shop-service-key\" already exists"}),
+            );
+        }
+        body
+    }
+
     /// A list of the ShopServices of the namespace, answered with `shops`.
     async fn list_shop_services(&mut self, shops: &[&ShopService]) {
         self.expect(Method::GET, SHOP_SERVICES).await.answer(
@@ -261,6 +282,19 @@ async fn a_new_shop_service_first_gets_the_finalizer() {
 async fn a_shop_service_gets_its_children_applied_in_order_then_its_status() {
     let result = reconcile_against(cart(), |mut server| async move {
         server.list_shop_services(&[&cart()]).await;
+        let key = server.service_key(true).await;
+        assert_eq!(key["metadata"]["name"], "shop-service-key");
+        assert!(
+            key["metadata"].get("ownerReferences").is_none(),
+            "the namespace's, not one ShopService's"
+        );
+        let encoded: k8s_openapi::ByteString =
+            serde_json::from_value(key["data"]["key"].clone()).unwrap();
+        let encoded = String::from_utf8(encoded.0).unwrap();
+        assert!(
+            shop_kit::ServiceKey::decode(&encoded).is_ok(),
+            "a key the services accept"
+        );
         let account = server
             .apply("/api/v1/namespaces/shop/serviceaccounts/cart")
             .await;
@@ -303,6 +337,8 @@ async fn a_shop_service_gets_its_children_applied_in_order_then_its_status() {
             .unwrap();
         assert_eq!(ready["status"], "True", "{status}");
         let (reason, _) = server.event().await;
+        assert_eq!(reason, "GeneratedServiceKey");
+        let (reason, _) = server.event().await;
         assert_eq!(reason, "Ready");
         server
     })
@@ -324,6 +360,7 @@ async fn a_dedicated_database_gets_a_generated_password_and_its_objects_first() 
             )
             .await
             .answer(StatusCode::NOT_FOUND, &not_found());
+        server.service_key(false).await;
         server
             .apply("/api/v1/namespaces/shop/serviceaccounts/cart")
             .await;
@@ -388,6 +425,7 @@ async fn children_no_longer_wanted_are_pruned_and_others_left_alone() {
     };
     let result = reconcile_against(cart(), |mut server| async move {
         server.list_shop_services(&[&cart()]).await;
+        server.service_key(false).await;
         for path in [
             "/api/v1/namespaces/shop/serviceaccounts/cart",
             "/api/v1/namespaces/shop/services/cart",
@@ -493,6 +531,15 @@ async fn deleting_with_policy_delete_removes_the_secret_and_volumes_then_the_fin
             &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
                     "items": []}),
         );
+        // The namespace's last ShopService, and it is going: the service key goes too.
+        server.list_shop_services(&[&stored]).await;
+        server
+            .expect(
+                Method::DELETE,
+                "/api/v1/namespaces/shop/secrets/shop-service-key",
+            )
+            .await
+            .answer(StatusCode::NOT_FOUND, &not_found());
         let release = server
             .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart"))
             .await;
@@ -517,6 +564,7 @@ async fn deleting_with_policy_delete_removes_the_secret_and_volumes_then_the_fin
 async fn a_refused_apply_fails_the_reconcile_before_prune_and_status() {
     let result = reconcile_against(cart(), |mut server| async move {
         server.list_shop_services(&[&cart()]).await;
+        server.service_key(false).await;
         server
             .expect(
                 Method::PATCH,

@@ -14,6 +14,9 @@ pub const LOG_FORMAT: &str = "SHOP_LOG_FORMAT";
 pub const SHUTDOWN_DELAY_MS: &str = "SHOP_SHUTDOWN_DELAY_MS";
 /// The gateway's route table file, re-read when it changes.
 pub const ROUTES_FILE: &str = "SHOP_ROUTES_FILE";
+/// The installation's key (base64, at least 32 bytes) that the services' tokens on the
+/// internal APIs are signed with (`shop_kit::identity`).
+pub const SERVICE_KEY: &str = "SHOP_SERVICE_KEY";
 
 /// The variable a peer's base URL is given in: `order-history` → `ORDER_HISTORY_URL`. The
 /// operator derives it from a ShopService's `dependsOn` name; the services read it for the

@@ -7,6 +7,7 @@
 //! - [`catalog`], [`cart`]: the product and the cart as other services read them.
 //! - [`money`], [`rules`], [`ids`]: amounts in minor units; field errors as plain data; typed ids.
 //! - [`auth`]: the access-token claims the user service signs and the gateway verifies.
+//! - [`identity`]: who may call which internal API, and the header the caller's token is in.
 //! - [`events`]: event type names and data versions, for producers and consumers alike.
 //! - [`services`], [`env`]: the bundled services' names and the environment variables the
 //!   operator (and `shop up`) sets for them.
@@ -21,6 +22,7 @@ pub mod cart;
 pub mod catalog;
 pub mod env;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod inventory;
 pub mod money;

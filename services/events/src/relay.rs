@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use shop_kit::db::{Database, now_rfc3339, rfc3339};
-use shop_kit::{Metrics, Tasks, Upstream, UpstreamOptions};
+use shop_kit::{Identity, Metrics, Tasks, Upstream, UpstreamOptions};
 use tokio::sync::Notify;
 
 use crate::bus::{Bus, EventOptions, Kind, Peer};
@@ -74,8 +74,14 @@ impl RelayMetrics {
 }
 
 impl Relay {
-    /// Starts relaying `db`'s outbox to `bus` (creating the event tables if needed).
-    pub async fn start(bus: &Bus, db: Database, metrics: &Metrics) -> Result<Self> {
+    /// Starts relaying `db`'s outbox to `bus` (creating the event tables if needed); on the
+    /// local bus it calls the peers as `caller`.
+    pub async fn start(
+        bus: &Bus,
+        db: Database,
+        metrics: &Metrics,
+        caller: &Identity,
+    ) -> Result<Self> {
         install_tables(&db)
             .await
             .context("creating the event tables")?;
@@ -101,7 +107,9 @@ impl Relay {
                 // Not reporting to `shop_upstream_breaker_*`: a peer is also the service's
                 // upstream by the same name (the order service calls the cart), and one series
                 // would mix two breakers. The relay's health shows in its failures and lag.
-                let upstream_options = UpstreamOptions::from_env().unwrap_or_default();
+                let upstream_options = UpstreamOptions::from_env()
+                    .unwrap_or_default()
+                    .calling_as(caller);
                 for peer in peers {
                     let wake = Arc::new(Notify::new());
                     wakers.push(wake.clone());

@@ -16,8 +16,10 @@ pub fn runtime(name: &str, database_url: &str) -> shop_kit::Runtime<Bus> {
 
 /// [`runtime`] with the events going to `bus`.
 pub fn runtime_with_bus(name: &str, database_url: &str, bus: Bus) -> shop_kit::Runtime<Bus> {
+    let config = shop_kit::testing::config(database_url);
     shop_kit::Runtime {
-        config: shop_kit::testing::config(database_url),
+        identity: shop_kit::Identity::new(name, config.service_key.clone()),
+        config,
         bus,
         metrics: shop_kit::Metrics::new(name),
     }

@@ -61,9 +61,14 @@ impl Handler for Recorder {
     }
 }
 
+/// The producer's identity on the peers' internal APIs.
+fn caller() -> shop_kit::Identity {
+    shop_kit::Identity::new("test", shop_kit::testing::service_key())
+}
+
 /// A relay of `producer`'s outbox onto `bus`.
 async fn start_relay(bus: &Bus, producer: &Database) -> Relay {
-    Relay::start(bus, producer.clone(), &Metrics::new("test"))
+    Relay::start(bus, producer.clone(), &Metrics::new("test"), &caller())
         .await
         .unwrap()
 }
@@ -189,7 +194,7 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
         let events = write_events(&producer, &format!("{prefix}.created"), 40).await;
 
         let metrics = Metrics::new("test");
-        let relay = Relay::start(&bus, producer.clone(), &metrics)
+        let relay = Relay::start(&bus, producer.clone(), &metrics, &caller())
             .await
             .unwrap();
         // A second replica of the producer relays the same outbox at the same time.
@@ -747,9 +752,14 @@ async fn the_outbox_lag_shows_while_no_bus_takes_the_events() {
             .await
             .unwrap();
         let metrics = Metrics::new("test");
-        let _relay = Relay::start(&Bus::none(fast_options()), producer.clone(), &metrics)
-            .await
-            .unwrap();
+        let _relay = Relay::start(
+            &Bus::none(fast_options()),
+            producer.clone(),
+            &metrics,
+            &caller(),
+        )
+        .await
+        .unwrap();
         eventually("the pending gauge set", Duration::from_secs(5), || async {
             test_sample(&metrics, "shop_outbox_pending_events") == Some(3.0)
         })

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
+use shop_contracts::identity::HEADER;
 use shop_events::testing::{EventSink, local_bus};
 use shop_inventory::Settings;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
+use shop_kit::testing::service_token;
 use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use uuid::Uuid;
 
@@ -69,6 +71,7 @@ impl Inventory {
     async fn reserve(&self, body: Value) -> Response {
         self.client
             .post(format!("{}/internal/reservations", self.url))
+            .header(HEADER, service_token("order", "inventory"))
             .json(&body)
             .send()
             .await
@@ -78,6 +81,7 @@ impl Inventory {
     async fn reserve_raw(&self, body: String) -> Response {
         self.client
             .post(format!("{}/internal/reservations", self.url))
+            .header(HEADER, service_token("order", "inventory"))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -91,6 +95,7 @@ impl Inventory {
                 "{}/internal/reservations/{order_id}/{action}",
                 self.url
             ))
+            .header(HEADER, service_token("order", "inventory"))
             .send()
             .await
             .unwrap()
@@ -99,6 +104,7 @@ impl Inventory {
     async fn reservation(&self, order_id: &str) -> Response {
         self.client
             .get(format!("{}/internal/reservations/{order_id}", self.url))
+            .header(HEADER, service_token("order", "inventory"))
             .send()
             .await
             .unwrap()
@@ -388,6 +394,7 @@ async fn fifty_checkouts_race_for_ten_units() {
             racers.spawn(async move {
                 client
                     .post(format!("{url}/internal/reservations"))
+                    .header(HEADER, service_token("order", "inventory"))
                     .json(&order(&Uuid::now_v7().to_string(), &[(&p, 1)]))
                     .send()
                     .await
@@ -645,6 +652,7 @@ async fn race(inv: &Inventory, bodies: Vec<Value>) -> Vec<StatusCode> {
         racers.spawn(async move {
             client
                 .post(format!("{url}/internal/reservations"))
+                .header(HEADER, service_token("order", "inventory"))
                 .json(&body)
                 .send()
                 .await

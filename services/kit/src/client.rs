@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::env_parse;
 use crate::context::{REQUEST_ID_HEADER, current_request_id};
+use crate::identity::Identity;
 use crate::metrics::{BreakerState, Metrics};
 use crate::problem::Problem;
 
@@ -36,6 +37,9 @@ pub struct UpstreamOptions {
     /// Where each breaker reports its state and refused calls, per upstream
     /// (`shop_upstream_breaker_*`); `None` reports nowhere.
     pub metrics: Option<Metrics>,
+    /// Who calls: requests to an upstream's `/internal/` API carry a token of this service
+    /// for it. `None` sends none (the upstream refuses such calls).
+    pub caller: Option<Identity>,
 }
 
 impl UpstreamOptions {
@@ -51,7 +55,16 @@ impl UpstreamOptions {
             breaker_failures: env_parse("SHOP_UPSTREAM_BREAKER_FAILURES", 5)?,
             breaker_open: Duration::from_millis(env_parse("SHOP_UPSTREAM_BREAKER_OPEN_MS", 1_000)?),
             metrics: None,
+            caller: None,
         })
+    }
+
+    /// These options, with every upstream built from them calling as `identity`.
+    pub fn calling_as(self, identity: &Identity) -> Self {
+        Self {
+            caller: Some(identity.clone()),
+            ..self
+        }
     }
 
     /// These options, with every upstream built from them reporting its breaker to `metrics`.
@@ -73,6 +86,7 @@ impl Default for UpstreamOptions {
             breaker_failures: 5,
             breaker_open: Duration::from_secs(1),
             metrics: None,
+            caller: None,
         }
     }
 }
@@ -276,6 +290,7 @@ pub struct Upstream {
     base_url: Arc<str>,
     client: reqwest::Client,
     breaker: Breaker,
+    caller: Option<Identity>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -354,6 +369,7 @@ impl Upstream {
             base_url: base_url.into(),
             client,
             breaker,
+            caller: options.caller.clone(),
         })
     }
 
@@ -373,6 +389,14 @@ impl Upstream {
             .request(method, format!("{}{}", self.base_url, path));
         if let Some(id) = current_request_id() {
             builder = builder.header(REQUEST_ID_HEADER, id);
+        }
+        if let Some(caller) = &self.caller
+            && path.starts_with(shop_contracts::identity::INTERNAL_PREFIX)
+        {
+            builder = builder.header(
+                shop_contracts::identity::HEADER,
+                caller.token_for(&self.name),
+            );
         }
         crate::propagation::inject(builder)
     }

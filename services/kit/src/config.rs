@@ -56,6 +56,8 @@ pub struct ServiceConfig {
     /// Largest request head (request line and headers) in bytes (`SHOP_MAX_HEADER_BYTES`,
     /// default 16384, at least 8192); larger is answered `431`.
     pub max_header_bytes: usize,
+    /// The installation's key for the tokens of the internal APIs (`SHOP_SERVICE_KEY`).
+    pub service_key: crate::identity::ServiceKey,
 }
 
 /// The smallest head hyper can be told to accept.
@@ -84,6 +86,7 @@ impl ServiceConfig {
                 );
                 bytes
             },
+            service_key: crate::identity::ServiceKey::from_env()?,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` errors and request validation.
 //! - [`extract`]: axum extractors whose rejections are problems too.
 //! - [`idempotency`]: the `Idempotency-Key` header's rule and problems, request fingerprints.
+//! - [`identity`]: service identity on the internal APIs (tokens signed with the installation's
+//!   key, checked against who may call what).
 //! - [`context`]: request ids and the caller's identity, carried across services.
 //! - [`auth`]: the access-token claims (the contracts'), re-exported.
 //! - [`money`]: amounts in minor units with an ISO 4217 currency (the contracts'), re-exported.
@@ -26,6 +28,7 @@ pub mod context;
 pub mod db;
 pub mod extract;
 pub mod idempotency;
+pub mod identity;
 pub mod metrics;
 pub mod money;
 pub mod openapi;
@@ -44,6 +47,7 @@ pub use config::ServiceConfig;
 pub use context::Caller;
 pub use db::{Database, now_rfc3339};
 pub use extract::{Json, Path, Query};
+pub use identity::{Identity, ServiceKey};
 pub use metrics::Metrics;
 pub use money::Money;
 pub use problem::{ApiResult, FieldError, Problem, Validator};

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::config::ServiceConfig;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 
 /// The runtime context a service is built from: `build(&runtime, settings)` in every service
@@ -19,14 +20,18 @@ pub struct Runtime<B> {
     pub bus: B,
     /// The service's registry: `/metrics` serves what the service registers here.
     pub metrics: Metrics,
+    /// The service as a caller of other services' internal APIs.
+    pub identity: Identity,
 }
 
 impl<B> Runtime<B> {
     /// The context of service `name` from the environment (see [`ServiceConfig::from_env`]),
     /// with a fresh metric registry.
     pub fn from_env(name: &str, bus: B) -> Result<Self> {
+        let config = ServiceConfig::from_env(name)?;
         Ok(Self {
-            config: ServiceConfig::from_env(name)?,
+            identity: Identity::new(name, config.service_key.clone()),
+            config,
             bus,
             metrics: Metrics::new(name),
         })

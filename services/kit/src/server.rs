@@ -176,6 +176,14 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
             deadline,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
+        // Before the handler and after the metrics, so refused calls are counted.
+        .layer(middleware::from_fn_with_state(
+            crate::identity::Guard {
+                receiver: service.name,
+                key: config.service_key.clone(),
+            },
+            crate::identity::guard_internal,
+        ))
         .layer(middleware::from_fn_with_state(
             metrics.clone(),
             metrics::track,

@@ -127,7 +127,19 @@ pub fn config(database_url: &str) -> crate::ServiceConfig {
         max_body_bytes: 64 * 1024,
         header_read_timeout: std::time::Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
+        service_key: service_key(),
     }
+}
+
+/// The installation key of every service a test builds with [`config`].
+pub fn service_key() -> crate::ServiceKey {
+    crate::ServiceKey::from_bytes(b"the shop's tests' own service key")
+}
+
+/// A token of `caller` for calling `audience`'s internal API in a test, for the header
+/// `shop_contracts::identity::HEADER`.
+pub fn service_token(caller: &str, audience: &str) -> String {
+    crate::Identity::new(caller, service_key()).token_for(audience)
 }
 
 /// Serves a built service with the full middleware stack, as `shop serve` would; its background

@@ -19,6 +19,7 @@ fn options() -> UpstreamOptions {
         breaker_failures: 3,
         breaker_open: Duration::from_millis(400),
         metrics: None,
+        caller: None,
     }
 }
 

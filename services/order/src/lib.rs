@@ -21,7 +21,7 @@ use anyhow::{Result, bail, ensure};
 use shop_contracts::ServiceName;
 use shop_events::{Relay, Runtime, Waker};
 use shop_kit::config::{env_or, env_parse};
-use shop_kit::{Database, Metrics, Service, Tasks, Upstream, UpstreamOptions};
+use shop_kit::{Database, Identity, Metrics, Service, Tasks, Upstream, UpstreamOptions};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -104,8 +104,11 @@ impl Settings {
 impl Upstreams {
     /// `CART_URL`, `CATALOG_URL`, `INVENTORY_URL`, `PAYMENT_URL`, `SHIPPING_URL`; the defaults are
     /// the `shop up` ports. Their breakers report to `metrics`.
-    pub fn from_env(metrics: &Metrics) -> Result<Self> {
-        let options = UpstreamOptions::from_env()?.reporting_to(metrics);
+    /// The internal calls carry tokens of `caller`.
+    pub fn from_env(metrics: &Metrics, caller: &Identity) -> Result<Self> {
+        let options = UpstreamOptions::from_env()?
+            .reporting_to(metrics)
+            .calling_as(caller);
         let upstream = |service: ServiceName, default: &str| {
             Upstream::new(
                 service.as_str(),
@@ -128,8 +131,14 @@ impl Upstreams {
 pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     // Relays `order.*` from the outbox while the service runs.
-    let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics).await?;
-    let upstreams = Upstreams::from_env(&runtime.metrics)?;
+    let relay = Relay::start(
+        &runtime.bus,
+        db.clone(),
+        &runtime.metrics,
+        &runtime.identity,
+    )
+    .await?;
+    let upstreams = Upstreams::from_env(&runtime.metrics, &runtime.identity)?;
     let saga_metrics = metrics::SagaMetrics::register(&runtime.metrics);
     let mut service = service_waking(db, upstreams, settings, relay.waker.clone(), saga_metrics);
     service.tasks.extend(relay.tasks);

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_contracts::identity::HEADER;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::testing::expect_problem;
+use shop_kit::testing::service_token;
 
 #[tokio::test]
 async fn the_happy_path_confirms_charges_once_ships_and_announces_it() {
@@ -389,6 +391,7 @@ async fn with_payment_down_checkout_fails_fast_and_holds_no_stock() {
                     shop.inventory.url,
                     body["order_id"].as_str().unwrap()
                 ))
+                .header(HEADER, service_token("order", "inventory"))
                 .send()
                 .await
                 .unwrap();

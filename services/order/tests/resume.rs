@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop_contracts::identity::HEADER;
 use shop_kit::db::Backend;
+use shop_kit::testing::service_token;
 use shop_order::{Crash, Settings, Step};
 
 fn halting_at(step: Step) -> Settings {
@@ -128,6 +130,7 @@ async fn a_charge_made_just_before_the_crash_is_found_and_the_order_confirmed() 
         let charge = shop
             .client
             .post(format!("{}/internal/charges", shop.payment.url))
+            .header(HEADER, service_token("order", "payment"))
             .header("idempotency-key", shop_order::domain::charge_key(&id))
             .json(&json!({
                 "order_id": id,

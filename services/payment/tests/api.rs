@@ -2,6 +2,8 @@
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use shop_contracts::identity::HEADER;
+use shop_kit::testing::service_token;
 use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use sqlx::Row;
 use uuid::Uuid;
@@ -56,6 +58,7 @@ impl Payment {
         let mut request = self
             .client
             .post(format!("{}/internal/charges", self.url))
+            .header(HEADER, service_token("order", "payment"))
             .header("content-type", "application/json")
             .body(body);
         if let Some(key) = key {
@@ -82,6 +85,7 @@ impl Payment {
     async fn refund(&self, key: &str, charge_id: &str, amount: i64, currency: &str) -> Response {
         self.client
             .post(format!("{}/internal/charges/{charge_id}/refunds", self.url))
+            .header(HEADER, service_token("order", "payment"))
             .header("Idempotency-Key", key)
             .json(&json!({"amount": {"amount": amount, "currency": currency}}))
             .send()
@@ -93,6 +97,7 @@ impl Payment {
         let response = self
             .client
             .get(format!("{}/internal/charges/{charge_id}", self.url))
+            .header(HEADER, service_token("order", "payment"))
             .send()
             .await
             .unwrap();
@@ -104,6 +109,7 @@ impl Payment {
         let response = self
             .client
             .get(format!("{}/internal/charges?order_id={order_id}", self.url))
+            .header(HEADER, service_token("order", "payment"))
             .send()
             .await
             .unwrap();
@@ -182,6 +188,7 @@ async fn a_charge_succeeds_and_is_recorded() {
         expect_problem(
             pay.client
                 .get(format!("{}/internal/charges/{}", pay.url, Uuid::now_v7()))
+                .header(HEADER, service_token("order", "payment"))
                 .send()
                 .await
                 .unwrap(),
@@ -273,6 +280,7 @@ async fn a_hundred_identical_requests_charge_once() {
             racers.spawn(async move {
                 let response = client
                     .post(format!("{url}/internal/charges"))
+                    .header(HEADER, service_token("order", "payment"))
                     .header("content-type", "application/json")
                     .header("Idempotency-Key", k)
                     .body(body)
@@ -356,6 +364,7 @@ async fn idempotency_keys_are_required_and_bound_to_one_request() {
         let missing = pay
             .client
             .post(format!("{}/internal/charges/{charge_id}/refunds", pay.url))
+            .header(HEADER, service_token("order", "payment"))
             .json(&json!({"amount": {"amount": 100, "currency": "EUR"}}))
             .send()
             .await
@@ -449,6 +458,7 @@ async fn concurrent_refunds_never_exceed_the_charge() {
             racers.spawn(async move {
                 client
                     .post(format!("{url}/internal/charges/{charge_id}/refunds"))
+                    .header(HEADER, service_token("order", "payment"))
                     .header("Idempotency-Key", key())
                     .json(&json!({"amount": {"amount": 90, "currency": "EUR"}}))
                     .send()
@@ -585,6 +595,7 @@ async fn bad_input_is_refused_and_records_nothing() {
         let extra = pay
             .client
             .post(format!("{}/internal/charges/{charge_id}/refunds", pay.url))
+            .header(HEADER, service_token("order", "payment"))
             .header("Idempotency-Key", key())
             .json(&json!({"amount": {"amount": 1, "currency": "EUR"}, "reason": "x"}))
             .send()
@@ -601,6 +612,7 @@ async fn bad_input_is_refused_and_records_nothing() {
         expect_problem(
             pay.client
                 .get(format!("{}/internal/charges?order_id=nope", pay.url))
+                .header(HEADER, service_token("order", "payment"))
                 .send()
                 .await
                 .unwrap(),
@@ -636,6 +648,7 @@ async fn no_card_number_or_cvc_is_stored() {
         read(
             pay.client
                 .get(format!("{}/internal/charges?order_id={order_id}", pay.url))
+                .header(HEADER, service_token("order", "payment"))
                 .send()
                 .await
                 .unwrap(),

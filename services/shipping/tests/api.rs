@@ -2,8 +2,10 @@
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use shop_contracts::identity::HEADER;
 use shop_events::testing::{EventSink, local_bus};
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
+use shop_kit::testing::service_token;
 use shop_kit::testing::{self, TestDatabase, TestService, expect_problem};
 use uuid::Uuid;
 
@@ -45,6 +47,7 @@ impl Shipping {
     async fn post(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(format!("{}{path}", self.url))
+            .header(HEADER, service_token("order", "shipping"))
             .json(body)
             .send()
             .await
@@ -54,6 +57,7 @@ impl Shipping {
     async fn post_raw(&self, path: &str, body: String) -> Response {
         self.client
             .post(format!("{}{path}", self.url))
+            .header(HEADER, service_token("order", "shipping"))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -238,6 +242,7 @@ async fn a_shipment_is_created_once_per_order_and_tracked() {
         let internal: Value = shipping
             .client
             .get(format!("{}/internal/shipments/{tracking}", shipping.url))
+            .header(HEADER, service_token("order", "shipping"))
             .send()
             .await
             .unwrap()
@@ -352,6 +357,7 @@ async fn twenty_identical_retries_racing_create_one_shipment() {
             racers.spawn(async move {
                 let response = client
                     .post(format!("{url}/internal/shipments"))
+                    .header(HEADER, service_token("order", "shipping"))
                     .json(&body)
                     .send()
                     .await
@@ -601,6 +607,7 @@ async fn racing_status_events_move_a_shipment_once() {
             copies.spawn(async move {
                 client
                     .post(path)
+                    .header(HEADER, service_token("carrier", "shipping"))
                     .json(&json!({"status": "in_transit"}))
                     .send()
                     .await

@@ -176,6 +176,9 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
     // one; TOKIO_WORKER_THREADS set by the user wins.
     let workers = (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1);
     let workers = workers.to_string();
+    // One key for the installation, for the services' tokens on each other's internal APIs;
+    // new at every start unless given (to call the internal APIs from outside, say).
+    let service_key = shop_kit::ServiceKey::generate();
     let (exited_tx, mut exits) = mpsc::unbounded_channel();
     let mut running = Vec::new();
     for service in START_ORDER {
@@ -197,6 +200,7 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             (env::LOG_FORMAT, "text"),
             ("SHOP_ADMIN_EMAILS", "admin@shop.local"),
             ("TOKIO_WORKER_THREADS", workers.as_str()),
+            (env::SERVICE_KEY, service_key.as_str()),
         ] {
             if std::env::var_os(key).is_none() && !args.env.iter().any(|(k, _)| k == key) {
                 command.env(key, default);

@@ -381,3 +381,73 @@ async fn bad_checkouts_are_refused_and_create_nothing() {
         "no order was made"
     );
 }
+
+/// The internal APIs answer only the services of the installation, each only where it may
+/// call: a caller without the key, with another installation's key, with a token made for
+/// another service, or not allowed the path is refused with a problem, logged without the token.
+#[tokio::test]
+async fn internal_apis_refuse_callers_without_the_right_credential() {
+    use shop_contracts::identity::HEADER;
+    let stack = Stack::start(Storage::Sqlite, Bus::Local).await.unwrap();
+    let charges = format!("{}/internal/charges", stack.url("payment"));
+    let body = serde_json::json!({"order_id": "00000000-0000-7000-8000-000000000000"});
+    let post = |token: Option<String>| {
+        let mut request = stack.client.post(&charges).json(&body);
+        if let Some(token) = token {
+            request = request.header(HEADER, token);
+        }
+        request.send()
+    };
+
+    let bare = post(None).await.unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bare.headers()["content-type"],
+        "application/problem+json",
+        "a problem"
+    );
+    let problem: Value = bare.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains(HEADER),
+        "{problem}"
+    );
+
+    let cart = stack.service_token("cart", "payment");
+    let refused = post(Some(cart.clone())).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(
+        problem["detail"],
+        "the cart service may not call /internal/charges"
+    );
+
+    let stranger = shop_kit::Identity::new(
+        "order",
+        shop_kit::ServiceKey::decode(&shop_kit::ServiceKey::generate()).unwrap(),
+    )
+    .token_for("payment");
+    assert_eq!(
+        post(Some(stranger.clone())).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let for_inventory = stack.service_token("order", "inventory");
+    assert_eq!(
+        post(Some(for_inventory.clone())).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The order service's own token passes the check (the body is then judged on its merits).
+    let order = stack.service_token("order", "payment");
+    let judged = post(Some(order)).await.unwrap().status();
+    assert!(
+        judged != StatusCode::UNAUTHORIZED && judged != StatusCode::FORBIDDEN,
+        "{judged}"
+    );
+
+    let log = stack.log("payment");
+    assert!(log.contains("internal call refused"), "{log}");
+    for token in [&cart, &stranger, &for_inventory] {
+        let signature = token.rsplit(':').next().unwrap();
+        assert!(!log.contains(signature), "a token in the log:\n{log}");
+    }
+}

@@ -296,8 +296,9 @@ where
     (watch, listed)
 }
 
-/// Records the password of every credentials Secret the first time it is seen, and fails if
-/// one changed since, or if a Secret's `uri` does not carry its password.
+/// Records the password of every credentials Secret (and the namespace's service key) the
+/// first time it is seen, and fails if one changed since, or if a Secret's `uri` does not
+/// carry its password.
 async fn check_passwords(
     ns: &TestNamespace,
     seen: &mut BTreeMap<String, Vec<u8>>,
@@ -311,6 +312,18 @@ async fn check_passwords(
     for secret in secrets.items {
         let name = secret.name_any();
         let data = secret.data.unwrap_or_default();
+        if name == "shop-service-key" {
+            // The namespace's key for the services' internal calls: made once, never changed
+            // (running pods hold it), whatever the kills.
+            let key = data
+                .get("key")
+                .unwrap_or_else(|| panic!("{when}: Secret {name} has no key"))
+                .0
+                .clone();
+            let first = seen.entry(name.clone()).or_insert_with(|| key.clone());
+            assert!(*first == key, "{when}: the service key changed");
+            continue;
+        }
         let password = data
             .get("password")
             .unwrap_or_else(|| panic!("{when}: Secret {name} has no password"))
@@ -420,6 +433,13 @@ fn desired_children(
             add(key(&database.credentials));
         }
         by_shop.insert(shop.name_any(), children);
+    }
+    // The namespace's service key, which no one ShopService controls.
+    if !shops.is_empty() {
+        objects.insert(
+            format!("Secret/{}", names::SERVICE_KEY_SECRET),
+            ObjectMeta::default(),
+        );
     }
     (objects, by_shop)
 }
@@ -720,8 +740,8 @@ async fn killed_at_random_points_the_operator_converges_without_losing_a_passwor
         .count();
     assert_eq!(
         passwords.len(),
-        dedicated,
-        "one credentials Secret per Dedicated database"
+        dedicated + 1,
+        "one credentials Secret per Dedicated database, and the namespace's service key"
     );
     check_children(&ns, &passwords).await?;
 

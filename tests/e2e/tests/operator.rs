@@ -789,8 +789,18 @@ async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
     provide_volumes(&harness, ns.name(), &shops).await?;
     wait_ready(&ns, "kept").await?;
     wait_ready(&ns, "gone").await?;
+    // The services' key for internal calls: the namespace's, owned by none of them.
+    let key = ns
+        .api::<Secret>()
+        .get("shop-service-key")
+        .await
+        .map_err(kube_error("get the service key"))?;
+    assert!(key.owner_references().is_empty());
+    assert!(key.data.is_some_and(|data| data.contains_key("key")));
 
     delete_shop_services(&ns).await?;
+    // Gone with the namespace's last ShopService.
+    wait_for_deletion(&ns.api::<Secret>(), "shop-service-key", TIMEOUT).await?;
 
     // Delete: nothing of it is left.
     wait_for_none(&ns.api::<Secret>(), &instance("gone"), TIMEOUT).await?;

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
+use shop_contracts::identity::HEADER;
 use shop_kit::context::{USER_ID_HEADER, USER_ROLES_HEADER};
 use shop_kit::db::Backend;
+use shop_kit::testing::service_token;
 use shop_kit::testing::{self, TestDatabase, TestServer};
 use shop_kit::{Database, Metrics, Upstream, UpstreamOptions};
 use shop_order::{Crash, Settings, Step, Upstreams};
@@ -132,7 +134,8 @@ impl Shop {
             &runtime.metrics,
         )
         .await;
-        let options = UpstreamOptions::default();
+        let options = UpstreamOptions::default()
+            .calling_as(&shop_kit::Identity::new("order", testing::service_key()));
         let upstream = |name: &str, url: &str| Upstream::new(name, url, &options).unwrap();
 
         let cart_db = Database::connect_and_migrate(&dbs[1].url, &shop_cart::MIGRATOR)
@@ -205,7 +208,8 @@ impl Shop {
         // connections, so the old service's connection tasks, and with them its router, go too.
         self.client = Client::new();
         let db = Database::connect(&self.order_db_url).await.unwrap();
-        let options = UpstreamOptions::default();
+        let options = UpstreamOptions::default()
+            .calling_as(&shop_kit::Identity::new("order", testing::service_key()));
         let fresh = |u: &Upstream| Upstream::new(u.name(), u.base_url(), &options).unwrap();
         let upstreams = Upstreams {
             cart: fresh(&self.upstreams.cart),
@@ -332,6 +336,7 @@ impl Shop {
                 "{}/internal/charges?order_id={order_id}",
                 self.payment.url
             ))
+            .header(HEADER, service_token("order", "payment"))
             .send()
             .await
             .unwrap()

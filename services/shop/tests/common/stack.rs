@@ -48,6 +48,8 @@ pub struct Stack {
     processes: BTreeMap<&'static str, Process>,
     /// Extra environment per service, kept for restarts.
     extra_env: fn(&str) -> Vec<(&'static str, String)>,
+    /// The installation's key (`SHOP_SERVICE_KEY`), as `shop up` generates one.
+    pub service_key: String,
     pub client: Client,
 }
 
@@ -89,6 +91,7 @@ impl Stack {
             _postgres: postgres,
             processes: BTreeMap::new(),
             extra_env,
+            service_key: shop_kit::ServiceKey::generate(),
             client: Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -128,6 +131,7 @@ impl Stack {
                 ("ORDER_RESUME_INTERVAL_MS", "500".into()),
                 // A saga whose process died is taken over after 2 s of silence (15 s by default).
                 ("ORDER_RESUME_LEASE_MS", "2000".into()),
+                (shop_contracts::env::SERVICE_KEY, self.service_key.clone()),
             ]
             .map(|(key, value): (&str, String)| (key.to_owned(), value)),
         );
@@ -322,13 +326,32 @@ impl Stack {
         stock["available"].as_i64().unwrap()
     }
 
-    /// The payment service's charges for an order (its internal API, not through the gateway).
+    /// A token of `caller` for `audience`'s internal API, signed with the stack's key.
+    pub fn service_token(&self, caller: &str, audience: &str) -> String {
+        let key = shop_kit::ServiceKey::decode(&self.service_key).unwrap();
+        shop_kit::Identity::new(caller, key).token_for(audience)
+    }
+
+    /// The payment service's charges for an order (its internal API, not through the gateway),
+    /// asked as the order service.
     pub async fn charges(&self, order_id: &str) -> Vec<Value> {
         let url = format!(
             "{}/internal/charges?order_id={order_id}",
             self.url("payment")
         );
-        let found = self.get_json(url, None).await;
+        let found: Value = self
+            .client
+            .get(url)
+            .header(
+                shop_contracts::identity::HEADER,
+                self.service_token("order", "payment"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         found["items"]
             .as_array()
             .unwrap_or_else(|| panic!("charges of {order_id}: {found}"))
