@@ -80,7 +80,21 @@ pub struct DatabaseLogin {
     pub host: String,
     pub port: i32,
     pub dbname: String,
+    pub tls: DatabaseTls,
 }
+
+/// How a connection to the database is protected: PostgreSQL's `sslmode` (as the shared
+/// server's admin URL gives it; none for a Dedicated database, which is reached inside the
+/// namespace) and the CA certificate (PEM) that verifies the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatabaseTls {
+    pub mode: Option<String>,
+    pub ca_pem: Option<String>,
+}
+
+/// The credentials Secret's key for the CA certificate, and where pods find it.
+pub const CA_KEY: &str = "ca.crt";
+pub const CA_DIR: &str = "/etc/shop/database-ca";
 
 // Written by hand so that the password never reaches a log line through `{:?}`.
 impl std::fmt::Debug for DatabaseLogin {
@@ -106,20 +120,35 @@ impl DatabaseLogin {
             host: format!("{}.{}.svc", names::database(owner.name), owner.namespace),
             port: POSTGRES_PORT,
             dbname: identifier,
+            tls: DatabaseTls::default(),
         }
     }
 
     /// `postgres://user:password@host:port/dbname`, with the user and password
     /// percent-encoded so that any character in them is safe.
+    /// With the admin URL's `sslmode`, and `sslrootcert` naming the mounted CA certificate
+    /// when there is one.
     pub fn uri(&self) -> String {
-        format!(
+        let mut uri = format!(
             "postgres://{}:{}@{}:{}/{}",
             percent_encode(&self.username),
             percent_encode(&self.password),
             self.host,
             self.port,
             self.dbname
-        )
+        );
+        let mut query = Vec::new();
+        if let Some(mode) = &self.tls.mode {
+            query.push(format!("sslmode={}", percent_encode(mode)));
+        }
+        if self.tls.ca_pem.is_some() {
+            query.push(format!("sslrootcert={CA_DIR}/{CA_KEY}"));
+        }
+        if !query.is_empty() {
+            uri.push('?');
+            uri.push_str(&query.join("&"));
+        }
+        uri
     }
 }
 
@@ -148,7 +177,9 @@ pub fn credentials_secret(owner: &Owner, login: &DatabaseLogin) -> Secret {
         ("port", login.port.to_string()),
         ("dbname", login.dbname.clone()),
         ("uri", login.uri()),
-    ];
+    ]
+    .into_iter()
+    .chain(login.tls.ca_pem.clone().map(|pem| (CA_KEY, pem)));
     Secret {
         metadata,
         type_: Some("Opaque".into()),

@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,7 +22,7 @@ use super::common::{
     restricted_container_security_context, restricted_pod_security_context,
     spread_over_nodes_and_zones, volume_mount, with_ephemeral_storage,
 };
-use super::{Context, Owner, routes};
+use super::{Context, Owner, database, routes};
 use crate::crd::{Component, ComputeResources, DEFAULT_PORT, DatabaseMode};
 
 /// The name of the container port, which the Service and the probes refer to.
@@ -42,6 +43,7 @@ const ROUTES_DIR: &str = "/etc/shop/routes";
 
 const TMP_VOLUME: &str = "tmp";
 const ROUTES_VOLUME: &str = "routes";
+const DATABASE_CA_VOLUME: &str = "database-ca";
 
 pub fn deployment(owner: &Owner, context: &Context) -> Deployment {
     let spec = owner.spec();
@@ -91,6 +93,28 @@ fn pod_spec(owner: &Owner, context: &Context) -> PodSpec {
         mounts.push(VolumeMount {
             read_only: Some(true),
             ..volume_mount(ROUTES_VOLUME, ROUTES_DIR)
+        });
+    }
+    if spec.database.mode == DatabaseMode::Shared {
+        // The shared server's CA certificate, when its Secret gives one: the database URI
+        // names it (`sslrootcert`) for sslmode verify-ca and verify-full.
+        volumes.push(Volume {
+            name: DATABASE_CA_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::credentials_secret(owner.name)),
+                items: Some(vec![KeyToPath {
+                    key: database::CA_KEY.into(),
+                    path: database::CA_KEY.into(),
+                    ..Default::default()
+                }]),
+                optional: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..volume_mount(DATABASE_CA_VOLUME, database::CA_DIR)
         });
     }
 
@@ -565,7 +589,34 @@ mod tests {
                 .unwrap();
             assert_eq!(secret.name, "order-db-credentials");
             assert_eq!(secret.key, "uri");
+            // A Shared server's CA certificate, where the URI's sslrootcert names it.
+            let ca_mount = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == DATABASE_CA_VOLUME);
+            assert_eq!(
+                ca_mount.map(|m| (m.mount_path.as_str(), m.read_only)),
+                (mode == DatabaseMode::Shared).then_some((database::CA_DIR, Some(true))),
+                "{mode:?}"
+            );
         }
+        let ca_volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == DATABASE_CA_VOLUME);
+        if let Some(volume) = ca_volume {
+            let secret = volume.secret.as_ref().unwrap();
+            assert_eq!(secret.secret_name.as_deref(), Some("order-db-credentials"));
+            assert_eq!(
+                secret.optional,
+                Some(true),
+                "a server without a CA mounts nothing"
+            );
+            assert_eq!(secret.items.as_ref().unwrap()[0].key, database::CA_KEY);
+        }
+        assert_eq!(ca_volume.is_some(), mode == DatabaseMode::Shared);
     }
 
     #[test]

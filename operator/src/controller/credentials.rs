@@ -12,6 +12,7 @@ use ring::rand::SecureRandom;
 use super::context::{Context, Error, Note};
 use super::shared_database::{self, AdminServer, Problem};
 use crate::build::common::{MANAGED_BY_LABEL, MANAGER, PART_OF, names};
+use crate::build::database;
 use crate::crd::ShopService;
 
 /// The length of a generated database password: 32 characters of 64 possible ones, 192 bits.
@@ -167,13 +168,15 @@ pub async fn admin_server(
             ),
         )));
     };
-    let url = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get("url"))
-        .and_then(|bytes| std::str::from_utf8(&bytes.0).ok());
-    Ok(match url {
-        Some(url) => AdminServer::parse(url, secret_name),
+    let text = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
+    };
+    Ok(match text("url") {
+        Some(url) => AdminServer::parse(url, secret_name, text(database::CA_KEY)),
         None => Err(Problem::new(
             shared_database::URL_INVALID,
             format!(

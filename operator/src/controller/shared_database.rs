@@ -18,7 +18,7 @@ use ring::digest::{SHA256, digest};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Executor, Row};
 
-use crate::build::database::DatabaseLogin;
+use crate::build::database::{DatabaseLogin, DatabaseTls};
 
 /// How long a connection to the shared server may take before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,6 +105,7 @@ pub const AUTHENTICATION_FAILED: &str = "SharedServerAuthenticationFailed";
 pub const PERMISSION_DENIED: &str = "SharedServerPermissionDenied";
 pub const SERVER_ERROR: &str = "SharedServerError";
 pub const LOGIN_FAILED: &str = "SharedLoginFailed";
+pub const TLS_FAILED: &str = "SharedServerTLSFailed";
 
 /// What one reconcile found of a Shared database, for the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +124,8 @@ pub struct AdminServer {
     /// Where the service connects as well: the host and port of the admin URL.
     pub host: String,
     pub port: u16,
+    /// The admin URL's `sslmode` and the Secret's CA certificate, for the services too.
+    pub tls: DatabaseTls,
 }
 
 // By hand: the connect options hold the admin password.
@@ -136,9 +139,13 @@ impl fmt::Debug for AdminServer {
 }
 
 impl AdminServer {
-    /// Parses `url`, the value of key `url` in Secret `secret_name`. Messages name the Secret,
-    /// never the URL: it holds the admin password.
-    pub fn parse(url: &str, secret_name: &str) -> Result<AdminServer, Problem> {
+    /// Parses `url`, the value of key `url` in Secret `secret_name`, whose key `ca.crt` (PEM)
+    /// is `ca_pem`. Messages name the Secret, never the URL: it holds the admin password.
+    pub fn parse(
+        url: &str,
+        secret_name: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<AdminServer, Problem> {
         let invalid = |why: &str| {
             Problem::new(
                 URL_INVALID,
@@ -159,15 +166,36 @@ impl AdminServer {
         if host_and_port.is_empty() || host_and_port.starts_with(':') {
             return Err(invalid("it names no host"));
         }
-        let options = PgConnectOptions::from_str(url).map_err(|_| invalid("it does not parse"))?;
+        let mut options =
+            PgConnectOptions::from_str(url).map_err(|_| invalid("it does not parse"))?;
         if options.get_socket().is_some() {
             return Err(invalid(
                 "a Unix socket is not reachable from the operator's pod; name a host",
             ));
         }
+        let query = |name: &str| {
+            let query = url.split_once('?')?.1.split('#').next()?;
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_owned())
+        };
+        if query("sslrootcert").is_some() {
+            return Err(invalid(
+                "sslrootcert names a file the operator's and the services' pods do not have; put the CA certificate (PEM) in key `ca.crt` of the Secret instead",
+            ));
+        }
+        if let Some(pem) = ca_pem {
+            options = options.ssl_root_cert_from_pem(pem.as_bytes().to_vec());
+        }
         Ok(AdminServer {
             host: options.get_host().to_owned(),
             port: options.get_port(),
+            tls: DatabaseTls {
+                mode: query("sslmode"),
+                ca_pem: ca_pem.map(str::to_owned),
+            },
             options,
         })
     }
@@ -181,6 +209,7 @@ impl AdminServer {
             host: self.host.clone(),
             port: i32::from(self.port),
             dbname: identifier.into(),
+            tls: self.tls.clone(),
         }
     }
 
@@ -344,7 +373,7 @@ impl AdminServer {
             .database(&login.dbname);
         let who = format!("role {}", login.username);
         let mut connection = self.connect(&options, &who).await.map_err(|problem| {
-            if problem.reason == UNREACHABLE {
+            if problem.reason == UNREACHABLE || problem.reason == TLS_FAILED {
                 problem
             } else {
                 Problem::new(
@@ -420,15 +449,29 @@ impl AdminServer {
                     ),
                 )
             }
+            // sqlx reports a certificate that does not verify as an I/O error around rustls's.
+            sqlx::Error::Io(io)
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                Problem::new(
+                    TLS_FAILED,
+                    format!(
+                        "{action}: TLS with the shared PostgreSQL server at {server} failed: {io}"
+                    ),
+                )
+            }
             sqlx::Error::Io(io) => Problem::new(
                 UNREACHABLE,
                 format!("cannot reach the shared PostgreSQL server at {server}: {io}"),
             ),
-            // Also what a URL with `sslmode=require` gives: sqlx is built without TLS here.
-            sqlx::Error::Tls(_) => Problem::new(
-                UNREACHABLE,
+            // The server's certificate did not verify (verify-ca, verify-full) or the server
+            // speaks no TLS (require): rustls says which, and its text holds no secret.
+            sqlx::Error::Tls(tls) => Problem::new(
+                TLS_FAILED,
                 format!(
-                    "cannot reach the shared PostgreSQL server at {server} over TLS: the operator connects without TLS (sslmode=prefer or disable)"
+                    "{action}: TLS with the shared PostgreSQL server at {server} failed: {tls}"
                 ),
             ),
             sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
@@ -509,8 +552,12 @@ mod tests {
 
     #[test]
     fn an_admin_url_gives_the_host_and_port_of_the_login() {
-        let server =
-            AdminServer::parse("postgres://admin:pw@db.example.org:6543/postgres", "s").unwrap();
+        let server = AdminServer::parse(
+            "postgres://admin:pw@db.example.org:6543/postgres",
+            "s",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             (server.host.as_str(), server.port),
             ("db.example.org", 6543)
@@ -525,7 +572,8 @@ mod tests {
             "postgres://shop_x_1:pa%27ss@db.example.org:6543/shop_x_1"
         );
 
-        let default_port = AdminServer::parse("postgresql://admin@10.0.0.7/postgres", "s").unwrap();
+        let default_port =
+            AdminServer::parse("postgresql://admin@10.0.0.7/postgres", "s", None).unwrap();
         assert_eq!(
             (default_port.host.as_str(), default_port.port),
             ("10.0.0.7", 5432)
@@ -540,9 +588,11 @@ mod tests {
             "postgres://admin:hunter2@/postgres",
             "postgres:///postgres?host=/var/run/postgresql",
             "postgres://admin:hunter2@db:notaport/postgres",
+            "postgres://admin:hunter2@db/postgres?sslmode=sometimes",
+            "postgres://admin:hunter2@db/postgres?sslmode=verify-full&sslrootcert=/etc/ca.crt",
             "",
         ] {
-            let problem = AdminServer::parse(url, "shared-pg").unwrap_err();
+            let problem = AdminServer::parse(url, "shared-pg", None).unwrap_err();
             assert_eq!(problem.reason, URL_INVALID, "{url}");
             assert!(problem.message.contains("Secret shared-pg"), "{url}");
             assert!(!problem.message.contains("hunter2"), "{url}");
@@ -550,8 +600,30 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_sslmode_and_ca_reach_the_services_uri() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let server = AdminServer::parse(
+            "postgres://admin:pw@db.example.org/postgres?sslmode=verify-full",
+            "s",
+            Some(pem),
+        )
+        .unwrap();
+        let login = server.login("shop_cart", "secret");
+        assert_eq!(
+            login.uri(),
+            "postgres://shop_cart:secret@db.example.org:5432/shop_cart?sslmode=verify-full&sslrootcert=/etc/shop/database-ca/ca.crt"
+        );
+        assert_eq!(login.tls.ca_pem.as_deref(), Some(pem));
+        let plain = AdminServer::parse("postgres://admin:pw@db/postgres", "s", None).unwrap();
+        assert_eq!(
+            plain.login("shop_cart", "secret").uri(),
+            "postgres://shop_cart:secret@db:5432/shop_cart"
+        );
+    }
+
+    #[test]
     fn the_debug_form_of_a_server_hides_the_admin_password() {
-        let server = AdminServer::parse("postgres://admin:hunter2@db/postgres", "s").unwrap();
+        let server = AdminServer::parse("postgres://admin:hunter2@db/postgres", "s", None).unwrap();
         assert!(!format!("{server:?}").contains("hunter2"));
     }
 }

@@ -597,3 +597,95 @@ async fn shared_server_problems_are_reported_and_never_hold_a_deletion() -> Resu
     operator.stop().await;
     ns.cleanup().await
 }
+
+/// TLS to the shared server: an admin URL with `sslmode=verify-full` and the server's CA in
+/// key `ca.crt` of its Secret is verified by the operator and handed on to the service (its
+/// URI names the mounted CA); the same URL without the CA is refused with the TLS error.
+/// The test server's CA is made by `tests/postgres.sh` at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_shared_server_is_verified_with_the_ca_of_its_secret() -> Result<()> {
+    let Some(admin_url) = postgres_url() else {
+        return Ok(());
+    };
+    let ca_path = match std::env::var("SHOP_TEST_POSTGRES_CA") {
+        Ok(path) => path,
+        Err(_) => {
+            assert!(
+                !kube_harness::running_in_ci(),
+                "SHOP_TEST_POSTGRES_CA is not set: under CI=true the TLS test must run (tests/postgres.sh start prints it)"
+            );
+            eprintln!(
+                "SKIPPED: SHOP_TEST_POSTGRES_CA is not set (tests/postgres.sh start prints it)"
+            );
+            return Ok(());
+        }
+    };
+    let ca = std::fs::read_to_string(&ca_path).expect("the test server's CA certificate");
+    let Some(harness) = Harness::connect_or_skip().await else {
+        return Ok(());
+    };
+    let ns = harness.namespace("shared-tls").await?;
+    let (verified, untrusted) = (
+        identifier(ns.name(), "verified"),
+        identifier(ns.name(), "untrusted"),
+    );
+    let _server_objects = ServerObjects {
+        admin_url: admin_url.clone(),
+        identifiers: vec![verified.clone(), untrusted.clone()],
+    };
+    let operator = start_operator(&harness, ns.name()).await?;
+    let verify_full = format!("{admin_url}?sslmode=verify-full");
+    create_secret(&ns, "pg-with-ca", &[("url", &verify_full), ("ca.crt", &ca)]).await?;
+    create_secret(&ns, "pg-without-ca", &[("url", &verify_full)]).await?;
+    ns.apply_yaml(&shared_shop("verified", "Delete", "pg-with-ca"))
+        .await?;
+    ns.apply_yaml(&shared_shop("untrusted", "Delete", "pg-without-ca"))
+        .await?;
+
+    wait_condition(&ns, "verified", "DatabaseReady", "True").await?;
+    let (login, _) = credentials(&ns, "verified").await;
+    assert_eq!(
+        login["ca.crt"], ca,
+        "the CA handed on to the service's pods"
+    );
+    let uri = &login["uri"];
+    assert!(
+        uri.ends_with("?sslmode=verify-full&sslrootcert=/etc/shop/database-ca/ca.crt"),
+        "{uri}"
+    );
+    // Log in as the service's pod would, its CA where the pod has it mounted.
+    let here = uri.replace("/etc/shop/database-ca/ca.crt", &ca_path);
+    let mut connection = PgConnection::connect(&here)
+        .await
+        .expect("the service's URI connects with TLS, verifying the server");
+    let encrypted: bool = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the connection is encrypted");
+    let _ = connection.close().await;
+
+    let shop = wait_condition(&ns, "untrusted", "DatabaseReady", "False").await?;
+    let (reason, message) = database_ready(&shop);
+    assert_eq!(reason, "SharedServerTLSFailed", "{message}");
+    assert!(message.contains("TLS"), "{message}");
+    assert!(
+        ns.api::<Secret>()
+            .get_opt("untrusted-db-credentials")
+            .await
+            .unwrap()
+            .is_some_and(|secret| secret.data.is_some_and(|data| !data.contains_key("ca.crt"))),
+        "no CA to hand on"
+    );
+
+    for name in ["verified", "untrusted"] {
+        ns.api::<ShopService>()
+            .delete(name, &DeleteParams::background())
+            .await
+            .map_err(kube_error("delete a ShopService"))?;
+        wait_for_deletion(&ns.api::<ShopService>(), name, TIMEOUT).await?;
+    }
+    operator.stop().await;
+    ns.cleanup().await
+}
