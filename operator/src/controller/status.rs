@@ -691,19 +691,24 @@ mod tests {
         assert_eq!(status.database.unwrap().phase, DatabasePhase::Ready);
     }
 
+    /// The StatefulSet of a Dedicated database whose PostgreSQL is ready.
+    fn ready_database() -> StatefulSet {
+        StatefulSet {
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_growing_volume_is_reported_and_announced_once_grown() {
         let mut cart = shop("cart", Some(Component::Cart));
         cart.spec.database.mode = DatabaseMode::Dedicated;
         cart.spec.database.storage = Quantity("2Gi".into());
         let deployment = deployment(1, available(1));
-        let stateful_set = StatefulSet {
-            status: Some(StatefulSetStatus {
-                ready_replicas: Some(1),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let stateful_set = ready_database();
         let growing = Storage::Growing {
             capacity: Some("1Gi".into()),
             requested: "2Gi".into(),
@@ -772,13 +777,7 @@ mod tests {
         let mut cart = shop("cart", Some(Component::Cart));
         cart.spec.database.mode = DatabaseMode::Dedicated;
         let deployment = deployment(1, available(1));
-        let stateful_set = StatefulSet {
-            status: Some(StatefulSetStatus {
-                ready_replicas: Some(1),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let stateful_set = ready_database();
         let stuck = Storage::CannotGrow {
             reason: "StorageNotExpandable",
             capacity: Some("1Gi".into()),

@@ -22,7 +22,7 @@
 //! let runtime = Runtime::from_env("order", Bus::from_env().await?)?;
 //!
 //! // A producer, in `build`, after its migrations:
-//! let relay = Relay::start(&runtime.bus, db.clone(), &runtime.metrics, &runtime.identity).await?;
+//! let relay = Relay::start(runtime, db.clone()).await?;
 //! service.tasks.extend(relay.tasks);
 //!
 //! // A consumer:

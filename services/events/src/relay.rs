@@ -20,10 +20,10 @@ use anyhow::{Context, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use shop_kit::db::{Database, now_rfc3339, rfc3339};
-use shop_kit::{Identity, Metrics, Tasks, Upstream, UpstreamOptions};
+use shop_kit::{Metrics, Tasks, Upstream, UpstreamOptions};
 use tokio::sync::Notify;
 
-use crate::bus::{Bus, EventOptions, Kind, Peer};
+use crate::bus::{EventOptions, Kind, Peer};
 use crate::local::{self, Delivery};
 use crate::nats;
 use crate::outbox::OutboxRow;
@@ -74,14 +74,11 @@ impl RelayMetrics {
 }
 
 impl Relay {
-    /// Starts relaying `db`'s outbox to `bus` (creating the event tables if needed); on the
-    /// local bus it calls the peers as `caller`.
-    pub async fn start(
-        bus: &Bus,
-        db: Database,
-        metrics: &Metrics,
-        caller: &Identity,
-    ) -> Result<Self> {
+    /// Starts relaying `db`'s outbox to the runtime's bus (creating the event tables if
+    /// needed), counting in its metrics; on the local bus it calls the peers as the runtime's
+    /// service.
+    pub async fn start(runtime: &crate::Runtime, db: Database) -> Result<Self> {
+        let (bus, metrics, caller) = (&runtime.bus, &runtime.metrics, &runtime.identity);
         install_tables(&db)
             .await
             .context("creating the event tables")?;

@@ -61,14 +61,14 @@ impl Handler for Recorder {
     }
 }
 
-/// The producer's identity on the peers' internal APIs.
-fn caller() -> shop_kit::Identity {
-    shop_kit::Identity::new("test", shop_kit::testing::service_key())
+/// A producer's runtime over `bus`, as a service named `test` gets it.
+fn producer_runtime(bus: &Bus) -> shop_events::Runtime {
+    events::testing::runtime_with_bus("test", "sqlite://unused", bus.clone())
 }
 
 /// A relay of `producer`'s outbox onto `bus`.
 async fn start_relay(bus: &Bus, producer: &Database) -> Relay {
-    Relay::start(bus, producer.clone(), &Metrics::new("test"), &caller())
+    Relay::start(&producer_runtime(bus), producer.clone())
         .await
         .unwrap()
 }
@@ -193,10 +193,9 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
         let name = unique("consumer");
         let events = write_events(&producer, &format!("{prefix}.created"), 40).await;
 
-        let metrics = Metrics::new("test");
-        let relay = Relay::start(&bus, producer.clone(), &metrics, &caller())
-            .await
-            .unwrap();
+        let runtime = producer_runtime(&bus);
+        let metrics = runtime.metrics.clone();
+        let relay = Relay::start(&runtime, producer.clone()).await.unwrap();
         // A second replica of the producer relays the same outbox at the same time.
         let replica = start_relay(&bus, &producer).await;
         let Consumer {
@@ -751,15 +750,9 @@ async fn the_outbox_lag_shows_while_no_bus_takes_the_events() {
             .execute(producer.pool())
             .await
             .unwrap();
-        let metrics = Metrics::new("test");
-        let _relay = Relay::start(
-            &Bus::none(fast_options()),
-            producer.clone(),
-            &metrics,
-            &caller(),
-        )
-        .await
-        .unwrap();
+        let runtime = producer_runtime(&Bus::none(fast_options()));
+        let metrics = runtime.metrics.clone();
+        let _relay = Relay::start(&runtime, producer.clone()).await.unwrap();
         eventually("the pending gauge set", Duration::from_secs(5), || async {
             test_sample(&metrics, "shop_outbox_pending_events") == Some(3.0)
         })

@@ -85,13 +85,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         tracing::info!(products = seeded, "stocked the seed catalog");
     }
     // Relays `stock.low` from the outbox while the service runs.
-    let relay = Relay::start(
-        &runtime.bus,
-        db.clone(),
-        &runtime.metrics,
-        &runtime.identity,
-    )
-    .await?;
+    let relay = Relay::start(runtime, db.clone()).await?;
     let mut service = service(db, settings);
     service.tasks.extend(relay.tasks);
     Ok(service)

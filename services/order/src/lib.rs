@@ -131,13 +131,7 @@ impl Upstreams {
 pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     // Relays `order.*` from the outbox while the service runs.
-    let relay = Relay::start(
-        &runtime.bus,
-        db.clone(),
-        &runtime.metrics,
-        &runtime.identity,
-    )
-    .await?;
+    let relay = Relay::start(runtime, db.clone()).await?;
     let upstreams = Upstreams::from_env(&runtime.metrics, &runtime.identity)?;
     let saga_metrics = metrics::SagaMetrics::register(&runtime.metrics);
     let mut service = service_waking(db, upstreams, settings, relay.waker.clone(), saga_metrics);

@@ -25,13 +25,7 @@ pub type Settings = shop_kit::NoSettings;
 pub async fn build(runtime: &Runtime, _settings: Settings) -> Result<Service> {
     let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     // Relays `shipment.created` from the outbox while the service runs.
-    let relay = Relay::start(
-        &runtime.bus,
-        db.clone(),
-        &runtime.metrics,
-        &runtime.identity,
-    )
-    .await?;
+    let relay = Relay::start(runtime, db.clone()).await?;
     let mut service = service(db);
     service.tasks.extend(relay.tasks);
     Ok(service)

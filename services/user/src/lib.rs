@@ -104,13 +104,7 @@ impl Settings {
 pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     let db = Database::connect_and_migrate(&runtime.config.database_url, &MIGRATOR).await?;
     // Creates the outbox too; relays `user.registered` while the service runs.
-    let relay = Relay::start(
-        &runtime.bus,
-        db.clone(),
-        &runtime.metrics,
-        &runtime.identity,
-    )
-    .await?;
+    let relay = Relay::start(runtime, db.clone()).await?;
     let store = storage::Store::new(db.clone());
     let mut tasks = relay.tasks;
     let signer = keys::SigningKeys::start(

@@ -339,19 +339,11 @@ impl Stack {
             "{}/internal/charges?order_id={order_id}",
             self.url("payment")
         );
-        let found: Value = self
-            .client
-            .get(url)
-            .header(
-                shop_contracts::identity::HEADER,
-                self.service_token("order", "payment"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let found = json_of(self.client.get(url).header(
+            shop_contracts::identity::HEADER,
+            self.service_token("order", "payment"),
+        ))
+        .await;
         found["items"]
             .as_array()
             .unwrap_or_else(|| panic!("charges of {order_id}: {found}"))
@@ -371,8 +363,13 @@ impl Stack {
         if let Some(customer) = customer {
             request = request.bearer_auth(&customer.token);
         }
-        request.send().await.unwrap().json().await.unwrap()
+        json_of(request).await
     }
+}
+
+/// The JSON answer to `request`.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 pub struct Customer {
