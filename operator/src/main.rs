@@ -85,11 +85,19 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => std::io::stdout().write_all(shop_operator::crd_yaml()?.as_bytes())?,
+        Command::Crd => print(&shop_operator::crd_yaml()?)?,
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args))?,
-        Command::Render(args) => std::io::stdout().write_all(render(args)?.as_bytes())?,
+        Command::Render(args) => print(&render(args)?)?,
     }
     Ok(())
+}
+
+/// Writes `text` to standard output. A reader that stopped early (`| head`) is no error.
+fn print(text: &str) -> std::io::Result<()> {
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn render(args: RenderArgs) -> anyhow::Result<String> {

@@ -5,8 +5,12 @@ state; cases that break them are not "valid requests the service refused", so th
 told about them here. Each hook names the rule and where it lives. Nothing here relaxes a check.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import os
+import time
 
 import schemathesis
 from hypothesis import strategies as st
@@ -111,8 +115,25 @@ def filter_case(context, case):
 _KEYS = iter(range(1 << 62))
 
 
+def _service_token(audience: str) -> str:
+    """A token of the order service for `audience`'s internal API, signed with shop up's key,
+    as shop_kit::identity mints it: `v1:caller:audience:expiry:` and the HMAC-SHA256."""
+    key = base64.b64decode(os.environ["SHOP_SERVICE_KEY"])
+    claims = f"v1:order:{audience}:{int(time.time()) + 60}"
+    signature = hmac.new(key, claims.encode(), hashlib.sha256).digest()
+    return f"{claims}:{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    # The internal APIs answer only a service of the installation: every call to them is made
+    # as the order service, the one caller every internal operation allows (run.sh says which
+    # service is under test).
+    audience = os.environ.get("SHOP_API_SERVICE")
+    if audience and case.operation.path.startswith("/internal/"):
+        if case.headers is None:
+            case.headers = {}
+        case.headers["shop-service-token"] = _service_token(audience)
     # A new request needs a new Idempotency-Key: the same key with another body is a 422 by
     # design (order, payment). Valid cases get a key of their own (also in the stateful phase,
     # which sends its steps without the case hooks); invalid ones keep theirs.

@@ -82,6 +82,9 @@ stop() {
   exit "$status"
 }
 trap stop EXIT
+# The installation's key, known here so that hooks.py can call the internal APIs as a service.
+SHOP_SERVICE_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+export SHOP_SERVICE_KEY
 SHOP_OPENAPI_REFRESH_MS=1000 "$SHOP_BIN" up --data-dir "$data/shop" --port "$base" >"$data/shop.log" 2>&1 &
 shop_pid=$!
 for name in "${!port[@]}"; do
@@ -129,7 +132,7 @@ for name in "${services[@]}"; do
     auth=(-H "x-shop-user-id: $user_id" -H "x-shop-user-roles: admin")
   fi
   say "$name (http://127.0.0.1:${port[$name]}/openapi.json)"
-  if ! (cd "$data" && "$venv/bin/st" --config-file "$here/schemathesis.toml" \
+  if ! (cd "$data" && SHOP_API_SERVICE=$name "$venv/bin/st" --config-file "$here/schemathesis.toml" \
     run "http://127.0.0.1:${port[$name]}/openapi.json" --checks all --max-examples "$examples" --seed "$seed" \
     --generation-database none --workers 1 --no-color "${auth[@]}" >"$data/$name.log" 2>&1); then
     cat "$data/$name.log" >&2

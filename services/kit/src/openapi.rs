@@ -160,6 +160,14 @@ fn finish_operation(path: &str, operation: &mut Map<String, Value>) -> bool {
     ));
 
     if path.starts_with("/internal/") {
+        // The service identity the kit's middleware checks (crate::identity).
+        statuses.extend([
+            (
+                "401",
+                "No valid service token in the `shop-service-token` header (missing, forged, expired, or made for another service).",
+            ),
+            ("403", "The calling service may not call this operation."),
+        ]);
         operation.insert(INTERNAL_EXTENSION.into(), Value::Bool(true));
         let tags = operation.entry("tags").or_insert_with(|| json!([]));
         if let Some(tags) = tags.as_array_mut()
@@ -288,7 +296,7 @@ mod tests {
             .cloned()
             .collect();
         statuses.sort_unstable();
-        assert_eq!(statuses, ["200", "503"]);
+        assert_eq!(statuses, ["200", "401", "403", "503"]);
         assert!(doc["components"].get("securitySchemes").is_none());
     }
 }
