@@ -200,6 +200,8 @@ pub async fn start(args: &UpArgs) -> Result<Shop> {
             (env::LOG_FORMAT, "text"),
             ("SHOP_ADMIN_EMAILS", "admin@shop.local"),
             ("TOKIO_WORKER_THREADS", workers.as_str()),
+            // `shop load` and `shop bench` register their virtual users from one address.
+            ("SHOP_REGISTRATIONS_PER_MINUTE", "0"),
             (env::SERVICE_KEY, service_key.as_str()),
         ] {
             if std::env::var_os(key).is_none() && !args.env.iter().any(|(k, _)| k == key) {

@@ -32,6 +32,9 @@ pub struct Settings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    /// Accounts one client address may register a minute (`SHOP_REGISTRATIONS_PER_MINUTE`,
+    /// default 10; 0 turns the limit off, as `shop up` does for its load tools).
+    pub registrations_per_minute: u32,
     /// Password hashes run at once (`SHOP_PASSWORD_HASH_CONCURRENCY`, default 1). Each holds
     /// 19 MiB of argon2 working memory for as long as the service runs; more waiting hashes queue.
     pub password_hash_concurrency: NonZeroUsize,
@@ -46,6 +49,7 @@ impl Default for Settings {
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             login_attempts_per_minute: 10,
+            registrations_per_minute: 10,
             password_hash_concurrency: NonZeroUsize::MIN,
             key_rotation: keys::Rotation::default(),
         }
@@ -72,6 +76,10 @@ impl Settings {
             login_attempts_per_minute: env_parse(
                 "SHOP_LOGIN_ATTEMPTS_PER_MINUTE",
                 defaults.login_attempts_per_minute,
+            )?,
+            registrations_per_minute: env_parse(
+                "SHOP_REGISTRATIONS_PER_MINUTE",
+                defaults.registrations_per_minute,
             )?,
             password_hash_concurrency: env_parse(
                 "SHOP_PASSWORD_HASH_CONCURRENCY",
@@ -118,13 +126,20 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     // Logins for unknown emails verify against this, so they cost what a real one costs.
     let decoy_hash = passwords.hash("not-a-real-password".into()).await?;
     let state = routes::AppState::new(store, signer, settings, passwords, decoy_hash);
-    let limiter = state.login_limiter.clone();
-    // The limiter remembers every account it saw; forget the idle ones now and then.
+    let limiters = (
+        state.login_limiter.clone(),
+        state.registration_limiter.clone(),
+    );
+    // The limiters remember every account and address they saw; forget the idle ones now and
+    // then.
     tasks.spawn_every(
         tokio::time::interval(Duration::from_secs(60)),
-        "forgetting idle login limits",
+        "forgetting idle login and registration limits",
         move || {
-            limiter.retain_recent();
+            limiters.0.retain_recent();
+            if let Some(registrations) = &limiters.1 {
+                registrations.retain_recent();
+            }
             std::future::ready(Ok::<_, std::convert::Infallible>(()))
         },
     );

@@ -1,11 +1,12 @@
 //! HTTP handlers of the user service.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub signer: SigningKeys,
     pub settings: Arc<Settings>,
     pub login_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    /// Registrations per client address; `None` when the limit is off.
+    pub registration_limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
     pub passwords: Passwords,
     /// Verified against for unknown emails, so their logins take as long as real ones.
     pub decoy_hash: Arc<str>,
@@ -41,11 +44,14 @@ impl AppState {
     ) -> Self {
         let per_minute =
             NonZeroU32::new(settings.login_attempts_per_minute.max(1)).expect("at least one");
+        let registration_limiter = NonZeroU32::new(settings.registrations_per_minute)
+            .map(|per_minute| Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))));
         Self {
             store,
             signer,
             settings: Arc::new(settings),
             login_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            registration_limiter,
             passwords,
             decoy_hash: decoy_hash.into(),
         }
@@ -142,12 +148,23 @@ pub fn router(state: AppState) -> Router {
 
 /// Register a new account.
 #[utoipa::path(post, path = "/api/users", request_body = Registration, responses(
-    (status = 201, body = Profile), (status = 409, body = Problem, description = "An account with this email exists.")))]
+    (status = 201, body = Profile), (status = 409, body = Problem, description = "An account with this email exists."),
+    (status = 429, body = Problem, description = "Too many accounts registered from this address.")))]
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<Registration>,
 ) -> ApiResult<impl IntoResponse> {
     domain::validate_registration(&body.email, &body.password, &body.name)?;
+    if let Some(limiter) = &state.registration_limiter
+        && limiter.check_key(&client_address(&headers, peer)).is_err()
+    {
+        tracing::warn!("registration rate limit reached for a client address");
+        return Err(Problem::too_many_requests(
+            "too many accounts registered from this address; wait a minute and try again",
+        ));
+    }
     let email = domain::normalise_email(&body.email);
     let password_hash = state
         .passwords
@@ -179,6 +196,21 @@ async fn register(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The address a request came from: the last `X-Forwarded-For` entry, which the gateway
+/// appends from the connection it accepted (what a client wrote there itself comes before it),
+/// or the connection's peer when the request did not come through the gateway.
+fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .last()
+        .map_or_else(|| peer.ip().to_string(), str::to_owned)
 }
 
 /// Sign in with email and password.

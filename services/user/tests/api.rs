@@ -16,6 +16,8 @@ fn settings() -> shop_user::Settings {
         access_ttl: Duration::from_secs(60),
         refresh_ttl: Duration::from_secs(3600),
         login_attempts_per_minute: 5,
+        // Off, except in the test of it: the tests register many accounts from one address.
+        registrations_per_minute: 0,
         password_hash_concurrency: NonZeroUsize::MIN,
         key_rotation: Default::default(),
     }
@@ -531,4 +533,54 @@ async fn signing_out_and_a_replayed_refresh_token_revoke_the_sign_in() {
         // A new sign-in still works.
         rotate(sign_in().await).await;
     }
+}
+
+/// Registrations are limited per client address: the last `X-Forwarded-For` entry (the one the
+/// gateway appends), so an address a client writes in front of it buys nothing.
+#[tokio::test]
+async fn registrations_are_limited_per_client_address() {
+    let db = testing::sqlite();
+    let runtime = shop_events::testing::runtime("user", &db.url);
+    let service = shop_user::build(
+        &runtime,
+        shop_user::Settings {
+            registrations_per_minute: 2,
+            ..settings()
+        },
+    )
+    .await
+    .expect("the user service builds");
+    let server = testing::spawn_service(service, &runtime.config, &runtime.metrics).await;
+    let client = Client::new();
+    let register_from = |forwarded: &'static str, email: String| {
+        client
+            .post(format!("{}/api/users", server.url))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"email": email, "password": "a long password", "name": "Bot"}))
+            .send()
+    };
+    for n in 0..2 {
+        let created = register_from("203.0.113.7", format!("bot{n}@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    for (n, forged) in ["203.0.113.7", "198.51.100.1, 203.0.113.7"]
+        .into_iter()
+        .enumerate()
+    {
+        let refused = register_from(forged, format!("refused{n}@example.com"))
+            .await
+            .unwrap();
+        let problem = expect_problem(refused, 429).await;
+        assert!(
+            problem.detail.unwrap().contains("from this address"),
+            "{forged}"
+        );
+    }
+    // Another address is not held back by the first one's.
+    let other = register_from("203.0.113.8", "other@example.com".into())
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::CREATED);
 }

@@ -127,6 +127,7 @@ impl Stack {
             [
                 ("SHOP_ADMIN_EMAILS", "admin@shop.test".into()),
                 ("SHOP_RATE_LIMIT_PER_SECOND", "0".into()),
+                ("SHOP_REGISTRATIONS_PER_MINUTE", "0".into()),
                 ("SHOP_SHUTDOWN_DELAY_MS", "0".into()),
                 ("ORDER_RESUME_INTERVAL_MS", "500".into()),
                 // A saga whose process died is taken over after 2 s of silence (15 s by default).
