@@ -208,8 +208,7 @@ fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .last()
+        .rfind(|entry| !entry.is_empty())
         .map_or_else(|| peer.ip().to_string(), str::to_owned)
 }
 
