@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, EmptyDirVolumeSource, PodSecurityContext, ResourceRequirements, SeccompProfile,
-    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    Secret, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -22,6 +23,7 @@ pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The `app.kubernetes.io/part-of` value of every object the operator makes.
 pub const PART_OF: &str = "shop";
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
 
 /// The uid and gid the shop image runs as (distroless `nonroot`).
 pub const SHOP_USER_ID: i64 = 65532;
@@ -117,7 +119,7 @@ impl<'a> Owner<'a> {
         let mut labels = self.selector_labels(role);
         labels.insert("app.kubernetes.io/name".into(), self.app_name(role).into());
         labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
-        labels.insert("app.kubernetes.io/part-of".into(), PART_OF.into());
+        labels.insert(PART_OF_LABEL.into(), PART_OF.into());
         labels
     }
 
@@ -285,6 +287,34 @@ pub fn volume_mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// The namespace's Secret with the key its services sign their internal calls with (`key`, in
+/// the form `SHOP_SERVICE_KEY` takes). Labelled as the operator's, so the watch sees it, and
+/// owned by no ShopService: it serves them all.
+pub fn service_key_secret(namespace: &str, key: String) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(names::SERVICE_KEY_SECRET.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
+                    (PART_OF_LABEL.to_owned(), PART_OF.to_owned()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                names::SERVICE_KEY_ENTRY.to_owned(),
+                ByteString(key.into_bytes()),
+            )]
+            .into(),
+        ),
         ..Default::default()
     }
 }

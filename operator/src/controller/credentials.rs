@@ -2,16 +2,14 @@
 //! credentials Secret or generated once when that Secret does not exist (the one place that
 //! does either), the shared server's admin URL, and the namespace's service key.
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{PostParams, ResourceExt};
 use ring::rand::SecureRandom;
 
 use super::context::{Context, Error, Note};
 use super::shared_database::{self, AdminServer, Problem};
-use crate::build::common::{MANAGED_BY_LABEL, MANAGER, PART_OF, names};
+use crate::build::common::{MANAGER, names, service_key_secret};
 use crate::build::database;
 use crate::crd::ShopService;
 
@@ -99,28 +97,7 @@ pub async fn ensure_service_key(shop: &ShopService, ctx: &Context) -> Result<Opt
     {
         return Ok(None);
     }
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(names::SERVICE_KEY_SECRET.into()),
-            namespace: Some(namespace.clone()),
-            labels: Some(
-                [
-                    (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
-                    ("app.kubernetes.io/part-of".to_owned(), PART_OF.to_owned()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        data: Some(
-            [(
-                names::SERVICE_KEY_ENTRY.to_owned(),
-                ByteString(shop_kit::ServiceKey::generate().into_bytes()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let secret = service_key_secret(&namespace, shop_kit::ServiceKey::generate());
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let params = PostParams {
         field_manager: Some(MANAGER.into()),

@@ -471,15 +471,8 @@ fn database_status(
     // A reconcile that did not read the claim keeps what the last one read.
     let capacity = storage
         .and_then(Storage::capacity)
-        .map(str::to_owned)
-        .or_else(|| {
-            owner
-                .shop
-                .status
-                .as_ref()
-                .and_then(|status| status.database.as_ref())
-                .and_then(|database| database.capacity.clone())
-        });
+        .or_else(|| crate::controller::storage::shown_capacity(owner))
+        .map(str::to_owned);
     DatabaseStatus {
         phase,
         secret_name: host

@@ -75,13 +75,7 @@ pub async fn grow_claim(
     notes: &mut Vec<Note>,
 ) -> Result<Storage, Error> {
     let requested = &owner.spec().database.storage;
-    let shown = owner
-        .shop
-        .status
-        .as_ref()
-        .and_then(|status| status.database.as_ref())
-        .and_then(|database| database.capacity.as_deref());
-    if shown.is_some_and(|shown| at_least(shown, &requested.0)) {
+    if shown_capacity(owner).is_some_and(|shown| at_least(shown, &requested.0)) {
         return Ok(Storage::Known);
     }
     let name = names::database_claim(owner.name);
@@ -131,6 +125,18 @@ pub async fn grow_claim(
             }
         }
     }
+}
+
+/// The capacity the ShopService's status shows, as the last reconcile that read the claim saw it.
+pub fn shown_capacity<'a>(owner: &Owner<'a>) -> Option<&'a str> {
+    owner
+        .shop
+        .status
+        .as_ref()?
+        .database
+        .as_ref()?
+        .capacity
+        .as_deref()
 }
 
 /// The admission plugin `PersistentVolumeClaimResize`'s refusal: the claim's StorageClass

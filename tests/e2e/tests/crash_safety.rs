@@ -312,7 +312,7 @@ async fn check_passwords(
     for secret in secrets.items {
         let name = secret.name_any();
         let data = secret.data.unwrap_or_default();
-        if name == "shop-service-key" {
+        if name == names::SERVICE_KEY_SECRET {
             // The namespace's key for the services' internal calls: made once, never changed
             // (running pods hold it), whatever the kills.
             let key = data
