@@ -386,6 +386,45 @@ pub fn kube_error(context: &str) -> impl FnOnce(kube::Error) -> kube_harness::Er
     move |source| kube_harness::Error::Kube { context, source }
 }
 
+/// Waits for an Event of `reason` about the ShopService `name` in `ns`, and returns it. The operator
+/// publishes a reconcile's Events after it has written the status, so a test that has just seen
+/// the status must wait for them rather than list them once.
+pub async fn wait_for_event(
+    ns: &kube_harness::TestNamespace,
+    name: &str,
+    reason: &str,
+) -> Result<k8s_openapi::api::events::v1::Event> {
+    const WAIT: Duration = Duration::from_secs(60);
+    let events = ns.api::<k8s_openapi::api::events::v1::Event>();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let about: Vec<_> = events
+            .list(&Default::default())
+            .await
+            .map_err(kube_error("list events"))?
+            .items
+            .into_iter()
+            .filter(|event| {
+                event.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("ShopService") && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect();
+        if let Some(event) = about.iter().find(|e| e.reason.as_deref() == Some(reason)) {
+            return Ok(event.clone());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let reasons: Vec<_> = about.iter().filter_map(|e| e.reason.as_deref()).collect();
+            return Err(kube_harness::Error::Timeout {
+                what: format!("an Event {reason} about {name}"),
+                timeout: WAIT,
+                state: format!("its Events: {reasons:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The image the tests' operators give ShopServices without `spec.image`.
 pub const TEST_IMAGE: &str = "ghcr.io/shop-dev/shop:e2e";
 /// The operator's namespace, as the operator chart (`k8s/operator`) names it.

@@ -1095,21 +1095,8 @@ async fn a_statefulset_with_a_field_that_cannot_change_is_recreated_keeping_its_
         headless.spec.and_then(|spec| spec.cluster_ip).as_deref(),
         Some("None")
     );
-    let recreated_event = ns
-        .api::<k8s_openapi::api::events::v1::Event>()
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_error("list events"))?
-        .items
-        .into_iter()
-        .any(|event| {
-            event.reason.as_deref() == Some("Recreated")
-                && event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("kept")
-        });
-    assert!(
-        recreated_event,
-        "an Event says the StatefulSet was recreated"
-    );
+    // An Event says the StatefulSet was recreated.
+    shop_e2e::wait_for_event(&ns, "kept", "Recreated").await?;
 
     delete_shop_services(&ns).await?;
     operator.kill();

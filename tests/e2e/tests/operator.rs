@@ -842,19 +842,6 @@ async fn deletion_keeps_retained_data_and_removes_the_rest() -> Result<()> {
 }
 
 /// The reasons of the Events about the ShopService `name`.
-async fn event_reasons(ns: &TestNamespace, name: &str) -> Result<Vec<String>> {
-    Ok(ns
-        .api::<k8s_openapi::api::events::v1::Event>()
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_error("list events"))?
-        .items
-        .into_iter()
-        .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|event| event.reason)
-        .collect())
-}
-
 fn condition_of<'a>(shop: &'a ShopService, type_: &str) -> Option<&'a Condition> {
     shop.status
         .as_ref()?
@@ -1007,11 +994,7 @@ async fn growing_storage_grows_the_claim_or_says_why_it_cannot() -> Result<()> {
     )
     .await?;
     assert!(stateful_set.metadata.deletion_timestamp.is_none());
-    assert!(
-        event_reasons(&ns, "grows")
-            .await?
-            .contains(&"ResizingStorage".to_owned())
-    );
+    shop_e2e::wait_for_event(&ns, "grows", "ResizingStorage").await?;
 
     // The provider grows the volume; the operator notices on its own (the claim is not
     // watched: it looks again every few seconds while a volume grows).
@@ -1045,11 +1028,7 @@ async fn growing_storage_grows_the_claim_or_says_why_it_cannot() -> Result<()> {
         condition_of(&grown, "DatabaseReady").unwrap().reason,
         "Ready"
     );
-    assert!(
-        event_reasons(&ns, "grows")
-            .await?
-            .contains(&"StorageResized".to_owned())
-    );
+    shop_e2e::wait_for_event(&ns, "grows", "StorageResized").await?;
 
     // Not growable: Degraded names the class and what to change; nothing else moves.
     let degraded = wait_for(
@@ -1080,11 +1059,7 @@ async fn growing_storage_grows_the_claim_or_says_why_it_cannot() -> Result<()> {
         .await
         .map_err(kube_error("get the claim"))?;
     assert_eq!(requested_storage(&stuck_claim), Some("1Gi"));
-    assert!(
-        event_reasons(&ns, "stuck")
-            .await?
-            .contains(&"StorageNotExpandable".to_owned())
-    );
+    shop_e2e::wait_for_event(&ns, "stuck", "StorageNotExpandable").await?;
 
     delete_shop_services(&ns).await?;
     operator.stop().await;

@@ -240,24 +240,13 @@ async fn events(ns: &TestNamespace, name: &str) -> Vec<(String, String, String)>
         .collect()
 }
 
-/// Waits for an Event about `name` of `type_` and `reason`; returns its note.
+/// Waits for an Event about the ShopService `name` of `type_` and `reason`; returns its note.
 async fn wait_event(ns: &TestNamespace, name: &str, type_: &str, reason: &str) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some((_, _, note)) = events(ns, name)
-            .await
-            .into_iter()
-            .find(|(t, r, _)| t == type_ && r == reason)
-        {
-            return note;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {type_} event {reason} about {name}: {:?}",
-            events(ns, name).await
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let event = shop_e2e::wait_for_event(ns, name, reason)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(event.type_.as_deref(), Some(type_), "{event:?}");
+    event.note.unwrap_or_default()
 }
 
 async fn delete_shop(ns: &TestNamespace, name: &str) -> Result<()> {
