@@ -3,6 +3,9 @@
 #   tests/postgres.sh start   installs PostgreSQL from Debian if missing, starts a server, prints
 #                             `export SHOP_TEST_POSTGRES_URL=...` (eval it)
 #   tests/postgres.sh stop    stops it and removes its data
+#   tests/postgres.sh pause   stops it (a fast shutdown, as an operator's restart does), keeping
+#                             its data; `resume` starts it again (the database-restart test)
+# SHOP_PG_DIR and SHOP_PG_PORT give a server of one's own beside the shared one.
 set -euo pipefail
 
 state_dir=${SHOP_PG_DIR:-${TMPDIR:-/tmp}/shop-test-postgres}
@@ -40,15 +43,19 @@ start() {
   [ "$(id -u)" = 0 ] && chown postgres "$state_dir"
   run_pg "$bin/initdb" -D "$state_dir/data" -U shop -A trust --no-sync >/dev/null
   certificates
-  # Loopback only; fsync off because test data is disposable and the disk is shared. TLS on
-  # (clients choose: sslmode=prefer by default, require or verify-full with the test CA).
-  run_pg "$bin/pg_ctl" -D "$state_dir/data" -l "$state_dir/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $state_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 -c ssl=on -c ssl_cert_file=$state_dir/tls/server.crt -c ssl_key_file=$state_dir/tls/server.key" \
-    start >/dev/null
+  serve
   say "running on 127.0.0.1:$port, TLS with the CA $state_dir/tls/ca.crt (log: $state_dir/server.log)"
   echo "export SHOP_TEST_POSTGRES_URL=postgres://shop@127.0.0.1:$port/postgres"
   echo "export SHOP_TEST_POSTGRES_CA=$state_dir/tls/ca.crt"
 }
+# Loopback only; fsync off because test data is disposable and the disk is shared. TLS on
+# (clients choose: sslmode=prefer by default, require or verify-full with the test CA).
+serve() {
+  run_pg "$(pg_bin)/pg_ctl" -D "$state_dir/data" -l "$state_dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $state_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 -c ssl=on -c ssl_cert_file=$state_dir/tls/server.crt -c ssl_key_file=$state_dir/tls/server.key" \
+    start >/dev/null
+}
+
 # A CA made for this server alone, and the server's certificate for 127.0.0.1 signed by it:
 # what a test needs to connect with sslmode=verify-full. Valid two days; made at every start.
 certificates() {
@@ -81,5 +88,7 @@ stop_quietly() {
 case "${1:-}" in
   start) start ;;
   stop) stop_quietly; say "stopped" ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  pause) run_pg "$(pg_bin)/pg_ctl" -D "$state_dir/data" -m fast -w stop >/dev/null ;;
+  resume) serve ;;
+  *) echo "usage: $0 start|stop|pause|resume" >&2; exit 2 ;;
 esac

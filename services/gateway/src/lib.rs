@@ -107,9 +107,21 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
     // The routes' clients report their breakers; the key cache's does not, as its upstream
     // (user) is also a route's, and one series would mix two breakers.
     let options = UpstreamOptions::from_env()?.reporting_to(metrics);
+    // A proxied request may take as long as the gateway gives any request (its
+    // SHOP_REQUEST_TIMEOUT_MS, as every service does): each service bounds its own work and
+    // answers 503 past it, so cutting the wait shorter would answer 504 for requests the service
+    // still carries out (a checkout whose saga waits on a slow payment).
+    let route_options = UpstreamOptions {
+        request_timeout: config.request_timeout,
+        ..options.clone()
+    };
     let (mut current_raw, table) = read_routes(&settings.routes)?;
     tracing::info!(routes = table.routes.len(), "route table loaded");
-    let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::new(table, None, &options)?)));
+    let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::new(
+        table,
+        None,
+        &route_options,
+    )?)));
 
     let keys = Arc::new(keys::KeyCache::new(Upstream::new(
         "user",
@@ -179,7 +191,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
                 &reload_source,
                 &mut current_raw,
                 &reloading,
-                &options,
+                &route_options,
             ))
         },
     );
@@ -204,7 +216,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         name: "gateway",
         router: routes::router(gateway),
         openapi: document,
-        ready: Arc::new(move || {
+        ready: shop_kit::server::Readiness::Check(Arc::new(move || {
             let empty = ready_snapshot
                 .read()
                 .expect("route table lock")
@@ -218,7 +230,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
                     Ok(())
                 }
             })
-        }),
+        })),
         tasks,
     })
 }

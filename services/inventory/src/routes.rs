@@ -168,14 +168,12 @@ async fn reserve(
                     ),
                 })
                 .collect();
-            Err(Problem {
-                errors,
-                ..Problem::typed(
-                    StatusCode::CONFLICT,
-                    INSUFFICIENT_STOCK,
-                    format!("not enough stock, nothing was held: {detail}"),
-                )
-            })
+            Err(Problem::typed(
+                StatusCode::CONFLICT,
+                INSUFFICIENT_STOCK,
+                format!("not enough stock, nothing was held: {detail}"),
+            )
+            .with_errors(errors))
         }
     }
 }

@@ -58,6 +58,31 @@ pub struct ServiceConfig {
     pub max_header_bytes: usize,
     /// The installation's key for the tokens of the internal APIs (`SHOP_SERVICE_KEY`).
     pub service_key: crate::identity::ServiceKey,
+    /// How much work a service admits before it sheds load with `503 overloaded`.
+    pub admission: Admission,
+}
+
+/// A service's bound on concurrent work: requests handled at once, and how many may wait (and
+/// for how long) for one of those slots. Past either bound a request is answered `503` at once,
+/// so an overloaded service keeps answering what it admits within a bounded time.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Requests handled at once (`SHOP_MAX_IN_FLIGHT`, default 128; 0 turns admission off).
+    pub max_in_flight: usize,
+    /// Requests waiting for a slot (`SHOP_MAX_QUEUED`, default 256).
+    pub max_queued: usize,
+    /// The longest a request waits for a slot (`SHOP_QUEUE_TIMEOUT_MS`, default 500).
+    pub queue_timeout: Duration,
+}
+
+impl Admission {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            max_in_flight: env_parse("SHOP_MAX_IN_FLIGHT", 128)?,
+            max_queued: env_parse("SHOP_MAX_QUEUED", 256)?,
+            queue_timeout: Duration::from_millis(env_parse("SHOP_QUEUE_TIMEOUT_MS", 500)?),
+        })
+    }
 }
 
 /// The smallest head hyper can be told to accept.
@@ -87,6 +112,7 @@ impl ServiceConfig {
                 bytes
             },
             service_key: crate::identity::ServiceKey::from_env()?,
+            admission: Admission::from_env()?,
         })
     }
 }

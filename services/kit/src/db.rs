@@ -5,13 +5,15 @@
 //! Rows are read into `#[derive(sqlx::FromRow)]` structs named after their columns (flags are
 //! `BIGINT` 0/1, read as `i64`); a pair may stay a tuple destructured where it is read.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{Executor, Transaction};
+use sqlx::{Connection, Executor, Transaction};
 
 use crate::config::env_parse;
 
@@ -54,7 +56,88 @@ pub struct Database {
     /// PostgreSQL (and in-memory SQLite), `pool` itself.
     readers: AnyPool,
     backend: Backend,
+    outage: Arc<Outage>,
 }
+
+/// What kind of database failure an error is, for the answer a caller gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Every connection was in use for the whole acquire timeout.
+    Busy,
+    /// The server cannot be reached or is shutting down: a refused or broken connection, TLS,
+    /// PostgreSQL's connection exceptions (class 08) and shutdown codes (57P01 to 57P03).
+    Unreachable,
+    /// The database cannot write: out of space (SQLite's FULL, PostgreSQL's class 53), a file
+    /// that became read-only or unreadable (SQLite's READONLY, IOERR, CANTOPEN).
+    CannotWrite,
+}
+
+impl Failure {
+    /// The failure `err` is, or `None` for an error of the request itself (a constraint, SQL).
+    pub fn of(err: &sqlx::Error) -> Option<Self> {
+        match err {
+            sqlx::Error::PoolTimedOut => Some(Self::Busy),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+                Some(Self::Unreachable)
+            }
+            sqlx::Error::Database(db) => {
+                let code = db.code()?;
+                // The Any driver passes the backend's own error through.
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    Self::of_sqlstate(&code)
+                } else {
+                    Self::of_sqlite_code(&code)
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// By SQLite's (extended) result code.
+    fn of_sqlite_code(code: &str) -> Option<Self> {
+        // The primary result code is the low byte of an extended one.
+        match code.parse::<u32>().ok()? & 0xff {
+            8 | 10 | 13 | 14 => Some(Self::CannotWrite),
+            _ => None,
+        }
+    }
+
+    /// By PostgreSQL's SQLSTATE.
+    fn of_sqlstate(code: &str) -> Option<Self> {
+        if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+            Some(Self::Unreachable)
+        } else if code.starts_with("53") {
+            Some(Self::CannotWrite)
+        } else {
+            None
+        }
+    }
+}
+
+/// Put on a response whose handler found the database server unreachable, or waited out the
+/// pool's acquire timeout (see [`crate::Problem`]): the service then checks the server with a
+/// connection of its own and, while it stays down, answers at once instead of letting every
+/// request wait out the acquire timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseMayBeDown;
+
+/// Whether the database server is known to be down, and the check that finds it back.
+#[derive(Debug)]
+struct Outage {
+    /// Where to open the probe's own connection (never logged: it may hold a password). `None`
+    /// on SQLite: there is no server to lose.
+    url: Option<String>,
+    down: AtomicBool,
+    checking: AtomicBool,
+}
+
+/// How often the outage check tries a new connection while the server is down.
+const OUTAGE_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long one try may take before it counts as a failure.
+const OUTAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Database {
     /// Connects without running migrations. The URL is never logged or put in errors: it may
@@ -63,7 +146,11 @@ impl Database {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let mut url = url.to_owned();
-        let new_options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        // Shorter than the callers' upstream timeout (3 s), so that a caller waiting on a
+        // service whose database has just gone away hears that service's 503, not its own 504.
+        let acquire_timeout =
+            Duration::from_millis(env_parse("SHOP_DB_ACQUIRE_TIMEOUT_MS", 2_000)?);
+        let new_options = || AnyPoolOptions::new().acquire_timeout(acquire_timeout);
         let unreachable = || format!("could not connect to the {backend} database in DATABASE_URL");
         let mut options = new_options();
         match backend {
@@ -124,10 +211,16 @@ impl Database {
             }
             _ => pool.clone(),
         };
+        let outage = Arc::new(Outage {
+            url: (backend == Backend::Postgres).then(|| url.clone()),
+            down: AtomicBool::new(false),
+            checking: AtomicBool::new(false),
+        });
         Ok(Self {
             pool,
             readers,
             backend,
+            outage,
         })
     }
 
@@ -173,6 +266,43 @@ impl Database {
             .map(|_| ())
     }
 
+    /// Whether the server is known to be down right now (the last check could not connect).
+    pub fn is_down(&self) -> bool {
+        self.outage.down.load(Ordering::Relaxed)
+    }
+
+    /// A request found the server unreachable or the pool exhausted: checks the server with a
+    /// connection of its own (the pool may only be busy) until one opens, and marks the database
+    /// down meanwhile. One check runs at a time; it ends as soon as the server answers.
+    pub fn suspect_outage(&self) {
+        let outage = self.outage.clone();
+        let Some(url) = outage.url.clone() else {
+            return;
+        };
+        if outage.checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                let tried =
+                    tokio::time::timeout(OUTAGE_CHECK_TIMEOUT, sqlx::AnyConnection::connect(&url))
+                        .await;
+                if let Ok(Ok(connection)) = tried {
+                    let _ = connection.close().await;
+                    if outage.down.swap(false, Ordering::AcqRel) {
+                        tracing::info!("the database is reachable again");
+                    }
+                    break;
+                }
+                if !outage.down.swap(true, Ordering::AcqRel) {
+                    tracing::warn!("the database is down: answering 503 at once until it is back");
+                }
+                tokio::time::sleep(OUTAGE_CHECK_EVERY).await;
+            }
+            outage.checking.store(false, Ordering::Release);
+        });
+    }
+
     /// Whether an error is a unique-constraint violation (for 409 responses), on either backend:
     /// the `Any` driver hands the backend's own error through, whose kind sqlx classifies.
     pub fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -195,4 +325,36 @@ pub fn rfc3339(at: time::OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
         .format(&format)
         .expect("formatting a UTC time cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_by_backend_code() {
+        // SQLite: primary codes, and extended ones whose low byte is the primary.
+        for code in ["13", "8", "10", "14", "266", "1032"] {
+            assert_eq!(
+                Failure::of_sqlite_code(code),
+                Some(Failure::CannotWrite),
+                "{code}"
+            );
+        }
+        // SQLITE_CONSTRAINT (19) and its extended UNIQUE (2067) are the request's own.
+        for code in ["19", "2067", "1"] {
+            assert_eq!(Failure::of_sqlite_code(code), None, "{code}");
+        }
+        // PostgreSQL: connection exceptions and shutdowns; out of disk; a unique violation.
+        for code in ["08006", "08001", "57P01", "57P03"] {
+            assert_eq!(
+                Failure::of_sqlstate(code),
+                Some(Failure::Unreachable),
+                "{code}"
+            );
+        }
+        assert_eq!(Failure::of_sqlstate("53100"), Some(Failure::CannotWrite));
+        assert_eq!(Failure::of_sqlstate("23505"), None);
+        assert_eq!(Failure::of_sqlstate("57014"), None, "a cancelled statement");
+    }
 }

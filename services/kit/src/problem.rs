@@ -25,7 +25,17 @@ pub struct Problem {
     /// Field-level validation errors, when the request body was the problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Set when the cause may be a database server that is down (unreachable, or no connection
+    /// for the whole acquire timeout): the response carries [`crate::db::DatabaseMayBeDown`],
+    /// which starts the service's check of the server.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub(crate) database_may_be_down: bool,
 }
+
+/// Seconds a `503` asks the client to wait before trying again (`Retry-After`), unless the
+/// handler set its own.
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 pub type ApiResult<T> = Result<T, Problem>;
 
@@ -37,6 +47,7 @@ impl Problem {
             status: status.as_u16(),
             detail: Some(detail.into()),
             errors: Vec::new(),
+            database_may_be_down: false,
         }
     }
 
@@ -46,6 +57,11 @@ impl Problem {
             kind: format!("https://shop.dev/problems/{kind}"),
             ..Self::new(status, detail)
         }
+    }
+
+    /// This problem with field-level errors.
+    pub fn with_errors(self, errors: Vec<FieldError>) -> Self {
+        Self { errors, ..self }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -88,6 +104,18 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 
+    /// The service's database server is down (or was a moment ago): try again shortly.
+    pub fn database_down() -> Self {
+        Self {
+            database_may_be_down: true,
+            ..Self::typed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "the database is unavailable; try again shortly",
+            )
+        }
+    }
+
     /// An unexpected failure: the cause goes to the log, the caller gets a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -117,19 +145,44 @@ impl std::error::Error for Problem {}
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        let may_be_down = self.database_may_be_down;
         let mut response = (status, axum::Json(self)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if may_be_down {
+            response
+                .extensions_mut()
+                .insert(crate::db::DatabaseMayBeDown);
+        }
         response
     }
 }
 
 impl From<sqlx::Error> for Problem {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut => Self::unavailable("the database is busy; try again"),
-            _ => Self::internal(err),
+        use crate::db::Failure;
+        match Failure::of(&err) {
+            Some(Failure::Busy) => Self {
+                database_may_be_down: true,
+                ..Self::unavailable("the database is busy; try again")
+            },
+            Some(Failure::Unreachable) => {
+                tracing::warn!(error = %err, "the database is unreachable");
+                Self::database_down()
+            }
+            Some(Failure::CannotWrite) => {
+                tracing::error!(error = %err, "the database cannot write");
+                Self::typed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database-cannot-write",
+                    "the database cannot store this now (out of space or read-only); try again \
+                     later",
+                )
+            }
+            None => Self::internal(err),
         }
     }
 }
@@ -206,5 +259,49 @@ mod tests {
         let response = Problem::not_found("no such product").into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn every_503_says_when_to_try_again() {
+        for problem in [
+            Problem::unavailable("busy"),
+            Problem::database_down(),
+            Problem::from(sqlx::Error::PoolTimedOut),
+        ] {
+            let response = problem.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        }
+    }
+
+    #[test]
+    fn database_failures_are_503s_and_the_unreachable_ones_start_a_check() {
+        let refused = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        let problem = Problem::from(refused);
+        assert_eq!(problem.status, 503);
+        assert!(problem.kind.ends_with("/database-unavailable"));
+        let response = problem.into_response();
+        assert!(
+            response
+                .extensions()
+                .get::<crate::db::DatabaseMayBeDown>()
+                .is_some()
+        );
+        // A busy pool starts the check too (the check tells busy from down); a bug does not.
+        let busy = Problem::from(sqlx::Error::PoolTimedOut).into_response();
+        assert!(
+            busy.extensions()
+                .get::<crate::db::DatabaseMayBeDown>()
+                .is_some()
+        );
+        let bug = Problem::from(sqlx::Error::RowNotFound);
+        assert_eq!(bug.status, 500);
+        assert!(
+            bug.into_response()
+                .extensions()
+                .get::<crate::db::DatabaseMayBeDown>()
+                .is_none()
+        );
     }
 }

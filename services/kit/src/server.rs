@@ -28,6 +28,17 @@ use crate::tasks::Tasks;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// How the kit tells whether a service can do its work (`/readyz`).
+pub enum Readiness {
+    /// Always ready: nothing it depends on can be missing.
+    Always,
+    /// Its database answers. While the database's server is known to be down, the service's
+    /// own routes also answer `503` at once (see [`crate::db::Database::suspect_outage`]).
+    Database(crate::db::Database),
+    /// A check of its own.
+    Check(ReadyCheck),
+}
+
 /// Everything a service hands to the kit to be served.
 pub struct Service {
     pub name: &'static str,
@@ -35,7 +46,7 @@ pub struct Service {
     pub router: Router,
     /// Served at `/openapi.json`: `ApiDoc::openapi().into()` (finished by the kit).
     pub openapi: crate::openapi::Document,
-    pub ready: ReadyCheck,
+    pub ready: Readiness,
     /// Its background work (sweepers, relays, ...): running while it is served, stopped after.
     pub tasks: Tasks,
 }
@@ -112,6 +123,85 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
     }
 }
 
+/// Slots for requests being handled and a count of those waiting for one (see
+/// [`crate::config::Admission`]).
+#[derive(Clone)]
+struct Admitter {
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    limits: crate::config::Admission,
+}
+
+impl Admitter {
+    fn new(limits: crate::config::Admission) -> Self {
+        Self {
+            slots: (limits.max_in_flight > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight))),
+            queued: Arc::default(),
+            limits,
+        }
+    }
+}
+
+/// Handles a request in a free slot, waits a bounded time in a bounded queue for one, or sheds
+/// it with `503 overloaded` at once.
+async fn admit(State(admitter): State<Admitter>, request: Request, next: Next) -> Response {
+    let Some(slots) = &admitter.slots else {
+        return next.run(request).await;
+    };
+    let slot = match slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            let queued = admitter.queued.fetch_add(1, Ordering::AcqRel);
+            let waited = if queued < admitter.limits.max_queued {
+                tokio::time::timeout(admitter.limits.queue_timeout, slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            } else {
+                None
+            };
+            admitter.queued.fetch_sub(1, Ordering::AcqRel);
+            match waited {
+                Some(slot) => slot,
+                None => {
+                    return Problem::typed(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "the service is at capacity; try again shortly",
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    let response = next.run(request).await;
+    drop(slot);
+    response
+}
+
+/// While the database's server is known to be down, answers at once with a `503` (and
+/// `Retry-After`) instead of letting the request wait out the pool's acquire timeout; and when a
+/// handler's answer says the server may be down, starts the check that finds out.
+async fn database_gate(
+    State(db): State<crate::db::Database>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if db.is_down() {
+        return Problem::database_down().into_response();
+    }
+    let response = next.run(request).await;
+    if response
+        .extensions()
+        .get::<crate::db::DatabaseMayBeDown>()
+        .is_some()
+    {
+        db.suspect_outage();
+    }
+    response
+}
+
 /// While draining, every response asks the client to close its connection. Clients then close
 /// their own connections instead of reusing one the server is about to close, which is what
 /// would otherwise reset a request sent at the wrong moment.
@@ -149,8 +239,23 @@ struct ConnectionLimits {
 /// Wraps a service's routes with the operational endpoints and the common middleware.
 pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let mut routes = service.router;
+    let ready = match service.ready {
+        Readiness::Always => Arc::new(|| Box::pin(async { Ok(()) }) as _),
+        Readiness::Database(db) => {
+            routes = routes.layer(middleware::from_fn_with_state(db.clone(), database_gate));
+            database_check(db)
+        }
+        Readiness::Check(check) => check,
+    };
+    // The service's own routes only: a liveness or readiness probe is never shed. Inside the
+    // metrics, so shed requests are counted (as 503s).
+    routes = routes.layer(middleware::from_fn_with_state(
+        Admitter::new(config.admission),
+        admit,
+    ));
     let ops = Ops {
-        ready: service.ready,
+        ready,
         shutting_down: shutting_down.clone(),
         openapi: service.openapi,
     };
@@ -164,8 +269,7 @@ pub fn app(service: Service, config: &ServiceConfig, metrics: &Metrics) -> App {
             get(metrics::handler).with_state(metrics.clone()),
         );
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    let router = service
-        .router
+    let router = routes
         .merge(ops_routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -385,8 +489,12 @@ pub async fn run<B>(service: Service, runtime: &Runtime<B>) -> Result<()> {
     .await
 }
 
-/// The readiness check most services use: the database answers.
-pub fn database_ready(db: crate::db::Database) -> ReadyCheck {
+/// The readiness most services have: their database answers.
+pub fn database_ready(db: crate::db::Database) -> Readiness {
+    Readiness::Database(db)
+}
+
+fn database_check(db: crate::db::Database) -> ReadyCheck {
     Arc::new(move || {
         let db = db.clone();
         Box::pin(async move {

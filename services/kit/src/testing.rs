@@ -47,6 +47,12 @@ pub fn sqlite() -> TestDatabase {
 /// A new database on the test PostgreSQL server, or `None` (with a message) when there is none
 /// outside CI.
 pub async fn postgres() -> Option<TestDatabase> {
+    let admin_url = shared_postgres_url()?;
+    Some(postgres_on(&admin_url).await)
+}
+
+/// `SHOP_TEST_POSTGRES_URL`, or `None` (with a message) when it is unset outside CI.
+fn shared_postgres_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("SHOP_TEST_POSTGRES_URL") else {
         assert!(
             !in_ci(),
@@ -57,10 +63,15 @@ pub async fn postgres() -> Option<TestDatabase> {
         );
         return None;
     };
+    Some(admin_url)
+}
+
+/// A new database on the PostgreSQL server of `admin_url` (a URL naming a database there).
+pub async fn postgres_on(admin_url: &str) -> TestDatabase {
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let db = crate::db::Database::connect(&admin_url)
+    let db = crate::db::Database::connect(admin_url)
         .await
-        .expect("connecting to the test PostgreSQL server in SHOP_TEST_POSTGRES_URL");
+        .expect("connecting to the test PostgreSQL server");
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(db.pool())
         .await
@@ -68,12 +79,12 @@ pub async fn postgres() -> Option<TestDatabase> {
     db.pool().close().await;
     let (base, _) = admin_url
         .rsplit_once('/')
-        .expect("SHOP_TEST_POSTGRES_URL names a database");
-    Some(TestDatabase {
+        .expect("the admin URL names a database");
+    TestDatabase {
         url: format!("{base}/{name}"),
         backend: Backend::Postgres,
         dir: None,
-    })
+    }
 }
 
 /// SQLite always, PostgreSQL when available: run a test body over each.
@@ -128,6 +139,11 @@ pub fn config(database_url: &str) -> crate::ServiceConfig {
         header_read_timeout: std::time::Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
         service_key: service_key(),
+        admission: crate::config::Admission {
+            max_in_flight: 128,
+            max_queued: 256,
+            queue_timeout: std::time::Duration::from_millis(500),
+        },
     }
 }
 
@@ -364,5 +380,84 @@ impl Drop for NatsServer {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A PostgreSQL server of one test's own, to stop and start again (the shared test server must
+/// stay up for the other tests): `tests/postgres.sh` with its own folder and port. Stopped and
+/// removed on drop. `None` where the PostgreSQL tests are skipped (see [`postgres`]).
+pub struct PostgresServer {
+    /// An admin URL, as `SHOP_TEST_POSTGRES_URL` is for the shared server.
+    pub admin_url: String,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PostgresServer {
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/postgres.sh");
+
+    pub async fn start() -> Option<Self> {
+        // The shared server's variable says PostgreSQL is installed here and these tests run.
+        shared_postgres_url()?;
+        let port = {
+            let probe =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+            probe.local_addr().expect("a bound address").port()
+        };
+        // Directly under /tmp: the server runs as the `postgres` user, which must reach it.
+        let dir = PathBuf::from(format!(
+            "/tmp/shop-test-pg-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut server = Self {
+            admin_url: String::new(),
+            dir,
+            port,
+        };
+        let printed = server.script("start").await;
+        server.admin_url = printed
+            .lines()
+            .find_map(|line| line.strip_prefix("export SHOP_TEST_POSTGRES_URL="))
+            .unwrap_or_else(|| panic!("tests/postgres.sh start printed no URL: {printed}"))
+            .to_owned();
+        Some(server)
+    }
+
+    /// Stops the server as an operator's restart does (a fast shutdown: sessions are ended).
+    pub async fn pause(&self) {
+        self.script("pause").await;
+    }
+
+    /// Starts the stopped server again, with its data.
+    pub async fn resume(&self) {
+        self.script("resume").await;
+    }
+
+    async fn script(&self, command: &str) -> String {
+        let output = tokio::process::Command::new("bash")
+            .arg(Self::SCRIPT)
+            .arg(command)
+            .env("SHOP_PG_DIR", &self.dir)
+            .env("SHOP_PG_PORT", self.port.to_string())
+            .output()
+            .await
+            .expect("running tests/postgres.sh");
+        assert!(
+            output.status.success(),
+            "tests/postgres.sh {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::SCRIPT)
+            .arg("stop")
+            .env("SHOP_PG_DIR", &self.dir)
+            .env("SHOP_PG_PORT", self.port.to_string())
+            .output();
     }
 }

@@ -3,7 +3,6 @@
 //! `SHOP_REQUEST_TIMEOUT_MS`) while the server keeps answering everyone else. The figures are
 //! printed (`--nocapture`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -25,7 +24,7 @@ async fn serve() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
             post(|body: String| async move { body.len().to_string() }),
         ),
         openapi: utoipa::openapi::OpenApi::default().into(),
-        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        ready: shop_kit::server::Readiness::Always,
         tasks: Default::default(),
     };
     let mut config = testing::config("sqlite://unused");

@@ -1,8 +1,6 @@
 //! Service identity on the internal APIs, through the kit's middleware and client: a service
 //! named `payment` serving `/internal/charges` (the order service's only) and a public route.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post};
@@ -25,7 +23,7 @@ async fn payment() -> testing::TestServer {
         name: "payment",
         router,
         openapi: utoipa::openapi::OpenApi::default().into(),
-        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        ready: shop_kit::server::Readiness::Always,
         tasks: Default::default(),
     };
     let config = testing::config("sqlite://unused");

@@ -27,7 +27,7 @@ fn counting_service() -> (Service, Arc<AtomicU32>) {
         name: "counting",
         router: Router::new().route("/hello", get(|| async { "hi" })),
         openapi: utoipa::openapi::OpenApi::default().into(),
-        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        ready: shop_kit::server::Readiness::Always,
         tasks,
     };
     (service, runs)

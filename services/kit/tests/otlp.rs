@@ -33,7 +33,7 @@ async fn request_spans_reach_an_otlp_collector() {
         name: "otlp-test",
         router: Router::new().route("/hello", get(|| async { "hi" })),
         openapi: utoipa::openapi::OpenApi::default().into(),
-        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        ready: shop_kit::server::Readiness::Always,
         tasks: Default::default(),
     };
     let config = testing::config("sqlite://unused");

@@ -309,10 +309,8 @@ pub fn failure_problem(order: &Order, errors: Vec<FieldError>) -> OrderProblem {
         .clone()
         .unwrap_or_else(|| "the checkout failed".to_owned());
     OrderProblem {
-        problem: Problem {
-            errors,
-            ..Problem::typed(failure_status(&code), &code.replace('_', "-"), detail)
-        },
+        problem: Problem::typed(failure_status(&code), &code.replace('_', "-"), detail)
+            .with_errors(errors),
         order_id: order.id.clone(),
         reason_code: code,
     }

@@ -223,17 +223,17 @@ async fn refund(
             format!("charge {charge_id} failed; there is nothing to refund"),
         )),
         // A well-formed amount the stored charge cannot take: a conflict with its state.
-        RefundOutcome::CurrencyMismatch(currency) => problem(Problem {
-            errors: vec![FieldError {
-                field: "amount.currency".into(),
-                message: format!("must be the charge's currency, {currency}"),
-            }],
-            ..Problem::typed(
+        RefundOutcome::CurrencyMismatch(currency) => problem(
+            Problem::typed(
                 StatusCode::CONFLICT,
                 "currency-mismatch",
                 format!("charge {charge_id} is in {currency}; refund it in {currency}"),
             )
-        }),
+            .with_errors(vec![FieldError {
+                field: "amount.currency".into(),
+                message: format!("must be the charge's currency, {currency}"),
+            }]),
+        ),
         RefundOutcome::Exceeds(charged, refunded) => problem(Problem::typed(
             StatusCode::CONFLICT,
             "refund-exceeds-charge",

@@ -117,17 +117,15 @@ pub fn validate_create(request: &CreateShipment) -> ApiResult<()> {
             "does not match the rate table for these items and address: expected {} {} in {} days",
             expected.amount.amount, expected.amount.currency, expected.estimated_days
         );
-        return Err(Problem {
-            errors: vec![shop_kit::FieldError {
-                field: "quote".into(),
-                message: detail.clone(),
-            }],
-            ..Problem::typed(
-                StatusCode::CONFLICT,
-                "quote-mismatch",
-                format!("the quote {detail}; quote again"),
-            )
-        });
+        return Err(Problem::typed(
+            StatusCode::CONFLICT,
+            "quote-mismatch",
+            format!("the quote {detail}; quote again"),
+        )
+        .with_errors(vec![shop_kit::FieldError {
+            field: "quote".into(),
+            message: detail,
+        }]));
     }
     Ok(())
 }

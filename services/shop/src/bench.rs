@@ -10,7 +10,7 @@ use axum::routing::get;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::load::{self, CardWeights, Classified, Group, LoadArgs, Row, Samples, Weights};
+use shop::load::{self, CardWeights, Classified, Group, LoadArgs, Row, Samples, Weights};
 use shop::up::{self, UpArgs};
 
 #[derive(clap::Args, Debug)]

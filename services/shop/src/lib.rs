@@ -1,6 +1,8 @@
-//! The parts of the `shop` binary that its process tests use too: the service names and
-//! `shop up`'s way of starting them (ports, environment, start order).
+//! The parts of the `shop` binary that its process tests use too: the service names,
+//! `shop up`'s way of starting them (ports, environment, start order), and `shop load`'s traffic
+//! mix (the fault tests run it in-process to read its report).
 
+pub mod load;
 pub mod up;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};

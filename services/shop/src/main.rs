@@ -1,13 +1,12 @@
 //! `shop`: serve one service, run the whole shop locally, migrate a database, drive load.
 
 mod bench;
-mod load;
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use shop::{ServiceName, up};
+use shop::{ServiceName, load, up};
 use shop_events::{Bus, EventOptions, Runtime};
 use shop_kit::{Service, ServiceConfig};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::stack::{
     Bus, Customer, DECLINED_CARD, GOOD_CARD, NO_FUNDS_CARD, Stack, Storage, checkout_body,
-    eventually,
+    eventually, standing,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -34,18 +34,6 @@ async fn stock_of(stack: &Stack, ids: &[String]) -> Vec<i64> {
         levels.push(stack.available(id).await);
     }
     levels
-}
-
-/// Charges that still hold money: succeeded and not refunded in full (payment keeps a refunded
-/// charge `succeeded` and counts what went back in `refunded`).
-fn standing(charges: &[Value]) -> usize {
-    charges
-        .iter()
-        .filter(|c| {
-            c["status"] == "succeeded"
-                && c["refunded"].as_i64().unwrap() < c["amount"]["amount"].as_i64().unwrap()
-        })
-        .count()
 }
 
 fn key() -> String {

@@ -65,7 +65,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         ),
         // Ready whenever it runs: with the gateway or a service down it still answers, with a
         // page that says what is unavailable, which is better than no page at all.
-        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        ready: shop_kit::server::Readiness::Always,
         tasks: Default::default(),
     })
 }

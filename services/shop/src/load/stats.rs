@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use super::mix::{Classified, Group, Operation};
 
+/// How a shed request (`503`) is classified: an error of this kind.
+pub const SHED: &str = "HTTP 503";
+
 /// The nearest-rank percentile (`p` in 0..=1) of sorted samples: the smallest sample with at
 /// least `p` of all samples at or below it.
 pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
@@ -22,14 +25,19 @@ pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
 pub struct Samples {
     /// Microseconds, every answered or failed request.
     latencies_us: Vec<u32>,
+    /// Microseconds, the requests the shop took on: all but the `503`s it shed.
+    accepted_us: Vec<u32>,
     outcomes: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Samples {
     pub fn record(&mut self, latency: Duration, classified: Classified) {
-        self.latencies_us
-            .push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        let us = latency.as_micros().min(u128::from(u32::MAX)) as u32;
+        self.latencies_us.push(us);
+        if !matches!(&classified, Classified::Error(kind) if kind == SHED) {
+            self.accepted_us.push(us);
+        }
         match classified {
             Classified::Success => {}
             Classified::Outcome(label) => *self.outcomes.entry(label.into()).or_default() += 1,
@@ -39,6 +47,7 @@ impl Samples {
 
     pub fn merge(&mut self, other: Self) {
         self.latencies_us.extend(other.latencies_us);
+        self.accepted_us.extend(other.accepted_us);
         for (k, n) in other.outcomes {
             *self.outcomes.entry(k).or_default() += n;
         }
@@ -49,10 +58,14 @@ impl Samples {
 
     pub fn into_row(mut self, name: &str, elapsed: Duration) -> Row {
         self.latencies_us.sort_unstable();
+        self.accepted_us.sort_unstable();
         let ms = |p| percentile(&self.latencies_us, p).map(|us| f64::from(us) / 1000.0);
         Row {
             name: name.to_owned(),
             count: self.latencies_us.len() as u64,
+            accepted: self.accepted_us.len() as u64,
+            shed: (self.latencies_us.len() - self.accepted_us.len()) as u64,
+            accepted_p99_ms: percentile(&self.accepted_us, 0.99).map(|us| f64::from(us) / 1000.0),
             per_second: self.latencies_us.len() as f64 / elapsed.as_secs_f64().max(1e-9),
             p50_ms: ms(0.50),
             p90_ms: ms(0.90),
@@ -118,6 +131,12 @@ impl Recorder {
 pub struct Row {
     pub name: String,
     pub count: u64,
+    /// Requests the shop took on (answered anything but `503`).
+    pub accepted: u64,
+    /// Requests the shop shed: answered `503` (overloaded, or a dependency down).
+    pub shed: u64,
+    /// p99 latency of the accepted requests only.
+    pub accepted_p99_ms: Option<f64>,
     pub per_second: f64,
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
@@ -159,6 +178,17 @@ impl Report {
             for (kind, n) in &row.error_kinds {
                 *kinds.entry(kind).or_default() += n;
             }
+        }
+        let total = &self.total;
+        if total.shed > 0 {
+            println!(
+                "\n  accepted {}, shed {} (503), p99 of the accepted {} ms",
+                total.accepted,
+                total.shed,
+                total
+                    .accepted_p99_ms
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+            );
         }
         if !kinds.is_empty() {
             println!("\n  errors by kind:");
@@ -223,6 +253,30 @@ mod tests {
         assert_eq!(percentile(&[5, 7, 9], 0.50), Some(7));
         assert_eq!(percentile(&[4], 0.5), Some(4));
         assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn shed_requests_are_counted_apart_from_the_accepted() {
+        let mut samples = Samples::default();
+        for ms in 1..=98 {
+            samples.record(Duration::from_millis(ms), Classified::Success);
+        }
+        samples.record(
+            Duration::from_millis(500),
+            Classified::Outcome("402 declined"),
+        );
+        for _ in 0..3 {
+            samples.record(
+                Duration::from_millis(2),
+                Classified::Error("HTTP 503".into()),
+            );
+        }
+        let row = samples.into_row("all", Duration::from_secs(1));
+        assert_eq!((row.count, row.accepted, row.shed), (102, 99, 3));
+        // A declined checkout was accepted (its 500 ms is the accepted p99); the shed answers
+        // are not among the accepted.
+        assert_eq!(row.accepted_p99_ms, Some(500.0));
+        assert_eq!(row.errors, 3);
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub enum Bus {
 
 pub enum Storage {
     Sqlite,
+    /// The shared test server (`SHOP_TEST_POSTGRES_URL`).
     Postgres,
+    /// A server of the test's own, by its admin URL.
+    PostgresAt(String),
 }
 
 pub struct Stack {
@@ -74,8 +77,11 @@ impl Stack {
                 Storage::Sqlite => {
                     format!("sqlite://{}", dir.0.join(format!("{service}.db")).display())
                 }
-                Storage::Postgres => {
-                    let db = shop_kit::testing::postgres().await?;
+                Storage::Postgres | Storage::PostgresAt(_) => {
+                    let db = match &storage {
+                        Storage::PostgresAt(admin) => shop_kit::testing::postgres_on(admin).await,
+                        _ => shop_kit::testing::postgres().await?,
+                    };
                     let url = db.url.clone();
                     postgres.push(db);
                     url
@@ -109,6 +115,11 @@ impl Stack {
 
     pub fn url(&self, service: &str) -> String {
         format!("http://127.0.0.1:{}", self.port(service))
+    }
+
+    /// The `DATABASE_URL` of `service`.
+    pub fn database_url(&self, service: &str) -> &str {
+        &self.databases[service]
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -216,6 +227,26 @@ impl Stack {
             .remove(service)
             .unwrap_or_else(|| panic!("{service} is not running"));
         process.wait(limit).await
+    }
+
+    /// Resident memory of each running service, in MiB (from `/proc`).
+    pub fn resident_mib(&self) -> BTreeMap<&'static str, f64> {
+        self.processes
+            .iter()
+            .filter_map(|(name, process)| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).ok()?;
+                let kib: f64 = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("VmRSS:"))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((*name, kib / 1024.0))
+            })
+            .collect()
     }
 
     /// The log of `service`, for failure messages.
@@ -366,6 +397,18 @@ impl Stack {
         }
         json_of(request).await
     }
+}
+
+/// Charges that still hold money: succeeded and not refunded in full (payment keeps a refunded
+/// charge `succeeded` and counts what went back in `refunded`).
+pub fn standing(charges: &[Value]) -> usize {
+    charges
+        .iter()
+        .filter(|c| {
+            c["status"] == "succeeded"
+                && c["refunded"].as_i64().unwrap() < c["amount"]["amount"].as_i64().unwrap()
+        })
+        .count()
 }
 
 /// The JSON answer to `request`.
