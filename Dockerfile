@@ -16,6 +16,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p shop -p shop-operator \
     && install -D -m 0755 target/release/shop target/release/shop-operator -t /out/
+# CycloneDX SBOMs of both binaries, made as the tests make them: tests/lint/sbom.sh builds
+# cargo-cyclonedx from crates.io once (cached) and uses python3 (in the rust image, with
+# mercurial).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/root/.cache/shop/tools \
+    tests/lint/sbom.sh /out/sbom
 
 # distroless/cc: glibc and libgcc, no shell, no package manager; runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
@@ -26,6 +32,7 @@ LABEL org.opencontainers.image.title="shop" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/shop-dev/shop"
 COPY --from=build /out/shop /out/shop-operator /usr/local/bin/
+COPY --from=build /out/sbom/shop.cdx.json /out/sbom/shop-operator.cdx.json /usr/share/doc/shop/sbom/
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/shop"]

@@ -224,7 +224,7 @@ def inspect(path):
         config = json.load(blob(manifest["config"]["digest"]))["config"]
         with tarfile.open(fileobj=blob(manifest["layers"][-1]["digest"])) as top:
             files = sorted("/" + m.name.lstrip("./") for m in top.getmembers()
-                           if m.isfile() and m.name.lstrip("./").startswith("usr/local/bin/"))
+                           if m.isfile() and m.name.lstrip("./").startswith(("usr/local/bin/", "usr/share/doc/shop/")))
     return {"files": files, "user": config.get("User", ""), "entrypoint": config.get("Entrypoint"),
             "cmd": config.get("Cmd"), "exposed_ports": sorted(config.get("ExposedPorts", {})),
             "labels": config.get("Labels", {})}

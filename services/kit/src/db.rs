@@ -169,6 +169,11 @@ impl Database {
                 // fair and never sleeps; a statement here takes microseconds.
                 options = options
                     .max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?)
+                    // On a full disk SQLite rolls a failed COMMIT back by itself; sqlx then still
+                    // counts the transaction as open (its ROLLBACK fails), makes the next one a
+                    // savepoint, and reports a commit that kept nothing. A connection given back
+                    // inside a transaction is closed instead, and the pool opens a clean one.
+                    .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers run beside the one writer; busy_timeout makes

@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// The checkouts' test cards, as for `shop load`.
     #[arg(long, default_value_t = CardWeights::default())]
     pub cards: CardWeights,
+    /// A soak instead: the mix for this many minutes, no ceiling, sampling every service's
+    /// resident memory, open file descriptors and database connections as it runs, and printing
+    /// how fast each grows.
+    #[arg(long, value_name = "MINUTES")]
+    pub soak: Option<u64>,
+    /// With --soak: seconds between samples.
+    #[arg(long, default_value_t = 30, requires = "soak")]
+    pub sample_every: u64,
 }
 
 /// The admin `shop up` names (`SHOP_ADMIN_EMAILS`), whom the benchmark registers to restock.
@@ -174,13 +182,172 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         ],
     })
     .await?;
-    let result = measure(&args, &shop).await;
+    let result = match args.soak {
+        Some(minutes) => soak(&args, &shop, minutes).await,
+        None => measure(&args, &shop).await,
+    };
     shop.stop().await;
     if let Some(admin) = &args.database_url {
         up::drop_databases(admin, DATABASE_PREFIX).await?;
     }
     let _ = std::fs::remove_dir_all(&data);
     result
+}
+
+/// What a soak samples of the whole shop at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    minutes: f64,
+    resident_mib: f64,
+    open_files: f64,
+    database_connections: f64,
+}
+
+/// Open file descriptors of `pid`, and how many of them are SQLite database files (one per
+/// connection: the `-wal` and `-shm` files are not counted).
+fn descriptors(pid: Pid) -> (usize, usize) {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    let targets: Vec<_> = entries
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    let databases = targets
+        .iter()
+        .filter(|t| t.extension().is_some_and(|e| e == "db"))
+        .count();
+    (targets.len(), databases)
+}
+
+/// Connections to the benchmark's own databases on the PostgreSQL server of `admin`.
+async fn postgres_connections(admin: &str) -> Result<f64> {
+    use sqlx::Connection;
+    let mut server = sqlx::PgConnection::connect(admin).await?;
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1 || '\\_%'")
+            .bind(DATABASE_PREFIX)
+            .fetch_one(&mut server)
+            .await?;
+    server.close().await?;
+    Ok(count as f64)
+}
+
+async fn sample(shop: &up::Shop, database_url: Option<&str>, started: Instant) -> Sample {
+    let mut sample = Sample {
+        minutes: started.elapsed().as_secs_f64() / 60.0,
+        ..Sample::default()
+    };
+    for running in &shop.running {
+        sample.resident_mib += memory_mib(running.pid).map_or(0.0, |(now, _)| now);
+        let (files, databases) = descriptors(running.pid);
+        sample.open_files += files as f64;
+        sample.database_connections += databases as f64;
+    }
+    if let Some(admin) = database_url {
+        sample.database_connections = postgres_connections(admin).await.unwrap_or(f64::NAN);
+    }
+    sample
+}
+
+/// The least-squares slope of `value` over the samples' minutes, per minute.
+fn slope_per_minute(samples: &[Sample], value: impl Fn(&Sample) -> f64) -> f64 {
+    let n = samples.len() as f64;
+    let mean_t = samples.iter().map(|s| s.minutes).sum::<f64>() / n;
+    let mean_v = samples.iter().map(&value).sum::<f64>() / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for s in samples {
+        covariance += (s.minutes - mean_t) * (value(s) - mean_v);
+        variance += (s.minutes - mean_t).powi(2);
+    }
+    if variance == 0.0 {
+        0.0
+    } else {
+        covariance / variance
+    }
+}
+
+/// `shop bench --soak MINUTES`: the mix for that long, sampled every `--sample-every` seconds.
+async fn soak(args: &BenchArgs, shop: &up::Shop, minutes: u64) -> Result<()> {
+    anyhow::ensure!(minutes > 0, "--soak must be at least 1 minute");
+    let gateway = shop.url(shop::ServiceName::Gateway).to_owned();
+    load::restock(&gateway, ADMIN_EMAIL, RESTOCK_ON_HAND)
+        .await
+        .context("restocking before the soak")?;
+    let backend = if args.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    eprintln!(
+        "shop bench: soak of {minutes} min, {} clients, {backend}, a sample every {} s",
+        args.concurrency, args.sample_every
+    );
+    let started = Instant::now();
+    let mix = tokio::spawn(load::execute_owned(LoadArgs {
+        url: gateway,
+        concurrency: Some(args.concurrency),
+        rate: None,
+        users: None,
+        duration: minutes * 60,
+        warmup: 0,
+        weights: args.weights,
+        cards: args.cards,
+        json: false,
+    }));
+    let mut samples = Vec::new();
+    let mut every = tokio::time::interval(Duration::from_secs(args.sample_every.max(1)));
+    println!(
+        "\n  {:>8} {:>14} {:>12} {:>22}",
+        "minute", "resident MiB", "open files", "database connections"
+    );
+    while !mix.is_finished() {
+        every.tick().await;
+        let sample = sample(shop, args.database_url.as_deref(), started).await;
+        println!(
+            "  {:>8.1} {:>14.1} {:>12} {:>22}",
+            sample.minutes, sample.resident_mib, sample.open_files, sample.database_connections
+        );
+        samples.push(sample);
+    }
+    let (_, report) = mix.await.context("the soak's load")??;
+    println!();
+    report.print();
+    // The first minutes fill pools and caches: the slope is taken after them.
+    let settled: Vec<Sample> = samples
+        .iter()
+        .copied()
+        .filter(|s| s.minutes >= 2.0)
+        .collect();
+    let settled = if settled.len() >= 2 { settled } else { samples };
+    println!(
+        "\n  growth per minute after the first 2 minutes (least squares over {} samples):",
+        settled.len()
+    );
+    for (what, unit, value) in [
+        (
+            "resident memory",
+            "MiB",
+            (|s: &Sample| s.resident_mib) as fn(&Sample) -> f64,
+        ),
+        ("open file descriptors", "", |s: &Sample| s.open_files),
+        ("database connections", "", |s: &Sample| {
+            s.database_connections
+        }),
+    ] {
+        let first = settled.first().map_or(f64::NAN, &value);
+        let last = settled.last().map_or(f64::NAN, &value);
+        println!(
+            "  {what:<24} {:>+9.3} {unit}/min   ({first:.1} → {last:.1})",
+            slope_per_minute(&settled, value)
+        );
+    }
+    println!(
+        "  {:<24} {:>9}   {}\n",
+        "errors",
+        report.total.errors,
+        verdict(report.total.errors == 0)
+    );
+    Ok(())
 }
 
 async fn measure(args: &BenchArgs, shop: &up::Shop) -> Result<()> {

@@ -574,6 +574,11 @@ impl Mix {
     }
 }
 
+/// [`execute`] for a task of its own (`tokio::spawn` needs the arguments owned).
+pub async fn execute_owned(args: LoadArgs) -> Result<(Pacing, Report)> {
+    execute(&args).await
+}
+
 /// Registers the users, runs the mix (warm-up, then the measured period) and returns the report.
 /// Progress goes to stderr.
 pub async fn execute(args: &LoadArgs) -> Result<(Pacing, Report)> {

@@ -1090,7 +1090,12 @@ fn real_node_image_matches_the_dockerfile() {
     let built_here = describe("inspect", archive.to_str().unwrap());
     assert_eq!(
         from_dockerfile["files"],
-        json!(["/usr/local/bin/shop", "/usr/local/bin/shop-operator"]),
+        json!([
+            "/usr/local/bin/shop",
+            "/usr/local/bin/shop-operator",
+            "/usr/share/doc/shop/sbom/shop-operator.cdx.json",
+            "/usr/share/doc/shop/sbom/shop.cdx.json"
+        ]),
         "the Dockerfile's files as the test expects them"
     );
     assert_eq!(

@@ -138,7 +138,25 @@ impl Drop for Process {
 
 /// `shop <args>` with `env`, text logs at `SHOP_LOG` (else `log_level`).
 fn shop_command(args: &[&str], env: &[(&str, String)], log_level: &str) -> Command {
-    let mut command = Command::new(SHOP);
+    wrapped_shop_command(&[], args, env, log_level)
+}
+
+/// [`shop_command`], run by `wrapper` (a program and its arguments, `shop` and its arguments
+/// after them) when one is given.
+fn wrapped_shop_command(
+    wrapper: &[&str],
+    args: &[&str],
+    env: &[(&str, String)],
+    log_level: &str,
+) -> Command {
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(SHOP);
+            command
+        }
+        None => Command::new(SHOP),
+    };
     command
         .args(args)
         .env(
@@ -203,6 +221,90 @@ pub async fn shop_up(data: &TempDir, port: u16, args: &[&str], env: &[(&str, Str
 pub async fn interrupt(mut shop: Process) {
     shop.signal(Signal::SIGINT);
     assert!(shop.wait(Duration::from_secs(30)).await.success());
+}
+
+/// Whether this process runs as root (the small-disk tests mount a tmpfs).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uids = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .to_owned();
+            uids.split_whitespace()
+                .nth(1)
+                .map(|effective| effective == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// One service as its own process, like [`serve`], with its SQLite file on a tmpfs of `mib` MiB
+/// mounted in a mount namespace of the process's own, so a test can fill that disk and nothing
+/// else sees it. The folder holding the file, as the test reaches it (through
+/// `/proc/<pid>/root`), comes back with the process. Needs root; `None` without it, except under
+/// `CI=true`, where that fails.
+pub async fn serve_on_small_disk(
+    service: &str,
+    port: u16,
+    dir: &TempDir,
+    mib: u32,
+) -> Option<(Process, PathBuf)> {
+    if !is_root() {
+        assert!(
+            !shop_kit::testing::in_ci(),
+            "the small-disk test mounts a tmpfs: under CI=true it must run as root"
+        );
+        eprintln!("SKIPPED: mounting a small disk needs root");
+        return None;
+    }
+    let disk = dir.0.join("small-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let disk_arg = disk.to_str().unwrap().to_owned();
+    let size = format!("size={mib}m");
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o "$1" shop-test-disk "$2" && shift 2 && exec "$@""#,
+        "sh",
+        &size,
+        &disk_arg,
+    ];
+    let env = [
+        ("SHOP_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", disk.join(format!("{service}.db")).display()),
+        ),
+    ];
+    let log = dir.0.join(format!("{service}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut command = wrapped_shop_command(&wrapper, &["serve", service], &env, "info");
+    command.stdout(file.try_clone().unwrap()).stderr(file);
+    let process = Process::spawn(service, command);
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(&ready)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{service} on a small disk not ready; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen_from_here = PathBuf::from(format!("/proc/{}/root", process.child.id()))
+        .join(disk.strip_prefix("/").unwrap());
+    Some((process, seen_from_here))
 }
 
 /// One service as its own process, listening on `port`, with its SQLite file in `dir`.
