@@ -300,8 +300,12 @@ async fn soak(args: &BenchArgs, shop: &up::Shop, minutes: u64) -> Result<()> {
         "\n  {:>8} {:>14} {:>12} {:>22}",
         "minute", "resident MiB", "open files", "database connections"
     );
-    while !mix.is_finished() {
+    loop {
         every.tick().await;
+        // A sample after the mix has ended would count its clients' connections closing.
+        if mix.is_finished() {
+            break;
+        }
         let sample = sample(shop, args.database_url.as_deref(), started).await;
         println!(
             "  {:>8.1} {:>14.1} {:>12} {:>22}",

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use mix::{BROWSE, Card, Operation, PAGES, Rng, SEARCH, cart_operation, choose, classify_answer};
 pub use mix::{CardWeights, Classified, Group, Weights};
-pub use stats::{Report, Row, SHED, Samples};
+pub use stats::{Report, Row, Samples};
 
 /// Concurrent virtual users when neither `--concurrency` nor `--rate` is given.
 pub const DEFAULT_CONCURRENCY: u32 = 50;

@@ -117,13 +117,8 @@ async fn twice_the_capacity_is_shed_and_what_is_accepted_stays_fast() {
         total.accepted as f64 / report.elapsed_s,
         total.shed,
     );
-    let unexpected: Vec<_> = total
-        .error_kinds
-        .keys()
-        .filter(|kind| kind.as_str() != shop::load::SHED)
-        .collect();
     assert!(
-        unexpected.is_empty(),
+        total.errors_besides_shed().is_empty(),
         "errors other than shedding: {:?}",
         total.error_kinds
     );

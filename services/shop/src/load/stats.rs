@@ -148,6 +148,18 @@ pub struct Row {
     pub error_kinds: BTreeMap<String, u64>,
 }
 
+impl Row {
+    /// The kinds of error other than shedding (`503`), with their counts: what a run that
+    /// expects `503`s (an outage, an overload) must not see.
+    pub fn errors_besides_shed(&self) -> BTreeMap<&str, u64> {
+        self.error_kinds
+            .iter()
+            .filter(|(kind, _)| kind.as_str() != SHED)
+            .map(|(kind, n)| (kind.as_str(), *n))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub elapsed_s: f64,
@@ -277,6 +289,7 @@ mod tests {
         // are not among the accepted.
         assert_eq!(row.accepted_p99_ms, Some(500.0));
         assert_eq!(row.errors, 3);
+        assert!(row.errors_besides_shed().is_empty());
     }
 
     #[test]
