@@ -86,7 +86,7 @@ pub fn service(db: Database, catalog: Upstream) -> Service {
             catalog,
         }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks: Default::default(),
     }
 }

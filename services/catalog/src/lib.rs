@@ -58,7 +58,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         name: "catalog",
         router: routes::router(routes::AppState { store }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks: Default::default(),
     })
 }

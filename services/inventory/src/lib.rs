@@ -115,7 +115,7 @@ pub fn service(db: Database, settings: Settings) -> Service {
         name: "inventory",
         router: routes::router(routes::AppState { store, settings }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks,
     }
 }

@@ -75,12 +75,26 @@ pub struct Admission {
     pub queue_timeout: Duration,
 }
 
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 128,
+            max_queued: 256,
+            queue_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
 impl Admission {
     pub fn from_env() -> Result<Self> {
+        let defaults = Self::default();
         Ok(Self {
-            max_in_flight: env_parse("SHOP_MAX_IN_FLIGHT", 128)?,
-            max_queued: env_parse("SHOP_MAX_QUEUED", 256)?,
-            queue_timeout: Duration::from_millis(env_parse("SHOP_QUEUE_TIMEOUT_MS", 500)?),
+            max_in_flight: env_parse("SHOP_MAX_IN_FLIGHT", defaults.max_in_flight)?,
+            max_queued: env_parse("SHOP_MAX_QUEUED", defaults.max_queued)?,
+            queue_timeout: Duration::from_millis(env_parse(
+                "SHOP_QUEUE_TIMEOUT_MS",
+                defaults.queue_timeout.as_millis() as u64,
+            )?),
         })
     }
 }

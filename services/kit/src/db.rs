@@ -278,17 +278,18 @@ impl Database {
 
     /// A request found the server unreachable or the pool exhausted: checks the server with a
     /// connection of its own (the pool may only be busy) until one opens, and marks the database
-    /// down meanwhile. One check runs at a time; it ends as soon as the server answers.
+    /// down meanwhile. One check runs at a time; it ends as soon as the server answers, or when
+    /// the service has let go of its `Database` (it holds only a weak reference).
     pub fn suspect_outage(&self) {
-        let outage = self.outage.clone();
-        let Some(url) = outage.url.clone() else {
+        let Some(url) = self.outage.url.clone() else {
             return;
         };
-        if outage.checking.swap(true, Ordering::AcqRel) {
+        if self.outage.checking.swap(true, Ordering::AcqRel) {
             return;
         }
+        let weak = Arc::downgrade(&self.outage);
         tokio::spawn(async move {
-            loop {
+            while let Some(outage) = weak.upgrade() {
                 let tried =
                     tokio::time::timeout(OUTAGE_CHECK_TIMEOUT, sqlx::AnyConnection::connect(&url))
                         .await;
@@ -297,14 +298,15 @@ impl Database {
                     if outage.down.swap(false, Ordering::AcqRel) {
                         tracing::info!("the database is reachable again");
                     }
-                    break;
+                    outage.checking.store(false, Ordering::Release);
+                    return;
                 }
                 if !outage.down.swap(true, Ordering::AcqRel) {
                     tracing::warn!("the database is down: answering 503 at once until it is back");
                 }
+                drop(outage);
                 tokio::time::sleep(OUTAGE_CHECK_EVERY).await;
             }
-            outage.checking.store(false, Ordering::Release);
         });
     }
 

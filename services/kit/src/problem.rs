@@ -33,8 +33,8 @@ pub struct Problem {
     pub(crate) database_may_be_down: bool,
 }
 
-/// Seconds a `503` asks the client to wait before trying again (`Retry-After`), unless the
-/// handler set its own.
+/// Seconds a `503` problem asks the client to wait before trying again (`Retry-After`); a
+/// handler that wants another value sets the header on the response it built from the problem.
 pub const RETRY_AFTER_SECS: u32 = 2;
 
 pub type ApiResult<T> = Result<T, Problem>;

@@ -489,11 +489,6 @@ pub async fn run<B>(service: Service, runtime: &Runtime<B>) -> Result<()> {
     .await
 }
 
-/// The readiness most services have: their database answers.
-pub fn database_ready(db: crate::db::Database) -> Readiness {
-    Readiness::Database(db)
-}
-
 fn database_check(db: crate::db::Database) -> ReadyCheck {
     Arc::new(move || {
         let db = db.clone();

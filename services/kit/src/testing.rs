@@ -139,11 +139,7 @@ pub fn config(database_url: &str) -> crate::ServiceConfig {
         header_read_timeout: std::time::Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
         service_key: service_key(),
-        admission: crate::config::Admission {
-            max_in_flight: 128,
-            max_queued: 256,
-            queue_timeout: std::time::Duration::from_millis(500),
-        },
+        admission: crate::config::Admission::default(),
     }
 }
 
@@ -313,11 +309,7 @@ impl NatsServer {
     /// Starts a server on a free loopback port with a fresh store folder.
     pub async fn start() -> Option<Self> {
         let binary = Self::binary()?;
-        let port = {
-            let probe =
-                std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-            probe.local_addr().expect("a bound address").port()
-        };
+        let port = free_loopback_port();
         let store = std::env::temp_dir().join(format!("shop-test-nats-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&store).expect("creating a store folder");
         let mut server = Self {
@@ -383,6 +375,12 @@ impl Drop for NatsServer {
     }
 }
 
+/// A loopback port free a moment ago, for a test server of one test's own.
+fn free_loopback_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    probe.local_addr().expect("a bound address").port()
+}
+
 /// A PostgreSQL server of one test's own, to stop and start again (the shared test server must
 /// stay up for the other tests): `tests/postgres.sh` with its own folder and port. Stopped and
 /// removed on drop. `None` where the PostgreSQL tests are skipped (see [`postgres`]).
@@ -399,11 +397,7 @@ impl PostgresServer {
     pub async fn start() -> Option<Self> {
         // The shared server's variable says PostgreSQL is installed here and these tests run.
         shared_postgres_url()?;
-        let port = {
-            let probe =
-                std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-            probe.local_addr().expect("a bound address").port()
-        };
+        let port = free_loopback_port();
         // Directly under /tmp: the server runs as the `postgres` user, which must reach it.
         let dir = PathBuf::from(format!(
             "/tmp/shop-test-pg-{}",
@@ -433,12 +427,19 @@ impl PostgresServer {
         self.script("resume").await;
     }
 
-    async fn script(&self, command: &str) -> String {
-        let output = tokio::process::Command::new("bash")
+    /// `tests/postgres.sh <command>` for this server's folder and port.
+    fn command(&self, command: &str) -> std::process::Command {
+        let mut script = std::process::Command::new("bash");
+        script
             .arg(Self::SCRIPT)
             .arg(command)
             .env("SHOP_PG_DIR", &self.dir)
-            .env("SHOP_PG_PORT", self.port.to_string())
+            .env("SHOP_PG_PORT", self.port.to_string());
+        script
+    }
+
+    async fn script(&self, command: &str) -> String {
+        let output = tokio::process::Command::from(self.command(command))
             .output()
             .await
             .expect("running tests/postgres.sh");
@@ -453,11 +454,6 @@ impl PostgresServer {
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(Self::SCRIPT)
-            .arg("stop")
-            .env("SHOP_PG_DIR", &self.dir)
-            .env("SHOP_PG_PORT", self.port.to_string())
-            .output();
+        let _ = self.command("stop").output();
     }
 }

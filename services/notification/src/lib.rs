@@ -158,7 +158,7 @@ pub fn service_with_sender(
         name: "notification",
         router: routes::router(routes::AppState { store }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks,
     }
 }

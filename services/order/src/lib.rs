@@ -186,7 +186,7 @@ pub fn service_waking(
             deadline: settings.checkout_deadline,
         }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks,
     }
 }

@@ -104,7 +104,7 @@ pub fn service_with(db: Database, settings: Settings) -> Service {
         name: "payment",
         router: routes::router(routes::AppState { store }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks,
     }
 }

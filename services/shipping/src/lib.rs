@@ -39,7 +39,7 @@ pub fn service(db: Database) -> Service {
             store: storage::Store::new(db.clone()),
         }),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks: Default::default(),
     }
 }

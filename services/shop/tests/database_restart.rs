@@ -73,20 +73,17 @@ async fn the_shop_rides_out_a_database_restart_under_load() {
     let prober = stack.customer("prober").await;
     let started = Instant::now();
 
-    let load = tokio::spawn({
-        let args = LoadArgs {
-            url: stack.url("gateway"),
-            concurrency: Some(USERS),
-            rate: None,
-            users: None,
-            duration: 30,
-            warmup: 0,
-            weights: Default::default(),
-            cards: Default::default(),
-            json: false,
-        };
-        async move { shop::load::execute(&args).await }
-    });
+    let load = tokio::spawn(shop::load::execute_owned(LoadArgs {
+        url: stack.url("gateway"),
+        concurrency: Some(USERS),
+        rate: None,
+        users: None,
+        duration: 30,
+        warmup: 0,
+        weights: Default::default(),
+        cards: Default::default(),
+        json: false,
+    }));
     let probing = Arc::new(AtomicBool::new(true));
     let probes = tokio::spawn({
         let (client, api, token, probing) = (

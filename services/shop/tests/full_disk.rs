@@ -66,9 +66,8 @@ async fn a_full_disk_is_a_clear_503_and_corrupts_nothing() {
         .json()
         .await
         .unwrap();
-    let category = categories["items"][0]["slug"]
+    let category = categories[0]["slug"]
         .as_str()
-        .or(categories[0]["slug"].as_str())
         .unwrap_or_else(|| panic!("a category: {categories}"))
         .to_owned();
 

@@ -81,10 +81,12 @@ async fn twice_the_capacity_is_shed_and_what_is_accepted_stays_fast() {
 
     // Twice that, open loop; memory sampled every second meanwhile.
     let rate = 2.0 * capacity_per_second;
-    let overload = tokio::spawn({
-        let args = load(&stack, None, Some(rate), OVERLOAD_SECS);
-        async move { shop::load::execute(&args).await }
-    });
+    let overload = tokio::spawn(shop::load::execute_owned(load(
+        &stack,
+        None,
+        Some(rate),
+        OVERLOAD_SECS,
+    )));
     let mut peak: BTreeMap<&str, f64> = BTreeMap::new();
     while !overload.is_finished() {
         for (service, mib) in stack.resident_mib() {

@@ -147,7 +147,7 @@ pub async fn build(runtime: &Runtime, settings: Settings) -> Result<Service> {
         name: "user",
         router: routes::router(state),
         openapi: routes::ApiDoc::openapi().into(),
-        ready: shop_kit::server::database_ready(db),
+        ready: shop_kit::server::Readiness::Database(db),
         tasks,
     })
 }

@@ -234,17 +234,9 @@ impl Stack {
         self.processes
             .iter()
             .filter_map(|(name, process)| {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).ok()?;
-                let kib: f64 = status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("VmRSS:"))?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some((*name, kib / 1024.0))
+                let bytes =
+                    shop_kit::metrics::ProcessStats::of(process.child.id()).resident_memory_bytes?;
+                Some((*name, bytes as f64 / (1024.0 * 1024.0)))
             })
             .collect()
     }
