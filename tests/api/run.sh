@@ -46,10 +46,12 @@ seed=${SHOP_API_SEED:-20261206}
 [ "$seed" = random ] && seed=$RANDOM$RANDOM
 
 # Ten consecutive free ports on 127.0.0.1: the gateway's, then the services' in `shop up`'s order.
+# Below Linux's ephemeral range (32768 and up), where an outgoing connection could take one of
+# them before `shop up` binds it.
 base=$(python3 - <<'PY'
 import random, socket
 for _ in range(200):
-    base = random.randrange(20000, 60000)
+    base = random.randrange(20000, 32000)
     sockets = []
     try:
         for port in range(base, base + 10):

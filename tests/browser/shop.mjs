@@ -30,11 +30,13 @@ function portFree(port) {
 /**
  * A base port with base..base+12 free on 127.0.0.1: `shop up` gives the gateway base and the
  * other nine services the next ports (user, catalog, …, notification, storefront); 3 spare.
+ * Below Linux's ephemeral range (32768 and up): a port found free there can be taken by an
+ * outgoing connection before `shop up` binds it (it happened: "Address already in use").
  */
 async function freeBasePort() {
   for (let attempt = 0; attempt < 50; attempt++) {
     // Random, so test files (and parallel runs) rarely try the same range.
-    const base = 20000 + Math.floor(Math.random() * 30000);
+    const base = 20000 + Math.floor(Math.random() * 12000);
     let free = true;
     for (let p = base; p <= base + 12 && free; p++) free = await portFree(p);
     if (free) return base;

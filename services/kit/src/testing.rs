@@ -375,10 +375,17 @@ impl Drop for NatsServer {
     }
 }
 
-/// A loopback port free a moment ago, for a test server of one test's own.
+/// A loopback port free a moment ago, for a test server of one test's own that binds it later.
+/// Below Linux's ephemeral range (32768 and up), where the kernel's own choice (port 0) would
+/// land: there an outgoing connection can take the port before the server binds it.
 fn free_loopback_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-    probe.local_addr().expect("a bound address").port()
+    for _ in 0..200 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 /// A PostgreSQL server of one test's own, to stop and start again (the shared test server must
