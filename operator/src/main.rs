@@ -81,6 +81,14 @@ struct RunArgs {
     /// server before it lets go, leaving the database and role behind.
     #[arg(long, default_value_t = controller::DEFAULT_SHARED_CLEANUP_TIMEOUT.as_secs(), value_name = "SECONDS")]
     shared_cleanup_timeout: u64,
+    /// How long a ShopService's reconcile waits for more changes of it and its children once
+    /// one arrived (kube-runtime's trailing debounce): a burst of status updates of its
+    /// Deployment and database becomes one reconcile, at the price of this much delay.
+    #[arg(long, env = "SHOP_OPERATOR_DEBOUNCE_MS", default_value_t = controller::DEFAULT_DEBOUNCE.as_millis() as u64, value_name = "MILLISECONDS")]
+    debounce_ms: u64,
+    /// How many ShopServices are reconciled at once.
+    #[arg(long, env = "SHOP_OPERATOR_CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY)]
+    concurrency: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -176,6 +184,8 @@ async fn operate(args: RunArgs) -> anyhow::Result<()> {
         http_listener,
         leader_election,
         shared_cleanup_timeout: Duration::from_secs(args.shared_cleanup_timeout),
+        debounce: Duration::from_millis(args.debounce_ms),
+        concurrency: args.concurrency,
     };
     controller::run(client, settings, shop_kit::server::shutdown_signal()).await
 }

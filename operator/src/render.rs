@@ -7,6 +7,7 @@
 //! in a YAML comment. In particular it never produces a real password.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::build::{self, Child, Children, Context};
 use crate::crd::ShopService;
@@ -68,13 +69,13 @@ pub fn render(services: &[ShopService], options: &Options) -> anyhow::Result<Str
         .iter()
         .map(|shop| as_if_stored(shop, &options.namespace))
         .collect();
-    let mut by_namespace: BTreeMap<&str, Vec<ShopService>> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<&str, Vec<Arc<ShopService>>> = BTreeMap::new();
     for shop in &stored {
         let namespace = shop.metadata.namespace.as_deref().unwrap_or_default();
         by_namespace
             .entry(namespace)
             .or_default()
-            .push(shop.clone());
+            .push(Arc::new(shop.clone()));
     }
 
     let mut out = String::from(

@@ -1,5 +1,7 @@
 //! ShopServices as the API server would hand them to the builders, for the tests.
 
+use std::sync::Arc;
+
 use kube::api::ObjectMeta;
 
 use super::Context;
@@ -39,11 +41,14 @@ pub fn routed(name: &str, component: Component, prefix: &str) -> ShopService {
     shop
 }
 
-pub fn context<'a>(services: &'a [ShopService], password: Option<&'a str>) -> Context<'a> {
+/// A context with `services` as the namespace. They are shared as the operator's cache shares
+/// them, in a slice left to live as long as the test process (a few ShopServices per test).
+pub fn context<'a>(services: &[ShopService], password: Option<&'a str>) -> Context<'a> {
+    let shared: Vec<Arc<ShopService>> = services.iter().cloned().map(Arc::new).collect();
     Context {
         default_image: IMAGE,
         postgres_image: super::database::DEFAULT_POSTGRES_IMAGE,
-        namespace_services: services,
+        namespace_services: Vec::leak(shared),
         database_password: password,
     }
 }

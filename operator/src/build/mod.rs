@@ -37,6 +37,7 @@ pub mod service_account;
 pub(crate) mod fixtures;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use common::Owner;
 pub use owned::{Child, Children, OWNED_KINDS, OwnedKind, Prune};
@@ -53,8 +54,10 @@ pub struct Context<'a> {
     /// unless the operator is told otherwise).
     pub postgres_image: &'a str,
     /// Every ShopService in the namespace, the one being built included: where its
-    /// dependencies listen, who depends on it, and (for a gateway) which are routed.
-    pub namespace_services: &'a [ShopService],
+    /// dependencies listen, who depends on it, and (for a gateway) which are routed. Shared
+    /// with the operator's cache, not copied: a reconcile of one ShopService among thousands
+    /// would otherwise copy them all.
+    pub namespace_services: &'a [Arc<ShopService>],
     /// The password of a Dedicated database: generated once by the I/O layer when the
     /// credentials Secret does not exist yet, and read back from that Secret afterwards, so a
     /// reconcile never rotates it. `None` when there is no Dedicated database.
@@ -66,6 +69,7 @@ impl<'a> Context<'a> {
     pub fn live_services(self) -> impl Iterator<Item = &'a ShopService> {
         self.namespace_services
             .iter()
+            .map(|shop| shop.as_ref())
             .filter(|shop| shop.metadata.deletion_timestamp.is_none())
     }
 

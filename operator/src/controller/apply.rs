@@ -6,6 +6,7 @@
 //! those once.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -82,18 +83,19 @@ pub async fn apply(
     };
     let applied = apply_children(ctx, children.into_apply_order(), notes).await?;
     notes.extend(prune(ctx, owner, &applied).await?);
+    let database = applied.iter().find_map(|child| match child {
+        Child::StatefulSet(stateful_set) => Some(stateful_set),
+        _ => None,
+    });
     // After the StatefulSet, whose template then asks for the same size.
     let storage = match owner.spec().database.mode {
-        DatabaseMode::Dedicated => Some(storage::grow_claim(owner, ctx, notes).await?),
+        DatabaseMode::Dedicated => Some(storage::grow_claim(owner, database, ctx, notes).await?),
         DatabaseMode::Shared | DatabaseMode::None => None,
     };
 
     let observed = Observed {
         deployment: applied_deployment(&applied),
-        database: applied.iter().find_map(|child| match child {
-            Child::StatefulSet(stateful_set) => Some(stateful_set),
-            _ => None,
-        }),
+        database,
         missing_dependencies: &missing_dependencies,
         shared: shared.as_ref(),
         storage: storage.as_ref(),
@@ -122,7 +124,7 @@ pub async fn apply(
 /// What the reconcile read from the cluster before building.
 struct Dereferenced {
     /// Every ShopService of the namespace, this one included.
-    namespace_services: Vec<ShopService>,
+    namespace_services: Vec<Arc<ShopService>>,
     database: Database,
 }
 

@@ -38,6 +38,7 @@ use kube::{Api, Client};
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use super::status;
 use crate::build::common::{INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGER, controlled_by};
 use crate::build::{Child, OWNED_KINDS, OwnedKind};
 
@@ -262,6 +263,18 @@ impl ChildCache {
     /// with `applied`.
     pub fn record(&self, desired: &Child, hash: u64, applied: &Child) {
         let key = Key::of(desired);
+        // The status the reconcile just read: the watch's echo of this apply is no change.
+        let status = match applied {
+            Child::Deployment(deployment) => Some(deployment.status_hash()),
+            Child::StatefulSet(stateful_set) => Some(stateful_set.status_hash()),
+            _ => None,
+        };
+        if let Some(status) = status {
+            self.statuses
+                .lock()
+                .expect("statuses lock")
+                .insert(key.clone(), status);
+        }
         let mut entries = self.applied.lock().expect("applied lock");
         match Version::of(applied.meta()) {
             Some(version) => {
@@ -464,13 +477,13 @@ trait WithStatus {
 
 impl WithStatus for Deployment {
     fn status_hash(&self) -> u64 {
-        hash_of(&self.status)
+        status::deployment_reading(self)
     }
 }
 
 impl WithStatus for StatefulSet {
     fn status_hash(&self) -> u64 {
-        hash_of(&self.status)
+        status::database_reading(self)
     }
 }
 
@@ -735,23 +748,27 @@ mod tests {
             metadata: meta("cart", None, ""),
             ..Deployment::default()
         });
-        let answered = Child::Deployment(Deployment {
+        let stored = Deployment {
             metadata: meta("cart", Some(1), "10"),
             ..Deployment::default()
-        });
+        };
+        let answered = Child::Deployment(stored.clone());
         fixture
             .cache
             .record(&desired, desired_hash(&desired).unwrap(), &answered);
         fixture
             .deployments
-            .apply_watcher_event(&Event::Apply(Deployment {
-                metadata: meta("cart", Some(1), "10"),
-                ..Deployment::default()
-            }));
+            .apply_watcher_event(&Event::Apply(stored.clone()));
         let seen = meta("cart", Some(1), "10");
         assert!(
+            !fixture
+                .cache
+                .matters(deployment, &seen, Some(stored.status_hash())),
+            "the echo of the apply, its status as the apply answered"
+        );
+        assert!(
             fixture.cache.matters(deployment, &seen, Some(1)),
-            "its first status"
+            "a status the apply did not see"
         );
         assert!(
             !fixture.cache.matters(deployment, &seen, Some(1)),

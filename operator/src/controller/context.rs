@@ -187,7 +187,10 @@ impl Context {
     /// Every ShopService of `namespace`: from the cache once it is synced and up to date, from
     /// the API server otherwise (a reconcile must never build from a stale picture of its
     /// peers: nothing would trigger it again).
-    pub async fn namespace_services(&self, namespace: &str) -> Result<Vec<ShopService>, Error> {
+    pub async fn namespace_services(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<Arc<ShopService>>, Error> {
         if let Some(cached) = self
             .synced_shops
             .get()
@@ -200,7 +203,10 @@ impl Context {
                 .list(&ListParams::default())
                 .await
                 .map_err(Error::kube("list the ShopServices of the namespace"))?
-                .items,
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         )
     }
 

@@ -49,7 +49,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::PredicateConfig;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self as runtime, Action, Controller};
@@ -72,10 +72,13 @@ use peers::PeerTrigger;
 /// before the garbage collector removes the children.
 pub const FINALIZER: &str = "shop.dev/cleanup";
 
-/// How many ShopServices are reconciled at once. 16 was measured too (docs/benchmarks.md): on a
-/// 2-core cluster it was no faster (the API server is the limit) and more than doubled the
-/// operator's peak memory.
-const CONCURRENCY: u16 = 4;
+/// [`Settings::concurrency`] unless told otherwise. A reconcile that creates a ShopService's
+/// children waits for four round trips to the API server (the finalizer, two waves of
+/// applies, the status), ~1 s on a busy 2-core cluster, so 4 slots applied at most ~4
+/// ShopServices a second and 1,000 queued for minutes (docs/benchmarks.md). A slot costs
+/// little memory since reconciles share their namespace's ShopServices instead of copying
+/// them.
+pub const DEFAULT_CONCURRENCY: u16 = 8;
 
 /// How the operator runs.
 pub struct Settings {
@@ -92,10 +95,23 @@ pub struct Settings {
     /// How long after its deletion a ShopService with a Shared database and `deletionPolicy:
     /// Delete` waits for the shared server before letting go, leaving its database behind.
     pub shared_cleanup_timeout: Duration,
+    /// How long a reconcile waits for further changes once one arrived ([`DEFAULT_DEBOUNCE`]).
+    pub debounce: Duration,
+    /// How many ShopServices are reconciled at once ([`DEFAULT_CONCURRENCY`]).
+    pub concurrency: u16,
 }
 
 /// [`Settings::shared_cleanup_timeout`] unless told otherwise.
 pub const DEFAULT_SHARED_CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How soon a reconcile that met a stale copy of its ShopService is tried again.
+const STALE_RETRY: Duration = Duration::from_millis(500);
+
+/// [`Settings::debounce`] unless told otherwise. Measured (docs/benchmarks.md): without it a
+/// ShopService took ~4.3 reconciles on its way to Ready and, at 5 new ones a second, the queue
+/// in front of the reconcile slots put the median apply → Ready at 12 s; with 500 ms, 3.0 and
+/// 3.3 s.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
 
 type Shutdown = Shared<BoxFuture<'static, ()>>;
 
@@ -112,6 +128,8 @@ pub async fn run(
         http_listener,
         leader_election,
         shared_cleanup_timeout,
+        debounce,
+        concurrency,
     } = settings;
     let shops: Api<ShopService> = watched(&client, &namespace);
     preflight(
@@ -140,7 +158,8 @@ pub async fn run(
         http.await??;
         return Ok(());
     };
-    let (controller, store, peers) = controller(shops, child_watches, &context);
+    let (controller, store, peers) =
+        controller(shops, child_watches, (debounce, concurrency), &context);
     let readiness = ready_once_synced(store, peers, &context, &metrics);
     let children_synced = children.sync();
 
@@ -276,6 +295,7 @@ async fn take_the_lead(
 fn controller(
     shops: Api<ShopService>,
     children: cache::ChildWatches,
+    (debounce, concurrency): (Duration, u16),
     context: &Arc<Context>,
 ) -> (
     Controller<ShopService>,
@@ -291,11 +311,14 @@ fn controller(
         .reflect(writer)
         .applied_objects()
         // Its own status writes come back as events that change nothing to reconcile: only a
-        // new spec, a finalizer added or removed, the deletion starting, or an annotation
-        // changed (how a person forces a reconcile) do.
+        // new spec, another's finalizer added or removed, the deletion starting, or an
+        // annotation changed (how a person forces a reconcile) do.
         .predicate_filter(what_is_reconciled, PredicateConfig::default());
-    let mut controller = Controller::for_stream(shop_events, store.clone())
-        .with_config(runtime::Config::default().concurrency(CONCURRENCY));
+    let mut controller = Controller::for_stream(shop_events, store.clone()).with_config(
+        runtime::Config::default()
+            .concurrency(concurrency)
+            .debounce(debounce),
+    );
     context.metrics.count_pending_with({
         let store = store.clone();
         // Weak: the context owns the metrics, which own this.
@@ -340,7 +363,13 @@ fn what_is_reconciled(shop: &ShopService) -> Option<u64> {
     let mut hasher = std::hash::DefaultHasher::new();
     (
         shop.metadata.generation,
-        &shop.metadata.finalizers,
+        // Not this operator's own: it adds it in the reconcile that goes on to apply, and
+        // the echo of that would be a reconcile with nothing to do. One that someone else
+        // removes is added back by the next reconcile.
+        shop.finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect::<Vec<_>>(),
         shop.metadata.deletion_timestamp.is_some(),
         &shop.metadata.annotations,
     )
@@ -416,23 +445,40 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
         );
         let object_ref = ObjectRef::from_obj(shop.as_ref());
         let mut notes = Vec::new();
-        let result = finalizer(&shops, FINALIZER, shop.clone(), |event| async {
-            match event {
-                finalizer::Event::Apply(shop) => {
-                    let owner = Owner::new(&shop)?;
-                    apply::apply(&owner, &ctx, &mut notes).await
-                }
-                finalizer::Event::Cleanup(shop) => cleanup::cleanup(&shop, &ctx, &mut notes).await,
+        let (shop, result) = match with_finalizer(&shops, &shop).await {
+            Ok(Some(shop)) => {
+                let result = finalizer(&shops, FINALIZER, shop.clone(), |event| async {
+                    match event {
+                        finalizer::Event::Apply(shop) => {
+                            let owner = Owner::new(&shop)?;
+                            apply::apply(&owner, &ctx, &mut notes).await
+                        }
+                        finalizer::Event::Cleanup(shop) => {
+                            cleanup::cleanup(&shop, &ctx, &mut notes).await
+                        }
+                    }
+                })
+                .await;
+                (shop, result)
             }
-        })
-        .await;
+            // Soon, from the cache: the change that made the copy stale may be one that
+            // triggers no reconcile (a label, say).
+            Ok(None) => (shop, Ok(Action::requeue(STALE_RETRY))),
+            Err(error) => (shop, Err(finalizer::Error::AddFinalizer(error))),
+        };
         let result = not_failures(result).map_err(|e| Error::Finalizer(Box::new(e)));
         if let Err(error) = &result
             && shop.meta().deletion_timestamp.is_none()
         {
             notes.extend(report_failure(&shops, &shop, error).await);
         }
-        ctx.publish(&shop, notes).await;
+        // Published beside the reconcile, not in it: each Event is a request to a busy API
+        // server, and the next ShopService waiting for one of the few reconcile slots need
+        // not wait for them too.
+        if !notes.is_empty() {
+            let (ctx, shop) = (ctx.clone(), shop.clone());
+            tokio::spawn(async move { ctx.publish(&shop, notes).await });
+        }
         let outcome = if result.is_ok() {
             ctx.failures
                 .lock()
@@ -454,13 +500,53 @@ async fn reconcile(shop: Arc<ShopService>, ctx: Arc<Context>) -> Result<Action, 
     .await
 }
 
-/// The finalizer's outcomes that are not failures, both the work of a stale cache (a
-/// ShopService is reconciled again when a peer changes, from the copy the cache holds):
-/// - a cleanup that found the ShopService gone when it came to remove the finalizer: the
-///   first cleanup had already let the object go;
-/// - adding the finalizer refused with 422: the JSON patch tests that the list is still the
-///   one the copy had, and it is not (this operator added it a moment ago). The watch event
-///   of that change brings the object back for its reconcile.
+/// The ShopService with the finalizer `shop.dev/cleanup`, added here when it lacks it and is
+/// not being deleted. The same reconcile then goes on to apply: kube's `finalizer` helper
+/// adds it and stops, and the watch event of that change costs a second reconcile and a
+/// round trip on every ShopService's way to Ready.
+///
+/// The patch is guarded by the cached copy's resourceVersion, so a stale copy (a ShopService
+/// is reconciled again when a peer changes, from the copy the cache holds) is refused with
+/// 409 and never adds the finalizer twice; then `None`.
+async fn with_finalizer(
+    shops: &Api<ShopService>,
+    shop: &Arc<ShopService>,
+) -> Result<Option<Arc<ShopService>>, kube::Error> {
+    if shop.meta().deletion_timestamp.is_some() || shop.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        return Ok(Some(shop.clone()));
+    }
+    let mut finalizers = shop.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": shop.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    match shops
+        .patch(
+            &shop.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(mut added) => {
+            added.metadata.managed_fields = None;
+            Ok(Some(Arc::new(added)))
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            debug!("the cached copy is stale; adding the finalizer again shortly");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The finalizer's outcome that is not a failure: a cleanup that found the ShopService gone
+/// when it came to remove the finalizer (the work of a stale cache: the first cleanup had
+/// already let the object go).
 fn not_failures(
     result: Result<Action, finalizer::Error<Error>>,
 ) -> Result<Action, finalizer::Error<Error>> {
@@ -468,10 +554,6 @@ fn not_failures(
         Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status)))
             if status.is_not_found() =>
         {
-            Ok(Action::await_change())
-        }
-        Err(finalizer::Error::AddFinalizer(kube::Error::Api(status))) if status.code == 422 => {
-            debug!("the finalizer list moved on since the cached copy; awaiting its watch event");
             Ok(Action::await_change())
         }
         other => other,
@@ -538,18 +620,38 @@ mod tests {
     }
 
     #[test]
-    fn a_finalizer_already_removed_or_already_added_is_not_a_failure() {
+    fn a_finalizer_already_removed_is_not_a_failure() {
         let gone = finalizer::Error::RemoveFinalizer(api_error(404, "NotFound"));
         assert!(not_failures(Err(gone)).is_ok());
         let conflict = finalizer::Error::RemoveFinalizer(api_error(409, "Conflict"));
         assert!(not_failures(Err(conflict)).is_err());
         let cleanup = finalizer::Error::CleanupFailed(Error::NotNamespaced);
         assert!(not_failures(Err(cleanup)).is_err());
-        // The test op of the finalizer patch failed: the list moved on since the cached copy.
-        let moved_on = finalizer::Error::AddFinalizer(api_error(422, "Invalid"));
-        assert!(not_failures(Err(moved_on)).is_ok());
         let forbidden = finalizer::Error::AddFinalizer(api_error(403, "Forbidden"));
         assert!(not_failures(Err(forbidden)).is_err());
+    }
+
+    #[test]
+    fn only_changes_a_reconcile_acts_on_pass_the_filter() {
+        let mut shop = crate::build::fixtures::shop("cart", None);
+        shop.metadata.generation = Some(1);
+        let before = what_is_reconciled(&shop);
+        let mut changed = shop.clone();
+        changed.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        changed.status = Some(Default::default());
+        assert_eq!(
+            what_is_reconciled(&changed),
+            before,
+            "its own finalizer and status"
+        );
+        changed.metadata.finalizers = Some(vec![FINALIZER.into(), "other.dev/hold".into()]);
+        assert_ne!(what_is_reconciled(&changed), before, "another's finalizer");
+        let mut changed = shop.clone();
+        changed.metadata.generation = Some(2);
+        assert_ne!(what_is_reconciled(&changed), before, "a new spec");
+        let mut changed = shop.clone();
+        changed.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert_ne!(what_is_reconciled(&changed), before, "its deletion");
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl PeerTrigger {
     /// with every spec change this trigger has seen there; `None` if not. The cache and this
     /// trigger are fed by two watches, and a peer reconciled on a change the cache does not
     /// hold yet would be built from the old spec and not be triggered again.
-    pub fn namespace_services(&self, namespace: &str) -> Option<Vec<ShopService>> {
+    pub fn namespace_services(&self, namespace: &str) -> Option<Vec<Arc<ShopService>>> {
         let cached: Vec<Arc<ShopService>> = self
             .store
             .state()
@@ -139,7 +139,7 @@ impl PeerTrigger {
             }
             true
         });
-        caught_up.then(|| cached.iter().map(|shop| ShopService::clone(shop)).collect())
+        caught_up.then_some(cached)
     }
 }
 

@@ -257,91 +257,119 @@ where
     result
 }
 
+/// The API server's side of the first reconcile of `cart()` once it has the finalizer: its
+/// children applied in order (its Deployment answered as available), nothing to prune, its
+/// status written Ready, and the Events.
+async fn first_apply_of_cart(mut server: ApiServer) -> ApiServer {
+    server.list_shop_services(&[&cart()]).await;
+    let key = server.service_key(true).await;
+    assert_eq!(key["metadata"]["name"], "shop-service-key");
+    assert!(
+        key["metadata"].get("ownerReferences").is_none(),
+        "the namespace's, not one ShopService's"
+    );
+    let encoded: k8s_openapi::ByteString =
+        serde_json::from_value(key["data"]["key"].clone()).unwrap();
+    let encoded = String::from_utf8(encoded.0).unwrap();
+    assert!(
+        shop_kit::ServiceKey::decode(&encoded).is_ok(),
+        "a key the services accept"
+    );
+    let account = server
+        .apply("/api/v1/namespaces/shop/serviceaccounts/cart")
+        .await;
+    assert_eq!(account["kind"], "ServiceAccount");
+    assert_eq!(account["automountServiceAccountToken"], false);
+    server.apply("/api/v1/namespaces/shop/services/cart").await;
+    server
+        .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart")
+        .await;
+    // Answered as a Deployment whose one pod is available.
+    let exchange = server
+        .expect(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/shop/deployments/cart",
+        )
+        .await;
+    exchange.assert_applied_by_the_operator();
+    let mut deployment = exchange.body.clone();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        IMAGE
+    );
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["uid"],
+        "uid-of-cart"
+    );
+    deployment["metadata"]["generation"] = json!(1);
+    deployment["status"] = json!({"observedGeneration": 1, "replicas": 1,
+            "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+    exchange.answer(StatusCode::OK, &deployment);
+
+    server.prune_finds_nothing().await;
+    let status = server.status().await;
+    assert_eq!(status["observedGeneration"], 1);
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "True", "{status}");
+    let (reason, _) = server.event().await;
+    assert_eq!(reason, "GeneratedServiceKey");
+    let (reason, _) = server.event().await;
+    assert_eq!(reason, "Ready");
+    server
+}
+
 #[tokio::test]
-async fn a_new_shop_service_first_gets_the_finalizer() {
+async fn a_new_shop_service_gets_the_finalizer_then_its_children_in_the_same_reconcile() {
     let mut new = cart();
     new.metadata.finalizers = None;
+    new.metadata.resource_version = Some("41".into());
     let result = reconcile_against(new, |mut server| async move {
         let exchange = server
             .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart"))
             .await;
-        assert_eq!(exchange.content_type, "application/json-patch+json");
-        let added = exchange.body.as_array().unwrap().last().unwrap().clone();
-        assert_eq!(added["op"], "add");
-        assert_eq!(added["value"], json!([FINALIZER]));
-        let mut stored = serde_json::to_value(cart()).unwrap();
-        stored["metadata"]["finalizers"] = json!([FINALIZER]);
-        exchange.answer(StatusCode::OK, &stored);
+        assert_eq!(exchange.content_type, "application/merge-patch+json");
+        assert_eq!(
+            exchange.body,
+            json!({"metadata": {"resourceVersion": "41", "finalizers": [FINALIZER]}}),
+            "guarded by the version it was read at"
+        );
+        exchange.answer(StatusCode::OK, &serde_json::to_value(cart()).unwrap());
+        first_apply_of_cart(server).await
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn a_stale_copy_without_the_finalizer_is_tried_again_soon() {
+    let mut stale = cart();
+    stale.metadata.finalizers = None;
+    stale.metadata.resource_version = Some("41".into());
+    let result = reconcile_against(stale, |mut server| async move {
+        let exchange = server
+            .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart"))
+            .await;
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "Conflict", "code": 409,
+            "message": "the object has been modified; please apply your changes to the latest version"});
+        exchange.answer(StatusCode::CONFLICT, &conflict);
         server
     })
     .await;
-    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_millis(500)));
 }
 
 #[tokio::test]
 async fn a_shop_service_gets_its_children_applied_in_order_then_its_status() {
-    let result = reconcile_against(cart(), |mut server| async move {
-        server.list_shop_services(&[&cart()]).await;
-        let key = server.service_key(true).await;
-        assert_eq!(key["metadata"]["name"], "shop-service-key");
-        assert!(
-            key["metadata"].get("ownerReferences").is_none(),
-            "the namespace's, not one ShopService's"
-        );
-        let encoded: k8s_openapi::ByteString =
-            serde_json::from_value(key["data"]["key"].clone()).unwrap();
-        let encoded = String::from_utf8(encoded.0).unwrap();
-        assert!(
-            shop_kit::ServiceKey::decode(&encoded).is_ok(),
-            "a key the services accept"
-        );
-        let account = server
-            .apply("/api/v1/namespaces/shop/serviceaccounts/cart")
-            .await;
-        assert_eq!(account["kind"], "ServiceAccount");
-        assert_eq!(account["automountServiceAccountToken"], false);
-        server.apply("/api/v1/namespaces/shop/services/cart").await;
-        server
-            .apply("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/cart")
-            .await;
-        // Answered as a Deployment whose one pod is available.
-        let exchange = server
-            .expect(
-                Method::PATCH,
-                "/apis/apps/v1/namespaces/shop/deployments/cart",
-            )
-            .await;
-        exchange.assert_applied_by_the_operator();
-        let mut deployment = exchange.body.clone();
-        assert_eq!(
-            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-            IMAGE
-        );
-        assert_eq!(
-            deployment["metadata"]["ownerReferences"][0]["uid"],
-            "uid-of-cart"
-        );
-        deployment["metadata"]["generation"] = json!(1);
-        deployment["status"] = json!({"observedGeneration": 1, "replicas": 1,
-            "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1});
-        exchange.answer(StatusCode::OK, &deployment);
-
-        server.prune_finds_nothing().await;
-        let status = server.status().await;
-        assert_eq!(status["observedGeneration"], 1);
-        let ready = status["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Ready")
-            .unwrap();
-        assert_eq!(ready["status"], "True", "{status}");
-        let (reason, _) = server.event().await;
-        assert_eq!(reason, "GeneratedServiceKey");
-        let (reason, _) = server.event().await;
-        assert_eq!(reason, "Ready");
-        server
-    })
+    let result = reconcile_against(
+        cart(),
+        |server| async move { first_apply_of_cart(server).await },
+    )
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
 }
@@ -392,14 +420,8 @@ async fn a_dedicated_database_gets_a_generated_password_and_its_objects_first() 
             .apply("/apis/apps/v1/namespaces/shop/deployments/cart")
             .await;
         server.prune_finds_nothing().await;
-        // Until the status shows the volume's size, the claim is read (not made yet here).
-        server
-            .expect(
-                Method::GET,
-                "/api/v1/namespaces/shop/persistentvolumeclaims/data-cart-db-0",
-            )
-            .await
-            .answer(StatusCode::NOT_FOUND, &not_found());
+        // The claim is not read: the StatefulSet's controller has not seen it yet (the apply
+        // answered without a status), so it has made none.
         let status = server.status().await;
         assert_eq!(status["database"]["secretName"], "cart-db-credentials");
         let (reason, note) = server.event().await;

@@ -3,6 +3,8 @@
 //! status and the operator writes it only when something really changed. Also the Events a
 //! change of status deserves ([`notes`]).
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -318,7 +320,27 @@ fn merge(
     }
 }
 
+/// What [`compute`] reads of a Deployment, as a hash: a change of the Deployment's status
+/// that leaves it equal (a condition's timestamps, `unavailableReplicas`, the collision count)
+/// cannot change the ShopService's status, so its watch event reconciles nothing.
+pub fn deployment_reading(deployment: &Deployment) -> u64 {
+    hash(&Rollout::of(deployment, None))
+}
+
+/// What [`compute`] reads of a Dedicated database's StatefulSet, as a hash (see
+/// [`deployment_reading`]).
+pub fn database_reading(stateful_set: &StatefulSet) -> u64 {
+    hash(&DatabasePod::of(stateful_set))
+}
+
+fn hash(value: &impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// The rollout of the Deployment, in numbers.
+#[derive(Hash)]
 struct Rollout {
     desired: i32,
     total: i32,
@@ -415,11 +437,11 @@ fn database_state(
                     format!("StatefulSet {name} is being created"),
                 ));
             };
-            let status = stateful_set.status.clone().unwrap_or_default();
-            let seen = status.observed_generation >= stateful_set.metadata.generation;
-            let ready = status.ready_replicas.unwrap_or(0) >= 1;
-            let current = status.update_revision.is_none()
-                || status.current_revision == status.update_revision;
+            let DatabasePod {
+                seen,
+                ready,
+                current,
+            } = DatabasePod::of(stateful_set);
             let growing = match storage {
                 Some(Storage::Growing {
                     capacity,
@@ -451,6 +473,28 @@ fn database_state(
                     format!("waiting for PostgreSQL ({name}-0) to become ready"),
                 )
             })
+        }
+    }
+}
+
+/// The database's pod as its StatefulSet's status tells it.
+#[derive(Hash)]
+struct DatabasePod {
+    /// The StatefulSet controller saw the current spec.
+    seen: bool,
+    ready: bool,
+    /// The pod runs the current revision.
+    current: bool,
+}
+
+impl DatabasePod {
+    fn of(stateful_set: &StatefulSet) -> DatabasePod {
+        let status = stateful_set.status.clone().unwrap_or_default();
+        DatabasePod {
+            seen: status.observed_generation >= stateful_set.metadata.generation,
+            ready: status.ready_replicas.unwrap_or(0) >= 1,
+            current: status.update_revision.is_none()
+                || status.current_revision == status.update_revision,
         }
     }
 }
@@ -940,5 +984,70 @@ mod tests {
         assert_eq!(status.observed_generation, Some(2));
         assert_eq!(condition(&status, PROGRESSING).reason, "Paused");
         assert_eq!(condition(&status, READY), condition(&before, READY));
+    }
+
+    #[test]
+    fn a_child_status_update_is_read_only_when_it_can_change_the_status() {
+        let starting = deployment(
+            1,
+            DeploymentStatus {
+                replicas: Some(1),
+                updated_replicas: Some(1),
+                unavailable_replicas: Some(1),
+                ..Default::default()
+            },
+        );
+        let progressing = |at: i64| DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "True".into(),
+            reason: Some("ReplicaSetUpdated".into()),
+            last_update_time: Some(time(at)),
+            ..Default::default()
+        };
+        let mut touched = starting.clone();
+        touched.status.as_mut().unwrap().conditions = Some(vec![progressing(100)]);
+        let mut touched_again = touched.clone();
+        touched_again.status.as_mut().unwrap().conditions = Some(vec![progressing(101)]);
+        assert_eq!(deployment_reading(&touched), deployment_reading(&starting));
+        assert_eq!(
+            deployment_reading(&touched_again),
+            deployment_reading(&touched)
+        );
+        let ready = deployment(1, available(1));
+        assert_ne!(deployment_reading(&ready), deployment_reading(&starting));
+        let mut stuck = starting.clone();
+        stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            reason: Some("ProgressDeadlineExceeded".into()),
+            ..progressing(102)
+        }]);
+        assert_ne!(deployment_reading(&stuck), deployment_reading(&starting));
+
+        let database = |ready: i32, current: &str| {
+            let mut stateful_set = StatefulSet::default();
+            stateful_set.metadata.generation = Some(1);
+            stateful_set.status = Some(StatefulSetStatus {
+                observed_generation: Some(1),
+                replicas: 1,
+                ready_replicas: Some(ready),
+                current_revision: Some(current.into()),
+                update_revision: Some("db-2".into()),
+                ..Default::default()
+            });
+            stateful_set
+        };
+        let mut counted = database(1, "db-2");
+        counted.status.as_mut().unwrap().available_replicas = Some(1);
+        assert_eq!(
+            database_reading(&counted),
+            database_reading(&database(1, "db-2"))
+        );
+        assert_ne!(
+            database_reading(&database(0, "db-2")),
+            database_reading(&database(1, "db-2"))
+        );
+        assert_ne!(
+            database_reading(&database(1, "db-1")),
+            database_reading(&database(1, "db-2"))
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! The claim is not watched: it is read only while the ShopService's status does not yet show
 //! a capacity of at least the requested size, so a settled database costs no request.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
@@ -67,16 +68,28 @@ enum Decision {
     Report(Storage),
 }
 
-/// Grows the claim of `owner`'s Dedicated database to the requested size, unless the status
-/// says it has that already; returns what the status should say.
+/// Grows the claim of `owner`'s Dedicated database (whose StatefulSet, as applied or watched,
+/// is `stateful_set`) to the requested size, unless the status says it has that already;
+/// returns what the status should say.
 pub async fn grow_claim(
     owner: &Owner<'_>,
+    stateful_set: Option<&StatefulSet>,
     ctx: &Context,
     notes: &mut Vec<Note>,
 ) -> Result<Storage, Error> {
     let requested = &owner.spec().database.storage;
     if shown_capacity(owner).is_some_and(|shown| at_least(shown, &requested.0)) {
         return Ok(Storage::Known);
+    }
+    // Its controller has not seen the StatefulSet yet (just created, or created again), so it
+    // has made no claim yet: one request less in the reconcile that creates a database. A
+    // claim kept from an earlier StatefulSet of the same name is read by the next reconcile,
+    // which the StatefulSet's first status triggers.
+    let seen = stateful_set
+        .and_then(|stateful_set| stateful_set.status.as_ref())
+        .is_some_and(|status| status.observed_generation.is_some());
+    if !seen {
+        return Ok(Storage::Provisioning);
     }
     let name = names::database_claim(owner.name);
     let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), owner.namespace);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p shop-e2e --bench operator -- [--count 100] [--steady-seconds 60] [--rate 5]
-//!     [--ceiling-concurrency 4] [--timeout 900] [--skip-ceiling] [--skip-converge]
+//!     [--ceiling-concurrency 8] [--timeout 900] [--skip-ceiling] [--skip-converge]
 //! ```
 //!
 //! Three measurements and their ceilings, each in a fresh namespace, with a PersistentVolume pre-created (before
@@ -10,7 +10,8 @@
 //!
 //! 1. **Ceiling**: the children of `--count` ShopServices, built by the operator's own pure
 //!    build layer before the clock, are created directly with a client, `--ceiling-concurrency`
-//!    ShopServices at a time (default 4, the operator's reconcile concurrency; each
+//!    ShopServices at a time (by default the operator's reconcile concurrency: its
+//!    `--concurrency`, 8, or `SHOP_OPERATOR_CONCURRENCY` when set; each
 //!    ShopService's objects in the operator's order, one after another, as a reconcile does),
 //!    until every Deployment is available and every StatefulSet ready: what the cluster allows.
 //! 2. **Converge**: the operator binary (`shop_e2e::operator_binary()`; build it with
@@ -29,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -46,6 +48,7 @@ use serde_json::json;
 use shop_e2e::{OperatorProcess, install_crd, operator_binary};
 use shop_operator::build::common::names;
 use shop_operator::build::{self, Context};
+use shop_operator::controller;
 use shop_operator::crd::ShopService;
 use tokio::sync::mpsc;
 
@@ -81,7 +84,11 @@ impl Args {
             count: 100,
             steady_seconds: 60,
             rate: 5.0,
-            ceiling_concurrency: 4,
+            // The operator's: the process inherits SHOP_OPERATOR_CONCURRENCY.
+            ceiling_concurrency: std::env::var("SHOP_OPERATOR_CONCURRENCY")
+                .ok()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(controller::DEFAULT_CONCURRENCY.into()),
             timeout: Duration::from_secs(900),
             skip_ceiling: false,
             skip_converge: false,
@@ -515,13 +522,13 @@ async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamesp
 /// The children of the ShopServices `shops` of `namespace`, built before the clock by the
 /// operator's build layer, as the ShopServices would be stored (a namespace and a uid).
 fn built_children(namespace: &str, shops: &[String]) -> Result<Vec<build::Children>> {
-    let stored: Vec<ShopService> = shops
+    let stored: Vec<Arc<ShopService>> = shops
         .iter()
         .map(|name| {
             let mut shop = shop_service(name);
             shop.metadata.namespace = Some(namespace.into());
             shop.metadata.uid = Some(format!("bench-{name}"));
-            shop
+            Arc::new(shop)
         })
         .collect();
     let context = Context {

@@ -493,6 +493,8 @@ impl InProcessOperator {
             http_listener: listener,
             leader_election: None,
             shared_cleanup_timeout: controller::DEFAULT_SHARED_CLEANUP_TIMEOUT,
+            debounce: controller::DEFAULT_DEBOUNCE,
+            concurrency: controller::DEFAULT_CONCURRENCY,
         };
         configure(&client, &mut settings);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -397,6 +398,7 @@ fn desired_children(
 ) -> (BTreeMap<String, ObjectMeta>, BTreeMap<String, Children>) {
     let mut objects = BTreeMap::new();
     let mut by_shop = BTreeMap::new();
+    let shared: Vec<Arc<ShopService>> = shops.iter().cloned().map(Arc::new).collect();
     for shop in shops {
         let secret = names::credentials_secret(&shop.name_any());
         let password = passwords
@@ -405,7 +407,7 @@ fn desired_children(
         let context = build::Context {
             default_image: TEST_IMAGE,
             postgres_image: build::database::DEFAULT_POSTGRES_IMAGE,
-            namespace_services: shops,
+            namespace_services: &shared,
             database_password: password.as_deref(),
         };
         let children = build::children(shop, &context).expect("the children build");
@@ -1025,7 +1027,7 @@ async fn a_statefulset_with_a_field_that_cannot_change_is_recreated_keeping_its_
     let context = build::Context {
         default_image: TEST_IMAGE,
         postgres_image: build::database::DEFAULT_POSTGRES_IMAGE,
-        namespace_services: std::slice::from_ref(&shop),
+        namespace_services: &[Arc::new(shop.clone())],
         database_password: Some("unused: the pod reads the Secret"),
     };
     let mut old = build::children(&shop, &context)
