@@ -158,8 +158,10 @@ pub async fn run(
         http.await??;
         return Ok(());
     };
-    let (controller, store, peers) =
-        controller(shops, child_watches, (debounce, concurrency), &context);
+    let config = runtime::Config::default()
+        .concurrency(concurrency)
+        .debounce(debounce);
+    let (controller, store, peers) = controller(shops, child_watches, config, &context);
     let readiness = ready_once_synced(store, peers, &context, &metrics);
     let children_synced = children.sync();
 
@@ -295,7 +297,7 @@ async fn take_the_lead(
 fn controller(
     shops: Api<ShopService>,
     children: cache::ChildWatches,
-    (debounce, concurrency): (Duration, u16),
+    config: runtime::Config,
     context: &Arc<Context>,
 ) -> (
     Controller<ShopService>,
@@ -314,11 +316,7 @@ fn controller(
         // new spec, another's finalizer added or removed, the deletion starting, or an
         // annotation changed (how a person forces a reconcile) do.
         .predicate_filter(what_is_reconciled, PredicateConfig::default());
-    let mut controller = Controller::for_stream(shop_events, store.clone()).with_config(
-        runtime::Config::default()
-            .concurrency(concurrency)
-            .debounce(debounce),
-    );
+    let mut controller = Controller::for_stream(shop_events, store.clone()).with_config(config);
     context.metrics.count_pending_with({
         let store = store.clone();
         // Weak: the context owns the metrics, which own this.

@@ -137,9 +137,11 @@ impl ApiServer {
         } else {
             exchange.answer(
                 StatusCode::CONFLICT,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                        "status": "Failure", "reason": "AlreadyExists", "code": 409,
-                        "message": "secrets \"shop-service-key\" already exists"}),
+                &refusal(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    "secrets \"shop-service-key\" already exists",
+                ),
             );
         }
         body
@@ -209,9 +211,14 @@ impl ApiServer {
     }
 }
 
-fn not_found() -> Value {
+/// The API server's answer to a refused request.
+fn refusal(code: StatusCode, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "reason": "NotFound", "code": 404, "message": "not found"})
+           "reason": reason, "code": code.as_u16(), "message": message})
+}
+
+fn not_found() -> Value {
+    refusal(StatusCode::NOT_FOUND, "NotFound", "not found")
 }
 
 /// A stored ShopService `cart` that already carries the finalizer, so reconciles go straight
@@ -354,9 +361,11 @@ async fn a_stale_copy_without_the_finalizer_is_tried_again_soon() {
         let exchange = server
             .expect(Method::PATCH, &format!("{SHOP_SERVICES}/cart"))
             .await;
-        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "reason": "Conflict", "code": 409,
-            "message": "the object has been modified; please apply your changes to the latest version"});
+        let conflict = refusal(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version",
+        );
         exchange.answer(StatusCode::CONFLICT, &conflict);
         server
     })
@@ -595,9 +604,11 @@ async fn a_refused_apply_fails_the_reconcile_before_prune_and_status() {
             .await
             .answer(
                 StatusCode::FORBIDDEN,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                        "status": "Failure", "reason": "Forbidden", "code": 403,
-                        "message": "serviceaccounts \"cart\" is forbidden"}),
+                &refusal(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "serviceaccounts \"cart\" is forbidden",
+                ),
             );
         // Sent with it in the same wave, and abandoned: nothing after the wave is applied.
         drop(

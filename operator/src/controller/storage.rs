@@ -5,7 +5,8 @@
 //! file system) does the rest and reports the new capacity in the claim's status.
 //!
 //! The claim is not watched: it is read only while the ShopService's status does not yet show
-//! a capacity of at least the requested size, so a settled database costs no request.
+//! a capacity of at least the requested size, so a settled database costs no request, and not
+//! before the StatefulSet's controller has seen the StatefulSet (until then it made no claim).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
