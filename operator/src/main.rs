@@ -81,9 +81,10 @@ struct RunArgs {
     /// server before it lets go, leaving the database and role behind.
     #[arg(long, default_value_t = controller::DEFAULT_SHARED_CLEANUP_TIMEOUT.as_secs(), value_name = "SECONDS")]
     shared_cleanup_timeout: u64,
-    /// How long a ShopService's reconcile waits for more changes of it and its children once
-    /// one arrived (kube-runtime's trailing debounce): a burst of status updates of its
-    /// Deployment and database becomes one reconcile, at the price of this much delay.
+    /// How long a change of a ShopService's children or peers waits for more before the
+    /// ShopService is reconciled (a trailing debounce): a burst of status updates of its
+    /// Deployment and database becomes one reconcile, at the price of this much delay. A change
+    /// of the ShopService itself is reconciled at once.
     #[arg(long, env = "SHOP_OPERATOR_DEBOUNCE_MS", default_value_t = controller::DEFAULT_DEBOUNCE.as_millis() as u64, value_name = "MILLISECONDS")]
     debounce_ms: u64,
     /// How many ShopServices are reconciled at once.

@@ -343,7 +343,9 @@ cmd_env() {
 	# shellcheck disable=SC2016 # $PATH is expanded by whoever evaluates the line
 	printf 'export PATH=%q:"$PATH"\n' "$SHOP_TOOLS_BIN"
 	# Tells the tests the pods are real (tests/e2e/tests/real_node.rs).
-	if real_node; then printf 'export SHOP_REAL_NODE=1 SHOP_IMAGES_DIR=%q\n' "$IMAGES_DIR"; fi
+	if real_node; then
+		printf 'export SHOP_REAL_NODE=1 SHOP_IMAGES_DIR=%q SHOP_NODE_LOGS=%q\n' "$IMAGES_DIR" "$NODE_DIR/logs"
+	fi
 }
 
 cmd_status() {

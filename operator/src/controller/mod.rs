@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, Shared};
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -55,6 +56,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::scheduler::{ScheduleRequest, debounced_scheduler};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::net::TcpListener;
@@ -95,7 +97,8 @@ pub struct Settings {
     /// How long after its deletion a ShopService with a Shared database and `deletionPolicy:
     /// Delete` waits for the shared server before letting go, leaving its database behind.
     pub shared_cleanup_timeout: Duration,
-    /// How long a reconcile waits for further changes once one arrived ([`DEFAULT_DEBOUNCE`]).
+    /// How long a change of a child or a peer waits for further ones before its ShopService is
+    /// reconciled ([`DEFAULT_DEBOUNCE`]); a change of the ShopService itself does not wait.
     pub debounce: Duration,
     /// How many ShopServices are reconciled at once ([`DEFAULT_CONCURRENCY`]).
     pub concurrency: u16,
@@ -110,7 +113,7 @@ const STALE_RETRY: Duration = Duration::from_millis(500);
 /// [`Settings::debounce`] unless told otherwise. Measured (docs/benchmarks.md): without it a
 /// ShopService took ~4.3 reconciles on its way to Ready and, at 5 new ones a second, the queue
 /// in front of the reconcile slots put the median apply → Ready at 12 s; with 500 ms, 3.0 and
-/// 3.3 s.
+/// 3.3 s. It holds the children's and peers' triggers only (see `debounced`).
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(500);
 
 type Shutdown = Shared<BoxFuture<'static, ()>>;
@@ -158,10 +161,10 @@ pub async fn run(
         http.await??;
         return Ok(());
     };
-    let config = runtime::Config::default()
-        .concurrency(concurrency)
-        .debounce(debounce);
-    let (controller, store, peers) = controller(shops, child_watches, config, &context);
+    // No debounce of the controller's own: a ShopService's change is reconciled at once, and
+    // only its children's and peers' changes are merged (`debounced`).
+    let config = runtime::Config::default().concurrency(concurrency);
+    let (controller, store, peers) = controller(shops, child_watches, config, debounce, &context);
     let readiness = ready_once_synced(store, peers, &context, &metrics);
     let children_synced = children.sync();
 
@@ -298,6 +301,7 @@ fn controller(
     shops: Api<ShopService>,
     children: cache::ChildWatches,
     config: runtime::Config,
+    debounce: Duration,
     context: &Arc<Context>,
 ) -> (
     Controller<ShopService>,
@@ -316,7 +320,7 @@ fn controller(
         // new spec, another's finalizer added or removed, the deletion starting, or an
         // annotation changed (how a person forces a reconcile) do.
         .predicate_filter(what_is_reconciled, PredicateConfig::default());
-    let mut controller = Controller::for_stream(shop_events, store.clone()).with_config(config);
+    let controller = Controller::for_stream(shop_events, store.clone()).with_config(config);
     context.metrics.count_pending_with({
         let store = store.clone();
         // Weak: the context owns the metrics, which own this.
@@ -338,21 +342,61 @@ fn controller(
         deployments,
         stateful_sets,
     } = children;
-    for (resource, trigger) in metadata {
-        controller = controller.owns_stream_with(trigger, resource);
-    }
-    controller = controller
-        .owns_stream(deployments)
-        .owns_stream(stateful_sets);
+    let mut triggers: Vec<BoxStream<'static, Triggered>> = metadata
+        .into_iter()
+        .map(|(resource, trigger)| runtime::trigger_owners(trigger, (), resource).boxed())
+        .collect();
+    triggers.push(runtime::trigger_owners(deployments, (), ()).boxed());
+    triggers.push(runtime::trigger_owners(stateful_sets, (), ()).boxed());
     // A ShopService's children depend on its whole namespace (dependency URLs and ports,
     // network policies, the gateway's route table): a change to one spec reconciles its
     // peers too.
     let peers = Arc::new(PeerTrigger::new(store.clone()));
     let trigger = peers.clone();
-    let controller = controller.watches(shops, watcher::Config::default(), move |shop| {
-        trigger.peers_of(&shop)
-    });
+    let peer_events = watcher(shops, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    triggers.push(
+        runtime::trigger_with(peer_events, move |shop: ShopService| {
+            trigger
+                .peers_of(&shop)
+                .into_iter()
+                .map(|obj_ref| runtime::ReconcileRequest {
+                    obj_ref,
+                    reason: runtime::ReconcileReason::Unknown,
+                })
+        })
+        .boxed(),
+    );
+    let controller = controller.reconcile_on(debounced(triggers, debounce));
     (controller, store, peers)
+}
+
+/// A reconcile asked for by a child's or a peer's watch event.
+type Triggered = Result<runtime::ReconcileRequest<ShopService>, watcher::Error>;
+
+/// The children's and the peers' triggers, each ShopService's held until `debounce` has passed
+/// without another (a trailing debounce): a Deployment and a StatefulSet changing status
+/// several times on their way to ready cost one reconcile, not one each. The ShopService's own
+/// events do not wait: a person's change is acted on at once.
+fn debounced(
+    triggers: Vec<BoxStream<'static, Triggered>>,
+    debounce: Duration,
+) -> impl futures::Stream<Item = ObjectRef<ShopService>> + Send + 'static {
+    let requests = futures::stream::select_all(triggers).filter_map(|triggered| async move {
+        match triggered {
+            Ok(request) => Some(ScheduleRequest {
+                message: request.obj_ref,
+                run_at: tokio::time::Instant::now(),
+            }),
+            // The watches retry with their own backoff.
+            Err(e) => {
+                warn!(error = %e, "watch of children or peers");
+                None
+            }
+        }
+    });
+    debounced_scheduler(requests, debounce)
 }
 
 /// What a reconcile reads of a ShopService besides its peers, and its annotations (a hash):
@@ -612,6 +656,42 @@ mod tests {
     use kube::core::Status;
 
     use super::*;
+
+    fn trigger(name: &str) -> Triggered {
+        Ok(runtime::ReconcileRequest {
+            obj_ref: ObjectRef::new(name).within("shop"),
+            reason: runtime::ReconcileReason::Unknown,
+        })
+    }
+
+    #[tokio::test]
+    async fn children_triggers_wait_the_debounce_and_merge_per_shop_service() {
+        let debounce = Duration::from_millis(100);
+        // Two streams, as two watches: `a` twice, a watch error, `b`; then nothing more.
+        let triggers: Vec<BoxStream<'static, Triggered>> = vec![
+            futures::stream::iter([trigger("a"), Err(watcher::Error::NoResourceVersion)])
+                .chain(futures::stream::pending())
+                .boxed(),
+            futures::stream::iter([trigger("a"), trigger("b")])
+                .chain(futures::stream::pending())
+                .boxed(),
+        ];
+        let started = tokio::time::Instant::now();
+        let mut out = Box::pin(debounced(triggers, debounce));
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let next = tokio::time::timeout(Duration::from_secs(5), out.next()).await;
+            names.push(next.expect("a reconcile").expect("open").name);
+        }
+        assert!(started.elapsed() >= debounce, "not held for the debounce");
+        names.sort();
+        assert_eq!(names, ["a", "b"], "one reconcile per ShopService");
+        let more = tokio::time::timeout(debounce * 3, out.next()).await;
+        assert!(
+            more.is_err(),
+            "the second trigger of `a` was merged: {more:?}"
+        );
+    }
 
     fn api_error(code: u16, reason: &str) -> kube::Error {
         kube::Error::Api(Box::new(Status::failure("refused", reason).with_code(code)))

@@ -55,6 +55,25 @@ pub fn event_subject(kind: &str) -> String {
     format!("shop.events.{}", subject_part(kind))
 }
 
+/// Every event's subject.
+const ALL_EVENTS: &str = "shop.events.>";
+
+/// The subject durable consumer `name` is subscribed to. A service's consumer that reads one
+/// type of the contracts (`shop_contracts::events::read_by`) gets only that type's subject,
+/// so JetStream does not send it the events it would skip: the cart reads `order.confirmed`
+/// alone. Any other consumer (every type, several of them, a name that is no service) gets
+/// every event, as one filter subject is what NATS 2.9 has, and its handler skips what it does
+/// not read.
+pub fn consumer_subject(name: &str) -> String {
+    let reads = shop_contracts::ServiceName::parse(name)
+        .map(shop_contracts::events::read_by)
+        .unwrap_or_default();
+    match reads {
+        [one] => event_subject(one.name),
+        _ => ALL_EVENTS.to_owned(),
+    }
+}
+
 /// The event as a message: its JSON, its id for JetStream's deduplication, and the producer's
 /// trace context as W3C headers (`traceparent`, `tracestate`), as OpenTelemetry's messaging
 /// conventions put it.
@@ -164,22 +183,32 @@ async fn consume_until_error(
         .get_stream(EVENT_STREAM)
         .await
         .context("opening the event stream")?;
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            name,
-            pull::Config {
-                durable_name: Some(name.to_owned()),
-                filter_subject: "shop.events.>".into(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: options.ack_wait,
-                // Unlimited at the server: the consumer itself dead-letters after
-                // `max_deliveries`, so a message never silently stops being delivered.
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
+    let config = pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: consumer_subject(name),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        // Unlimited at the server: the consumer itself dead-letters after `max_deliveries`,
+        // so a message never silently stops being delivered.
+        max_deliver: -1,
+        ..Default::default()
+    };
+    // Created, or brought to this config (a narrower subject than an older version's). A
+    // server that will not change an existing consumer's subject (NATS before 2.10) keeps the
+    // one it has: it only sends events the handler skips.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = match stream
+        .create_consumer(config.clone())
         .await
-        .context("creating the durable consumer")?;
+    {
+        Ok(consumer) => consumer,
+        Err(refused) => {
+            let existing = stream.get_consumer(name).await.map_err(|e| {
+                anyhow!("creating the durable consumer: {refused}; reading it: {e}")
+            })?;
+            tracing::info!(target: "shop::events", consumer = %name, subject = %config.filter_subject, error = %refused, "the server kept the consumer's earlier config");
+            existing
+        }
+    };
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(100)
@@ -324,4 +353,17 @@ fn header_safe(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(500)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_of_one_type_is_subscribed_to_its_subject_alone() {
+        assert_eq!(consumer_subject("cart"), "shop.events.order.confirmed");
+        assert_eq!(consumer_subject("notification"), ALL_EVENTS);
+        // Not a service: every event, its handler decides.
+        assert_eq!(consumer_subject("recorder_1"), ALL_EVENTS);
+    }
 }

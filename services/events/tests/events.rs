@@ -275,6 +275,86 @@ async fn nats_relay_applies_every_event_once_even_when_delivered_twice() {
     }
 }
 
+/// Whether consumer `name` in `db` has applied (or skipped) the event `id`.
+async fn processed(db: &Database, name: &str, id: uuid::Uuid) -> bool {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM processed_events WHERE consumer = $1 AND event_id = $2",
+    )
+    .bind(name)
+    .bind(id.to_string())
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+        == 1
+}
+
+/// The cart's consumer is subscribed to `order.confirmed` alone: JetStream never sends it the
+/// other events (before, it received every event and skipped all but one type). A consumer left
+/// by an older version, subscribed to every event, keeps working.
+#[tokio::test]
+async fn nats_sends_the_carts_consumer_only_what_it_reads() {
+    let Some(url) = testing::nats() else { return };
+    let cart = shop_contracts::ServiceName::Cart.as_str();
+
+    let bus = Bus::nats(&url, fast_options()).await.unwrap();
+    let jetstream = bus.jetstream().unwrap();
+    nats::ensure_streams(jetstream).await.unwrap();
+    let stream = jetstream.get_stream(nats::EVENT_STREAM).await.unwrap();
+    for older in [false, true] {
+        // This test owns the name `cart` on the test server: no other test of this binary uses it.
+        let _ = stream.delete_consumer(cart).await;
+        if older {
+            stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(cart.to_owned()),
+                    filter_subject: "shop.events.>".into(),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let (producer_db, consumer_db) = (testing::sqlite(), testing::sqlite());
+        let (producer, consumer) = (open(&producer_db).await, open(&consumer_db).await);
+        let placed = write_events(&producer, "order.placed", 2).await;
+        let confirmed = write_events(&producer, "order.confirmed", 3).await;
+        let _relay = start_relay(&bus, &producer).await;
+        let _cart = start_recorder(&bus, &consumer, cart, "order").await;
+        for event in &confirmed {
+            eventually(
+                "the cart applied order.confirmed",
+                Duration::from_secs(15),
+                || processed(&consumer, cart, event.id),
+            )
+            .await;
+        }
+        let mut info = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(cart)
+            .await
+            .unwrap();
+        let subject = info.info().await.unwrap().config.filter_subject.clone();
+        let skipped_placed = !processed(&consumer, cart, placed[0].id).await
+            && !processed(&consumer, cart, placed[1].id).await;
+        eprintln!("older consumer: {older}; subscribed to {subject}");
+        if older && subject == "shop.events.>" {
+            // The server kept the older subject (NATS before 2.10): every event still arrives,
+            // and the consumer goes on with it.
+            assert!(
+                !skipped_placed,
+                "an unfiltered consumer receives order.placed"
+            );
+        } else {
+            assert_eq!(subject, "shop.events.order.confirmed");
+            // The stream's order: had the placed events been sent, they were processed first.
+            assert!(
+                skipped_placed,
+                "order.placed was sent to the cart's consumer"
+            );
+        }
+    }
+    let _ = stream.delete_consumer(cart).await;
+}
+
 #[tokio::test]
 async fn nats_outage_loses_nothing_and_events_arrive_after_it_returns() {
     let Some(mut server) = testing::NatsServer::start().await else {

@@ -192,6 +192,14 @@ pub struct ProcessStats {
 /// The kernel's fixed unit for times in `/proc/<pid>/stat` (`USER_HZ`, 100 on every Linux ABI).
 const USER_HZ: f64 = 100.0;
 
+/// The value of line `key` (`VmRSS:`, `Pss:`) in a /proc file of `key    1234 kB` lines
+/// (`status`, `smaps_rollup`), in KiB.
+pub fn proc_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 impl ProcessStats {
     /// This process's.
     pub fn read() -> Self {
@@ -205,14 +213,7 @@ impl ProcessStats {
 
     fn from_proc(dir: &str) -> Self {
         let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
-        // `VmRSS:    1234 kB`
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(key)?.trim().strip_suffix("kB"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|v| v * 1024)
-        };
+        let kib = |key: &str| proc_kib(&status, key).map(|v| v * 1024);
         // Fields after the command name, which is in parentheses and may hold spaces: the 14th
         // and 15th fields of the whole line are utime and stime, the 22nd the start in ticks
         // after boot.

@@ -145,7 +145,7 @@ pub fn service_with_sender(
     let store = storage::Store::new(db.clone());
     let mut tasks = Tasks::new();
     let sending = store.clone();
-    // The dispatcher: its first pass one interval after start, like every other.
+    // The dispatcher: its first pass one interval after start, as every later one.
     tasks.spawn_every(
         tokio::time::interval_at(tokio::time::Instant::now() + send_interval, send_interval),
         "sending notifications",

@@ -29,7 +29,7 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// A message due to be sent.
+/// A message taken to be sent; `attempts` counts this attempt.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Due {
     pub id: String,
@@ -204,47 +204,49 @@ impl Store {
         })
     }
 
-    /// Messages with an address whose time to be sent has come, oldest first.
-    pub async fn due(&self, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, event_type, user_id, channel, address, subject, body, attempts, \
-             next_attempt_at FROM notifications \
-             WHERE send_state = 'pending' AND address IS NOT NULL AND next_attempt_at <= $1 \
-             ORDER BY next_attempt_at, id LIMIT $2",
-        )
-        .bind(now_rfc3339())
-        .bind(limit)
-        .fetch_all(self.db.reader())
-        .await
-    }
-
-    /// Takes a due message for `lease`: only one dispatcher wins it (the row must still be as it
-    /// was read), and if this one dies while sending, the message is due again after the lease.
-    pub async fn claim(&self, due: &Due, lease: Duration) -> Result<bool, sqlx::Error> {
-        let taken = sqlx::query(
+    /// Takes up to `limit` messages whose time to be sent has come (oldest first) for `lease`,
+    /// in one statement, and returns them with `attempts` counting this one. Only one
+    /// dispatcher wins a message: the update re-checks that it is still pending and due, which a
+    /// message another dispatcher took is not (its time moved to the end of that lease). If this
+    /// one dies while sending, the message is due again after the lease.
+    pub async fn claim_due(&self, limit: i64, lease: Duration) -> Result<Vec<Due>, sqlx::Error> {
+        let now = now_rfc3339();
+        let mut taken: Vec<Due> = sqlx::query_as(
             "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = $1 \
-             WHERE id = $2 AND send_state = 'pending' AND next_attempt_at = $3",
+             WHERE id IN (SELECT id FROM notifications \
+                 WHERE send_state = 'pending' AND address IS NOT NULL AND next_attempt_at <= $2 \
+                 ORDER BY next_attempt_at, id LIMIT $3) \
+             AND send_state = 'pending' AND next_attempt_at <= $2 \
+             RETURNING id, event_type, user_id, channel, address, subject, body, attempts, \
+             next_attempt_at",
         )
         .bind(rfc3339_in(lease))
-        .bind(&due.id)
-        .bind(&due.next_attempt_at)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
-        Ok(taken == 1)
+        .bind(&now)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        // RETURNING keeps no order; ids are time-ordered (UUIDv7), so this is oldest first.
+        taken.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(taken)
     }
 
-    /// The sender took it (`sent`) or was told not to send (`skipped`).
-    pub async fn finish(&self, id: &str, state: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE notifications SET send_state = $1, sent_at = $2, last_error = NULL WHERE id = $3",
-        )
-        .bind(state)
-        .bind(now_rfc3339())
-        .bind(id)
-        .execute(self.db.pool())
-        .await
-        .map(|_| ())
+    /// The sender took these (`sent`) or was told not to send them (`skipped`): one statement
+    /// for the lot.
+    pub async fn finish(&self, ids: &[&str], state: &str) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE notifications SET send_state = $1, sent_at = $2, last_error = NULL \
+             WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut update = sqlx::query(&sql).bind(state).bind(now_rfc3339());
+        for id in ids {
+            update = update.bind(*id);
+        }
+        update.execute(self.db.pool()).await.map(|_| ())
     }
 
     /// A send failed: try again after `retry_in`, or give up (`failed`) when `retry_in` is None.

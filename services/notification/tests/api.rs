@@ -614,6 +614,57 @@ async fn a_failed_send_keeps_the_message_and_is_tried_again() {
     }
 }
 
+/// How many different messages `sent` holds.
+fn distinct_ids(sent: &[Due]) -> usize {
+    sent.iter()
+        .map(|m| m.id.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// One pass drains what is due, however many batches that takes: at 50 a pass and one pass per
+/// interval, a shop confirming more than 100 orders a second fell further behind every second.
+#[tokio::test]
+async fn one_pass_sends_every_due_message_however_many_batches_that_takes() {
+    for db in testing::all_backends().await {
+        eprintln!("backend: {}", db.backend);
+        let n = start(&db).await;
+        n.apply(&registered(ANN, "ann@example.com", "Ann"))
+            .await
+            .unwrap();
+        for _ in 0..129 {
+            n.apply(&placed(ANN, Uuid::now_v7())).await.unwrap();
+        }
+        assert_eq!(send_due(&n.store, n.sender.as_ref()).await.unwrap(), 130);
+        let sent = n.sender.sent.lock().unwrap().clone();
+        assert_eq!(distinct_ids(&sent), 130, "each message sent once");
+        assert!(sent.iter().all(|m| m.attempts == 1));
+        let states: Vec<(String, i64)> =
+            sqlx::query_as("SELECT send_state, COUNT(*) FROM notifications GROUP BY send_state")
+                .fetch_all(n.db.pool())
+                .await
+                .unwrap();
+        assert_eq!(states, [("sent".to_owned(), 130)]);
+        assert_eq!(send_due(&n.store, n.sender.as_ref()).await.unwrap(), 0);
+
+        // Two dispatchers (two replicas) at once: each message goes to one of them.
+        for _ in 0..130 {
+            n.apply(&placed(ANN, Uuid::now_v7())).await.unwrap();
+        }
+        let (a, b) = tokio::join!(
+            send_due(&n.store, n.sender.as_ref()),
+            send_due(&n.store, n.sender.as_ref())
+        );
+        assert_eq!(a.unwrap() + b.unwrap(), 130);
+        let sent = n.sender.sent.lock().unwrap().clone();
+        assert_eq!(
+            (sent.len(), distinct_ids(&sent)),
+            (260, 260),
+            "each message sent once"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_background_dispatcher_sends_recorded_messages() {
     for db in testing::all_backends().await {

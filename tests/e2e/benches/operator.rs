@@ -24,6 +24,10 @@
 //!    ceiling (unless `--skip-ceiling`): the same number of ShopServices' children created
 //!    directly at the same rate, the latency of each until its pods are ready.
 //!
+//! Beside each ceiling and the converge, the API server's own `apiserver_request_total` over the
+//! phase: everyone's writes and reads per ShopService (the controllers' and kwok's too), so the
+//! operator's share of the work is a difference of two measured numbers.
+//!
 //! Targets (issues 4 and 16): converge ≤ 1.25 × ceiling with ≤ 2.5 reconciles per ShopService;
 //! steady p99 ≤ 2 s at 5/s; peak memory ≤ 64 MiB at
 //! N = 1,000. They are printed next to the figures, not asserted: a benchmark reports.
@@ -138,27 +142,46 @@ async fn main() -> Result<()> {
     let ceiling = if args.skip_ceiling {
         None
     } else {
-        let (took, ns) = ceiling(&harness, &args).await?;
+        let (took, requests, ns) = ceiling(&harness, &args).await?;
         namespaces.push(ns);
-        report.push(row("ceiling: direct create → ready", secs(took), ""));
+        report.push(row(
+            "ceiling: direct create → ready",
+            per_second(took, args.count),
+            "",
+        ));
+        report.push(row(
+            "ceiling: API writes / reads per ShopService",
+            requests.writes_and_reads(args.count),
+            "",
+        ));
         Some(took)
     };
     if !args.skip_converge {
-        let (took, peak, reconciles, ns) = converge(&harness, &args).await?;
-        namespaces.push(ns);
-        report.push(row("converge: create → all Ready", secs(took), ""));
+        let converged = converge(&harness, &args).await?;
+        namespaces.push(converged.ns);
+        let took = converged.took;
+        report.push(row(
+            "converge: create → all Ready",
+            per_second(took, args.count),
+            "",
+        ));
         if let Some(ceiling) = ceiling {
             let ratio = took.as_secs_f64() / ceiling.as_secs_f64();
             report.push(row("converge / ceiling", format!("{ratio:.2}"), "≤ 1.25"));
         }
         report.push(row(
+            "converge: API writes / reads per ShopService",
+            converged.requests.writes_and_reads(args.count),
+            "",
+        ));
+        report.push(row(
             "reconciles per ShopService, converge",
-            reconciles.per(args.count),
+            converged.reconciles.per(args.count),
             "≤ 2.5",
         ));
         report.push(row(
             "operator peak RSS (VmHWM), converge",
-            mib(peak),
+            mib(converged.peak),
             "≤ 64 MiB at N = 1000",
         ));
     }
@@ -222,6 +245,16 @@ fn row(what: &str, value: impl Display, target: &str) -> String {
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// A phase's duration and its rate: a steady rate above the converge rate cannot be kept
+/// up with, and its latencies grow with the run's length.
+fn per_second(took: Duration, shop_services: usize) -> String {
+    format!(
+        "{} ({:.1} ShopServices/s)",
+        secs(took),
+        shop_services as f64 / took.as_secs_f64()
+    )
 }
 
 fn mib(kib: u64) -> String {
@@ -489,7 +522,7 @@ fn stateful_set_is_ready(stateful_set: &StatefulSet) -> bool {
         .is_some_and(|status| status.ready_replicas.unwrap_or(0) >= 1)
 }
 
-async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamespace)> {
+async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, ApiRequests, TestNamespace)> {
     let ns = harness.namespace("bench-ceiling").await?;
     let shops = names("direct", args.count);
     provide_volumes(harness, ns.name(), &shops).await?;
@@ -499,6 +532,7 @@ async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamesp
     let mut stateful_sets = watch_ready(ns.api::<StatefulSet>(), stateful_set_is_ready).await;
     let client = harness.client();
     let namespace = ns.name().to_owned();
+    let requests_before = ApiRequests::now(&client).await;
     let started = Instant::now();
     stream::iter(&children)
         .map(|children| create_children(&client, &namespace, children))
@@ -510,13 +544,15 @@ async fn ceiling(harness: &Harness, args: &Args) -> Result<(Duration, TestNamesp
     all_ready(&mut deployments, args.count, deadline, "Deployments").await?;
     all_ready(&mut stateful_sets, args.count, deadline, "StatefulSets").await?;
     let took = started.elapsed();
+    let requests = ApiRequests::since(requests_before, &client).await;
     println!(
-        "ceiling: {} objects created in {}, all ready after {}",
+        "ceiling: {} objects created in {}, all ready after {}; API requests per ShopService: {}",
         children.len() * OBJECTS_PER_SHOP_SERVICE,
         secs(created),
-        secs(took)
+        secs(took),
+        requests.breakdown(args.count)
     );
-    Ok((took, ns))
+    Ok((took, requests, ns))
 }
 
 /// The children of the ShopServices `shops` of `namespace`, built before the clock by the
@@ -688,10 +724,111 @@ impl Display for Reconciles {
     }
 }
 
-async fn converge(
-    harness: &Harness,
-    args: &Args,
-) -> Result<(Duration, u64, Reconciles, TestNamespace)> {
+/// What the API server was asked, from its `apiserver_request_total`, by verb and resource
+/// (with its subresource): everyone's requests, the bench's, the operator's, the controllers'
+/// and kwok's, since the API server is what they share.
+#[derive(Default)]
+struct ApiRequests(HashMap<(String, String), f64>);
+
+impl ApiRequests {
+    /// The counts so far; `None` when the API server's `/metrics` cannot be read.
+    async fn now(client: &kube::Client) -> Option<ApiRequests> {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a GET request");
+        let text = client.request_text(request).await.ok()?;
+        let mut counts = HashMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix("=\""))
+                    .map_or("", |value| value.trim_end_matches('"'))
+            };
+            let resource = match label("subresource") {
+                "" => label("resource").to_owned(),
+                sub => format!("{}/{sub}", label("resource")),
+            };
+            *counts
+                .entry((label("verb").to_owned(), resource))
+                .or_default() += value;
+        }
+        Some(ApiRequests(counts))
+    }
+
+    /// The requests made since `before` was read; none (reported as unknown) when either
+    /// reading failed, rather than every request since the API server started.
+    async fn since(before: Option<ApiRequests>, client: &kube::Client) -> ApiRequests {
+        let (Some(before), Some(now)) = (before, Self::now(client).await) else {
+            return ApiRequests::default();
+        };
+        ApiRequests(
+            now.0
+                .into_iter()
+                .map(|(key, count)| {
+                    let earlier = before.0.get(&key).copied().unwrap_or(0.0);
+                    (key, count - earlier)
+                })
+                .filter(|(_, count)| *count > 0.0)
+                .collect(),
+        )
+    }
+
+    fn is_write(verb: &str) -> bool {
+        !matches!(verb, "GET" | "LIST" | "WATCH" | "CONNECT")
+    }
+
+    /// Writes and reads (GET and LIST; WATCH counts connections, not events) per ShopService.
+    fn writes_and_reads(&self, shop_services: usize) -> String {
+        if self.0.is_empty() {
+            return "unknown (the API server's /metrics not read)".into();
+        }
+        let sum = |test: &dyn Fn(&str) -> bool| -> f64 {
+            self.0
+                .iter()
+                .filter(|((verb, _), _)| test(verb))
+                .map(|(_, count)| count)
+                .sum()
+        };
+        let n = shop_services as f64;
+        format!(
+            "{:.1} / {:.1}",
+            sum(&|verb| Self::is_write(verb)) / n,
+            sum(&|verb| matches!(verb, "GET" | "LIST")) / n
+        )
+    }
+
+    /// The writes by verb and resource, most first, per ShopService.
+    fn breakdown(&self, shop_services: usize) -> String {
+        let mut writes: Vec<(&(String, String), &f64)> = self
+            .0
+            .iter()
+            .filter(|((verb, _), _)| Self::is_write(verb))
+            .collect();
+        writes.sort_by(|a, b| b.1.total_cmp(a.1));
+        let n = shop_services as f64;
+        let listed: Vec<String> = writes
+            .iter()
+            .map(|((verb, resource), count)| format!("{verb} {resource} {:.2}", *count / n))
+            .collect();
+        format!(
+            "writes / reads {} (writes: {})",
+            self.writes_and_reads(shop_services),
+            listed.join(", ")
+        )
+    }
+}
+
+async fn converge(harness: &Harness, args: &Args) -> Result<Converged> {
     let ns = harness.namespace("bench-converge").await?;
     let shops = names("shop", args.count);
     provide_volumes(harness, ns.name(), &shops).await?;
@@ -699,6 +836,7 @@ async fn converge(
     let api = ns.api::<ShopService>();
     let mut ready = watch_ready(api.clone(), shop_is_ready).await;
 
+    let requests_before = ApiRequests::now(&harness.client()).await;
     let started = Instant::now();
     stream::iter(&shops)
         .map(|name| {
@@ -720,20 +858,37 @@ async fn converge(
     )
     .await;
     let took = started.elapsed();
+    let requests = ApiRequests::since(requests_before, &harness.client()).await;
     let peak = peak_rss_kib(&operator)?;
     let reconciles = Reconciles::of(&operator).await;
     println!(
-        "converge: {} ShopServices created in {}, all Ready after {}; reconciles: {}; operator log {}",
+        "converge: {} ShopServices created in {}, all Ready after {}; reconciles: {}; API requests per ShopService: {}; operator log {}",
         args.count,
         secs(created),
         secs(took),
         reconciles,
+        requests.breakdown(args.count),
         operator.log_path().display()
     );
     // SIGTERM, as Kubernetes stops it; SIGKILL if it has not stopped 10 s later.
     operator.terminate(Duration::from_secs(10)).await;
     result?;
-    Ok((took, peak, reconciles, ns))
+    Ok(Converged {
+        took,
+        peak,
+        reconciles,
+        requests,
+        ns,
+    })
+}
+
+/// What the converge phase measured.
+struct Converged {
+    took: Duration,
+    peak: u64,
+    reconciles: Reconciles,
+    requests: ApiRequests,
+    ns: TestNamespace,
 }
 
 struct Steady {

@@ -110,6 +110,10 @@ pub fn operator_rbac_yaml() -> String {
 
 /// The operator binary ([`operator_binary`]) running as a child process of the test, its
 /// stdout and stderr appended to a log file. Dropping it kills it.
+///
+/// It runs in a process group of its own, and signals go to the group: when `SHOP_OPERATOR_BIN`
+/// is a wrapper (a profiler such as heaptrack, a script), the operator it started ends with it
+/// instead of outliving the test.
 pub struct OperatorProcess {
     child: std::process::Child,
     /// Where it serves `/healthz`, `/readyz` and `/metrics`.
@@ -122,6 +126,7 @@ impl OperatorProcess {
     /// free loopback port) and `env` (on top of this process's environment: `KUBECONFIG`
     /// names the identity). Logs are human-readable lines.
     pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> OperatorProcess {
+        use std::os::unix::process::CommandExt;
         // The kernel's choice of a free port; released just before the operator binds it.
         let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -140,6 +145,7 @@ impl OperatorProcess {
             .stdin(std::process::Stdio::null())
             .stdout(output.try_clone().expect("share the log file"))
             .stderr(output)
+            .process_group(0)
             .spawn()
             .expect("start the operator binary");
         OperatorProcess {
@@ -153,9 +159,18 @@ impl OperatorProcess {
         self.child.id()
     }
 
+    /// Sends `signal` (`TERM`, `KILL`) to the operator's process group.
+    fn signal_group(&self, signal: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{}", self.id())])
+            .status();
+    }
+
     /// SIGKILL: no shutdown code runs, as when a node dies or the OOM killer strikes.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal_group("KILL");
+        }
         let _ = self.child.wait();
     }
 
@@ -176,9 +191,7 @@ impl OperatorProcess {
     /// SIGTERM, as Kubernetes stops a pod: the exit status if the process ends within
     /// `timeout`; SIGKILL and `None` if not.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.id().to_string()])
-            .status();
+        self.signal_group("TERM");
         let status = self.exited_within(timeout).await;
         if status.is_none() {
             self.kill();

@@ -525,12 +525,16 @@ async fn web_shop(shop: &Shop) -> String {
     )
 }
 
+/// How long a probe pod may take to start. Seconds as a rule; more on a machine still busy
+/// from the image import before the first one.
+const PROBE_POD_READY: Duration = Duration::from_secs(120);
+
 /// A throwaway pod (restricted profile) that can try TCP connections from inside a namespace.
 fn probe_pod(namespace: &str, name: &str, labels: &str, command: &str) {
     let manifest = format!(
         r#"{{"apiVersion": "v1", "kind": "Pod",
   "metadata": {{"name": "{name}", "namespace": "{namespace}", "labels": {labels}}},
-  "spec": {{"terminationGracePeriodSeconds": 0,
+  "spec": {{"terminationGracePeriodSeconds": 0, "automountServiceAccountToken": false,
     "securityContext": {{"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                          "seccompProfile": {{"type": "RuntimeDefault"}}}},
     "containers": [{{"name": "probe", "image": "{BUSYBOX}", "imagePullPolicy": "Never",
@@ -542,14 +546,72 @@ fn probe_pod(namespace: &str, name: &str, labels: &str, command: &str) {
     let path = std::env::temp_dir().join(format!("shop-real-node-{name}.json"));
     std::fs::write(&path, manifest).unwrap();
     kubectl(&["apply", "-f", path.to_str().unwrap()]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{name}"),
-        "-n",
-        namespace,
-        "--timeout=60s",
-    ]);
+    let (ready, output) = run(
+        "kubectl",
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "-n",
+            namespace,
+            &format!("--timeout={}s", PROBE_POD_READY.as_secs()),
+        ],
+    );
+    assert!(
+        ready,
+        "pod {namespace}/{name} not Ready within {PROBE_POD_READY:?}: {output}\n{}",
+        pod_diagnosis(namespace, name)
+    );
+}
+
+/// Why a pod is not Ready, in few lines: its conditions and container states, its events, and
+/// what the kubelet and containerd logged about it (the node's logs, from `cluster.sh env`).
+fn pod_diagnosis(namespace: &str, name: &str) -> String {
+    let (_, status) = run(
+        "kubectl",
+        &[
+            "get",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath=node={.spec.nodeName} phase={.status.phase}\
+             {range .status.conditions[*]} {.type}={.status}({.reason}){end}\
+             {range .status.containerStatuses[*]} {.name}: {.state}{end}",
+        ],
+    );
+    let (_, events) = run(
+        "kubectl",
+        &[
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ],
+    );
+    let mut report = format!("pod: {status}\nevents:\n{events}");
+    if let Some(logs) = std::env::var_os("SHOP_NODE_LOGS") {
+        for daemon in ["kubelet", "containerd"] {
+            let file = std::path::Path::new(&logs).join(format!("{daemon}.log"));
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(namespace) && l.contains(name))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(12)..];
+            report.push_str(&format!(
+                "{daemon} ({}):\n{}\n",
+                file.display(),
+                tail.join("\n")
+            ));
+        }
+    }
+    report
 }
 
 /// Whether a TCP connection from the pod to `host:port` opens within 3 s.
@@ -676,6 +738,291 @@ impl Load {
         }
         (requests, failures)
     }
+}
+
+const SHARED_NAMESPACE: &str = "shared-db";
+const SHARED_SERVER: &str = "shared-pg";
+/// The shared server's admin password: a test's, on a server that lives for one step.
+const SHARED_PASSWORD: &str = "shared-admin-pw";
+
+/// A CA, and a certificate it signed for the shared server's Service name, made by `openssl`
+/// in `dir` (as tests/postgres.sh makes the test server's).
+fn shared_server_certificates(dir: &std::path::Path) {
+    let host = format!("{SHARED_SERVER}.{SHARED_NAMESPACE}.svc");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    let (ca_key, ca_crt) = (file("ca.key"), file("ca.crt"));
+    ca.extend([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=shop real-node shared server CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_crt,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    ok("openssl", &ca);
+    let (key, csr, crt, ext) = (
+        file("tls.key"),
+        file("tls.csr"),
+        file("tls.crt"),
+        file("tls.ext"),
+    );
+    let subject = format!("/CN={host}");
+    let mut request = vec!["req"];
+    request.extend(ec);
+    request.extend(["-subj", &subject, "-keyout", &key, "-out", &csr]);
+    ok("openssl", &request);
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{host},DNS:{host}.cluster.local\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    ok(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ],
+    );
+}
+
+/// `sql` run by psql as the shared server's superuser, its rows unaligned (`a|b`).
+fn shared_server_sql(sql: &str) -> String {
+    kubectl(&[
+        "exec",
+        "-n",
+        SHARED_NAMESPACE,
+        SHARED_SERVER,
+        "--",
+        "psql",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "postgres",
+        "-Atc",
+        sql,
+    ])
+}
+
+/// A Shared database on a PostgreSQL server that speaks TLS, set up as docs/shared-databases.md
+/// says: the admin URL with `sslmode=verify-full` and the CA under `ca.crt`, and the operator
+/// chart's NetworkPolicy opened to the server (`networkPolicy.extraEgress`). The operator
+/// creates the role and the database over verified TLS; the service's pods, given only the
+/// CA the operator mounts, migrate (init container) and turn Ready (the readiness probe pings
+/// the database), and the server shows their sessions encrypted. With `deletionPolicy: Delete`,
+/// deleting the ShopService drops the database over TLS again.
+fn shared_database_over_tls() -> String {
+    let dir = std::env::temp_dir().join("shop-real-node-shared-tls");
+    shared_server_certificates(&dir);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+
+    kubectl(&["create", "namespace", SHARED_NAMESPACE]);
+    kubectl(&[
+        "label",
+        "namespace",
+        SHARED_NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "shared-pg-tls",
+        "-n",
+        SHARED_NAMESPACE,
+        &format!("--from-file=tls.crt={}", path("tls.crt")),
+        &format!("--from-file=tls.key={}", path("tls.key")),
+    ]);
+    // PostgreSQL takes a key owned by root only when no one but root and its group can read
+    // it: 0640, the group being the pod's fsGroup (postgres).
+    let server = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+  {{"apiVersion": "v1", "kind": "Pod",
+    "metadata": {{"name": "{SHARED_SERVER}", "namespace": "{SHARED_NAMESPACE}", "labels": {{"app": "{SHARED_SERVER}"}}}},
+    "spec": {{"terminationGracePeriodSeconds": 0, "enableServiceLinks": false, "automountServiceAccountToken": false,
+      "securityContext": {{"runAsNonRoot": true, "runAsUser": 70, "runAsGroup": 70, "fsGroup": 70,
+                           "seccompProfile": {{"type": "RuntimeDefault"}}}},
+      "containers": [{{"name": "postgres", "image": "localhost/shop/postgres:17", "imagePullPolicy": "Never",
+        "args": ["-c", "ssl=on", "-c", "ssl_cert_file=/tls/tls.crt", "-c", "ssl_key_file=/tls/tls.key"],
+        "env": [{{"name": "POSTGRES_PASSWORD", "value": "{SHARED_PASSWORD}"}}],
+        "ports": [{{"name": "postgres", "containerPort": 5432}}],
+        "readinessProbe": {{"exec": {{"command": ["pg_isready", "-h", "127.0.0.1", "-U", "postgres"]}}, "periodSeconds": 2}},
+        "resources": {{"requests": {{"cpu": "50m", "memory": "64Mi"}}, "limits": {{"memory": "256Mi"}}}},
+        "securityContext": {{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                             "capabilities": {{"drop": ["ALL"]}}}},
+        "volumeMounts": [{{"name": "tls", "mountPath": "/tls", "readOnly": true}},
+                         {{"name": "data", "mountPath": "/var/lib/postgresql/data"}},
+                         {{"name": "socket", "mountPath": "/var/run/postgresql"}},
+                         {{"name": "tmp", "mountPath": "/tmp"}}]}}],
+      "volumes": [{{"name": "tls", "secret": {{"secretName": "shared-pg-tls", "defaultMode": 416}}}},
+                  {{"name": "data", "emptyDir": {{"sizeLimit": "256Mi"}}}},
+                  {{"name": "socket", "emptyDir": {{"sizeLimit": "1Mi"}}}},
+                  {{"name": "tmp", "emptyDir": {{"sizeLimit": "16Mi"}}}}]}}}},
+  {{"apiVersion": "v1", "kind": "Service",
+    "metadata": {{"name": "{SHARED_SERVER}", "namespace": "{SHARED_NAMESPACE}"}},
+    "spec": {{"selector": {{"app": "{SHARED_SERVER}"}}, "ports": [{{"port": 5432, "targetPort": "postgres"}}]}}}}]}}"#
+    );
+    let manifest = dir.join("server.json");
+    std::fs::write(&manifest, server).unwrap();
+    kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{SHARED_SERVER}"),
+        "-n",
+        SHARED_NAMESPACE,
+        "--timeout=120s",
+    ]);
+
+    // The operator reaches the server only once its chart's NetworkPolicy lets it.
+    let egress = format!(
+        r#"[{{"to": [{{"namespaceSelector": {{"matchLabels": {{"kubernetes.io/metadata.name": "{SHARED_NAMESPACE}"}}}},
+                 "podSelector": {{"matchLabels": {{"app": "{SHARED_SERVER}"}}}}}}],
+          "ports": [{{"protocol": "TCP", "port": 5432}}]}}]"#
+    );
+    ok(
+        "helm",
+        &[
+            "upgrade",
+            "shop-operator",
+            "charts/shop-operator",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--reuse-values",
+            "--set-json",
+            &format!(
+                "networkPolicy.extraEgress={}",
+                egress.split_whitespace().collect::<String>()
+            ),
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    );
+    let admin_url = format!(
+        "url=postgres://postgres:{SHARED_PASSWORD}@{SHARED_SERVER}.{SHARED_NAMESPACE}.svc:5432/postgres?sslmode=verify-full"
+    );
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "shared-pg-admin",
+        "-n",
+        SHOP_NAMESPACE,
+        &format!("--from-literal={admin_url}"),
+        &format!("--from-file=ca.crt={}", path("ca.crt")),
+    ]);
+    let service = format!(
+        r#"{{"apiVersion": "shop.dev/v1alpha1", "kind": "ShopService",
+  "metadata": {{"name": "catalog-tls", "namespace": "{SHOP_NAMESPACE}"}},
+  "spec": {{"component": "catalog", "replicas": 1,
+    "database": {{"mode": "Shared", "sharedServerSecret": "shared-pg-admin", "deletionPolicy": "Delete"}}}}}}"#
+    );
+    let manifest = dir.join("catalog-tls.json");
+    std::fs::write(&manifest, service).unwrap();
+    kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    let (ready, _) = run(
+        "kubectl",
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "shopservice/catalog-tls",
+            "-n",
+            SHOP_NAMESPACE,
+            "--timeout=180s",
+        ],
+    );
+    assert!(
+        ready,
+        "catalog-tls on the shared server over TLS was not Ready:\n{}\n{}",
+        kubectl(&[
+            "get",
+            "shopservice",
+            "catalog-tls",
+            "-n",
+            SHOP_NAMESPACE,
+            "-o",
+            "jsonpath={.status.conditions}"
+        ]),
+        cluster_state()
+    );
+
+    // The service's URI names the CA the pods mount, and verifies the host.
+    let uri = kubectl(&[
+        "get",
+        "secret",
+        "catalog-tls-db-credentials",
+        "-n",
+        SHOP_NAMESPACE,
+        "-o",
+        "go-template={{.data.uri | base64decode}}",
+    ]);
+    assert!(
+        uri.ends_with("?sslmode=verify-full&sslrootcert=/etc/shop/database-ca/ca.crt"),
+        "the service's URI: {}",
+        uri.split('@').nth(1).unwrap_or_default()
+    );
+    // Every session of the service's role on the server is encrypted, and there is one: the
+    // pod's pool.
+    let sessions = shared_server_sql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.usename LIKE 'shop\\_shop\\_catalog\\_tls%'",
+    );
+    let (encrypted, all) = sessions.trim().split_once('|').expect("two counts");
+    assert!(
+        all.parse::<u32>().unwrap() > 0 && encrypted == all,
+        "the service's sessions on the shared server (encrypted|all): {sessions}"
+    );
+
+    // Deleted with `deletionPolicy: Delete`: the operator drops the database over TLS.
+    kubectl(&[
+        "delete",
+        "shopservice",
+        "catalog-tls",
+        "-n",
+        SHOP_NAMESPACE,
+        "--timeout=120s",
+    ]);
+    let databases =
+        shared_server_sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'shop\\_%'");
+    assert_eq!(databases.trim(), "0", "the service's database was dropped");
+    kubectl(&["delete", "secret", "shared-pg-admin", "-n", SHOP_NAMESPACE]);
+    kubectl(&["delete", "namespace", SHARED_NAMESPACE, "--wait=false"]);
+    format!(
+        "Shared database over TLS: created over verify-full by the operator, {all} encrypted session(s) of the pods, dropped on delete"
+    )
 }
 
 /// How many failed connections to the catalog the gateway has retried so far, from its pods'
@@ -887,6 +1234,9 @@ async fn real_node_the_whole_shop_on_real_pods() {
         started,
     );
     let report = web_shop(&shop).await;
+    step(&report, started);
+
+    let report = shared_database_over_tls();
     step(&report, started);
 
     // NetworkPolicy on the shop: a stranger pod reaches the gateway, not payment's internal
