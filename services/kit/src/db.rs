@@ -169,6 +169,10 @@ impl Database {
                 // fair and never sleeps; a statement here takes microseconds.
                 options = options
                     .max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?)
+                    // No ping before each statement: a SQLite connection is a file in this
+                    // process, with nothing to lose on the way, and each ping was one more
+                    // round trip to sqlx's worker thread (a futex wake on each side).
+                    .test_before_acquire(false)
                     // On a full disk SQLite rolls a failed COMMIT back by itself; sqlx then still
                     // counts the transaction as open (its ROLLBACK fails), makes the next one a
                     // savepoint, and reports a commit that kept nothing. A connection given back
@@ -198,6 +202,7 @@ impl Database {
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
                 new_options()
                     .max_connections(env_parse("SHOP_DB_READERS", 2)?)
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // query_only: a write sent here by mistake fails at once instead
