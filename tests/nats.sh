@@ -6,7 +6,10 @@
 set -euo pipefail
 
 state_dir=${SHOP_NATS_DIR:-${TMPDIR:-/tmp}/shop-test-nats}
-port=${SHOP_NATS_PORT:-54222}
+# Below Linux's ephemeral range (32768 and up): there an outgoing connection on loopback can hold
+# the port, and the server then cannot bind it (seen: nats-server failing to start after a
+# benchmark's many connections). The tests' own servers take 20000-32000.
+port=${SHOP_NATS_PORT:-14222}
 
 say() { printf 'nats: %s\n' "$*" >&2; }
 

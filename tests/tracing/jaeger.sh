@@ -22,14 +22,15 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../cluster/install.sh"
 
 state_dir=${SHOP_JAEGER_DIR:-${TMPDIR:-/tmp}/shop-test-jaeger}
-otlp_port=${SHOP_JAEGER_OTLP_PORT:-54318}
-query_port=${SHOP_JAEGER_QUERY_PORT:-56686}
+# Every port below Linux's ephemeral range, as in tests/postgres.sh.
+otlp_port=${SHOP_JAEGER_OTLP_PORT:-14318}
+query_port=${SHOP_JAEGER_QUERY_PORT:-16686}
 # Listeners nobody here uses, still opened by the binary: kept on loopback, on ports of their own.
-otlp_grpc_port=${SHOP_JAEGER_OTLP_GRPC_PORT:-54317}
-query_grpc_port=${SHOP_JAEGER_QUERY_GRPC_PORT:-56685}
-collector_http_port=${SHOP_JAEGER_COLLECTOR_HTTP_PORT:-54268}
-collector_grpc_port=${SHOP_JAEGER_COLLECTOR_GRPC_PORT:-54250}
-admin_port=${SHOP_JAEGER_ADMIN_PORT:-54269}
+otlp_grpc_port=${SHOP_JAEGER_OTLP_GRPC_PORT:-14317}
+query_grpc_port=${SHOP_JAEGER_QUERY_GRPC_PORT:-16685}
+collector_http_port=${SHOP_JAEGER_COLLECTOR_HTTP_PORT:-14268}
+collector_grpc_port=${SHOP_JAEGER_COLLECTOR_GRPC_PORT:-14250}
+admin_port=${SHOP_JAEGER_ADMIN_PORT:-14269}
 
 say() { printf 'jaeger: %s\n' "$*" >&2; }
 
