@@ -673,16 +673,12 @@ async fn start_operator(namespace: &str) -> Result<OperatorProcess> {
 /// The operator's peak resident memory so far, in KiB (`VmHWM`).
 fn peak_rss_kib(operator: &OperatorProcess) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", operator.id()))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    shop_kit::metrics::proc_kib(&status, "VmHWM:")
         .ok_or_else(|| "no VmHWM in /proc/<pid>/status".into())
 }
 
-/// `shop_operator_reconciles_total` by outcome, from `/metrics`: how much work the operator
-/// did for the ShopServices it was given.
-/// The operator's reconciles so far, by outcome, as `/metrics` counts them.
+/// The operator's reconciles so far, by outcome (`shop_operator_reconciles_total` from its
+/// `/metrics`): how much work it did for the ShopServices it was given.
 struct Reconciles {
     by_outcome: Vec<(String, f64)>,
 }

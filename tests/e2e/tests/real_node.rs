@@ -546,6 +546,12 @@ fn probe_pod(namespace: &str, name: &str, labels: &str, command: &str) {
     let path = std::env::temp_dir().join(format!("shop-real-node-{name}.json"));
     std::fs::write(&path, manifest).unwrap();
     kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    wait_pod_ready(namespace, name, PROBE_POD_READY);
+}
+
+/// Waits for pod `namespace/name` to be Ready; if it is not within `timeout`, fails with why
+/// ([`pod_diagnosis`]).
+fn wait_pod_ready(namespace: &str, name: &str, timeout: Duration) {
     let (ready, output) = run(
         "kubectl",
         &[
@@ -554,12 +560,12 @@ fn probe_pod(namespace: &str, name: &str, labels: &str, command: &str) {
             &format!("pod/{name}"),
             "-n",
             namespace,
-            &format!("--timeout={}s", PROBE_POD_READY.as_secs()),
+            &format!("--timeout={}s", timeout.as_secs()),
         ],
     );
     assert!(
         ready,
-        "pod {namespace}/{name} not Ready within {PROBE_POD_READY:?}: {output}\n{}",
+        "pod {namespace}/{name} not Ready within {timeout:?}: {output}\n{}",
         pod_diagnosis(namespace, name)
     );
 }
@@ -897,14 +903,7 @@ fn shared_database_over_tls() -> String {
     let manifest = dir.join("server.json");
     std::fs::write(&manifest, server).unwrap();
     kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
-    kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{SHARED_SERVER}"),
-        "-n",
-        SHARED_NAMESPACE,
-        "--timeout=120s",
-    ]);
+    wait_pod_ready(SHARED_NAMESPACE, SHARED_SERVER, Duration::from_secs(120));
 
     // The operator reaches the server only once its chart's NetworkPolicy lets it.
     let egress = format!(
