@@ -629,12 +629,17 @@ impl Saga {
                 reason::UPSTREAM_UNAVAILABLE,
                 rejected_message("inventory", status, problem.as_ref()),
             ),
+            // The commit may have happened with its answer lost (inventory commits, then its
+            // database goes away before it answers: a 503 for a commit that stands). Committed
+            // stock cannot be released, so compensating would sell it for nothing: ask again
+            // later. Committing is idempotent, and a hold that expires meanwhile answers 409.
             Err(CallError::Unavailable { message, .. }) => {
-                tracing::warn!(order_id = order.id, error = message, "committing failed");
-                fail(
-                    reason::UPSTREAM_UNAVAILABLE,
-                    "the inventory is unavailable right now; the charge is refunded, try again shortly",
-                )
+                tracing::warn!(
+                    order_id = order.id,
+                    error = message,
+                    "committing failed; retrying later"
+                );
+                StepResult::Wait
             }
         }
     }
