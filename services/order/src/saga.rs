@@ -633,13 +633,24 @@ impl Saga {
             // database goes away before it answers: a 503 for a commit that stands). Committed
             // stock cannot be released, so compensating would sell it for nothing: ask again
             // later. Committing is idempotent, and a hold that expires meanwhile answers 409.
-            Err(CallError::Unavailable { message, .. }) => {
+            Err(CallError::Unavailable {
+                message,
+                maybe_done: true,
+            }) => {
                 tracing::warn!(
                     order_id = order.id,
                     error = message,
-                    "committing failed; retrying later"
+                    "committing may have failed; asking again later"
                 );
                 StepResult::Wait
+            }
+            // Never sent (refused, or the breaker open): nothing was committed.
+            Err(CallError::Unavailable { message, .. }) => {
+                tracing::warn!(order_id = order.id, error = message, "committing failed");
+                fail(
+                    reason::UPSTREAM_UNAVAILABLE,
+                    "the inventory is unavailable right now; the charge is refunded, try again shortly",
+                )
             }
         }
     }
