@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use shop_kit::Metrics;
 use shop_kit::db::{Database, Tx};
 use shop_kit::propagation::{self, TraceContext};
+use tracing::Instrument;
 
 use crate::event::Event;
 
@@ -80,6 +81,42 @@ pub async fn apply(
     event: &Event,
 ) -> Result<Applied, HandleError> {
     let mut tx = db.begin().await?;
+    if !claim(&mut tx, consumer, event).await? {
+        tx.rollback().await?;
+        return Ok(Applied::Already);
+    }
+    handler.handle(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(Applied::Now)
+}
+
+/// Applies `events` in one transaction, each once per `consumer` as [`apply`] does: one commit
+/// for a whole delivery of the local bus instead of one per event. Any handler's error rolls back
+/// all of them; the caller then applies them one at a time, so that one event's failure holds up
+/// no other. Each handler runs in its event's span (`producer` is the context stored with it).
+pub async fn apply_all(
+    db: &Database,
+    consumer: &str,
+    handler: &dyn Handler,
+    events: &[(&Event, Option<&TraceContext>)],
+) -> Result<(), HandleError> {
+    let mut tx = db.begin().await?;
+    for (event, producer) in events {
+        async {
+            if claim(&mut tx, consumer, event).await? {
+                handler.handle(&mut tx, event).await?;
+            }
+            Ok::<_, HandleError>(())
+        }
+        .instrument(span(consumer, event, *producer))
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records in `tx` that `consumer` applies `event`; false when it already has.
+async fn claim(tx: &mut Tx, consumer: &str, event: &Event) -> Result<bool, sqlx::Error> {
     let claimed = sqlx::query(
         "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
          ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -87,16 +124,10 @@ pub async fn apply(
     .bind(consumer)
     .bind(event.id.to_string())
     .bind(shop_kit::db::now_rfc3339())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
-    if claimed == 0 {
-        tx.rollback().await?;
-        return Ok(Applied::Already);
-    }
-    handler.handle(&mut tx, event).await?;
-    tx.commit().await?;
-    Ok(Applied::Now)
+    Ok(claimed > 0)
 }
 
 /// Why a consumer gave up on an event: the `reason` of `shop_events_dead_lettered_total`.

@@ -1,9 +1,11 @@
-//! The local bus for `shop up`: producers POST each event to every peer's
-//! `/internal/events/<consumer>`; the consumer applies it and answers.
+//! The local bus for `shop up`: producers POST events to every peer's
+//! `/internal/events/<consumer>` (one event) or `/internal/events/<consumer>/batch` (what the
+//! relay has for that peer, up to a batch); the consumer applies them and answers.
 //!
-//! The answer is the contract: 204 when the event is applied, was applied before, or was
-//! dead-lettered (the producer may forget it); 503 when it should be retried later. Dead letters
-//! go to the consumer's own `dead_letters` table.
+//! The answer is the contract. One event: 204 when it is applied, was applied before, or was
+//! dead-lettered (the producer may forget it); 503 when it should be retried later. A batch: 200
+//! with the ids to retry later (`{"retry": [...]}`); the producer may forget every other event of
+//! it. Dead letters go to the consumer's own `dead_letters` table.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
+use serde::Deserialize;
 
 use shop_kit::db::{Database, now_rfc3339};
 use shop_kit::propagation::TraceContext;
@@ -32,36 +35,82 @@ pub const ATTEMPT_HEADER: &str = "shop-event-attempt";
 pub const TRACEPARENT_HEADER: &str = "shop-event-traceparent";
 pub const TRACESTATE_HEADER: &str = "shop-event-tracestate";
 
-/// The route a consumer listens on for local deliveries.
+/// The route a consumer listens on for local deliveries of one event.
 pub fn route(consumer: &str) -> String {
     format!("/internal/events/{consumer}")
 }
 
-/// What a peer did with one delivery.
+/// The route a consumer listens on for local deliveries of several events at once.
+pub fn batch_route(consumer: &str) -> String {
+    format!("/internal/events/{consumer}/batch")
+}
+
+/// One event of a batch, with what the headers carry for a single delivery.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BatchItem {
+    /// The event's id (its outbox row's), to name it in the answer even when `event` cannot be
+    /// read.
+    pub id: String,
+    /// The delivery's attempt for this event (1 for the first).
+    pub attempt: u32,
+    /// The producer's trace context (see [`TRACEPARENT_HEADER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+    /// The event; decoded one by one, so that one unreadable event is dead-lettered alone.
+    pub event: serde_json::Value,
+}
+
+/// A batch delivery's body.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Batch {
+    pub events: Vec<BatchItem>,
+}
+
+/// A consumer's answer to a batch: the events to deliver again later. Every other event of the
+/// batch was applied, had been applied, or was dead-lettered.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct BatchAnswer {
+    pub retry: Vec<String>,
+}
+
+/// What a peer did with a batch.
 pub(crate) enum Delivery {
-    /// 2xx: applied, already applied, or dead-lettered by the peer.
-    Taken,
-    /// The peer answered but could not take it now (503 on `Retry`, or a misconfiguration).
+    /// 200: these events are to be delivered again later; the rest are the peer's.
+    Taken { retry: Vec<String> },
+    /// The peer answered but took none of them (503 while it starts, a misconfiguration).
     Refused(String),
 }
 
-/// Delivers one event to one peer. `Err` means the peer could not be reached at all.
+/// Delivers `rows` (each with its attempt) to one peer in one request. `Err` means the peer could
+/// not be reached at all.
 pub(crate) async fn deliver(
     upstream: &Upstream,
     consumer: &str,
-    row: &OutboxRow,
-    attempt: u32,
+    rows: &[(&OutboxRow, u32)],
 ) -> Result<Delivery> {
-    let mut request = upstream
-        .request(Method::POST, &route(consumer))
+    let batch = Batch {
+        events: rows
+            .iter()
+            .map(|(row, attempt)| BatchItem {
+                id: row.id.clone(),
+                attempt: *attempt,
+                traceparent: row.trace.as_ref().map(|t| t.traceparent.clone()),
+                tracestate: row.trace.as_ref().and_then(|t| t.tracestate.clone()),
+                event: serde_json::to_value(&row.event).expect("an event serializes"),
+            })
+            .collect(),
+    };
+    let request = upstream
+        .request(Method::POST, &batch_route(consumer))
         .header("content-type", "application/json")
-        .header(ATTEMPT_HEADER, attempt.to_string())
-        .body(row.json());
-    if let Some(trace) = &row.trace {
-        request = trace.apply(request, TRACEPARENT_HEADER, TRACESTATE_HEADER);
-    }
+        .body(serde_json::to_vec(&batch).expect("a batch serializes"));
     match upstream.send(request).await {
-        Ok(response) if response.status().is_success() => Ok(Delivery::Taken),
+        Ok(response) if response.status().is_success() => match response.json().await {
+            Ok(BatchAnswer { retry }) => Ok(Delivery::Taken { retry }),
+            Err(error) => Ok(Delivery::Refused(format!("an unreadable answer: {error}"))),
+        },
         Ok(response) => Ok(Delivery::Refused(format!("answered {}", response.status()))),
         Err(error @ UpstreamError::Status { .. }) => Ok(Delivery::Refused(error.to_string())),
         Err(error) => Err(error.into()),
@@ -94,7 +143,16 @@ pub(crate) fn router(
     };
     Router::new()
         .route(&route(consumer), routing::post(receive))
+        .route(&batch_route(consumer), routing::post(receive_batch))
         .with_state(receiver)
+}
+
+/// What became of one delivered event.
+enum Settled {
+    /// Applied, applied before, or dead-lettered: the producer may forget it.
+    Taken,
+    /// To be delivered again later.
+    Retry,
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
@@ -102,31 +160,90 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         .get(ATTEMPT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let consumer = &*receiver.consumer;
-    let event = match serde_json::from_slice::<Event>(&body) {
-        Ok(event) => event,
+        .unwrap_or(1);
+    let producer =
+        TraceContext::from_named_headers(&headers, TRACEPARENT_HEADER, TRACESTATE_HEADER);
+    let event = serde_json::from_slice::<Event>(&body).map_err(|error| (error, body));
+    match settle(&receiver, event, attempt, producer).await {
+        Settled::Taken => StatusCode::NO_CONTENT.into_response(),
+        Settled::Retry => Problem::typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event-retry",
+            "the event could not be applied now; retry later",
+        )
+        .into_response(),
+    }
+}
+
+/// A batch: every event in one transaction when all of them apply; otherwise each on its own,
+/// as if delivered alone.
+async fn receive_batch(State(receiver): State<Receiver>, body: Bytes) -> Response {
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
         Err(error) => {
+            return Problem::bad_request(format!("not a batch of events: {error}")).into_response();
+        }
+    };
+    let items: Vec<_> = batch
+        .events
+        .into_iter()
+        .map(|item| {
+            let event = Event::deserialize(&item.event)
+                .map_err(|error| (error, Bytes::from(item.event.to_string())));
+            let producer = TraceContext::new(item.traceparent, item.tracestate);
+            (item.id, event, item.attempt, producer)
+        })
+        .collect();
+    let consumer = &*receiver.consumer;
+    let readable: Option<Vec<(&Event, Option<&TraceContext>)>> = items
+        .iter()
+        .map(|(_, event, _, producer)| Some((event.as_ref().ok()?, producer.as_ref())))
+        .collect();
+    if let Some(events) = readable
+        && consume::apply_all(&receiver.db, consumer, &*receiver.handler, &events)
+            .await
+            .is_ok()
+    {
+        return axum::Json(BatchAnswer::default()).into_response();
+    }
+    let mut answer = BatchAnswer::default();
+    for (id, event, attempt, producer) in items {
+        if let Settled::Retry = settle(&receiver, event, attempt, producer).await {
+            answer.retry.push(id);
+        }
+    }
+    axum::Json(answer).into_response()
+}
+
+/// Applies one delivered event (or dead-letters it: unreadable, rejected, or out of attempts).
+async fn settle(
+    receiver: &Receiver,
+    event: Result<Event, (serde_json::Error, Bytes)>,
+    attempt: u32,
+    producer: Option<TraceContext>,
+) -> Settled {
+    let attempt = attempt.max(1);
+    let consumer = &*receiver.consumer;
+    let event = match event {
+        Ok(event) => event,
+        Err((error, body)) => {
             let letter = DeadLetter::undecodable(
                 consumer,
                 &body,
                 format!("undecodable event: {error}"),
                 attempt,
             );
-            return settle_dead(&receiver, letter, DeadReason::Undecodable).await;
+            return settle_dead(receiver, letter, DeadReason::Undecodable).await;
         }
     };
-    let producer =
-        TraceContext::from_named_headers(&headers, TRACEPARENT_HEADER, TRACESTATE_HEADER);
     let applied = consume::apply(&receiver.db, consumer, &*receiver.handler, &event)
         .instrument(consume::span(consumer, &event, producer.as_ref()))
         .await;
     match applied {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => Settled::Taken,
         Err(HandleError::Reject(error)) => {
             settle_dead(
-                &receiver,
+                receiver,
                 DeadLetter::of(consumer, &event, format!("rejected: {error:#}"), attempt),
                 DeadReason::Rejected,
             )
@@ -135,35 +252,25 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         Err(HandleError::Retry(error)) if attempt >= receiver.options.max_deliveries => {
             let why = format!("still failing after {attempt} deliveries: {error:#}");
             let letter = DeadLetter::of(consumer, &event, why, attempt);
-            settle_dead(&receiver, letter, DeadReason::Exhausted).await
+            settle_dead(receiver, letter, DeadReason::Exhausted).await
         }
         Err(HandleError::Retry(error)) => {
             tracing::debug!(target: "shop::events", consumer, event_id = %event.id, attempt, error = %format!("{error:#}"), "event will be retried");
-            Problem::typed(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "event-retry",
-                "the event could not be applied now; retry later",
-            )
-            .into_response()
+            Settled::Retry
         }
     }
 }
 
-async fn settle_dead(receiver: &Receiver, letter: DeadLetter, reason: DeadReason) -> Response {
+async fn settle_dead(receiver: &Receiver, letter: DeadLetter, reason: DeadReason) -> Settled {
     tracing::warn!(target: "shop::events", consumer = %letter.consumer, event_id = %letter.event_id, kind = %letter.kind, error = %letter.error, "dead-lettering an event");
     match record_dead_letter(&receiver.db, &letter).await {
         Ok(()) => {
             receiver.dead.inc(reason);
-            StatusCode::NO_CONTENT.into_response()
+            Settled::Taken
         }
         Err(error) => {
             tracing::warn!(target: "shop::events", error = %error, "could not store a dead letter; the producer will retry");
-            Problem::typed(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "event-retry",
-                "the event could not be stored; retry later",
-            )
-            .into_response()
+            Settled::Retry
         }
     }
 }

@@ -326,40 +326,54 @@ async fn deliver_batch(
     .await
     .context("reading the outbox")?;
     // Rows this peer has now: delivered, or of a type it does not read (sent nothing). Recorded
-    // together after the batch, also when a delivery fails part-way; a relay stopped before
-    // recording sends those again, which the consumer's dedupe absorbs.
+    // together after the batch, also when the delivery fails; a relay stopped before recording
+    // sends those again, which the consumer's dedupe absorbs.
+    let rows = rows
+        .iter()
+        .map(OutboxRow::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut taken = Vec::new();
-    let mut failed = None;
+    let mut send = Vec::new();
+    let now = Instant::now();
     for row in &rows {
-        let row = OutboxRow::from_row(row)?;
         if !peer.reads(&row.event.kind) {
-            taken.push(row.id);
+            taken.push(row.id.clone());
             continue;
         }
-        let now = Instant::now();
         let attempt = match refused.get(&row.id) {
             Some((_, retry_at)) if *retry_at > now => continue,
             Some((attempts, _)) => attempts + 1,
             None => 1,
         };
-        match local::deliver(upstream, &peer.name, &row, attempt).await {
-            Ok(Delivery::Taken) => {
-                refused.remove(&row.id);
-                counters.published.inc();
-                taken.push(row.id);
-            }
-            Ok(Delivery::Refused(why)) => {
-                // Warn when a peer starts refusing, not for every event it refuses.
-                if refused.is_empty() {
-                    tracing::warn!(target: "shop::events", peer = %peer.name, event_id = %row.id, reason = %why, "a peer refused an event; retrying it with backoff");
-                } else {
-                    tracing::debug!(target: "shop::events", peer = %peer.name, event_id = %row.id, attempt, reason = %why, "a peer refused an event again");
+        send.push((row, attempt));
+    }
+    let mut failed = None;
+    if !send.is_empty() {
+        // One request for the whole batch: under load a peer gets a few events per request, and
+        // applies them in one transaction.
+        match local::deliver(upstream, &peer.name, &send).await {
+            Err(error) => failed = Some(error),
+            Ok(delivery) => {
+                for (row, attempt) in &send {
+                    let refusal = match &delivery {
+                        Delivery::Taken { retry } if !retry.contains(&row.id) => None,
+                        Delivery::Taken { .. } => Some("the peer could not apply it now"),
+                        Delivery::Refused(why) => Some(why.as_str()),
+                    };
+                    let Some(why) = refusal else {
+                        refused.remove(&row.id);
+                        counters.published.inc();
+                        taken.push(row.id.clone());
+                        continue;
+                    };
+                    // Warn when a peer starts refusing, not for every event it refuses.
+                    if refused.is_empty() {
+                        tracing::warn!(target: "shop::events", peer = %peer.name, event_id = %row.id, reason = %why, "a peer refused an event; retrying it with backoff");
+                    } else {
+                        tracing::debug!(target: "shop::events", peer = %peer.name, event_id = %row.id, attempt, reason = %why, "a peer refused an event again");
+                    }
+                    refused.insert(row.id.clone(), (*attempt, now + options.backoff(*attempt)));
                 }
-                refused.insert(row.id.clone(), (attempt, now + options.backoff(attempt)));
-            }
-            Err(error) => {
-                failed = Some(error);
-                break;
             }
         }
     }

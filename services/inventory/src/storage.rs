@@ -96,12 +96,7 @@ impl Store {
         .bind(order_id)
         .fetch_optional(self.db.reader())
         .await?;
-        let Some(ReservationRow {
-            status,
-            expires_at,
-            created_at,
-        }) = head
-        else {
+        let Some(row) = head else {
             return Ok(None);
         };
         let lines: Vec<(String, i64)> = sqlx::query_as(
@@ -110,11 +105,21 @@ impl Store {
         .bind(order_id)
         .fetch_all(self.db.reader())
         .await?;
-        let stored = ReservationStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?;
-        Ok(Some(Reservation {
+        Self::assemble(order_id, row, lines).map(Some)
+    }
+
+    /// A reservation from its row and its lines.
+    fn assemble(
+        order_id: &str,
+        row: ReservationRow,
+        lines: Vec<(String, i64)>,
+    ) -> Result<Reservation, sqlx::Error> {
+        let stored = ReservationStatus::parse(&row.status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown status {:?}", row.status).into())
+        })?;
+        Ok(Reservation {
             order_id: order_id.to_owned(),
-            status: domain::effective_status(stored, &expires_at, &now_rfc3339()),
+            status: domain::effective_status(stored, &row.expires_at, &now_rfc3339()),
             items: lines
                 .into_iter()
                 .map(|(product_id, quantity)| ReservedItem {
@@ -122,9 +127,9 @@ impl Store {
                     quantity,
                 })
                 .collect(),
-            expires_at,
-            created_at,
-        }))
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+        })
     }
 
     /// Holds every item for the order, or nothing. `items` must be sorted by product id.
@@ -262,20 +267,22 @@ impl Store {
     pub async fn commit(&self, order_id: &str) -> Result<Transition, sqlx::Error> {
         let at = now_rfc3339();
         let mut tx = self.db.begin().await?;
-        let moved = sqlx::query(
+        let moved: Option<ReservationRow> = sqlx::query_as(
             "UPDATE reservations SET status = 'committed', updated_at = $1 \
-             WHERE order_id = $2 AND status = 'held' AND expires_at > $3",
+             WHERE order_id = $2 AND status = 'held' AND expires_at > $3 \
+             RETURNING status, expires_at, created_at",
         )
         .bind(&at)
         .bind(order_id)
         .bind(&at)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if moved.rows_affected() == 0 {
+        let Some(row) = moved else {
             tx.rollback().await?;
             return self.unchanged(order_id).await;
-        }
-        for (product_id, quantity) in Self::lines(&mut tx, order_id).await? {
+        };
+        let lines = Self::lines(&mut tx, order_id).await?;
+        for (product_id, quantity) in &lines {
             sqlx::query(
                 "UPDATE stock SET on_hand = on_hand - $1, reserved = reserved - $2, updated_at = $3 \
                  WHERE product_id = $4",
@@ -283,23 +290,26 @@ impl Store {
             .bind(quantity)
             .bind(quantity)
             .bind(&at)
-            .bind(&product_id)
+            .bind(product_id)
             .execute(&mut *tx)
             .await?;
         }
+        // The answer comes from the transaction's own rows: a read after the commit could fail
+        // (the database gone a moment later) and turn a commit that stands into an error.
+        let committed = Self::assemble(order_id, row, lines)?;
         tx.commit().await?;
-        self.done(order_id).await
+        Ok(Transition::Done(committed))
     }
 
     /// Gives a held reservation's units back (expired or not).
     pub async fn release(&self, order_id: &str) -> Result<Transition, sqlx::Error> {
         let mut tx = self.db.begin().await?;
-        if !Self::free_in(&mut tx, order_id, "released", None).await? {
+        let Some(released) = Self::free_in(&mut tx, order_id, "released", None).await? else {
             tx.rollback().await?;
             return self.unchanged(order_id).await;
-        }
+        };
         tx.commit().await?;
-        self.done(order_id).await
+        Ok(Transition::Done(released))
     }
 
     /// Frees holds past their expiry: all of them (the sweeper), or those touching `products`
@@ -336,7 +346,10 @@ impl Store {
             // One transaction each, conditional on the hold still being held and expired: a
             // concurrent commit, release or sweep of the same reservation makes this a no-op.
             let mut tx = self.db.begin().await?;
-            if Self::free_in(&mut tx, &order_id, "expired", Some(&at)).await? {
+            if Self::free_in(&mut tx, &order_id, "expired", Some(&at))
+                .await?
+                .is_some()
+            {
                 tx.commit().await?;
                 freed += 1;
             } else {
@@ -347,49 +360,52 @@ impl Store {
     }
 
     /// Moves a held reservation to `status` and gives its units back; `expired_by` limits it to
-    /// holds expired at that time. False when the reservation was not (or no longer) held.
+    /// holds expired at that time. The reservation as it is now, or `None` when it was not (or no
+    /// longer) held.
     async fn free_in(
         tx: &mut Tx,
         order_id: &str,
         status: &str,
         expired_by: Option<&str>,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Option<Reservation>, sqlx::Error> {
         let at = now_rfc3339();
         let held = "UPDATE reservations SET status = $1, updated_at = $2 \
                     WHERE order_id = $3 AND status = 'held'";
-        let moved = match expired_by {
+        let returning = "RETURNING status, expires_at, created_at";
+        let moved: Option<ReservationRow> = match expired_by {
             Some(by) => {
-                sqlx::query(&format!("{held} AND expires_at <= $4"))
+                sqlx::query_as(&format!("{held} AND expires_at <= $4 {returning}"))
                     .bind(status)
                     .bind(&at)
                     .bind(order_id)
                     .bind(by)
-                    .execute(&mut **tx)
+                    .fetch_optional(&mut **tx)
                     .await?
             }
             None => {
-                sqlx::query(held)
+                sqlx::query_as(&format!("{held} {returning}"))
                     .bind(status)
                     .bind(&at)
                     .bind(order_id)
-                    .execute(&mut **tx)
+                    .fetch_optional(&mut **tx)
                     .await?
             }
         };
-        if moved.rows_affected() == 0 {
-            return Ok(false);
-        }
-        for (product_id, quantity) in Self::lines(tx, order_id).await? {
+        let Some(row) = moved else {
+            return Ok(None);
+        };
+        let lines = Self::lines(tx, order_id).await?;
+        for (product_id, quantity) in &lines {
             sqlx::query(
                 "UPDATE stock SET reserved = reserved - $1, updated_at = $2 WHERE product_id = $3",
             )
             .bind(quantity)
             .bind(&at)
-            .bind(&product_id)
+            .bind(product_id)
             .execute(&mut **tx)
             .await?;
         }
-        Ok(true)
+        Self::assemble(order_id, row, lines).map(Some)
     }
 
     async fn lines(tx: &mut Tx, order_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
@@ -399,13 +415,6 @@ impl Store {
         .bind(order_id)
         .fetch_all(&mut **tx)
         .await
-    }
-
-    async fn done(&self, order_id: &str) -> Result<Transition, sqlx::Error> {
-        Ok(match self.reservation(order_id).await? {
-            Some(r) => Transition::Done(r),
-            None => Transition::NotFound,
-        })
     }
 
     async fn unchanged(&self, order_id: &str) -> Result<Transition, sqlx::Error> {
