@@ -6,6 +6,7 @@
 //! those once.
 
 use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ use crate::crd::{DatabaseMode, ShopService, ShopServiceStatus};
 /// How often a settled ShopService is reconciled anyway, to repair drift that no watch event
 /// reports (an edit by hand to a field the operator does not own, say).
 const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+/// Up to this much more before each resync, a different amount for each ShopService (see
+/// [`resync_after`]).
+const RESYNC_SPREAD: Duration = Duration::from_secs(60);
 /// How often a Shared database that is not ready is tried again. The shared server's Secret
 /// is not watched (it is not the operator's), so a fix to it is noticed within this time.
 const SHARED_RETRY_PERIOD: Duration = Duration::from_secs(30);
@@ -118,7 +122,19 @@ pub async fn apply(
     if storage.is_some_and(|storage| storage.waiting()) {
         return Ok(Action::requeue(STORAGE_RETRY_PERIOD));
     }
-    Ok(Action::requeue(RESYNC_PERIOD))
+    Ok(Action::requeue(resync_after(shop)))
+}
+
+/// When a settled ShopService is reconciled again: after the resync period and a share of
+/// [`RESYNC_SPREAD`] taken from its uid. ShopServices reconciled together (every one of them when
+/// the operator starts or a new leader takes over) would otherwise resync together, every period
+/// after, each re-applying all its children at once; with the share they drift apart by up to a
+/// minute more at every resync, until they are spread over the whole period.
+pub(crate) fn resync_after(shop: &ShopService) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    shop.metadata.uid.hash(&mut hasher);
+    let share = (hasher.finish() % 1_000) as f64 / 1_000.0;
+    RESYNC_PERIOD + RESYNC_SPREAD.mul_f64(share)
 }
 
 /// What the reconcile read from the cluster before building.

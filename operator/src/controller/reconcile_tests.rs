@@ -15,7 +15,7 @@ use tower_test::mock::{self, Handle, SendResponse};
 
 use super::cache::ChildCache;
 use super::metrics::Metrics;
-use super::{Context, FINALIZER, reconcile};
+use super::{Context, FINALIZER, apply, reconcile};
 use crate::build::fixtures::{IMAGE, namespace, shop};
 use crate::crd::{Component, DatabaseMode, DeletionPolicy, ShopService};
 
@@ -349,7 +349,10 @@ async fn a_new_shop_service_gets_the_finalizer_then_its_children_in_the_same_rec
         first_apply_of_cart(server).await
     })
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(apply::resync_after(&cart()))
+    );
 }
 
 #[tokio::test]
@@ -380,7 +383,10 @@ async fn a_shop_service_gets_its_children_applied_in_order_then_its_status() {
         |server| async move { first_apply_of_cart(server).await },
     )
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(apply::resync_after(&cart()))
+    );
 }
 
 #[tokio::test]
@@ -681,4 +687,25 @@ async fn a_credentials_secret_without_a_password_is_never_replaced() {
     .await;
     let error = result.unwrap_err().to_string();
     assert!(error.contains("has no valid key `password`"), "{error}");
+}
+
+#[test]
+fn settled_shop_services_resync_apart_within_a_minute_of_the_period() {
+    let after: Vec<Duration> = (0..200)
+        .map(|i| {
+            let mut shop = cart();
+            shop.metadata.uid = Some(format!("6f1c2a4e-0000-4000-8000-{i:012}"));
+            apply::resync_after(&shop)
+        })
+        .collect();
+    let (earliest, latest) = (after.iter().min().unwrap(), after.iter().max().unwrap());
+    assert!(*earliest >= Duration::from_secs(300), "{earliest:?}");
+    assert!(*latest < Duration::from_secs(360), "{latest:?}");
+    // Spread over the minute, not bunched: 200 ShopServices reach both ends of it.
+    assert!(*earliest < Duration::from_secs(306), "{earliest:?}");
+    assert!(*latest > Duration::from_secs(354), "{latest:?}");
+    // The same ShopService always gets the same share.
+    let mut shop = cart();
+    shop.metadata.uid = Some("6f1c2a4e-0000-4000-8000-000000000007".into());
+    assert_eq!(apply::resync_after(&shop), after[7]);
 }
