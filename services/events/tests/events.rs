@@ -120,6 +120,21 @@ async fn write_events(db: &Database, kind: &str, count: usize) -> Vec<Event> {
     written
 }
 
+/// POSTs `body` as JSON to `path` on the server at `url`.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> reqwest::Response {
+    client
+        .post(format!("{url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn scalar(db: &Database, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(db.pool())
@@ -652,16 +667,8 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         // A duplicate delivery is acknowledged and applied once.
         let client = reqwest::Client::new();
         for _ in 0..2 {
-            let response = client
-                .post(format!(
-                    "{}{}",
-                    up_server.url,
-                    events::local::route("notification")
-                ))
-                .json(&events[0])
-                .send()
-                .await
-                .unwrap();
+            let route = events::local::route("notification");
+            let response = post_json(&client, &up_server.url, &route, &events[0]).await;
             assert_eq!(response.status(), 204);
         }
         // The same for a batch (what the relay sends): taken whole, applied once.
@@ -678,16 +685,8 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
                 .collect(),
         };
         for _ in 0..2 {
-            let response = client
-                .post(format!(
-                    "{}{}",
-                    up_server.url,
-                    events::local::batch_route("notification")
-                ))
-                .json(&batch)
-                .send()
-                .await
-                .unwrap();
+            let route = events::local::batch_route("notification");
+            let response = post_json(&client, &up_server.url, &route, &batch).await;
             assert_eq!(response.status(), 200);
             let answer: events::local::BatchAnswer = response.json().await.unwrap();
             assert!(answer.retry.is_empty(), "{answer:?}");
@@ -746,18 +745,11 @@ async fn local_bus_dead_letters_poison_and_keeps_delivering() {
             .unwrap();
         assert_eq!(response.status(), 204);
         // In a batch, an unreadable event is dead-lettered alone; the batch is taken.
-        let response = reqwest::Client::new()
-            .post(format!(
-                "{}{}",
-                server.url,
-                events::local::batch_route("notification")
-            ))
-            .json(&serde_json::json!({"events": [
-                {"id": "not-an-event", "attempt": 1, "event": {"type": "garbled"}}
-            ]}))
-            .send()
-            .await
-            .unwrap();
+        let garbled = serde_json::json!({"events": [
+            {"id": "not-an-event", "attempt": 1, "event": {"type": "garbled"}}
+        ]});
+        let route = events::local::batch_route("notification");
+        let response = post_json(&reqwest::Client::new(), &server.url, &route, &garbled).await;
         assert_eq!(response.status(), 200);
         let answer: events::local::BatchAnswer = response.json().await.unwrap();
         assert!(answer.retry.is_empty(), "{answer:?}");
