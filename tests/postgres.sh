@@ -9,9 +9,7 @@
 set -euo pipefail
 
 state_dir=${SHOP_PG_DIR:-${TMPDIR:-/tmp}/shop-test-postgres}
-# Below Linux's ephemeral range (32768 and up): there an outgoing connection on loopback can hold
-# the port, and the server then cannot bind it (seen: nats-server failing to start after a
-# benchmark's many connections). The tests' own servers take 20000-32000.
+# Below Linux's ephemeral range, as in tests/nats.sh (which says why).
 port=${SHOP_PG_PORT:-15432}
 
 say() { printf 'postgres: %s\n' "$*" >&2; }

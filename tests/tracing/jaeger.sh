@@ -22,7 +22,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../cluster/install.sh"
 
 state_dir=${SHOP_JAEGER_DIR:-${TMPDIR:-/tmp}/shop-test-jaeger}
-# Every port below Linux's ephemeral range, as in tests/postgres.sh.
+# Every port below Linux's ephemeral range, as in tests/nats.sh (which says why).
 otlp_port=${SHOP_JAEGER_OTLP_PORT:-14318}
 query_port=${SHOP_JAEGER_QUERY_PORT:-16686}
 # Listeners nobody here uses, still opened by the binary: kept on loopback, on ports of their own.

@@ -152,7 +152,8 @@ pub fn parse_peers(list: &str) -> Result<Vec<Peer>> {
 pub(crate) enum Kind {
     /// NATS JetStream: the relay publishes to `SHOP_EVENTS`, consumers pull from it.
     Nats(async_nats::jetstream::Context),
-    /// Direct delivery: the relay POSTs each event to every peer's `/internal/events/<name>`.
+    /// Direct delivery: the relay POSTs batches of events to every peer's
+    /// `/internal/events/<name>`.
     Local(Vec<Peer>),
     /// No bus: events wait in the outbox; consumers still accept local deliveries.
     None,

@@ -1,11 +1,9 @@
-//! The local bus for `shop up`: producers POST events to every peer's
-//! `/internal/events/<consumer>` (one event) or `/internal/events/<consumer>/batch` (what the
-//! relay has for that peer, up to a batch); the consumer applies them and answers.
+//! The local bus for `shop up`: each producer's relay POSTs what it has for a peer, up to a
+//! batch, to that peer's `/internal/events/<consumer>`; the consumer applies it and answers.
 //!
-//! The answer is the contract. One event: 204 when it is applied, was applied before, or was
-//! dead-lettered (the producer may forget it); 503 when it should be retried later. A batch: 200
-//! with the ids to retry later (`{"retry": [...]}`); the producer may forget every other event of
-//! it. Dead letters go to the consumer's own `dead_letters` table.
+//! The answer is the contract: 200 with the ids to deliver again later (`{"retry": [...]}`);
+//! the producer may forget every other event of the batch (applied, applied before, or
+//! dead-lettered). Dead letters go to the consumer's own `dead_letters` table.
 
 use std::sync::Arc;
 
@@ -13,7 +11,7 @@ use anyhow::Result;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use serde::Deserialize;
@@ -28,24 +26,12 @@ use crate::consume::{self, DeadLetterCount, DeadReason, HandleError, Handler};
 use crate::event::Event;
 use crate::outbox::OutboxRow;
 
-/// The attempt number of a delivery (1 for the first), sent by the producer.
-pub const ATTEMPT_HEADER: &str = "shop-event-attempt";
-/// The producer's trace context. Not `traceparent`: that one is the delivery's own (the relay's,
-/// none), and the consumer links to the producer rather than being its child.
-pub const TRACEPARENT_HEADER: &str = "shop-event-traceparent";
-pub const TRACESTATE_HEADER: &str = "shop-event-tracestate";
-
-/// The route a consumer listens on for local deliveries of one event.
+/// The route a consumer listens on for local deliveries.
 pub fn route(consumer: &str) -> String {
     format!("/internal/events/{consumer}")
 }
 
-/// The route a consumer listens on for local deliveries of several events at once.
-pub fn batch_route(consumer: &str) -> String {
-    format!("/internal/events/{consumer}/batch")
-}
-
-/// One event of a batch, with what the headers carry for a single delivery.
+/// One event of a batch, with what the relay knows of its delivery.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct BatchItem {
     /// The event's id (its outbox row's), to name it in the answer even when `event` cannot be
@@ -53,7 +39,8 @@ pub struct BatchItem {
     pub id: String,
     /// The delivery's attempt for this event (1 for the first).
     pub attempt: u32,
-    /// The producer's trace context (see [`TRACEPARENT_HEADER`]).
+    /// The producer's trace context, stored with the event: the consumer's span links to it
+    /// rather than being its child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +90,7 @@ pub(crate) async fn deliver(
             .collect(),
     };
     let request = upstream
-        .request(Method::POST, &batch_route(consumer))
+        .request(Method::POST, &route(consumer))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&batch).expect("a batch serializes"));
     match upstream.send(request).await {
@@ -143,7 +130,6 @@ pub(crate) fn router(
     };
     Router::new()
         .route(&route(consumer), routing::post(receive))
-        .route(&batch_route(consumer), routing::post(receive_batch))
         .with_state(receiver)
 }
 
@@ -155,29 +141,9 @@ enum Settled {
     Retry,
 }
 
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let attempt = headers
-        .get(ATTEMPT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1);
-    let producer =
-        TraceContext::from_named_headers(&headers, TRACEPARENT_HEADER, TRACESTATE_HEADER);
-    let event = serde_json::from_slice::<Event>(&body).map_err(|error| (error, body));
-    match settle(&receiver, event, attempt, producer).await {
-        Settled::Taken => StatusCode::NO_CONTENT.into_response(),
-        Settled::Retry => Problem::typed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "event-retry",
-            "the event could not be applied now; retry later",
-        )
-        .into_response(),
-    }
-}
-
 /// A batch: every event in one transaction when all of them apply; otherwise each on its own,
-/// as if delivered alone.
-async fn receive_batch(State(receiver): State<Receiver>, body: Bytes) -> Response {
+/// so that one event's failure holds up no other.
+async fn receive(State(receiver): State<Receiver>, body: Bytes) -> Response {
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(error) => {

@@ -171,13 +171,16 @@ async fn reserve_commit_and_release() {
         assert!(other.kind.ends_with("reservation-mismatch"));
 
         // Commit: the units leave the warehouse; committing again is a no-op.
+        // The answer is the reservation as stored: the first from the commit's own rows, the
+        // second read back.
         for _ in 0..2 {
             let committed = inv.act(&first, "commit").await;
             assert_eq!(committed.status(), StatusCode::OK);
-            assert_eq!(
-                committed.json::<Value>().await.unwrap()["status"],
-                "committed"
-            );
+            let committed: Value = committed.json().await.unwrap();
+            assert_eq!(committed["status"], "committed");
+            assert_eq!(committed["items"], held["items"]);
+            let stored: Value = inv.reservation(&first).await.json().await.unwrap();
+            assert_eq!(committed, stored);
         }
         assert_eq!(inv.row(&a).await, (6, 0));
         assert_eq!(inv.row(&b).await, (2, 0));
@@ -194,10 +197,11 @@ async fn reserve_commit_and_release() {
         for _ in 0..2 {
             let released = inv.act(&second, "release").await;
             assert_eq!(released.status(), StatusCode::OK);
-            assert_eq!(
-                released.json::<Value>().await.unwrap()["status"],
-                "released"
-            );
+            let released: Value = released.json().await.unwrap();
+            assert_eq!(released["status"], "released");
+            assert_eq!(released["items"][0]["quantity"], 6);
+            let stored: Value = inv.reservation(&second).await.json().await.unwrap();
+            assert_eq!(released, stored);
         }
         assert_eq!(inv.available(&a).await, 6);
         assert_eq!(inv.row(&a).await, (6, 0));

@@ -725,13 +725,13 @@ impl Display for Reconciles {
 /// (with its subresource): everyone's requests, the bench's, the operator's, the controllers'
 /// and kwok's, since the API server is what they share.
 #[derive(Default)]
-struct ApiRequests(HashMap<Request, f64>);
+struct ApiRequests(HashMap<RequestKind, f64>);
 
 /// A kind of request: verb, resource (with subresource), and whether the API server refused it
 /// with 409 Conflict (a write from a stale copy; controllers retry those, and they count here
 /// like any other request).
 #[derive(PartialEq, Eq, Hash)]
-struct Request {
+struct RequestKind {
     verb: String,
     resource: String,
     conflict: bool,
@@ -765,7 +765,7 @@ impl ApiRequests {
                 "" => label("resource").to_owned(),
                 sub => format!("{}/{sub}", label("resource")),
             };
-            let request = Request {
+            let request = RequestKind {
                 verb: label("verb").to_owned(),
                 resource,
                 conflict: label("code") == "409",
@@ -802,7 +802,7 @@ impl ApiRequests {
         if self.0.is_empty() {
             return "unknown (the API server's /metrics not read)".into();
         }
-        let sum = |test: &dyn Fn(&Request) -> bool| -> f64 {
+        let sum = |test: &dyn Fn(&RequestKind) -> bool| -> f64 {
             self.0
                 .iter()
                 .filter(|(request, _)| test(request))
@@ -820,7 +820,7 @@ impl ApiRequests {
 
     /// The writes by verb and resource, most first, per ShopService.
     fn breakdown(&self, shop_services: usize) -> String {
-        let mut writes: Vec<(&Request, &f64)> = self
+        let mut writes: Vec<(&RequestKind, &f64)> = self
             .0
             .iter()
             .filter(|(request, _)| Self::is_write(&request.verb))
