@@ -33,7 +33,7 @@ pub fn route(consumer: &str) -> String {
 
 /// One event of a batch, with what the relay knows of its delivery.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BatchItem {
+pub struct BatchItem<E = serde_json::Value> {
     /// The event's id (its outbox row's), to name it in the answer even when `event` cannot be
     /// read.
     pub id: String,
@@ -45,14 +45,15 @@ pub struct BatchItem {
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracestate: Option<String>,
-    /// The event; decoded one by one, so that one unreadable event is dead-lettered alone.
-    pub event: serde_json::Value,
+    /// The event: the relay sends it as the producer wrote it (`&Event`); the consumer reads
+    /// any JSON and decodes each on its own, so that one unreadable event is dead-lettered alone.
+    pub event: E,
 }
 
 /// A batch delivery's body.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Batch {
-    pub events: Vec<BatchItem>,
+pub struct Batch<E = serde_json::Value> {
+    pub events: Vec<BatchItem<E>>,
 }
 
 /// A consumer's answer to a batch: the events to deliver again later. Every other event of the
@@ -85,7 +86,7 @@ pub(crate) async fn deliver(
                 attempt: *attempt,
                 traceparent: row.trace.as_ref().map(|t| t.traceparent.clone()),
                 tracestate: row.trace.as_ref().and_then(|t| t.tracestate.clone()),
-                event: serde_json::to_value(&row.event).expect("an event serializes"),
+                event: &row.event,
             })
             .collect(),
     };
