@@ -100,7 +100,14 @@ async fn set_item(
     }
     let line = domain::line(product.id, product.name, body.quantity, product.price);
     state.store.set_line(&user_id, &line).await?;
-    Ok(Json(state.store.cart(&user_id).await?))
+    // The cart as stored now, without reading it again: the line replaced where it was, or
+    // added last (the cart is ordered by when each line was first added).
+    let mut lines = cart.items;
+    match lines.iter_mut().find(|l| l.product_id == line.product_id) {
+        Some(existing) => *existing = line,
+        None => lines.push(line),
+    }
+    Ok(Json(Cart::from_lines(lines)))
 }
 
 /// Take a product out of the cart.

@@ -89,6 +89,9 @@ async fn a_cart_from_empty_to_full_and_back() {
             json!({"amount": expected, "currency": "USD"})
         );
         assert_eq!(cart_now["item_count"], 3);
+        // The answer is the cart as stored, lines in the order they were first added.
+        let stored: Value = read(ANN).await.unwrap().json().await.unwrap();
+        assert_eq!(cart_now, stored);
 
         // Setting a quantity replaces it.
         let cart_now: Value = put(ANN, &a["id"], json!(5))
@@ -102,6 +105,8 @@ async fn a_cart_from_empty_to_full_and_back() {
             cart_now["items"][0]["line_total"]["amount"],
             5 * a["price"]["amount"].as_i64().unwrap()
         );
+        let stored: Value = read(ANN).await.unwrap().json().await.unwrap();
+        assert_eq!(cart_now, stored);
 
         // Carts are per caller.
         let bobs: Value = read(BOB).await.unwrap().json().await.unwrap();

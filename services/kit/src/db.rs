@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
+use sqlx::Connection;
+use sqlx::any::AnyConnectOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{Connection, Executor, Transaction};
 
 use crate::config::env_parse;
+
+mod pool;
+
+pub use pool::{Pool, PoolSettings, PooledConnection, Tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -45,16 +48,14 @@ impl std::fmt::Display for Backend {
     }
 }
 
-pub type Tx = Transaction<'static, sqlx::Any>;
-
 /// A connection pool with its backend. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pool: AnyPool,
+    pool: Pool,
     /// Where reads that need no transaction go: on SQLite, read-only connections beside the one
     /// writer (WAL lets them read while it writes, so a read never queues behind writes); on
     /// PostgreSQL (and in-memory SQLite), `pool` itself.
-    readers: AnyPool,
+    readers: Pool,
     backend: Backend,
     outage: Arc<Outage>,
 }
@@ -134,6 +135,10 @@ struct Outage {
     checking: AtomicBool,
 }
 
+/// A PostgreSQL connection idle for longer is pinged before it is used again: long enough that
+/// a busy service never pings, short enough that connections left from before a server restart
+/// are found broken before a request uses them.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How often the outage check tries a new connection while the server is down.
 const OUTAGE_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long one try may take before it counts as a failure.
@@ -150,10 +155,8 @@ impl Database {
         // service whose database has just gone away hears that service's 503, not its own 504.
         let acquire_timeout =
             Duration::from_millis(env_parse("SHOP_DB_ACQUIRE_TIMEOUT_MS", 2_000)?);
-        let new_options = || AnyPoolOptions::new().acquire_timeout(acquire_timeout);
         let unreachable = || format!("could not connect to the {backend} database in DATABASE_URL");
-        let mut options = new_options();
-        match backend {
+        let settings = match backend {
             Backend::Sqlite => {
                 if !url.contains("mode=") {
                     // Create the file on first start.
@@ -163,61 +166,54 @@ impl Database {
                         "?mode=rwc"
                     });
                 }
-                // One connection by default: SQLite has one writer, and a second connection's
-                // writer waits in SQLite's busy handler, which sleeps 1, 2, 5 … 100 ms between
-                // tries (a checkout's write waited up to 1.6 s under load). The pool's queue is
-                // fair and never sleeps; a statement here takes microseconds.
-                options = options
-                    .max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?)
-                    // No ping before each statement: a SQLite connection is a file in this
-                    // process, with nothing to lose on the way, and each ping was one more
-                    // round trip to sqlx's worker thread (a futex wake on each side).
-                    .test_before_acquire(false)
-                    // On a full disk SQLite rolls a failed COMMIT back by itself; sqlx then still
-                    // counts the transaction as open (its ROLLBACK fails), makes the next one a
-                    // savepoint, and reports a commit that kept nothing. A connection given back
-                    // inside a transaction is closed instead, and the pool opens a clean one.
-                    .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the one writer; busy_timeout makes
-                            // writers of other processes (a `shop migrate`, a larger pool) queue
-                            // instead of failing with "database is locked".
-                            conn.execute(
-                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                                 PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    });
+                PoolSettings {
+                    // One connection by default: SQLite has one writer, and a second
+                    // connection's writer waits in SQLite's busy handler, which sleeps 1, 2, 5 …
+                    // 100 ms between tries (a checkout's write waited up to 1.6 s under load).
+                    // The pool's queue is fair and never sleeps; a statement takes microseconds.
+                    max_connections: env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?,
+                    acquire_timeout,
+                    // WAL lets readers run beside the one writer; busy_timeout makes writers of
+                    // other processes (a `shop migrate`, a larger pool) queue instead of
+                    // failing with "database is locked".
+                    setup: Some(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                         PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+                    ),
+                    // A file in this process: nothing to lose between statements.
+                    ping_idle_after: None,
+                }
             }
-            Backend::Postgres => {
-                options = options.max_connections(env_parse("SHOP_DB_MAX_CONNECTIONS", 8)?);
-            }
-        }
-        let pool = options.connect(&url).await.with_context(unreachable)?;
+            Backend::Postgres => PoolSettings {
+                max_connections: env_parse("SHOP_DB_MAX_CONNECTIONS", 8)?,
+                acquire_timeout,
+                setup: None,
+                ping_idle_after: Some(PING_IDLE_AFTER),
+            },
+        };
+        let options: AnyConnectOptions = url.parse().with_context(unreachable)?;
+        let pool = Pool::new(options.clone(), settings);
+        // Connect now: a wrong URL or a server that is not there stops the service at start.
+        drop(pool.acquire().await.with_context(unreachable)?);
         let readers = match backend {
             // After the writer: it has created the file and switched it to WAL.
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
-                new_options()
-                    .max_connections(env_parse("SHOP_DB_READERS", 2)?)
-                    .test_before_acquire(false)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // query_only: a write sent here by mistake fails at once instead
-                            // of racing the writer.
-                            conn.execute(
-                                "PRAGMA query_only=ON; PRAGMA busy_timeout=5000; \
-                                 PRAGMA foreign_keys=ON;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&url)
-                    .await
-                    .with_context(unreachable)?
+                let readers = Pool::new(
+                    options,
+                    PoolSettings {
+                        max_connections: env_parse("SHOP_DB_READERS", 2)?,
+                        acquire_timeout,
+                        // query_only: a write sent here by mistake fails at once instead of
+                        // racing the writer.
+                        setup: Some(
+                            "PRAGMA query_only=ON; PRAGMA busy_timeout=5000; \
+                             PRAGMA foreign_keys=ON;",
+                        ),
+                        ping_idle_after: None,
+                    },
+                );
+                drop(readers.acquire().await.with_context(unreachable)?);
+                readers
             }
             _ => pool.clone(),
         };
@@ -242,20 +238,25 @@ impl Database {
     }
 
     pub async fn migrate(&self, migrator: &Migrator) -> Result<()> {
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .with_context(|| format!("connecting to the {} database", self.backend))?;
         migrator
-            .run(&self.pool)
+            .run(&mut *connection)
             .await
             .with_context(|| format!("running migrations on the {} database", self.backend))
     }
 
     /// The pool for writes, transactions, and reads that must see this connection's writes.
-    pub fn pool(&self) -> &AnyPool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
     /// The pool for reads outside a transaction (they see every committed write): on SQLite,
     /// read-only connections that never wait for the writer.
-    pub fn reader(&self) -> &AnyPool {
+    pub fn reader(&self) -> &Pool {
         &self.readers
     }
 
@@ -265,6 +266,12 @@ impl Database {
 
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    /// Closes every connection (the readers' too) as it comes back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.readers.close().await;
     }
 
     /// For `/readyz`: the database answers a trivial query. On a reader: under load a probe

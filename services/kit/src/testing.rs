@@ -76,7 +76,7 @@ pub async fn postgres_on(admin_url: &str) -> TestDatabase {
         .execute(db.pool())
         .await
         .expect("creating a test database");
-    db.pool().close().await;
+    db.close().await;
     let (base, _) = admin_url
         .rsplit_once('/')
         .expect("the admin URL names a database");

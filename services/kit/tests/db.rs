@@ -46,7 +46,7 @@ async fn unique_violations_are_told_apart_on_both_backends() {
             !Database::is_unique_violation(&syntax),
             "{backend}: {syntax}"
         );
-        db.pool().close().await;
+        db.close().await;
     }
 }
 
@@ -105,6 +105,138 @@ async fn row_structs_read_the_portable_column_types_on_both_backends() {
             ],
             "{backend}"
         );
-        db.pool().close().await;
+        db.close().await;
     }
+}
+
+/// A transaction dropped without a commit is rolled back before its connection serves the next
+/// statement, on one connection as on many.
+#[tokio::test]
+async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again() {
+    for test_db in testing::all_backends().await {
+        let backend = test_db.backend;
+        let db = Database::connect(&test_db.url).await.unwrap();
+        sqlx::query("CREATE TABLE notes (id TEXT PRIMARY KEY)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO notes (id) VALUES ('dropped')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        // On SQLite this is the same one writer connection, given back after the rollback.
+        sqlx::query("INSERT INTO notes (id) VALUES ('kept')")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO notes (id) VALUES ('committed')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM notes ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            ids,
+            [("committed".to_owned(),), ("kept".to_owned(),)],
+            "{backend}"
+        );
+        db.close().await;
+    }
+}
+
+/// With every connection out, the next caller waits the acquire timeout and gets
+/// `PoolTimedOut` (a `503` in the services), and is served once a connection comes back.
+#[tokio::test]
+async fn a_pool_with_every_connection_out_times_out_then_serves_again() {
+    use shop_kit::db::{Pool, PoolSettings};
+    let test_db = testing::sqlite();
+    let pool = Pool::new(
+        format!("{}?mode=rwc", test_db.url).parse().unwrap(),
+        PoolSettings {
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_millis(200),
+            setup: None,
+            ping_idle_after: None,
+        },
+    );
+    let held = pool.acquire().await.unwrap();
+    let started = std::time::Instant::now();
+    let waited = sqlx::query("SELECT 1").execute(&pool).await.unwrap_err();
+    assert!(
+        matches!(waited, sqlx::Error::PoolTimedOut),
+        "expected PoolTimedOut, got {waited}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    drop(held);
+    sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+    pool.close().await;
+    assert!(matches!(
+        pool.acquire().await.map(|_| ()).unwrap_err(),
+        sqlx::Error::PoolClosed
+    ));
+}
+
+/// A PostgreSQL connection the server closed while it sat idle (a restart, an idle timeout) is
+/// found broken by the ping before its next use and replaced: the caller sees no error. A
+/// connection that breaks during a statement fails that statement only.
+#[tokio::test]
+async fn postgres_connections_closed_by_the_server_are_replaced() {
+    let Some(test_db) = testing::postgres().await else {
+        return;
+    };
+    let db = Database::connect(&test_db.url).await.unwrap();
+    // Another session of the same role may end this one's backends.
+    let other = Database::connect(&test_db.url).await.unwrap();
+    let backend_pid = |db: &Database| {
+        let pool = db.pool().clone();
+        async move {
+            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pid
+        }
+    };
+    let terminate = |pid: i32| {
+        let other = other.pool().clone();
+        async move {
+            let (ended,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&other)
+                .await
+                .unwrap();
+            assert!(ended, "backend {pid} ended");
+            // The signal is sent, not awaited: give the backend time to go.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+
+    // Idle past the ping threshold: replaced before use.
+    let first = backend_pid(&db).await;
+    terminate(first).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let second = backend_pid(&db).await;
+    assert_ne!(
+        first, second,
+        "a new connection after the old one was closed"
+    );
+
+    // Broken between two statements with no idle time to speak of: that statement fails,
+    // the connection is not given back, and the next statement gets a new one.
+    terminate(second).await;
+    let failed = sqlx::query("SELECT 1").execute(db.pool()).await;
+    assert!(
+        failed.is_err(),
+        "the statement on a closed connection fails"
+    );
+    let third = backend_pid(&db).await;
+    assert_ne!(second, third);
+    db.close().await;
+    other.close().await;
 }

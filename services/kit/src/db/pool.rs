@@ -1,0 +1,398 @@
+//! The connections a service holds to its database, handed out one statement or one transaction
+//! at a time.
+//!
+//! sqlx's own pool pings every connection when it is given back (and, by default, before it is
+//! handed out): a round trip per statement to SQLite's worker thread, or to the PostgreSQL
+//! server, on top of the statement's own. This pool keeps what the services need of it (a
+//! bound on connections, a fair wait with the acquire timeout, broken connections replaced) and
+//! pings only a PostgreSQL connection that sat idle, the way connection pools such as HikariCP
+//! do. docs/decisions.md, "The services hold their own database connections", has the figures.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use sqlx::any::{Any, AnyConnectOptions, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
+use sqlx::{AnyConnection, Connection, Describe, Either, Execute, Executor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A bounded set of connections to one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: AnyConnectOptions,
+    /// Run on each new connection (PRAGMAs): `None` for nothing.
+    setup: Option<&'static str>,
+    /// One per connection that may be out at once.
+    permits: Arc<Semaphore>,
+    /// Connections not in use, the most recently used last.
+    idle: Mutex<Vec<Idle>>,
+    acquire_timeout: Duration,
+    /// A connection idle for longer is pinged before it is handed out: a server restarted
+    /// meanwhile has broken it. `None`: never (a SQLite file has no server to lose).
+    ping_idle_after: Option<Duration>,
+    closed: AtomicBool,
+}
+
+struct Idle {
+    connection: AnyConnection,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The options hold the URL, which may hold a password: never printed.
+        f.debug_struct("Pool")
+            .field("available", &self.inner.permits.available_permits())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a [`Pool`] opens and keeps its connections.
+pub struct PoolSettings {
+    pub max_connections: usize,
+    pub acquire_timeout: Duration,
+    pub setup: Option<&'static str>,
+    pub ping_idle_after: Option<Duration>,
+}
+
+impl Pool {
+    /// A pool over `options`. Opens no connection until one is asked for.
+    pub fn new(options: AnyConnectOptions, settings: PoolSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                options,
+                setup: settings.setup,
+                permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+                idle: Mutex::new(Vec::new()),
+                acquire_timeout: settings.acquire_timeout,
+                ping_idle_after: settings.ping_idle_after,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A connection, waiting in line (first come, first served) for at most the acquire
+    /// timeout, then `PoolTimedOut`; opening one when none is idle.
+    pub async fn acquire(&self) -> Result<PooledConnection, sqlx::Error> {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + inner.acquire_timeout;
+        let permit = tokio::time::timeout_at(deadline, inner.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        loop {
+            let idle = inner.idle.lock().expect("the idle list").pop();
+            let Some(Idle {
+                mut connection,
+                since,
+            }) = idle
+            else {
+                break;
+            };
+            if let Some(after) = inner.ping_idle_after
+                && since.elapsed() > after
+                && tokio::time::timeout_at(deadline, connection.ping())
+                    .await
+                    .map_or(true, |pinged| pinged.is_err())
+            {
+                // Broken while it waited: dropped, and the next one tried.
+                continue;
+            }
+            return Ok(self.hand_out(connection, permit));
+        }
+        let mut connection =
+            tokio::time::timeout_at(deadline, AnyConnection::connect_with(&inner.options))
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        if let Some(setup) = inner.setup {
+            connection.execute(setup).await?;
+        }
+        Ok(self.hand_out(connection, permit))
+    }
+
+    fn hand_out(
+        &self,
+        connection: AnyConnection,
+        permit: OwnedSemaphorePermit,
+    ) -> PooledConnection {
+        PooledConnection {
+            connection: Some(connection),
+            pool: self.inner.clone(),
+            _permit: permit,
+            broken: false,
+        }
+    }
+
+    /// Closes the idle connections and every other one as it is given back; later acquires
+    /// fail with `PoolClosed`.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.permits.close();
+        let idle = std::mem::take(&mut *self.inner.idle.lock().expect("the idle list"));
+        for Idle { connection, .. } in idle {
+            let _ = connection.close().await;
+        }
+    }
+
+    /// A transaction on a connection of its own (`BEGIN` sent); rolled back if dropped before
+    /// [`Tx::commit`].
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let mut connection = self.acquire().await?;
+        if let Err(e) = connection.execute("BEGIN").await {
+            connection.check(&e);
+            return Err(e);
+        }
+        Ok(Tx {
+            connection: Some(connection),
+        })
+    }
+}
+
+/// A connection out of a [`Pool`]; given back when dropped, unless it broke.
+pub struct PooledConnection {
+    connection: Option<AnyConnection>,
+    pool: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+    broken: bool,
+}
+
+impl PooledConnection {
+    /// Marks the connection broken when `error` says it is (the server is gone, the socket
+    /// failed): it is closed instead of given back.
+    fn check(&mut self, error: &sqlx::Error) {
+        if connection_lost(error) {
+            self.broken = true;
+        }
+    }
+
+    /// Closes the connection instead of giving it back.
+    fn discard(&mut self) {
+        self.broken = true;
+    }
+
+    fn check_result<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        if let Err(e) = result {
+            self.check(e);
+        }
+    }
+}
+
+/// Whether an error leaves the connection unusable.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+    ) || super::Failure::of(error) == Some(super::Failure::Unreachable)
+}
+
+impl Deref for PooledConnection {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.connection.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.connection.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        if self.broken || self.pool.closed.load(Ordering::Acquire) {
+            // Dropping it closes it (SQLite's worker ends; PostgreSQL's socket shuts).
+            return;
+        }
+        self.pool.idle.lock().expect("the idle list").push(Idle {
+            connection,
+            since: Instant::now(),
+        });
+        // The permit is released after this, with the connection already back.
+    }
+}
+
+/// A transaction on a pooled connection. Statements run on `&mut *tx`. Dropped without
+/// [`Tx::commit`], it is rolled back before its connection serves anyone else.
+pub struct Tx {
+    connection: Option<PooledConnection>,
+}
+
+impl Tx {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let mut connection = self.connection.take().expect("present until finished");
+        let committed = connection.execute("COMMIT").await;
+        if let Err(e) = &committed {
+            connection.check(e);
+            // A failed COMMIT may leave the transaction open (or SQLite may have rolled it back
+            // by itself, on a full disk): either way the connection must not go back inside one.
+            end_or_discard(connection).await;
+        }
+        committed.map(|_| ())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let mut connection = self.connection.take().expect("present until finished");
+        let rolled_back = connection.execute("ROLLBACK").await;
+        connection.check_result(&rolled_back);
+        if rolled_back.is_err() {
+            connection.discard();
+        }
+        rolled_back.map(|_| ())
+    }
+}
+
+/// Rolls back whatever transaction is open on `connection`, and discards the connection if
+/// that fails.
+async fn end_or_discard(mut connection: PooledConnection) {
+    if !connection.broken && connection.execute("ROLLBACK").await.is_err() {
+        connection.discard();
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.connection.as_ref().expect("present until finished")
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.connection.as_mut().expect("present until finished")
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            // The connection, and its permit, stay out until the rollback is done.
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let rolled_back = connection.execute("ROLLBACK").await;
+                    if rolled_back.is_err() {
+                        connection.discard();
+                    }
+                });
+            }
+            // No runtime to roll back on: closing the connection rolls the transaction back.
+            Err(_) => connection.discard(),
+        }
+    }
+}
+
+/// Statements on a pool take a connection for the statement and give it back.
+impl<'c> Executor<'c> for &'c Pool {
+    type Database = Any;
+
+    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<AnyQueryResult, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        Box::pin(async move {
+            let mut connection = self.acquire().await?;
+            let result = connection.execute(query).await;
+            connection.check_result(&result);
+            result
+        })
+    }
+
+    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        Box::pin(async move {
+            let mut connection = self.acquire().await?;
+            let result = connection.fetch_all(query).await;
+            connection.check_result(&result);
+            result
+        })
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        Box::pin(async move {
+            let mut connection = self.acquire().await?;
+            let result = connection.fetch_optional(query).await;
+            connection.check_result(&result);
+            result
+        })
+    }
+
+    /// Collects the statement's results before handing them on, so that the connection goes
+    /// back at once: the services' queries are bounded (pages, a cart's lines).
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        futures_util::stream::once(async move {
+            let results = match self.acquire().await {
+                Ok(mut connection) => {
+                    let results: Vec<_> = connection.fetch_many(query).collect().await;
+                    if let Some(Err(e)) = results.last() {
+                        connection.check(e);
+                    }
+                    results
+                }
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(results)
+        })
+        .flatten()
+        .boxed()
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<AnyStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            let mut connection = self.acquire().await?;
+            connection.prepare_with(sql, parameters).await
+        })
+    }
+
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Any>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            let mut connection = self.acquire().await?;
+            connection.describe(sql).await
+        })
+    }
+}
