@@ -155,6 +155,8 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again
 #[tokio::test]
 async fn a_pool_with_every_connection_out_times_out_then_serves_again() {
     use shop_kit::db::{Pool, PoolSettings};
+    // Database::connect does this; this test builds a pool without it.
+    sqlx::any::install_default_drivers();
     let test_db = testing::sqlite();
     let pool = Pool::new(
         format!("{}?mode=rwc", test_db.url).parse().unwrap(),

@@ -132,6 +132,7 @@ impl Pool {
             pool: self.inner.clone(),
             _permit: permit,
             broken: false,
+            in_flight: false,
         }
     }
 
@@ -166,6 +167,9 @@ pub struct PooledConnection {
     pool: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
     broken: bool,
+    /// A statement was sent and its answer not yet read in full: if the connection is dropped
+    /// so (its caller was cancelled), it may be left mid-exchange, and is closed.
+    in_flight: bool,
 }
 
 impl PooledConnection {
@@ -193,7 +197,10 @@ impl PooledConnection {
 fn connection_lost(error: &sqlx::Error) -> bool {
     matches!(
         error,
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
     ) || super::Failure::of(error) == Some(super::Failure::Unreachable)
 }
 
@@ -215,7 +222,7 @@ impl Drop for PooledConnection {
         let Some(connection) = self.connection.take() else {
             return;
         };
-        if self.broken || self.pool.closed.load(Ordering::Acquire) {
+        if self.broken || self.in_flight || self.pool.closed.load(Ordering::Acquire) {
             // Dropping it closes it (SQLite's worker ends; PostgreSQL's socket shuts).
             return;
         }
@@ -310,7 +317,9 @@ impl<'c> Executor<'c> for &'c Pool {
     {
         Box::pin(async move {
             let mut connection = self.acquire().await?;
+            connection.in_flight = true;
             let result = connection.execute(query).await;
+            connection.in_flight = false;
             connection.check_result(&result);
             result
         })
@@ -323,7 +332,9 @@ impl<'c> Executor<'c> for &'c Pool {
     {
         Box::pin(async move {
             let mut connection = self.acquire().await?;
+            connection.in_flight = true;
             let result = connection.fetch_all(query).await;
+            connection.in_flight = false;
             connection.check_result(&result);
             result
         })
@@ -339,7 +350,9 @@ impl<'c> Executor<'c> for &'c Pool {
     {
         Box::pin(async move {
             let mut connection = self.acquire().await?;
+            connection.in_flight = true;
             let result = connection.fetch_optional(query).await;
+            connection.in_flight = false;
             connection.check_result(&result);
             result
         })
@@ -358,7 +371,9 @@ impl<'c> Executor<'c> for &'c Pool {
         futures_util::stream::once(async move {
             let results = match self.acquire().await {
                 Ok(mut connection) => {
+                    connection.in_flight = true;
                     let results: Vec<_> = connection.fetch_many(query).collect().await;
+                    connection.in_flight = false;
                     if let Some(Err(e)) = results.last() {
                         connection.check(e);
                     }
