@@ -242,3 +242,41 @@ async fn postgres_connections_closed_by_the_server_are_replaced() {
     db.close().await;
     other.close().await;
 }
+
+/// A statement whose caller gave up (a request timeout, a client gone) leaves its connection
+/// mid-exchange: that connection is closed, and the next statement gets a fresh one at once
+/// instead of waiting behind the abandoned statement.
+#[tokio::test]
+async fn a_connection_abandoned_mid_statement_is_not_reused() {
+    let Some(test_db) = testing::postgres().await else {
+        return;
+    };
+    let db = Database::connect(&test_db.url).await.unwrap();
+    let pid = || async {
+        let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        pid
+    };
+    let before = pid().await;
+    // The most recently used idle connection is handed out first: this one is `before`'s.
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        sqlx::query("SELECT pg_sleep(3)").execute(db.pool()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep was cut off");
+    let started = std::time::Instant::now();
+    let after = pid().await;
+    assert_ne!(
+        before, after,
+        "the abandoned connection was not handed out again"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "the next statement waited {:?}",
+        started.elapsed()
+    );
+    db.close().await;
+}
