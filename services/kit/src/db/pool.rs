@@ -306,6 +306,21 @@ impl Drop for Tx {
     }
 }
 
+/// Runs one statement on a connection taken from `$pool` for it: marked in flight meanwhile,
+/// and checked for a lost connection after.
+macro_rules! on_a_connection {
+    ($pool:expr, $connection:ident => $statement:expr) => {
+        Box::pin(async move {
+            let mut $connection = $pool.acquire().await?;
+            $connection.in_flight = true;
+            let result = $statement.await;
+            $connection.in_flight = false;
+            $connection.check_result(&result);
+            result
+        })
+    };
+}
+
 /// Statements on a pool take a connection for the statement and give it back.
 impl<'c> Executor<'c> for &'c Pool {
     type Database = Any;
@@ -315,14 +330,7 @@ impl<'c> Executor<'c> for &'c Pool {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        Box::pin(async move {
-            let mut connection = self.acquire().await?;
-            connection.in_flight = true;
-            let result = connection.execute(query).await;
-            connection.in_flight = false;
-            connection.check_result(&result);
-            result
-        })
+        on_a_connection!(self, connection => connection.execute(query))
     }
 
     fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<AnyRow>, sqlx::Error>>
@@ -330,14 +338,7 @@ impl<'c> Executor<'c> for &'c Pool {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        Box::pin(async move {
-            let mut connection = self.acquire().await?;
-            connection.in_flight = true;
-            let result = connection.fetch_all(query).await;
-            connection.in_flight = false;
-            connection.check_result(&result);
-            result
-        })
+        on_a_connection!(self, connection => connection.fetch_all(query))
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -348,14 +349,7 @@ impl<'c> Executor<'c> for &'c Pool {
         'c: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        Box::pin(async move {
-            let mut connection = self.acquire().await?;
-            connection.in_flight = true;
-            let result = connection.fetch_optional(query).await;
-            connection.in_flight = false;
-            connection.check_result(&result);
-            result
-        })
+        on_a_connection!(self, connection => connection.fetch_optional(query))
     }
 
     /// Collects the statement's results before handing them on, so that the connection goes
@@ -395,19 +389,13 @@ impl<'c> Executor<'c> for &'c Pool {
     where
         'c: 'e,
     {
-        Box::pin(async move {
-            let mut connection = self.acquire().await?;
-            connection.prepare_with(sql, parameters).await
-        })
+        on_a_connection!(self, connection => connection.prepare_with(sql, parameters))
     }
 
     fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Any>, sqlx::Error>>
     where
         'c: 'e,
     {
-        Box::pin(async move {
-            let mut connection = self.acquire().await?;
-            connection.describe(sql).await
-        })
+        on_a_connection!(self, connection => connection.describe(sql))
     }
 }
