@@ -100,8 +100,9 @@ async fn set_item(
     }
     let line = domain::line(product.id, product.name, body.quantity, product.price);
     state.store.set_line(&user_id, &line).await?;
-    // The cart as stored now, without reading it again: the line replaced where it was, or
-    // added last (the cart is ordered by when each line was first added).
+    // The cart as read above with this write applied, without reading it again: the line
+    // replaced where it was, or added last (the cart is ordered by when each line was first
+    // added). A change the same user made in between shows in their next read.
     let mut lines = cart.items;
     match lines.iter_mut().find(|l| l.product_id == line.product_id) {
         Some(existing) => *existing = line,

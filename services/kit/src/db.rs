@@ -138,7 +138,7 @@ struct Outage {
 /// A PostgreSQL connection idle for longer is pinged before it is used again: long enough that
 /// a busy service never pings, short enough that connections left from before a server restart
 /// are found broken before a request uses them.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How often the outage check tries a new connection while the server is down.
 const OUTAGE_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long one try may take before it counts as a failure.

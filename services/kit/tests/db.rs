@@ -126,7 +126,20 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again
             .await
             .unwrap();
         drop(tx);
-        // On SQLite this is the same one writer connection, given back after the rollback.
+        // The same row again: on SQLite on the same one writer connection (inside the dropped
+        // transaction, were it still open, this would be a duplicate key); on PostgreSQL on
+        // another, which waits on the dropped transaction's row lock until it is rolled back.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sqlx::query("INSERT INTO notes (id) VALUES ('dropped')").execute(db.pool()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{backend}: the dropped transaction still holds its row"))
+        .unwrap();
+        sqlx::query("DELETE FROM notes")
+            .execute(db.pool())
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO notes (id) VALUES ('kept')")
             .execute(db.pool())
             .await
@@ -222,7 +235,7 @@ async fn postgres_connections_closed_by_the_server_are_replaced() {
     // Idle past the ping threshold: replaced before use.
     let first = backend_pid(&db).await;
     terminate(first).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    tokio::time::sleep(shop_kit::db::PING_IDLE_AFTER + std::time::Duration::from_millis(200)).await;
     let second = backend_pid(&db).await;
     assert_ne!(
         first, second,

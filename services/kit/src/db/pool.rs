@@ -9,7 +9,6 @@
 //! do. docs/decisions.md, "The services hold their own database connections", has the figures.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ struct Inner {
     options: AnyConnectOptions,
     /// Run on each new connection (PRAGMAs): `None` for nothing.
     setup: Option<&'static str>,
-    /// One per connection that may be out at once.
+    /// One per connection that may be out at once; closed when the pool is.
     permits: Arc<Semaphore>,
     /// Connections not in use, the most recently used last.
     idle: Mutex<Vec<Idle>>,
@@ -38,7 +37,6 @@ struct Inner {
     /// A connection idle for longer is pinged before it is handed out: a server restarted
     /// meanwhile has broken it. `None`: never (a SQLite file has no server to lose).
     ping_idle_after: Option<Duration>,
-    closed: AtomicBool,
 }
 
 struct Idle {
@@ -51,7 +49,7 @@ impl std::fmt::Debug for Pool {
         // The options hold the URL, which may hold a password: never printed.
         f.debug_struct("Pool")
             .field("available", &self.inner.permits.available_permits())
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field("closed", &self.inner.permits.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +73,6 @@ impl Pool {
                 idle: Mutex::new(Vec::new()),
                 acquire_timeout: settings.acquire_timeout,
                 ping_idle_after: settings.ping_idle_after,
-                closed: AtomicBool::new(false),
             }),
         }
     }
@@ -89,9 +86,6 @@ impl Pool {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(sqlx::Error::PoolClosed);
-        }
         loop {
             let idle = inner.idle.lock().expect("the idle list").pop();
             let Some(Idle {
@@ -139,7 +133,6 @@ impl Pool {
     /// Closes the idle connections and every other one as it is given back; later acquires
     /// fail with `PoolClosed`.
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
         self.inner.permits.close();
         let idle = std::mem::take(&mut *self.inner.idle.lock().expect("the idle list"));
         for Idle { connection, .. } in idle {
@@ -222,7 +215,7 @@ impl Drop for PooledConnection {
         let Some(connection) = self.connection.take() else {
             return;
         };
-        if self.broken || self.in_flight || self.pool.closed.load(Ordering::Acquire) {
+        if self.broken || self.in_flight || self.pool.permits.is_closed() {
             // Dropping it closes it (SQLite's worker ends; PostgreSQL's socket shuts).
             return;
         }
@@ -235,7 +228,9 @@ impl Drop for PooledConnection {
 }
 
 /// A transaction on a pooled connection. Statements run on `&mut *tx`. Dropped without
-/// [`Tx::commit`], it is rolled back before its connection serves anyone else.
+/// [`Tx::commit`] (an error, a cancelled caller), it is rolled back before its connection serves
+/// anyone else; `ROLLBACK` is sent after whatever the connection was in the middle of, as sqlx's
+/// own transactions do.
 pub struct Tx {
     connection: Option<PooledConnection>,
 }
@@ -248,28 +243,27 @@ impl Tx {
             connection.check(e);
             // A failed COMMIT may leave the transaction open (or SQLite may have rolled it back
             // by itself, on a full disk): either way the connection must not go back inside one.
-            end_or_discard(connection).await;
+            if !connection.broken {
+                let _ = roll_back(&mut connection).await;
+            }
         }
         committed.map(|_| ())
     }
 
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
         let mut connection = self.connection.take().expect("present until finished");
-        let rolled_back = connection.execute("ROLLBACK").await;
-        connection.check_result(&rolled_back);
-        if rolled_back.is_err() {
-            connection.discard();
-        }
-        rolled_back.map(|_| ())
+        roll_back(&mut connection).await
     }
 }
 
-/// Rolls back whatever transaction is open on `connection`, and discards the connection if
-/// that fails.
-async fn end_or_discard(mut connection: PooledConnection) {
-    if !connection.broken && connection.execute("ROLLBACK").await.is_err() {
+/// Sends `ROLLBACK`; a connection on which that fails is closed instead of given back, so it
+/// can never serve again inside a transaction.
+async fn roll_back(connection: &mut PooledConnection) -> Result<(), sqlx::Error> {
+    let rolled_back = connection.execute("ROLLBACK").await;
+    if rolled_back.is_err() {
         connection.discard();
     }
+    rolled_back.map(|_| ())
 }
 
 impl Deref for Tx {
@@ -294,10 +288,7 @@ impl Drop for Tx {
             // The connection, and its permit, stay out until the rollback is done.
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    let rolled_back = connection.execute("ROLLBACK").await;
-                    if rolled_back.is_err() {
-                        connection.discard();
-                    }
+                    let _ = roll_back(&mut connection).await;
                 });
             }
             // No runtime to roll back on: closing the connection rolls the transaction back.
