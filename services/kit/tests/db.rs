@@ -109,6 +109,113 @@ async fn row_structs_read_the_portable_column_types_on_both_backends() {
     }
 }
 
+/// Parameters bind as sqlx binds them (`$N` is the Nth argument, in any order and as often as
+/// it appears), and a write's count of changed rows is its own.
+#[tokio::test]
+async fn parameters_and_changed_rows_are_as_sqlx_reports_them_on_both_backends() {
+    for test_db in testing::all_backends().await {
+        let backend = test_db.backend;
+        let db = Database::connect(&test_db.url).await.unwrap();
+        sqlx::query("CREATE TABLE stock (id TEXT PRIMARY KEY, count BIGINT NOT NULL, price DOUBLE PRECISION)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let inserted = sqlx::query(
+            "INSERT INTO stock (id, count, price) VALUES ($2, $1, $3), ($2 || '-b', $1 + $1, NULL)",
+        )
+        .bind(7_i64)
+        .bind("a")
+        .bind(2.5_f64)
+        .execute(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(inserted.rows_affected(), 2, "{backend}");
+        let updated = sqlx::query("UPDATE stock SET count = count - $1 WHERE count >= $1")
+            .bind(10_i64)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(updated.rows_affected(), 1, "{backend}");
+        let rows: Vec<(String, i64, Option<f64>)> =
+            sqlx::query_as("SELECT id, count, price FROM stock ORDER BY id")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [("a".into(), 7, Some(2.5)), ("a-b".into(), 4, None)],
+            "{backend}"
+        );
+        let none: Option<(String,)> = sqlx::query_as("SELECT id FROM stock WHERE id = $1")
+            .bind("missing")
+            .fetch_optional(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(none, None, "{backend}");
+        db.close().await;
+    }
+}
+
+/// The SQLite connections are set up as the pool says: every PRAGMA of the setup, not only the
+/// first (SQLite prepares one statement of a string at a time).
+#[tokio::test]
+async fn every_setup_pragma_holds_on_the_sqlite_connections() {
+    let test_db = testing::sqlite();
+    let db = Database::connect(&test_db.url).await.unwrap();
+    assert_eq!(pragma("journal_mode", db.pool()).await, "wal");
+    // NORMAL: in WAL mode a commit does not wait for the disk.
+    assert_eq!(pragma("synchronous", db.pool()).await, "1");
+    assert_eq!(pragma("foreign_keys", db.pool()).await, "1");
+    assert_eq!(pragma("busy_timeout", db.pool()).await, "5000");
+    // The checkpoints are the checkpointer's, off the callers' thread.
+    assert_eq!(pragma("wal_autocheckpoint", db.pool()).await, "0");
+    assert_eq!(pragma("query_only", db.reader()).await, "1");
+    assert_eq!(pragma("foreign_keys", db.reader()).await, "1");
+    db.close().await;
+}
+
+/// A PRAGMA's value on a connection of `pool`: a number, or for journal_mode a word.
+async fn pragma(name: &str, pool: &shop_kit::db::Pool) -> String {
+    use sqlx::Row;
+    let row: sqlx::any::AnyRow = sqlx::query(&format!("PRAGMA {name}"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    row.try_get::<i64, _>(0)
+        .map(|n| n.to_string())
+        .or_else(|_| row.try_get::<String, _>(0))
+        .unwrap()
+}
+
+/// A SQLite database that cannot grow (a full disk, here its page limit) is a `CannotWrite`
+/// failure (the services' `507`), told apart by SQLite's result code; the connection serves on.
+#[tokio::test]
+async fn a_full_sqlite_database_is_a_cannot_write_failure() {
+    use shop_kit::db::Failure;
+    let test_db = testing::sqlite();
+    let db = Database::connect(&test_db.url).await.unwrap();
+    sqlx::query("CREATE TABLE blobs (data BLOB NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // The writer is one connection: the limit holds for the statements that follow.
+    sqlx::query("PRAGMA max_page_count = 8")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let full = sqlx::query("INSERT INTO blobs (data) VALUES (zeroblob(1000000))")
+        .execute(db.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(Failure::of(&full), Some(Failure::CannotWrite), "{full}");
+    let counted: (i64,) = sqlx::query_as("SELECT count(*) FROM blobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted.0, 0);
+    db.close().await;
+}
+
 /// A transaction dropped without a commit is rolled back before its connection serves the next
 /// statement, on one connection as on many.
 #[tokio::test]

@@ -16,8 +16,11 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sqlx::any::{Any, AnyConnectOptions, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
-use sqlx::{AnyConnection, Connection, Describe, Either, Execute, Executor};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{AnyConnection, Connection as _, Describe, Either, Execute, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::sqlite::SqliteConnection;
 
 /// A bounded set of connections to one database. Cheap to clone.
 #[derive(Clone)]
@@ -40,8 +43,42 @@ struct Inner {
 }
 
 struct Idle {
-    connection: AnyConnection,
+    connection: Connection,
     since: Instant,
+}
+
+/// One connection to the database: sqlx's (PostgreSQL), or SQLite run on the caller's thread
+/// (see `sqlite.rs`).
+#[derive(Debug)]
+pub enum Connection {
+    Sqlx(AnyConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl Connection {
+    async fn connect(options: &AnyConnectOptions) -> Result<Self, sqlx::Error> {
+        let url = options.database_url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteConnection::open(url)?))
+        } else {
+            Ok(Self::Sqlx(AnyConnection::connect_with(options).await?))
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlx(connection) => connection.ping().await,
+            // A file in this process: nothing to lose between statements.
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    async fn close(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlx(connection) => connection.close().await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -106,21 +143,16 @@ impl Pool {
             }
             return Ok(self.hand_out(connection, permit));
         }
-        let mut connection =
-            tokio::time::timeout_at(deadline, AnyConnection::connect_with(&inner.options))
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let mut connection = tokio::time::timeout_at(deadline, Connection::connect(&inner.options))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
         if let Some(setup) = inner.setup {
             connection.execute(setup).await?;
         }
         Ok(self.hand_out(connection, permit))
     }
 
-    fn hand_out(
-        &self,
-        connection: AnyConnection,
-        permit: OwnedSemaphorePermit,
-    ) -> PooledConnection {
+    fn hand_out(&self, connection: Connection, permit: OwnedSemaphorePermit) -> PooledConnection {
         PooledConnection {
             connection: Some(connection),
             pool: self.inner.clone(),
@@ -140,6 +172,21 @@ impl Pool {
         }
     }
 
+    /// Brings the schema up to date, on a connection of its own (sqlx's migrator runs on sqlx's
+    /// connections: for SQLite, one opened for this).
+    pub async fn migrate(&self, migrator: &Migrator) -> Result<(), MigrateError> {
+        let mut connection = self.acquire().await?;
+        match &mut *connection {
+            Connection::Sqlx(connection) => migrator.run(connection).await,
+            Connection::Sqlite(_) => {
+                let mut connection = AnyConnection::connect_with(&self.inner.options).await?;
+                let migrated = migrator.run(&mut connection).await;
+                let _ = connection.close().await;
+                migrated
+            }
+        }
+    }
+
     /// A transaction on a connection of its own (`BEGIN` sent); rolled back if dropped before
     /// [`Tx::commit`].
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
@@ -156,7 +203,7 @@ impl Pool {
 
 /// A connection out of a [`Pool`]; given back when dropped, unless it broke.
 pub struct PooledConnection {
-    connection: Option<AnyConnection>,
+    connection: Option<Connection>,
     pool: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
     broken: bool,
@@ -198,14 +245,14 @@ fn connection_lost(error: &sqlx::Error) -> bool {
 }
 
 impl Deref for PooledConnection {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
         self.connection.as_ref().expect("present until dropped")
     }
 }
 
 impl DerefMut for PooledConnection {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
         self.connection.as_mut().expect("present until dropped")
     }
 }
@@ -267,14 +314,14 @@ async fn roll_back(connection: &mut PooledConnection) -> Result<(), sqlx::Error>
 }
 
 impl Deref for Tx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
         self.connection.as_ref().expect("present until finished")
     }
 }
 
 impl DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
         self.connection.as_mut().expect("present until finished")
     }
 }
@@ -310,6 +357,83 @@ macro_rules! on_a_connection {
             result
         })
     };
+}
+
+/// A statement on a connection: sqlx's driver, or the SQLite connection run here and now.
+impl<'c> Executor<'c> for &'c mut Connection {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match self {
+            Connection::Sqlx(connection) => connection.fetch_many(query),
+            Connection::Sqlite(connection) => {
+                futures_util::stream::iter(connection.run(query)).boxed()
+            }
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match self {
+            Connection::Sqlx(connection) => connection.fetch_optional(query),
+            Connection::Sqlite(connection) => {
+                let first = connection
+                    .run(query)
+                    .into_iter()
+                    .find_map(|result| match result {
+                        Ok(Either::Right(row)) => Some(Ok(row)),
+                        Ok(Either::Left(_)) => None,
+                        Err(e) => Some(Err(e)),
+                    });
+                Box::pin(std::future::ready(first.transpose()))
+            }
+        }
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<AnyStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match self {
+            Connection::Sqlx(connection) => connection.prepare_with(sql, parameters),
+            Connection::Sqlite(_) => Box::pin(std::future::ready(Err(unsupported("prepare")))),
+        }
+    }
+
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Any>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match self {
+            Connection::Sqlx(connection) => connection.describe(sql),
+            Connection::Sqlite(_) => Box::pin(std::future::ready(Err(unsupported("describe")))),
+        }
+    }
+}
+
+/// What the services never ask of a connection (they run queries; sqlx prepares and caches
+/// statements by itself), and the SQLite connection does not offer.
+fn unsupported(what: &str) -> sqlx::Error {
+    sqlx::Error::AnyDriverError(
+        format!("{what} is not supported on the kit's SQLite connection").into(),
+    )
 }
 
 /// Statements on a pool take a connection for the statement and give it back.
