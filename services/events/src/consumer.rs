@@ -97,12 +97,24 @@ pub async fn forget_processed_before(
     retention: Duration,
 ) -> Result<u64, sqlx::Error> {
     let cutoff = shop_kit::db::rfc3339(time::OffsetDateTime::now_utc() - retention);
-    Ok(
-        sqlx::query("DELETE FROM processed_events WHERE consumer = $1 AND processed_at < $2")
-            .bind(name)
-            .bind(cutoff)
-            .execute(db.pool())
-            .await?
-            .rows_affected(),
-    )
+    // A batch at a time, as the outbox's cleanup (`relay::delete_published_before`).
+    let mut forgotten = 0;
+    loop {
+        let batch = sqlx::query(
+            "DELETE FROM processed_events WHERE consumer = $1 AND event_id IN \
+             (SELECT event_id FROM processed_events WHERE consumer = $1 AND processed_at < $2 \
+              LIMIT $3)",
+        )
+        .bind(name)
+        .bind(&cutoff)
+        .bind(crate::relay::CLEANUP_BATCH)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        forgotten += batch;
+        if batch < crate::relay::CLEANUP_BATCH as u64 {
+            return Ok(forgotten);
+        }
+        tokio::task::yield_now().await;
+    }
 }

@@ -480,21 +480,40 @@ fn age_seconds(at: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Deletes rows published longer than `retention` ago (and their delivery records).
+/// Deletes rows published longer than `retention` ago (and their delivery records), a batch
+/// at a time: on SQLite a statement runs on the service's own thread (docs/decisions.md), and a
+/// day's worth of rows in one statement would hold it and the one writer for as long.
 pub async fn delete_published_before(db: &Database, retention: Duration) -> Result<u64> {
     let cutoff = rfc3339(time::OffsetDateTime::now_utc() - retention);
-    sqlx::query(
-        "DELETE FROM outbox_deliveries WHERE event_id IN \
-         (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1)",
-    )
-    .bind(&cutoff)
-    .execute(db.pool())
-    .await?;
-    let deleted =
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(&cutoff)
-            .execute(db.pool())
-            .await?
-            .rows_affected();
-    Ok(deleted)
+    let mut deleted = 0;
+    loop {
+        // The same oldest batch in both statements: the deliveries first, then their events.
+        sqlx::query(
+            "DELETE FROM outbox_deliveries WHERE event_id IN \
+             (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
+              ORDER BY id LIMIT $2)",
+        )
+        .bind(&cutoff)
+        .bind(CLEANUP_BATCH)
+        .execute(db.pool())
+        .await?;
+        let batch = sqlx::query(
+            "DELETE FROM outbox WHERE id IN \
+             (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
+              ORDER BY id LIMIT $2)",
+        )
+        .bind(&cutoff)
+        .bind(CLEANUP_BATCH)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+        deleted += batch;
+        if batch < CLEANUP_BATCH as u64 {
+            return Ok(deleted);
+        }
+        tokio::task::yield_now().await;
+    }
 }
+
+/// How many rows one cleanup statement deletes at most.
+pub const CLEANUP_BATCH: i64 = 1_000;

@@ -967,10 +967,22 @@ async fn a_consumer_forgets_the_events_it_applied_once_past_the_retention() {
             .await
             .unwrap();
         }
+        // And more old records than one cleanup statement deletes: all of them go, in batches.
+        let bulk = 2 * events::relay::CLEANUP_BATCH + 5;
+        sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             SELECT 'a', 'bulk-' || i, $2 FROM n",
+        )
+        .bind(bulk)
+        .bind(ago(9 * day))
+        .execute(db.pool())
+        .await
+        .unwrap();
         let forgotten = events::forget_processed_before(&db, "a", 8 * day)
             .await
             .unwrap();
-        assert_eq!(forgotten, 1, "{}", test_db.backend);
+        assert_eq!(forgotten, 1 + bulk as u64, "{}", test_db.backend);
         let left: Vec<(String, String)> = sqlx::query_as(
             "SELECT consumer, event_id FROM processed_events ORDER BY consumer, event_id",
         )
