@@ -487,26 +487,21 @@ pub async fn delete_published_before(db: &Database, retention: Duration) -> Resu
     let cutoff = rfc3339(time::OffsetDateTime::now_utc() - retention);
     let mut deleted = 0;
     loop {
-        // The same oldest batch in both statements: the deliveries first, then their events.
-        sqlx::query(
-            "DELETE FROM outbox_deliveries WHERE event_id IN \
-             (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
-              ORDER BY id LIMIT $2)",
-        )
-        .bind(&cutoff)
-        .bind(CLEANUP_BATCH)
-        .execute(db.pool())
-        .await?;
-        let batch = sqlx::query(
-            "DELETE FROM outbox WHERE id IN \
-             (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
-              ORDER BY id LIMIT $2)",
-        )
-        .bind(&cutoff)
-        .bind(CLEANUP_BATCH)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
+        // The same oldest batch from both tables: the deliveries first, then their events
+        // (whose count is the batch's).
+        let mut batch = 0;
+        for (table, column) in [("outbox_deliveries", "event_id"), ("outbox", "id")] {
+            batch = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE {column} IN \
+                 (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
+                  ORDER BY id LIMIT $2)"
+            ))
+            .bind(&cutoff)
+            .bind(CLEANUP_BATCH)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+        }
         deleted += batch;
         if batch < CLEANUP_BATCH as u64 {
             return Ok(deleted);

@@ -63,6 +63,17 @@ pub struct Database {
     outage: Arc<Outage>,
 }
 
+/// Refuses a SQLite writer pool of other than one connection (see `Database::connect`).
+fn one_sqlite_writer(writers: usize) -> Result<()> {
+    if writers != 1 {
+        bail!(
+            "SHOP_DB_MAX_CONNECTIONS is {writers}, but a SQLite database takes exactly 1 (its one \
+             writer); unset it, or set SHOP_DB_READERS for more readers"
+        );
+    }
+    Ok(())
+}
+
 /// What kind of database failure an error is, for the answer a caller gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -173,15 +184,16 @@ impl Database {
                         "?mode=rwc"
                     });
                 }
+                // One writer connection: SQLite has one writer at a time, and a second
+                // connection's write would wait in SQLite's busy handler, which sleeps on the
+                // service's own thread (statements run there), where the first connection's
+                // transaction would then wait too. The pool's queue is fair and never sleeps.
+                one_sqlite_writer(env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?)?;
                 PoolSettings {
-                    // One connection by default: SQLite has one writer, and a second
-                    // connection's writer waits in SQLite's busy handler, which sleeps 1, 2, 5 …
-                    // 100 ms between tries (a checkout's write waited up to 1.6 s under load).
-                    // The pool's queue is fair and never sleeps; a statement takes microseconds.
-                    max_connections: env_parse("SHOP_DB_MAX_CONNECTIONS", 1)?,
+                    max_connections: 1,
                     acquire_timeout,
                     // WAL lets readers run beside the one writer; busy_timeout makes writers of
-                    // other processes (a `shop migrate`, a larger pool) queue instead of
+                    // other processes (a `shop migrate`) queue instead of
                     // failing with "database is locked".
                     setup: Some(
                         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
@@ -362,6 +374,19 @@ pub fn rfc3339(at: time::OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sqlite_database_takes_exactly_one_writer() {
+        one_sqlite_writer(1).unwrap();
+        for writers in [0, 2] {
+            let refused = one_sqlite_writer(writers).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("SHOP_DB_MAX_CONNECTIONS is {writers}"))
+                    && refused.contains("exactly 1"),
+                "{refused}"
+            );
+        }
+    }
 
     #[test]
     fn failures_by_backend_code() {

@@ -2,11 +2,14 @@
 //! at a time.
 //!
 //! sqlx's own pool pings every connection when it is given back (and, by default, before it is
-//! handed out): a round trip per statement to SQLite's worker thread, or to the PostgreSQL
-//! server, on top of the statement's own. This pool keeps what the services need of it (a
-//! bound on connections, a fair wait with the acquire timeout, broken connections replaced) and
-//! pings only a PostgreSQL connection that sat idle, the way connection pools such as HikariCP
-//! do. docs/decisions.md, "The services hold their own database connections", has the figures.
+//! handed out): a round trip per statement to the PostgreSQL server (or, with sqlx's SQLite
+//! driver, to the connection's worker thread), on top of the statement's own. This pool keeps
+//! what the services need of it (a bound on connections, a fair wait with the acquire timeout,
+//! broken connections replaced) and pings only a PostgreSQL connection that sat idle, the way
+//! connection pools such as HikariCP do. SQLite connections are the kit's own and run each
+//! statement on the caller's thread (`sqlite.rs`). docs/decisions.md, "The services hold their
+//! own database connections" and "SQLite statements run on the caller's thread", has the
+//! figures.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
