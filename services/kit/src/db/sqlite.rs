@@ -92,15 +92,16 @@ impl SqliteConnection {
         };
         let sql = query.sql();
         if !self.single.contains(sql) {
-            match self.statements_in(sql) {
-                Ok(1) => {
+            match self.is_one_statement(sql) {
+                Ok(true) => {
                     if self.single.len() >= SINGLE_STATEMENTS {
                         self.single.clear();
                     }
                     self.single.insert(sql.to_owned());
                 }
-                // Several statements and nothing to bind: the setup's PRAGMAs, a script.
-                Ok(_) if arguments.is_none() => {
+                // Several statements (or none) and nothing to bind: the setup's PRAGMAs, a
+                // script.
+                Ok(false) if arguments.as_ref().is_none_or(|a| a.values.0.is_empty()) => {
                     return vec![
                         self.connection
                             .execute_batch(sql)
@@ -108,10 +109,11 @@ impl SqliteConnection {
                             .map_err(database_error),
                     ];
                 }
-                Ok(n) => {
-                    return vec![Err(driver(format!(
-                        "{n} statements in one query with arguments; send them one at a time"
-                    )))];
+                Ok(false) => {
+                    return vec![Err(driver(
+                        "several statements in one query with arguments; send them one at a time"
+                            .into(),
+                    ))];
                 }
                 Err(e) => return vec![Err(e)],
             }
@@ -177,17 +179,16 @@ impl SqliteConnection {
         };
         with(results, Ok(Either::Left(changed(changes))))
     }
-}
 
-impl SqliteConnection {
-    /// How many statements `sql` holds (each prepared, none run).
-    fn statements_in(&self, sql: &str) -> Result<usize, sqlx::Error> {
+    /// Whether `sql` is exactly one statement: the first prepared (a failure is the query's
+    /// error), then whether anything follows. What follows is not prepared to be counted: it may
+    /// name a table the first statement creates.
+    fn is_one_statement(&self, sql: &str) -> Result<bool, sqlx::Error> {
         let mut batch = rusqlite::Batch::new(&self.connection, sql);
-        let mut count = 0;
-        while batch.next().map_err(database_error)?.is_some() {
-            count += 1;
+        if batch.next().map_err(database_error)?.is_none() {
+            return Ok(false);
         }
-        Ok(count)
+        Ok(matches!(batch.next(), Ok(None)))
     }
 }
 
@@ -396,5 +397,67 @@ impl Drop for Checkpointer {
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("shop-kit-sqlite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn urls_open_as_sqlx_reads_them_and_unknown_options_are_refused() {
+        SqliteConnection::open("sqlite::memory:").unwrap();
+        let file = temp_file("a.db");
+        // Without `mode`, the file must exist; `rwc` creates it; then `rw` and `ro` open it.
+        let missing = SqliteConnection::open(&format!("sqlite://{}", file.display())).unwrap_err();
+        assert_eq!(missing.as_database_error().unwrap().code().unwrap(), "14");
+        SqliteConnection::open(&format!("sqlite://{}?mode=rwc", file.display())).unwrap();
+        SqliteConnection::open(&format!("sqlite:{}?mode=rw", file.display())).unwrap();
+        SqliteConnection::open(&format!("sqlite://{}?mode=ro", file.display())).unwrap();
+        let unknown = SqliteConnection::open(&format!("sqlite://{}?cache=shared", file.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("unsupported SQLite URL option `cache`"),
+            "{unknown}"
+        );
+        let mode = SqliteConnection::open(&format!("sqlite://{}?mode=rwx", file.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(mode.contains("unknown SQLite mode `rwx`"), "{mode}");
+        assert!(SqliteConnection::open("postgres://db/shop").is_err());
+        std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_string_of_statements_runs_whole_and_refuses_arguments() {
+        let mut connection = SqliteConnection::open("sqlite::memory:").unwrap();
+        let script =
+            "CREATE TABLE t (n BIGINT); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);";
+        for result in connection.run(sqlx::query(script)) {
+            result.unwrap();
+        }
+        let rows = connection.run(sqlx::query("SELECT n FROM t ORDER BY n"));
+        // Two rows, then the statement's count.
+        assert_eq!(rows.len(), 3, "both inserts ran");
+        let refused = connection
+            .run(sqlx::query("INSERT INTO t VALUES ($1); INSERT INTO t VALUES ($1)").bind(3_i64))
+            .pop()
+            .unwrap()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("several statements in one query with arguments"),
+            "{refused}"
+        );
+        // Nothing of the refused string ran.
+        assert_eq!(connection.run(sqlx::query("SELECT n FROM t")).len(), 3);
     }
 }
