@@ -688,11 +688,29 @@ async fn local_bus_delivers_to_every_peer_once_also_when_one_is_down_for_a_while
         assert_applied_once(&up_db, 25).await;
         assert_applied_once(&late_db, 25).await;
 
-        // Published rows go after the retention.
+        // Published rows go after the retention, in batches: with more old rows than one
+        // cleanup statement takes, each with a delivery record, every one goes.
+        let bulk = 2 * events::relay::CLEANUP_BATCH + 5;
+        for insert in [
+            "INSERT INTO outbox (id, type, source, time, payload, published_at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             SELECT 'bulk-' || i, 'test.bulk', 'test', '2026-01-01T00:00:00Z', '{}', \
+             '2026-01-01T00:00:00Z' FROM n",
+            "INSERT INTO outbox_deliveries (event_id, peer, delivered_at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             SELECT 'bulk-' || i, 'notification', '2026-01-01T00:00:00Z' FROM n",
+        ] {
+            sqlx::query(insert)
+                .bind(bulk)
+                .execute(producer.pool())
+                .await
+                .unwrap();
+        }
         let deleted = events::relay::delete_published_before(&producer, Duration::ZERO)
             .await
             .unwrap();
-        assert_eq!(deleted, 25);
+        assert_eq!(deleted, 25 + bulk as u64);
+        assert_eq!(scalar(&producer, "SELECT COUNT(*) FROM outbox").await, 0);
         assert_eq!(
             scalar(&producer, "SELECT COUNT(*) FROM outbox_deliveries").await,
             0

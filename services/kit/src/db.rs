@@ -153,11 +153,11 @@ struct Outage {
 /// a busy service never pings, short enough that connections left from before a server restart
 /// are found broken before a request uses them.
 pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
-/// How often the outage check tries a new connection while the server is down.
 /// How often a SQLite database's log is copied back into its file (see
 /// `sqlite::Checkpointer`): at the order service's write rate under `shop bench` the log grows
 /// by about 10 MB between two.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How often the outage check tries a new connection while the server is down.
 const OUTAGE_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long one try may take before it counts as a failure.
 const OUTAGE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -187,6 +187,34 @@ async fn pragma(name: &str, pool: &shop_kit::db::Pool) -> String {
         .unwrap()
 }
 
+/// SQLite's own checkpoints are off (they would sync the file on the committing caller's
+/// thread); the kit's checkpointer copies the log into the database file by itself.
+#[tokio::test]
+async fn the_checkpointer_copies_the_sqlite_log_into_the_file() {
+    let test_db = testing::sqlite();
+    let file = std::path::PathBuf::from(test_db.url.strip_prefix("sqlite://").unwrap());
+    let db = Database::connect(&test_db.url).await.unwrap();
+    sqlx::query("CREATE TABLE blobs (data BLOB NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO blobs (data) VALUES (zeroblob(200000))")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // The commit went to the log; the file holds the blob once a checkpoint has run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::metadata(&file).unwrap().len() < 200_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 5 s: the file is {} bytes",
+            std::fs::metadata(&file).unwrap().len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    db.close().await;
+}
+
 /// A SQLite database that cannot grow (a full disk, here its page limit) is a `CannotWrite`
 /// failure (the services' `507`), told apart by SQLite's result code; the connection serves on.
 #[tokio::test]

@@ -23,6 +23,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyConnection, Connection as _, Describe, Either, Execute, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::Backend;
 use super::sqlite::SqliteConnection;
 
 /// A bounded set of connections to one database. Cheap to clone.
@@ -61,10 +62,9 @@ pub enum Connection {
 impl Connection {
     async fn connect(options: &AnyConnectOptions) -> Result<Self, sqlx::Error> {
         let url = options.database_url.as_str();
-        if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(SqliteConnection::open(url)?))
-        } else {
-            Ok(Self::Sqlx(AnyConnection::connect_with(options).await?))
+        match Backend::from_url(url) {
+            Ok(Backend::Sqlite) => Ok(Self::Sqlite(SqliteConnection::open(url)?)),
+            _ => Ok(Self::Sqlx(AnyConnection::connect_with(options).await?)),
         }
     }
 
@@ -236,15 +236,12 @@ impl PooledConnection {
     }
 }
 
-/// Whether an error leaves the connection unusable.
+/// Whether an error leaves the connection unusable: the server unreachable (I/O, TLS, its
+/// connection and shutdown codes), or an exchange the driver could not follow. (Only sqlx's
+/// PostgreSQL connections fail so: SQLite's are calls in this process.)
 fn connection_lost(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed
-    ) || super::Failure::of(error) == Some(super::Failure::Unreachable)
+    matches!(error, sqlx::Error::Protocol(_))
+        || super::Failure::of(error) == Some(super::Failure::Unreachable)
 }
 
 impl Deref for PooledConnection {
@@ -266,7 +263,7 @@ impl Drop for PooledConnection {
             return;
         };
         if self.broken || self.in_flight || self.pool.permits.is_closed() {
-            // Dropping it closes it (SQLite's worker ends; PostgreSQL's socket shuts).
+            // Dropping it closes it (SQLite's file handle, PostgreSQL's socket).
             return;
         }
         self.pool.idle.lock().expect("the idle list").push(Idle {

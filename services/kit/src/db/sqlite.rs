@@ -53,7 +53,7 @@ impl SqliteConnection {
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| config(format!("not a sqlite: URL: {}", redact(url))))?;
+            .ok_or_else(|| config("not a sqlite: URL".into()))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut mode = None;
         for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
@@ -274,11 +274,6 @@ fn type_of(kind: &AnyValueKind<'_>) -> AnyTypeInfoKind {
 
 fn config(message: String) -> sqlx::Error {
     sqlx::Error::Configuration(message.into())
-}
-
-/// The URL without its query, which names nothing secret for SQLite but is not needed.
-fn redact(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
 }
 
 /// SQLite's own failures as sqlx reports them (`Error::Database`, the extended result code as
