@@ -1,5 +1,6 @@
 //! The consumer's side: each event applied once, however often it is delivered.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -101,18 +102,46 @@ pub async fn apply_all(
     events: &[(&Event, Option<&TraceContext>)],
 ) -> Result<(), HandleError> {
     let mut tx = db.begin().await?;
+    let claimed = claim_all(&mut tx, consumer, events.iter().map(|(event, _)| *event)).await?;
     for (event, producer) in events {
-        async {
-            if claim(&mut tx, consumer, event).await? {
-                handler.handle(&mut tx, event).await?;
-            }
-            Ok::<_, HandleError>(())
+        if !claimed.contains(&event.id.to_string()) {
+            continue;
         }
-        .instrument(span(consumer, event, *producer))
-        .await?;
+        handler
+            .handle(&mut tx, event)
+            .instrument(span(consumer, event, *producer))
+            .await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Records in `tx` that `consumer` applies `events`, in one statement; returns the ids it had
+/// not applied yet (an id twice in `events` is claimed once).
+async fn claim_all<'a>(
+    tx: &mut Tx,
+    consumer: &str,
+    events: impl ExactSizeIterator<Item = &'a Event>,
+) -> Result<HashSet<String>, sqlx::Error> {
+    if events.len() == 0 {
+        return Ok(HashSet::new());
+    }
+    // $1 the consumer, $2 the time, then the ids.
+    let values: Vec<String> = (0..events.len())
+        .map(|i| format!("($1, ${}, $2)", i + 3))
+        .collect();
+    let sql = format!(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {} \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        values.join(", ")
+    );
+    let mut insert = sqlx::query_scalar(&sql)
+        .bind(consumer)
+        .bind(shop_kit::db::now_rfc3339());
+    for event in events {
+        insert = insert.bind(event.id.to_string());
+    }
+    Ok(insert.fetch_all(&mut **tx).await?.into_iter().collect())
 }
 
 /// Records in `tx` that `consumer` applies `event`; false when it already has.

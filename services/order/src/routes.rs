@@ -123,7 +123,7 @@ async fn checkout(
     let order_id = Uuid::now_v7().to_string();
     let runner = Uuid::new_v4().to_string();
     let card = shop_contracts::payment::summary(&body.payment.card_number.0);
-    let created = store
+    let placed = store
         .insert(NewOrder {
             id: &order_id,
             user_id: &user_id,
@@ -136,21 +136,16 @@ async fn checkout(
             card: &card,
         })
         .await?;
-    if !created {
+    let Some(placed) = placed else {
         // A concurrent duplicate inserted first: answer what it answers.
         let existing = store
             .by_key(&user_id, &key)
             .await?
             .ok_or_else(|| Problem::internal("an order claimed by key vanished"))?;
         return replay(&state, existing, &hash).await;
-    }
+    };
     if state.saga.crash_point(Step::Placed) {
-        return Ok(answer(
-            store
-                .state(&order_id)
-                .await?
-                .ok_or_else(|| Problem::internal("a new order vanished"))?,
-        ));
+        return Ok(answer(placed));
     }
     let saga = state.saga.clone();
     let payment = body.payment;
@@ -158,9 +153,14 @@ async fn checkout(
     // Its own task: when the deadline passes, the saga goes on and the caller gets a 202. It
     // keeps the request's context: its steps are spans of the checkout's trace.
     let run = tokio::spawn(shop_kit::context::carry(async move {
-        saga.run(&run_id, &runner, Some(&payment)).await
+        saga.run_from(Some(placed), &run_id, &runner, Some(&payment))
+            .await
     }));
-    let _ = tokio::time::timeout(state.deadline, run).await;
+    // A saga that finished answers with the row its last write returned; otherwise the order
+    // as stored now.
+    if let Ok(Ok((_, Some(finished)))) = tokio::time::timeout(state.deadline, run).await {
+        return Ok(answer(finished));
+    }
     let now = store
         .state(&order_id)
         .await?

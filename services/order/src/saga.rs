@@ -27,7 +27,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{self, OrderItem, PaymentDetails, Step, reason};
-use crate::storage::{Failure, Progress, SagaState, Store};
+use crate::storage::{Advanced, Failure, Progress, SagaState, Store};
 
 /// The services the order service calls.
 #[derive(Clone, Debug)]
@@ -227,17 +227,31 @@ impl Saga {
         runner: &str,
         card: Option<&PaymentDetails>,
     ) -> Stopped {
+        self.run_from(None, order_id, runner, card).await.0
+    }
+
+    /// [`Saga::run`] from `placed` (the order as stored, read here when `None`). When it finishes,
+    /// also the order as its last write stored it: the checkout answers with it.
+    pub async fn run_from(
+        &self,
+        placed: Option<SagaState>,
+        order_id: &str,
+        runner: &str,
+        card: Option<&PaymentDetails>,
+    ) -> (Stopped, Option<SagaState>) {
         // Read once; each step's write is conditional on the step and the runner, so the copy in
         // memory only moves with the writes that succeeded (re-read after a failure is recorded).
-        let mut state = None;
+        // The writes that end the saga return the row, which replaces the copy.
+        let mut state = placed;
         loop {
             match self.next(&mut state, order_id, runner, card).await {
                 Ok(None) => continue,
-                Ok(Some(stopped)) => return stopped,
+                Ok(Some(Stopped::Finished)) => return (Stopped::Finished, state),
+                Ok(Some(stopped)) => return (stopped, None),
                 Err(e) => {
                     // The database failed: leave the order as persisted; the resumer continues it.
                     tracing::warn!(order_id, error = %e, "the saga stopped on a database error");
-                    return Stopped::Waiting;
+                    return (Stopped::Waiting, None);
                 }
             }
         }
@@ -291,14 +305,15 @@ impl Saga {
         }
         match result {
             StepResult::Done(progress) => {
-                if !self
+                match self
                     .store
                     .advance(order_id, runner, step, to, progress.clone())
                     .await?
                 {
-                    return Ok(Some(Stopped::Lost));
+                    Advanced::Lost => return Ok(Some(Stopped::Lost)),
+                    Advanced::Recorded => state.advanced(to, progress),
+                    Advanced::Confirmed(confirmed) => *state = *confirmed,
                 }
-                state.advanced(to, progress);
                 if to == Step::Confirmed {
                     self.relay.wake();
                     self.metrics.confirmed();
@@ -700,7 +715,7 @@ impl Saga {
     /// (waiting for the resumer) while a service it needs is unavailable.
     async fn compensate(
         &self,
-        state: &SagaState,
+        state: &mut SagaState,
         runner: &str,
     ) -> Result<Option<Stopped>, sqlx::Error> {
         let started = std::time::Instant::now();
@@ -759,13 +774,14 @@ impl Saga {
                 }
             }
         }
-        if !self.store.finish_failed(&order.id, runner).await? {
+        let Some(failed) = self.store.finish_failed(&order.id, runner).await? else {
             return Ok(Some(Stopped::Lost));
-        }
+        };
+        *state = failed;
         self.relay.wake();
         self.metrics
             .step(Step::Compensating, started.elapsed().as_secs_f64());
-        self.metrics.failed(order.reason_code.as_deref());
+        self.metrics.failed(state.order.reason_code.as_deref());
         if self.crash_point(Step::Failed) {
             return Ok(Some(Stopped::Halted));
         }

@@ -106,6 +106,16 @@ impl SagaState {
     }
 }
 
+/// What [`Store::advance`] wrote.
+pub enum Advanced {
+    /// Nothing: the order is no longer at the step, or no longer the runner's.
+    Lost,
+    /// The step.
+    Recorded,
+    /// The step `Confirmed` and `order.confirmed`; the order as stored.
+    Confirmed(Box<SagaState>),
+}
+
 /// A new order, already validated and priced.
 pub struct NewOrder<'a> {
     pub id: &'a str,
@@ -144,20 +154,20 @@ impl Store {
         &self.db
     }
 
-    /// Inserts the order, its first step and `order.placed`, unless the user already has an
-    /// order under this key: then `false`, and nothing is written.
-    pub async fn insert(&self, new: NewOrder<'_>) -> Result<bool, sqlx::Error> {
+    /// Inserts the order, its first step and `order.placed`, and returns the order as stored;
+    /// unless the user already has an order under this key: then `None`, and nothing is written.
+    pub async fn insert(&self, new: NewOrder<'_>) -> Result<Option<SagaState>, sqlx::Error> {
         let now = now_rfc3339();
         // The checkout's trace, for the resumer to link to should it take the saga over.
         let trace = shop_kit::propagation::current();
         let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(
+        let inserted: Option<OrderRow> = sqlx::query_as(&format!(
             "INSERT INTO orders (id, user_id, idem_key, request_hash, status, step, runner, items, \
              currency, subtotal, shipping_address, card_brand, card_last4, payment_check, \
              created_at, updated_at, traceparent, tracestate, history) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, $14, $15, $16, $17, $18) \
-             ON CONFLICT (user_id, idem_key) DO NOTHING",
-        )
+             ON CONFLICT (user_id, idem_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
+        ))
         .bind(new.id)
         .bind(new.user_id)
         .bind(new.idem_key)
@@ -176,19 +186,20 @@ impl Store {
         .bind(trace.as_ref().map(|t| t.traceparent.clone()))
         .bind(trace.and_then(|t| t.tracestate))
         .bind(history_entry(Step::Placed, &now))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
+        let Some(row) = inserted else {
             tx.rollback().await?;
-            return Ok(false);
-        }
+            return Ok(None);
+        };
+        let placed = decode(row)?;
         outbox::insert(
             &mut tx,
             &events::placed(new.id, new.user_id, new.items, new.subtotal),
         )
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(placed))
     }
 
     /// The trace context of the request that placed the order, if it was traced.
@@ -266,9 +277,9 @@ impl Store {
         Ok((orders, next))
     }
 
-    /// Records that `runner` completed `to` after `from`; false when the order is no longer at
-    /// `from` or no longer this runner's (nothing written). Reaching `Confirmed` writes
-    /// `order.confirmed` in the same transaction.
+    /// Records that `runner` completed `to` after `from`: [`Advanced::Lost`] when the order is no
+    /// longer at `from` or no longer this runner's (nothing written). Reaching `Confirmed` writes
+    /// `order.confirmed` in the same transaction, and returns the order as stored.
     pub async fn advance(
         &self,
         id: &str,
@@ -276,7 +287,7 @@ impl Store {
         from: Step,
         to: Step,
         progress: Progress,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Advanced, sqlx::Error> {
         let now = now_rfc3339();
         let (shipping_cost, quote) = match &progress.quote {
             Some(q) => (
@@ -312,19 +323,24 @@ impl Store {
             .bind(runner);
         if to != Step::Confirmed {
             // One statement, committed by itself: the step and its history together.
-            return Ok(update.execute(self.db.pool()).await?.rows_affected() == 1);
+            let updated = update.execute(self.db.pool()).await?.rows_affected();
+            return Ok(if updated == 1 {
+                Advanced::Recorded
+            } else {
+                Advanced::Lost
+            });
         }
         let mut tx = self.db.begin().await?;
         let Some(row) = update.fetch_optional(&mut *tx).await? else {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Advanced::Lost);
         };
-        let row = OrderRow::from_row(&row)?;
-        let order = decode(row)?.order;
+        let confirmed = decode(OrderRow::from_row(&row)?)?;
+        let order = &confirmed.order;
         let tracking = order.tracking_number.clone().unwrap_or_default();
-        outbox::insert(&mut tx, &events::confirmed(&order, &tracking)).await?;
+        outbox::insert(&mut tx, &events::confirmed(order, &tracking)).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Advanced::Confirmed(Box::new(confirmed)))
     }
 
     /// Moves the order from `from` to `Compensating` with the failure's reason.
@@ -358,8 +374,14 @@ impl Store {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Ends a compensated order: FAILED, with `order.failed` in the same transaction.
-    pub async fn finish_failed(&self, id: &str, runner: &str) -> Result<bool, sqlx::Error> {
+    /// Ends a compensated order: FAILED, with `order.failed` in the same transaction. Returns the
+    /// order as stored, or `None` when it is no longer compensating or no longer this runner's
+    /// (nothing written).
+    pub async fn finish_failed(
+        &self,
+        id: &str,
+        runner: &str,
+    ) -> Result<Option<SagaState>, sqlx::Error> {
         let now = now_rfc3339();
         let mut tx = self.db.begin().await?;
         let row: Option<OrderRow> = sqlx::query_as(&format!(
@@ -377,14 +399,15 @@ impl Store {
         .await?;
         let Some(row) = row else {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         };
-        let order = decode(row)?.order;
+        let failed = decode(row)?;
+        let order = &failed.order;
         let code = order.reason_code.clone().unwrap_or_default();
         let reason = order.reason.clone().unwrap_or_default();
-        outbox::insert(&mut tx, &events::failed(&order, &code, &reason)).await?;
+        outbox::insert(&mut tx, &events::failed(order, &code, &reason)).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(failed))
     }
 
     /// Orders left unfinished and untouched since `stale_before`: each one this call manages to
