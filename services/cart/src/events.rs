@@ -71,7 +71,7 @@ impl Handler for CartHandler {
         let user_id = order.user_id.to_string();
         for item in &order.items {
             let product_id = item.product_id.to_string();
-            sqlx::query(
+            let removed = sqlx::query(
                 "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2 AND quantity <= $3 \
                  AND ($4 = '' OR changed_at <= $4)",
             )
@@ -81,6 +81,10 @@ impl Handler for CartHandler {
             .bind(&order.placed_at)
             .execute(&mut **tx)
             .await?;
+            if removed.rows_affected() > 0 {
+                // The line was bought whole (the usual case): nothing is left to lower.
+                continue;
+            }
             sqlx::query(
                 "UPDATE cart_items SET quantity = quantity - $1 \
                  WHERE user_id = $2 AND product_id = $3 AND quantity > $4 \
