@@ -140,8 +140,28 @@ impl Store {
         ttl: Duration,
         low_threshold: i64,
     ) -> Result<ReserveOutcome, sqlx::Error> {
-        let products: Vec<String> = items.iter().map(|i| i.product_id.clone()).collect();
-        self.free_expired(Some(&products)).await?;
+        let outcome = self
+            .try_reserve(order_id, items, ttl, low_threshold)
+            .await?;
+        // Expired holds never block a sale: when stock is short, those on these products are
+        // freed and the hold tried once more. Looked for only then, not before every hold (a
+        // statement per checkout); the sweeper frees the rest.
+        if let ReserveOutcome::Short(_) = outcome {
+            let products: Vec<String> = items.iter().map(|i| i.product_id.clone()).collect();
+            if self.free_expired(Some(&products)).await? > 0 {
+                return self.try_reserve(order_id, items, ttl, low_threshold).await;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn try_reserve(
+        &self,
+        order_id: &str,
+        items: &[ReservedItem],
+        ttl: Duration,
+        low_threshold: i64,
+    ) -> Result<ReserveOutcome, sqlx::Error> {
         let started = OffsetDateTime::now_utc();
         let created_at = rfc3339(started);
         let expires_at = rfc3339(started + ttl);
