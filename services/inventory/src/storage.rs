@@ -140,123 +140,116 @@ impl Store {
         ttl: Duration,
         low_threshold: i64,
     ) -> Result<ReserveOutcome, sqlx::Error> {
-        let outcome = self
-            .try_reserve(order_id, items, ttl, low_threshold)
-            .await?;
-        // Expired holds never block a sale: when stock is short, those on these products are
-        // freed and the hold tried once more. Looked for only then, not before every hold (a
-        // statement per checkout); the sweeper frees the rest.
-        if let ReserveOutcome::Short(_) = outcome {
-            let products: Vec<String> = items.iter().map(|i| i.product_id.clone()).collect();
-            if self.free_expired(Some(&products)).await? > 0 {
-                return self.try_reserve(order_id, items, ttl, low_threshold).await;
-            }
-        }
-        Ok(outcome)
-    }
-
-    async fn try_reserve(
-        &self,
-        order_id: &str,
-        items: &[ReservedItem],
-        ttl: Duration,
-        low_threshold: i64,
-    ) -> Result<ReserveOutcome, sqlx::Error> {
-        let started = OffsetDateTime::now_utc();
-        let created_at = rfc3339(started);
-        let expires_at = rfc3339(started + ttl);
-        let mut tx = self.db.begin().await?;
-        // The first statement writes: it claims the order id (a concurrent retry waits here) and
-        // takes SQLite's write lock.
-        let claimed = sqlx::query(
-            "INSERT INTO reservations (order_id, status, expires_at, created_at, updated_at) \
-             VALUES ($1, 'held', $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(&expires_at)
-        .bind(&created_at)
-        .bind(&created_at)
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
-            tx.rollback().await?;
-            return match self.reservation(order_id).await? {
-                Some(existing) => Ok(ReserveOutcome::Existing(existing)),
-                None => Err(sqlx::Error::RowNotFound),
-            };
-        }
-        let mut short = Vec::new();
-        let mut low = Vec::new();
-        let mut held = Vec::new();
-        for item in items {
-            // Check and hold in one statement: the row lock (PostgreSQL) or the write lock
-            // (SQLite) makes concurrent holds queue, and each sees the others' holds.
-            let after: Option<i64> = sqlx::query_scalar(
-                "UPDATE stock SET reserved = reserved + $1, updated_at = $2 \
-                 WHERE product_id = $3 AND on_hand - reserved >= $4 \
-                 RETURNING on_hand - reserved",
+        let mut freed_expired = false;
+        loop {
+            let started = OffsetDateTime::now_utc();
+            let created_at = rfc3339(started);
+            let expires_at = rfc3339(started + ttl);
+            let mut tx = self.db.begin().await?;
+            // The first statement writes: it claims the order id (a concurrent retry waits here)
+            // and takes SQLite's write lock.
+            let claimed = sqlx::query(
+                "INSERT INTO reservations (order_id, status, expires_at, created_at, updated_at) \
+                 VALUES ($1, 'held', $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
             )
-            .bind(item.quantity)
+            .bind(order_id)
+            .bind(&expires_at)
             .bind(&created_at)
-            .bind(&item.product_id)
-            .bind(item.quantity)
-            .fetch_optional(&mut *tx)
+            .bind(&created_at)
+            .execute(&mut *tx)
             .await?;
-            match after {
-                Some(after) => {
-                    if domain::crosses_low(after + item.quantity, after, low_threshold) {
-                        low.push((item.product_id.clone(), after));
-                    }
-                    held.push(item);
-                }
-                None => {
-                    let available: Option<i64> = sqlx::query_scalar(
-                        "SELECT on_hand - reserved FROM stock WHERE product_id = $1",
-                    )
-                    .bind(&item.product_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    short.push(Shortfall {
-                        product_id: item.product_id.clone(),
-                        requested: item.quantity,
-                        available: available.unwrap_or(0),
-                    });
-                }
+            if claimed.rows_affected() == 0 {
+                tx.rollback().await?;
+                return match self.reservation(order_id).await? {
+                    Some(existing) => Ok(ReserveOutcome::Existing(existing)),
+                    None => Err(sqlx::Error::RowNotFound),
+                };
             }
-        }
-        if !short.is_empty() {
-            // All or nothing: the holds taken above and the claimed order id go with the rollback.
-            tx.rollback().await?;
-            return Ok(ReserveOutcome::Short(short));
-        }
-        // Every line in one statement: a round trip to the database each was most of a
-        // reservation's time. (Not empty: a reservation with no line is refused before this.)
-        if !held.is_empty() {
-            let values: Vec<String> = (0..held.len())
-                .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
-                .collect();
-            let sql = format!(
-                "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES {}",
-                values.join(", ")
-            );
-            let mut insert = sqlx::query(&sql).bind(order_id);
-            for item in &held {
-                insert = insert.bind(&item.product_id).bind(item.quantity);
-            }
-            insert.execute(&mut *tx).await?;
-        }
-        for (product_id, available) in low {
-            Self::stock_low_event(&mut tx, &product_id, available, low_threshold, &created_at)
+            let mut short = Vec::new();
+            let mut low = Vec::new();
+            let mut held = Vec::new();
+            for item in items {
+                // Check and hold in one statement: the row lock (PostgreSQL) or the write lock
+                // (SQLite) makes concurrent holds queue, and each sees the others' holds.
+                let after: Option<i64> = sqlx::query_scalar(
+                    "UPDATE stock SET reserved = reserved + $1, updated_at = $2 \
+                     WHERE product_id = $3 AND on_hand - reserved >= $4 \
+                     RETURNING on_hand - reserved",
+                )
+                .bind(item.quantity)
+                .bind(&created_at)
+                .bind(&item.product_id)
+                .bind(item.quantity)
+                .fetch_optional(&mut *tx)
                 .await?;
+                match after {
+                    Some(after) => {
+                        if domain::crosses_low(after + item.quantity, after, low_threshold) {
+                            low.push((item.product_id.clone(), after));
+                        }
+                        held.push(item);
+                    }
+                    None => {
+                        let available: Option<i64> = sqlx::query_scalar(
+                            "SELECT on_hand - reserved FROM stock WHERE product_id = $1",
+                        )
+                        .bind(&item.product_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        short.push(Shortfall {
+                            product_id: item.product_id.clone(),
+                            requested: item.quantity,
+                            available: available.unwrap_or(0),
+                        });
+                    }
+                }
+            }
+            if !short.is_empty() {
+                // All or nothing: the holds taken above and the claimed order id go with the
+                // rollback.
+                tx.rollback().await?;
+                // Expired holds never block a sale: when stock is short, those on these products
+                // are freed and the hold tried once more. Looked for only then, not before every
+                // hold (a statement per checkout); the sweeper frees the rest.
+                if !freed_expired {
+                    freed_expired = true;
+                    let products: Vec<String> =
+                        items.iter().map(|i| i.product_id.clone()).collect();
+                    if self.free_expired(Some(&products)).await? > 0 {
+                        continue;
+                    }
+                }
+                return Ok(ReserveOutcome::Short(short));
+            }
+            // Every line in one statement: a round trip to the database each was most of a
+            // reservation's time. (Not empty: a reservation with no line is refused before this.)
+            if !held.is_empty() {
+                let values: Vec<String> = (0..held.len())
+                    .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES {}",
+                    values.join(", ")
+                );
+                let mut insert = sqlx::query(&sql).bind(order_id);
+                for item in &held {
+                    insert = insert.bind(&item.product_id).bind(item.quantity);
+                }
+                insert.execute(&mut *tx).await?;
+            }
+            for (product_id, available) in low {
+                Self::stock_low_event(&mut tx, &product_id, available, low_threshold, &created_at)
+                    .await?;
+            }
+            tx.commit().await?;
+            return Ok(ReserveOutcome::Created(Reservation {
+                order_id: order_id.to_owned(),
+                status: ReservationStatus::Held,
+                items: items.to_vec(),
+                expires_at,
+                created_at,
+            }));
         }
-        tx.commit().await?;
-        Ok(ReserveOutcome::Created(Reservation {
-            order_id: order_id.to_owned(),
-            status: ReservationStatus::Held,
-            items: items.to_vec(),
-            expires_at,
-            created_at,
-        }))
     }
 
     /// Writes `stock.low` to the outbox in the caller's transaction; the events crate's relay publishes it.
