@@ -82,7 +82,10 @@ pub async fn apply(
     event: &Event,
 ) -> Result<Applied, HandleError> {
     let mut tx = db.begin().await?;
-    if !claim(&mut tx, consumer, event).await? {
+    if claim_all(&mut tx, consumer, std::iter::once(event))
+        .await?
+        .is_empty()
+    {
         tx.rollback().await?;
         return Ok(Applied::Already);
     }
@@ -142,21 +145,6 @@ async fn claim_all<'a>(
         insert = insert.bind(event.id.to_string());
     }
     Ok(insert.fetch_all(&mut **tx).await?.into_iter().collect())
-}
-
-/// Records in `tx` that `consumer` applies `event`; false when it already has.
-async fn claim(tx: &mut Tx, consumer: &str, event: &Event) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, event_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event.id.to_string())
-    .bind(shop_kit::db::now_rfc3339())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(claimed > 0)
 }
 
 /// Why a consumer gave up on an event: the `reason` of `shop_events_dead_lettered_total`.

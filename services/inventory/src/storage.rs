@@ -326,7 +326,8 @@ impl Store {
     }
 
     /// Frees holds past their expiry: all of them (the sweeper), or those touching `products`
-    /// (before a new hold, so expired holds never block a sale). Returns how many it freed.
+    /// (when a new hold finds their stock short, so expired holds never block a sale). Returns
+    /// how many it freed.
     pub async fn free_expired(&self, products: Option<&[String]>) -> Result<usize, sqlx::Error> {
         let at = now_rfc3339();
         let order_ids: Vec<String> =
